@@ -1,0 +1,242 @@
+//! rkyv record types, their encoding, and validation. No crypto, no I/O.
+//!
+//! Every decode validates the archive (bytecheck) before any field is read, even though the
+//! bytes were authenticated: a format bug or a fuzzer never reaches unchecked memory.
+
+mod adj;
+
+pub(crate) use adj::{decode_page, encode_page};
+pub use adj::{AdjEntry, PAGE_CAPACITY};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use zeroize::Zeroize;
+
+use crate::types::Value;
+
+/// A value failed archive validation or could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecError;
+
+/// A node as stored (Core compartment: structure only).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub id: u64,
+    /// Interned kind id.
+    pub kind: u32,
+    /// `(system, external_id)` pairs this node is known by.
+    pub sources: Vec<(String, String)>,
+    /// When the node was first stored.
+    pub created_at: i64,
+    /// When the node last changed.
+    pub updated_at: i64,
+    /// Number of outgoing edge entries (retracted ones included).
+    pub out_degree: u64,
+    /// Number of incoming edge entries (retracted ones included).
+    pub in_degree: u64,
+    /// Number of outgoing adjacency pages.
+    pub out_pages: u32,
+    /// Number of incoming adjacency pages.
+    pub in_pages: u32,
+}
+
+/// An edge as stored.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct EdgeRecord {
+    /// The edge's id.
+    pub id: u64,
+    /// Source node.
+    pub from: u64,
+    /// Target node.
+    pub to: u64,
+    /// Interned kind id.
+    pub kind: u32,
+    /// Where the edge came from.
+    pub source: Option<(String, String)>,
+    /// Valid-time start (inclusive).
+    pub valid_from: i64,
+    /// Valid-time end (exclusive).
+    pub valid_to: i64,
+    /// When the store learned the edge.
+    pub recorded_at: i64,
+    /// When the store retracted the edge, if it did.
+    pub retracted_at: Option<i64>,
+}
+
+/// One adjacency page: a run of compactly encoded entries (see [`AdjEntry`]).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct AdjPage {
+    /// Number of pages of this (node, direction); meaningful in page 0 only.
+    pub pages: u32,
+    /// Number of entries in this page.
+    pub count: u32,
+    /// Delta/varint encoded entries.
+    pub data: Vec<u8>,
+    /// Zero padding up to a size class, so the sealed size hides the exact degree.
+    pub pad: Vec<u8>,
+}
+
+/// A stored property value (mirror of [`Value`]).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub enum StoredValue {
+    /// See [`Value::Null`].
+    Null,
+    /// See [`Value::Bool`].
+    Bool(bool),
+    /// See [`Value::I64`].
+    I64(i64),
+    /// See [`Value::F64`].
+    F64(f64),
+    /// See [`Value::Str`].
+    Str(String),
+    /// See [`Value::Bytes`].
+    Bytes(Vec<u8>),
+    /// See [`Value::Timestamp`].
+    Timestamp(i64),
+}
+
+impl From<&Value> for StoredValue {
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => StoredValue::Null,
+            Value::Bool(b) => StoredValue::Bool(*b),
+            Value::I64(i) => StoredValue::I64(*i),
+            Value::F64(f) => StoredValue::F64(*f),
+            Value::Str(s) => StoredValue::Str(s.clone()),
+            Value::Bytes(b) => StoredValue::Bytes(b.clone()),
+            Value::Timestamp(t) => StoredValue::Timestamp(*t),
+        }
+    }
+}
+
+impl From<StoredValue> for Value {
+    fn from(v: StoredValue) -> Self {
+        match v {
+            StoredValue::Null => Value::Null,
+            StoredValue::Bool(b) => Value::Bool(b),
+            StoredValue::I64(i) => Value::I64(i),
+            StoredValue::F64(f) => Value::F64(f),
+            StoredValue::Str(s) => Value::Str(s),
+            StoredValue::Bytes(b) => Value::Bytes(b),
+            StoredValue::Timestamp(t) => Value::Timestamp(t),
+        }
+    }
+}
+
+/// The properties of one node or edge in one compartment.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct PropMap {
+    /// `(name, value)` pairs, sorted by name, names unique.
+    pub entries: Vec<(String, StoredValue)>,
+}
+
+impl PropMap {
+    /// Sets `name` to `value`; returns whether anything changed.
+    pub fn set(&mut self, name: &str, value: StoredValue) -> bool {
+        match self.entries.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => {
+                if self.entries[i].1 == value {
+                    return false;
+                }
+                self.entries[i].1 = value;
+            }
+            Err(i) => self.entries.insert(i, (name.to_owned(), value)),
+        }
+        true
+    }
+
+    /// Removes `name`; returns whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.entries.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => {
+                self.entries.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&StoredValue> {
+        self.entries.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.entries[i].1)
+    }
+}
+
+/// One key epoch of an organization.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct EpochEntry {
+    /// The epoch number.
+    pub epoch: u32,
+    /// The random seed (empty for BYOK orgs). The whole registry entry is sealed under the KEK.
+    pub seed: Vec<u8>,
+    /// Seals performed under this epoch's keys (for nonce-limit rotation).
+    pub seal_count: u64,
+}
+
+/// An organization's registry entry (sealed under the KEK).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct OrgEntry {
+    /// The organization's name.
+    pub name: String,
+    /// True if the org key is supplied by the host (BYOK).
+    pub byok: bool,
+    /// BYOK only: a known value sealed under a key derived from the host key.
+    pub key_check: Vec<u8>,
+    /// The epoch new values are sealed under.
+    pub current_epoch: u32,
+    /// Every epoch that may still be referenced.
+    pub epochs: Vec<EpochEntry>,
+    /// The long-lived seed of the blind / index / audit keys (empty for BYOK orgs).
+    pub structure_seed: Vec<u8>,
+    /// Next node id to assign.
+    pub next_node: u64,
+    /// Next edge id to assign.
+    pub next_edge: u64,
+    /// Next kind id to assign.
+    pub next_kind: u32,
+    /// Nodes stored.
+    pub node_count: u64,
+    /// Edges stored (retracted ones included).
+    pub edge_count: u64,
+    /// When the org was created.
+    pub created_at: i64,
+}
+
+impl Drop for OrgEntry {
+    fn drop(&mut self) {
+        self.structure_seed.zeroize();
+        for e in &mut self.epochs {
+            e.seed.zeroize();
+        }
+    }
+}
+
+/// Encodes any record into an aligned archive.
+pub fn encode<T>(value: &T) -> Result<AlignedVec, CodecError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(value).map_err(|_| CodecError)
+}
+
+/// Validates an archive and deserializes it. `bytes` must be 16-byte aligned (as the buffers
+/// returned by the envelope are).
+pub fn decode<T>(bytes: &[u8]) -> Result<T, CodecError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+{
+    rkyv::from_bytes::<T, rancor::Error>(bytes).map_err(|_| CodecError)
+}
+
+/// Validates an archive and returns a zero-copy view of it.
+pub fn access<T>(bytes: &[u8]) -> Result<&T, CodecError>
+where
+    T: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
+{
+    rkyv::access::<T, rancor::Error>(bytes).map_err(|_| CodecError)
+}

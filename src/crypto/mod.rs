@@ -1,0 +1,129 @@
+//! Keys, the HKDF derivation tree, the AES-256-GCM envelope and blind record keys.
+//!
+//! Pure functions and key types; no I/O besides the operating system's random number generator.
+
+mod blind;
+pub(crate) mod envelope;
+mod keys;
+
+pub(crate) use blind::BlindKey;
+pub(crate) use envelope::Binding;
+pub use envelope::{ENVELOPE_VERSION, OVERHEAD};
+pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
+pub use keys::{OrgKey, RootKey, Secret, KEY_LEN};
+
+use std::collections::BTreeMap;
+
+use crate::types::{Compartment, OrgTag};
+
+const INFO_ROOT_CHECK: &[u8] = b"silograph/1/root-check";
+const INFO_KEK: &[u8] = b"silograph/1/kek";
+const INFO_ORG_TAG: &[u8] = b"silograph/1/org-tag";
+const INFO_ORG: &[u8] = b"silograph/1/org";
+const INFO_ORG_STRUCT: &[u8] = b"silograph/1/org-struct";
+const INFO_BYOK_CHECK: &[u8] = b"silograph/1/byok-check";
+
+/// Keys derived from the root key for one database.
+pub(crate) struct RootKeys {
+    /// Seals the known root-check value in `meta`.
+    pub check: AeadKey,
+    /// Wraps org seeds, org registry entries and the database secret.
+    pub kek: AeadKey,
+}
+
+impl RootKeys {
+    pub(crate) fn derive(root: &RootKey, db_id: &[u8; 16]) -> Self {
+        RootKeys {
+            check: AeadKey::new(&derive(root.expose(), db_id, &[INFO_ROOT_CHECK])),
+            kek: AeadKey::new(&derive(root.expose(), db_id, &[INFO_KEK])),
+        }
+    }
+}
+
+/// Keys derived from the database secret (a random value wrapped under the KEK, so that root
+/// rotation does not change org tags and hence no record key changes).
+pub(crate) struct DbSecretKeys {
+    tag: MacKey,
+}
+
+impl DbSecretKeys {
+    pub(crate) fn derive(db_secret: &Secret, db_id: &[u8; 16]) -> Self {
+        DbSecretKeys { tag: MacKey::new(&derive(db_secret.expose(), db_id, &[INFO_ORG_TAG])) }
+    }
+
+    /// The 8-byte tag that prefixes every record key of the org called `name`.
+    pub(crate) fn org_tag(&self, name: &str) -> OrgTag {
+        let mac = self.tag.mac(&[name.as_bytes()]);
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&mac[..8]);
+        OrgTag(t)
+    }
+}
+
+/// The data keys of one key epoch: one AES-256-GCM key per compartment.
+///
+/// A compartment outside a handle's scope has no key here at all.
+pub(crate) struct EpochKeys {
+    pub keys: [Option<AeadKey>; 3],
+}
+
+/// All keys one org handle holds.
+pub(crate) struct OrgKeys {
+    pub epochs: BTreeMap<u32, EpochKeys>,
+    pub current_epoch: u32,
+    pub blind: BlindKey,
+    pub index: MacKey,
+    #[allow(dead_code)]
+    pub audit: MacKey,
+}
+
+impl std::fmt::Debug for OrgKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgKeys").field("epochs", &self.epochs.keys()).finish_non_exhaustive()
+    }
+}
+
+/// The purposes of the per-epoch data keys, indexed by compartment.
+fn compartment_purpose(c: Compartment) -> &'static [u8] {
+    match c {
+        Compartment::Core => b"data",
+        Compartment::Labels => b"labels",
+        Compartment::Raw => b"raw",
+    }
+}
+
+/// Derives the data keys of one epoch from that epoch's seed, for the compartments in `scope`.
+pub(crate) fn derive_epoch_keys(
+    seed: &Secret,
+    db_id: &[u8; 16],
+    tag: OrgTag,
+    epoch: u32,
+    scope: &[Compartment],
+) -> EpochKeys {
+    let mut keys: [Option<AeadKey>; 3] = [None, None, None];
+    for c in scope {
+        let s = derive(seed.expose(), db_id, &[INFO_ORG, &tag.0, &epoch.to_le_bytes(), compartment_purpose(*c)]);
+        keys[c.index() as usize] = Some(AeadKey::new(&s));
+    }
+    EpochKeys { keys }
+}
+
+/// Structure keys (blind, index, audit) of an org, from its long-lived structure seed.
+pub(crate) fn derive_structure_keys(
+    structure_seed: &Secret,
+    db_id: &[u8; 16],
+    tag: OrgTag,
+) -> (BlindKey, MacKey, MacKey) {
+    let d = |purpose: &[u8]| derive(structure_seed.expose(), db_id, &[INFO_ORG_STRUCT, &tag.0, purpose]);
+    (BlindKey::new(&d(b"blind")), MacKey::new(&d(b"index")), MacKey::new(&d(b"audit")))
+}
+
+/// The key that seals a BYOK org's key-check record.
+pub(crate) fn byok_check_key(key: &OrgKey, db_id: &[u8; 16], tag: OrgTag) -> AeadKey {
+    AeadKey::new(&derive(key.expose(), db_id, &[INFO_BYOK_CHECK, &tag.0]))
+}
+
+/// A BYOK org's host key seen as a seed (the key itself is never stored).
+pub(crate) fn byok_seed(key: &OrgKey) -> Secret {
+    Secret::copy_from(key.expose())
+}

@@ -1,0 +1,76 @@
+//! The one error type of silograph.
+
+use crate::types::Compartment;
+
+/// Result alias used throughout silograph.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, as variants a caller can act on.
+///
+/// Errors never carry key material, plaintext or property values: `Corrupt` names the table and
+/// the opaque (blinded) record key only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The root key (or a bring-your-own org key) does not match the one the data was sealed with.
+    #[error("wrong key")]
+    WrongKey,
+    /// No organization with this name exists in the database.
+    #[error("organization not found: {0}")]
+    OrgNotFound(String),
+    /// An organization with this name already exists.
+    #[error("organization already exists: {0}")]
+    OrgExists(String),
+    /// A stored value failed authentication or archive validation.
+    #[error("corrupt record in table `{table}` at key {key}")]
+    Corrupt {
+        /// The table holding the record.
+        table: &'static str,
+        /// The opaque storage key, hex encoded (reveals nothing beyond what the file already does).
+        key: String,
+    },
+    /// The file or a value uses a format version this build does not understand.
+    #[error("unsupported format: {0}")]
+    UnsupportedFormat(String),
+    /// The handle's scope does not include this compartment.
+    #[error("access denied: the handle's scope does not include the {0:?} compartment")]
+    Denied(Compartment),
+    /// The caller passed a value that cannot be accepted; the message says what was wrong.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The storage engine (redb) failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+    /// An I/O operation failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn corrupt(table: &'static str, key: &[u8]) -> Self {
+        Error::Corrupt { table, key: hex::encode(key) }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+
+storage_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CompactionError
+);

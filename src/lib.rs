@@ -1,0 +1,24 @@
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+//! silograph: an embedded, encrypted, multi-tenant context-graph store.
+//!
+//! One redb file holds many organizations. Every organization's records are sealed with keys
+//! derived from that organization's own random seed; a handle for one organization cannot
+//! address, let alone decrypt, another's records; every failure to authenticate is an error,
+//! never data. See the README and `docs/design.md`.
+
+pub mod codec;
+pub mod crypto;
+mod error;
+mod store;
+mod types;
+
+pub use crypto::{OrgKey, RootKey};
+pub use error::{Error, Result};
+pub use store::{
+    Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,
+    WriteTxn, FORMAT_VERSION, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN,
+};
+pub use types::{Compartment, Direction, EdgeId, KindId, NodeId, OrgTag, SourceRef, Timestamp, Value};

@@ -1,0 +1,420 @@
+//! redb tables, the org registry and transactions: glues `crypto` and `codec` to redb.
+
+mod cache;
+mod org;
+mod overlay;
+mod read;
+mod records;
+pub(crate) mod tables;
+mod write;
+
+pub use org::Org;
+pub use read::{EdgeView, Neighbor, NeighborFilter, Neighbors, NodeView, ReadTxn};
+pub use write::{EdgeInput, NodeInput, WriteTxn};
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use zeroize::Zeroizing;
+
+use crate::codec::{self, OrgEntry};
+use crate::crypto::{self, envelope, Binding, DbSecretKeys, OrgKey, RootKey, RootKeys, Secret, KEY_LEN};
+use crate::error::{Error, Result};
+use crate::types::{Compartment, OrgTag};
+use cache::PageCache;
+use tables::{ALL, META, ORGS};
+
+/// On-disk format version of the database file.
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 10] = b"SILOGRAPH\0";
+const HEADER_KEY: &[u8] = b"header";
+const ROOT_CHECK_KEY: &[u8] = b"root-check";
+const DB_SECRET_KEY: &[u8] = b"db-secret";
+const ROOT_CHECK_VALUE: &[u8] = b"silograph root check v1";
+const BYOK_CHECK_VALUE: &[u8] = b"silograph byok check v1";
+
+/// Longest org, kind, system or property name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest external id, in bytes.
+pub const MAX_EXTERNAL_ID_LEN: usize = 1024;
+/// Largest string or bytes property value, in bytes.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+pub(crate) fn check_name(what: &str, s: &str, max: usize) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(format!("{what} is empty")));
+    }
+    if s.len() > max {
+        return Err(Error::invalid(format!("{what} is {} bytes, the limit is {max}", s.len())));
+    }
+    Ok(())
+}
+
+/// Configuration for opening a [`Db`].
+///
+/// ```no_run
+/// # fn main() -> silograph::Result<()> {
+/// let root = silograph::RootKey::generate()?;
+/// let db = silograph::Db::builder().cache_size(256 << 20).open("ctx.silo", root)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DbBuilder {
+    page_cache: usize,
+    storage_cache: Option<usize>,
+}
+
+impl Default for DbBuilder {
+    fn default() -> Self {
+        DbBuilder { page_cache: 64 << 20, storage_cache: None }
+    }
+}
+
+impl DbBuilder {
+    /// Bytes of decrypted adjacency pages to keep per organization (0 disables the cache).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.page_cache = bytes;
+        self
+    }
+
+    /// Bytes of redb's own (encrypted) page cache; redb's default if unset.
+    pub fn storage_cache_size(mut self, bytes: usize) -> Self {
+        self.storage_cache = Some(bytes);
+        self
+    }
+
+    fn redb_builder(&self) -> redb::Builder {
+        let mut b = redb::Database::builder();
+        if let Some(c) = self.storage_cache {
+            b.set_cache_size(c);
+        }
+        b
+    }
+
+    /// Opens the database at `path`, creating it if missing.
+    ///
+    /// A wrong root key is `Error::WrongKey`, detected before anything is written: the file is
+    /// left byte-for-byte unchanged.
+    pub fn open(self, path: impl AsRef<Path>, root: RootKey) -> Result<Db> {
+        let path = path.as_ref();
+        let existing = match std::fs::metadata(path) {
+            Ok(m) => m.len() > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e.into()),
+        };
+        if existing {
+            // Dry run through an in-memory overlay: nothing reaches the file unless the key is right.
+            let file = std::fs::File::open(path)?;
+            let probe = self.redb_builder().create_with_backend(overlay::OverlayBackend::new(file)?)?;
+            load_meta(&probe, &root)?;
+        }
+        let redb = self.redb_builder().create(path)?;
+        let meta = match load_meta(&redb, &root)? {
+            Some(m) => m,
+            None => init_meta(&redb, &root)?,
+        };
+        Ok(Db {
+            inner: Arc::new(DbInner {
+                redb,
+                db_id: meta.db_id,
+                root_gen: meta.root_gen,
+                root_keys: RootKeys::derive(&root, &meta.db_id),
+                secret_keys: DbSecretKeys::derive(&meta.secret, &meta.db_id),
+                page_cache: self.page_cache,
+                shared: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+struct Meta {
+    db_id: [u8; 16],
+    root_gen: u32,
+    secret: Secret,
+}
+
+fn header_bytes(db_id: &[u8; 16], root_gen: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(34);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h.extend_from_slice(db_id);
+    h.extend_from_slice(&root_gen.to_le_bytes());
+    h
+}
+
+/// Reads and checks `meta`: `None` for a database with no tables yet (new, or crashed while
+/// being created), `WrongKey` if the root key does not open the root check.
+fn load_meta(db: &redb::Database, root: &RootKey) -> Result<Option<Meta>> {
+    let rtx = db.begin_read()?;
+    let table = match rtx.open_table(META.def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            if rtx.list_tables()?.next().is_some() {
+                return Err(Error::UnsupportedFormat("not a silograph database (no meta table)".into()));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let header = table
+        .get(HEADER_KEY)?
+        .ok_or_else(|| Error::UnsupportedFormat("not a silograph database (no header)".into()))?
+        .value()
+        .to_vec();
+    if header.len() != 34 || &header[..10] != MAGIC {
+        return Err(Error::UnsupportedFormat("not a silograph database (bad header)".into()));
+    }
+    let version = u32::from_le_bytes([header[10], header[11], header[12], header[13]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat(format!(
+            "file format version {version}, this build reads {FORMAT_VERSION}"
+        )));
+    }
+    let mut db_id = [0u8; 16];
+    db_id.copy_from_slice(&header[14..30]);
+    let root_gen = u32::from_le_bytes([header[30], header[31], header[32], header[33]]);
+    let keys = RootKeys::derive(root, &db_id);
+    let check = |key: &[u8]| -> Result<Zeroizing<Vec<u8>>> {
+        let sealed = table.get(key)?.ok_or(Error::WrongKey)?.value().to_vec();
+        let aead = if key == ROOT_CHECK_KEY { &keys.check } else { &keys.kek };
+        let binding = Binding { db_id: &db_id, table: META.id, key };
+        envelope::open(aead, &binding, META.name, &sealed).map(|b| Zeroizing::new(b.as_slice().to_vec())).map_err(|e| {
+            match e {
+                Error::Corrupt { .. } => Error::WrongKey,
+                other => other,
+            }
+        })
+    };
+    if check(ROOT_CHECK_KEY)?.as_slice() != ROOT_CHECK_VALUE {
+        return Err(Error::WrongKey);
+    }
+    let secret = Secret::from_slice(&check(DB_SECRET_KEY)?).map_err(|_| Error::corrupt(META.name, DB_SECRET_KEY))?;
+    Ok(Some(Meta { db_id, root_gen, secret }))
+}
+
+fn init_meta(db: &redb::Database, root: &RootKey) -> Result<Meta> {
+    let mut db_id = [0u8; 16];
+    crypto::fill_random(&mut db_id)?;
+    let secret = Secret::generate()?;
+    let keys = RootKeys::derive(root, &db_id);
+    let wtx = db.begin_write()?;
+    {
+        for t in ALL {
+            wtx.open_table(t.def)?;
+        }
+        let mut meta = wtx.open_table(META.def)?;
+        meta.insert(HEADER_KEY, header_bytes(&db_id, 0).as_slice())?;
+        let seal = |aead, key: &[u8], value: &[u8]| {
+            envelope::seal(aead, 0, &Binding { db_id: &db_id, table: META.id, key }, value)
+        };
+        meta.insert(ROOT_CHECK_KEY, seal(&keys.check, ROOT_CHECK_KEY, ROOT_CHECK_VALUE)?.as_slice())?;
+        let secret_bytes: &[u8; KEY_LEN] = secret.expose();
+        meta.insert(DB_SECRET_KEY, seal(&keys.kek, DB_SECRET_KEY, secret_bytes)?.as_slice())?;
+    }
+    wtx.commit()?;
+    Ok(Meta { db_id, root_gen: 0, secret })
+}
+
+/// An open silograph database: one file, many organizations. Cheap to clone; share it between
+/// threads.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct DbInner {
+    pub redb: redb::Database,
+    pub db_id: [u8; 16],
+    pub root_gen: u32,
+    pub root_keys: RootKeys,
+    pub secret_keys: DbSecretKeys,
+    pub page_cache: usize,
+    /// Per-org state shared by all handles of one org (page cache, kind dictionary).
+    pub shared: Mutex<HashMap<OrgTag, Arc<org::OrgShared>>>,
+}
+
+impl DbInner {
+    pub(crate) fn shared_for(&self, tag: OrgTag) -> Arc<org::OrgShared> {
+        let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(tag).or_insert_with(|| Arc::new(org::OrgShared::new(PageCache::new(self.page_cache)))).clone()
+    }
+
+    /// Seals an org registry entry under the KEK, bound to its key.
+    pub(crate) fn seal_entry(&self, tag: OrgTag, entry: &OrgEntry) -> Result<Vec<u8>> {
+        let bytes = Zeroizing::new(codec::encode(entry).map_err(|_| Error::invalid("org entry too large"))?.to_vec());
+        envelope::seal(
+            &self.root_keys.kek,
+            self.root_gen,
+            &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 },
+            &bytes,
+        )
+    }
+
+    /// Opens and validates an org registry entry.
+    pub(crate) fn open_entry(&self, tag: OrgTag, sealed: &[u8]) -> Result<OrgEntry> {
+        let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
+        let mut buf = envelope::open(&self.root_keys.kek, &binding, ORGS.name, sealed)?;
+        let entry = codec::decode::<OrgEntry>(buf.as_slice());
+        zeroize::Zeroize::zeroize(buf.as_mut_slice());
+        entry.map_err(|_| Error::corrupt(ORGS.name, &tag.0))
+    }
+
+    pub(crate) fn read_entry<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        &self,
+        table: &T,
+        tag: OrgTag,
+        name: &str,
+    ) -> Result<OrgEntry> {
+        let sealed = table.get(tag.0.as_slice())?.ok_or_else(|| Error::OrgNotFound(name.to_owned()))?;
+        self.open_entry(tag, sealed.value())
+    }
+}
+
+impl Db {
+    /// A builder with default settings.
+    pub fn builder() -> DbBuilder {
+        DbBuilder::default()
+    }
+
+    /// Opens (or creates) the database at `path` with default settings.
+    pub fn open(path: impl AsRef<Path>, root: RootKey) -> Result<Db> {
+        DbBuilder::default().open(path, root)
+    }
+
+    /// Creates an organization with a fresh random seed, wrapped under the root key.
+    pub fn create_org(&self, name: &str) -> Result<Org> {
+        self.create(name, None)
+    }
+
+    /// Creates an organization whose key the host supplies (bring your own key). The key is
+    /// never stored; only a key-check record is.
+    pub fn create_org_with_key(&self, name: &str, key: &OrgKey) -> Result<Org> {
+        self.create(name, Some(key))
+    }
+
+    fn create(&self, name: &str, byok: Option<&OrgKey>) -> Result<Org> {
+        check_name("org name", name, MAX_NAME_LEN)?;
+        let inner = &self.inner;
+        let tag = inner.secret_keys.org_tag(name);
+        let (seed, structure_seed) = match byok {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec()),
+        };
+        let key_check = match byok {
+            Some(k) => envelope::seal(
+                &crypto::byok_check_key(k, &inner.db_id, tag),
+                0,
+                &Binding { db_id: &inner.db_id, table: ORGS.id, key: &tag.0 },
+                BYOK_CHECK_VALUE,
+            )?,
+            None => Vec::new(),
+        };
+        let entry = OrgEntry {
+            name: name.to_owned(),
+            byok: byok.is_some(),
+            key_check,
+            current_epoch: 0,
+            epochs: vec![codec::EpochEntry { epoch: 0, seed, seal_count: 0 }],
+            structure_seed,
+            next_node: 1,
+            next_edge: 1,
+            next_kind: 1,
+            node_count: 0,
+            edge_count: 0,
+            created_at: now_ms(),
+        };
+        let wtx = inner.redb.begin_write()?;
+        {
+            let mut orgs = wtx.open_table(ORGS.def)?;
+            if orgs.get(tag.0.as_slice())?.is_some() {
+                return Err(Error::OrgExists(name.to_owned()));
+            }
+            orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
+        }
+        wtx.commit()?;
+        Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)
+    }
+
+    /// A handle for an existing organization with a managed seed.
+    ///
+    /// `Error::OrgNotFound` if there is none; `Error::InvalidInput` for a BYOK org (use
+    /// [`Db::org_with_key`]).
+    pub fn org(&self, name: &str) -> Result<Org> {
+        self.open_org(name, None, &Compartment::ALL)
+    }
+
+    /// A handle for a BYOK organization; `Error::WrongKey` if `key` is not its key.
+    pub fn org_with_key(&self, name: &str, key: &OrgKey) -> Result<Org> {
+        self.open_org(name, Some(key), &Compartment::ALL)
+    }
+
+    /// A handle restricted to `scope`: it derives no key for the compartments outside it, so
+    /// reading them is `Error::Denied`. `Core` is always needed and must be in the scope.
+    pub fn org_scoped(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
+        if !scope.contains(&Compartment::Core) {
+            return Err(Error::invalid("a scope must include the Core compartment"));
+        }
+        self.open_org(name, key, scope)
+    }
+
+    fn open_org(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
+        check_name("org name", name, MAX_NAME_LEN)?;
+        let tag = self.inner.secret_keys.org_tag(name);
+        let rtx = self.inner.redb.begin_read()?;
+        let orgs = rtx.open_table(ORGS.def)?;
+        let entry = self.inner.read_entry(&orgs, tag, name)?;
+        if entry.name != name {
+            return Err(Error::corrupt(ORGS.name, &tag.0));
+        }
+        match (entry.byok, key) {
+            (true, None) => {
+                return Err(Error::invalid(format!("org `{name}` uses a host-supplied key: open it with org_with_key")))
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid(format!("org `{name}` has a managed key: open it with org")))
+            }
+            (true, Some(k)) => {
+                let binding = Binding { db_id: &self.inner.db_id, table: ORGS.id, key: &tag.0 };
+                let ok = envelope::open(
+                    &crypto::byok_check_key(k, &self.inner.db_id, tag),
+                    &binding,
+                    ORGS.name,
+                    &entry.key_check,
+                )
+                .map(|b| b.as_slice() == BYOK_CHECK_VALUE)
+                .unwrap_or(false);
+                if !ok {
+                    return Err(Error::WrongKey);
+                }
+            }
+            (false, None) => {}
+        }
+        Org::from_entry(self.inner.clone(), tag, &entry, key, scope)
+    }
+
+    /// The names of all organizations, sorted.
+    pub fn list_orgs(&self) -> Result<Vec<String>> {
+        let rtx = self.inner.redb.begin_read()?;
+        let orgs = rtx.open_table(ORGS.def)?;
+        let mut names = Vec::with_capacity(orgs.len()? as usize);
+        for item in orgs.iter()? {
+            let (k, v) = item?;
+            let tag = OrgTag(k.value().try_into().map_err(|_| Error::corrupt(ORGS.name, k.value()))?);
+            names.push(self.inner.open_entry(tag, v.value())?.name.clone());
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

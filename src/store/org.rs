@@ -1,0 +1,159 @@
+//! Organization handles: the keys of one org and its shared page cache and kind dictionary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use redb::ReadableDatabase;
+
+use super::cache::PageCache;
+use super::read::ReadTxn;
+use super::write::WriteTxn;
+use super::DbInner;
+use crate::codec::OrgEntry;
+use crate::crypto::{self, EpochKeys, OrgKey, OrgKeys, Secret};
+use crate::error::{Error, Result};
+use crate::types::{Compartment, OrgTag};
+
+/// State shared by every handle of one organization in one `Db`.
+#[derive(Debug)]
+pub(crate) struct OrgShared {
+    pub cache: PageCache,
+    /// Committed kind names, both ways. Only committed entries go in (kind ids are never reused).
+    pub kinds: RwLock<KindDict>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KindDict {
+    pub by_name: HashMap<String, u32>,
+    pub by_id: HashMap<u32, String>,
+}
+
+impl OrgShared {
+    pub(crate) fn new(cache: PageCache) -> Self {
+        OrgShared { cache, kinds: RwLock::new(KindDict::default()) }
+    }
+
+    pub(crate) fn kind_id(&self, name: &str) -> Option<u32> {
+        self.kinds.read().unwrap_or_else(|p| p.into_inner()).by_name.get(name).copied()
+    }
+
+    pub(crate) fn kind_name(&self, id: u32) -> Option<String> {
+        self.kinds.read().unwrap_or_else(|p| p.into_inner()).by_id.get(&id).cloned()
+    }
+
+    pub(crate) fn remember_kind(&self, id: u32, name: &str) {
+        let mut d = self.kinds.write().unwrap_or_else(|p| p.into_inner());
+        d.by_name.insert(name.to_owned(), id);
+        d.by_id.insert(id, name.to_owned());
+    }
+}
+
+/// A handle for one organization: holds that org's keys (only those of its scope). Cheap to
+/// clone; share it between threads.
+///
+/// ```
+/// # fn main() -> silograph::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("silograph-doc-org-{}", std::process::id()));
+/// # let _ = std::fs::remove_file(&dir);
+/// use silograph::{Db, Direction, EdgeInput, NodeInput, RootKey};
+/// let db = Db::open(&dir, RootKey::from_bytes([1; 32]))?;
+/// let acme = db.create_org("acme")?;
+/// let mut w = acme.write()?;
+/// let alice = w.upsert_node(NodeInput::new("person").source("gmail", "alice@acme.com").prop("title", "CTO"))?;
+/// let deal = w.upsert_node(NodeInput::new("deal").source("salesforce", "006A0"))?;
+/// w.add_edge(EdgeInput::new(alice, deal, "owns").valid_from(1_700_000_000_000))?;
+/// w.commit()?;
+///
+/// let r = acme.read()?;
+/// assert_eq!(r.lookup("gmail", "alice@acme.com")?, Some(alice));
+/// let out: Vec<_> = r.neighbors(alice, Direction::Out)?.collect::<Result<_, _>>()?;
+/// assert_eq!(out[0].node, deal);
+/// # drop(r); drop(acme); drop(db); std::fs::remove_file(&dir)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Org {
+    pub(crate) inner: Arc<OrgInner>,
+}
+
+pub(crate) struct OrgInner {
+    pub db: Arc<DbInner>,
+    pub name: String,
+    pub tag: OrgTag,
+    pub keys: OrgKeys,
+    pub scope: Vec<Compartment>,
+    pub shared: Arc<OrgShared>,
+}
+
+impl std::fmt::Debug for Org {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Org").field("name", &self.inner.name).field("scope", &self.inner.scope).finish_non_exhaustive()
+    }
+}
+
+impl Org {
+    pub(crate) fn from_entry(
+        db: Arc<DbInner>,
+        tag: OrgTag,
+        entry: &OrgEntry,
+        byok: Option<&OrgKey>,
+        scope: &[Compartment],
+    ) -> Result<Org> {
+        let corrupt = || Error::corrupt(super::tables::ORGS.name, &tag.0);
+        let structure_seed = match byok {
+            Some(k) => crypto::byok_seed(k),
+            None => Secret::from_slice(&entry.structure_seed).map_err(|_| corrupt())?,
+        };
+        let (blind, index, audit) = crypto::derive_structure_keys(&structure_seed, &db.db_id, tag);
+        let mut epochs = BTreeMap::new();
+        for e in &entry.epochs {
+            let seed = match byok {
+                Some(k) => crypto::byok_seed(k),
+                None => Secret::from_slice(&e.seed).map_err(|_| corrupt())?,
+            };
+            let keys: EpochKeys = crypto::derive_epoch_keys(&seed, &db.db_id, tag, e.epoch, scope);
+            epochs.insert(e.epoch, keys);
+        }
+        let keys = OrgKeys { epochs, current_epoch: entry.current_epoch, blind, index, audit };
+        let shared = db.shared_for(tag);
+        let mut scope = scope.to_vec();
+        scope.sort();
+        scope.dedup();
+        Ok(Org { inner: Arc::new(OrgInner { db, name: entry.name.clone(), tag, keys, scope, shared }) })
+    }
+
+    /// The organization's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The compartments this handle holds keys for.
+    pub fn scope(&self) -> &[Compartment] {
+        &self.inner.scope
+    }
+
+    /// Whether this handle holds a key for `compartment` (in any epoch). A scoped handle derives
+    /// no key outside its scope, so this is a statement about the key set, not a policy flag.
+    pub fn holds_key_for(&self, compartment: Compartment) -> bool {
+        self.inner.keys.epochs.values().any(|e| e.keys[compartment.index() as usize].is_some())
+    }
+
+    /// Begins a write transaction (one redb write transaction; dropping it without
+    /// [`WriteTxn::commit`] aborts). Writers of all orgs of a `Db` take turns.
+    pub fn write(&self) -> Result<WriteTxn> {
+        WriteTxn::begin(self.clone())
+    }
+
+    /// Begins a read snapshot (MVCC: later commits are not visible to it).
+    pub fn read(&self) -> Result<ReadTxn> {
+        ReadTxn::begin(self.clone())
+    }
+
+    /// Node and edge counts as of now (edges include retracted ones).
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let rtx = self.inner.db.redb.begin_read()?;
+        let orgs = rtx.open_table(super::tables::ORGS.def)?;
+        let e = self.inner.db.read_entry(&orgs, self.inner.tag, &self.inner.name)?;
+        Ok((e.node_count, e.edge_count))
+    }
+}

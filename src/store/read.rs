@@ -1,0 +1,481 @@
+//! Read snapshots: point reads, index lookups and adjacency walks over one MVCC snapshot.
+
+use std::sync::Arc;
+
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
+use zeroize::Zeroizing;
+
+use super::cache::Page;
+use super::org::Org;
+use super::records::{dir_index, Owner};
+use super::tables::{index_domain, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use crate::codec::{AdjEntry, EdgeRecord, NodeRecord, PropMap};
+use crate::error::{Error, Result};
+use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Timestamp, Value};
+
+type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// A node as read from a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    /// The node's id.
+    pub id: NodeId,
+    /// The node's kind.
+    pub kind: String,
+    /// The sources it is known by.
+    pub sources: Vec<SourceRef>,
+    /// When it was first stored.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// Outgoing edges (retracted ones included).
+    pub out_degree: u64,
+    /// Incoming edges (retracted ones included).
+    pub in_degree: u64,
+}
+
+/// An edge as read from a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeView {
+    /// The edge's id.
+    pub id: EdgeId,
+    /// Source node.
+    pub from: NodeId,
+    /// Target node.
+    pub to: NodeId,
+    /// The edge's kind.
+    pub kind: String,
+    /// Where the edge came from.
+    pub source: Option<SourceRef>,
+    /// Valid-time start (inclusive), if bounded.
+    pub valid_from: Option<Timestamp>,
+    /// Valid-time end (exclusive), if bounded.
+    pub valid_to: Option<Timestamp>,
+    /// When the store learned it.
+    pub recorded_at: Timestamp,
+    /// When the store retracted it, if it did.
+    pub retracted_at: Option<Timestamp>,
+}
+
+/// One adjacency entry seen from a node: the neighbor and the edge that leads there, with
+/// everything needed to filter by kind and time without fetching the edge record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbor {
+    /// The node at the other end.
+    pub node: NodeId,
+    /// The edge.
+    pub edge: EdgeId,
+    /// The edge's kind.
+    pub kind: KindId,
+    /// `Out` if the edge leaves the node asked about, `In` if it arrives there.
+    pub direction: Direction,
+    /// Valid-time start (inclusive), if bounded.
+    pub valid_from: Option<Timestamp>,
+    /// Valid-time end (exclusive), if bounded.
+    pub valid_to: Option<Timestamp>,
+    /// When the store learned the edge.
+    pub recorded_at: Timestamp,
+    /// When the store retracted the edge, if it did.
+    pub retracted_at: Option<Timestamp>,
+}
+
+impl Neighbor {
+    pub(crate) fn from_entry(e: &AdjEntry, direction: Direction) -> Self {
+        Neighbor {
+            node: NodeId(e.neighbor),
+            edge: EdgeId(e.edge),
+            kind: KindId(e.kind),
+            direction,
+            valid_from: (e.valid_from != i64::MIN).then_some(e.valid_from),
+            valid_to: (e.valid_to != i64::MAX).then_some(e.valid_to),
+            recorded_at: e.recorded_at,
+            retracted_at: (e.retracted_at != i64::MAX).then_some(e.retracted_at),
+        }
+    }
+}
+
+/// Which adjacency entries a walk keeps. The default keeps current (not retracted) edges of
+/// every kind, valid at any time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NeighborFilter {
+    /// Keep only these kinds (`None`: all kinds).
+    pub kinds: Option<Vec<KindId>>,
+    /// Keep only edges valid at this time.
+    pub valid_at: Option<Timestamp>,
+    /// Keep only edges whose validity overlaps `[start, end)`.
+    pub valid_between: Option<(Timestamp, Timestamp)>,
+    /// See the store as it was at this record time: edges recorded after it are hidden, edges
+    /// retracted after it are visible. `None`: the current state (retracted edges hidden).
+    pub known_at: Option<Timestamp>,
+}
+
+impl NeighborFilter {
+    /// Whether `e` passes the filter.
+    pub fn accepts(&self, e: &AdjEntry) -> bool {
+        if let Some(kinds) = &self.kinds {
+            if !kinds.iter().any(|k| k.0 == e.kind) {
+                return false;
+            }
+        }
+        if let Some(t) = self.valid_at {
+            if !(e.valid_from <= t && t < e.valid_to) {
+                return false;
+            }
+        }
+        if let Some((a, b)) = self.valid_between {
+            if !(e.valid_from < b && a < e.valid_to) {
+                return false;
+            }
+        }
+        match self.known_at {
+            Some(r) => e.recorded_at <= r && r < e.retracted_at,
+            None => e.retracted_at == i64::MAX,
+        }
+    }
+
+    /// Rejects contradictory filters (an empty or inverted time window).
+    pub fn validate(&self) -> Result<()> {
+        if let Some((a, b)) = self.valid_between {
+            if a >= b {
+                return Err(Error::invalid("valid_between needs start < end"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A read snapshot of one organization.
+pub struct ReadTxn {
+    org: Org,
+    gen: u64,
+    cache_ok: bool,
+    nodes: RoTable,
+    edges: RoTable,
+    adj: RoTable,
+    index: RoTable,
+    props: RoTable,
+    dict: RoTable,
+    orgs: RoTable,
+}
+
+impl std::fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTxn").field("org", &self.org.name()).finish_non_exhaustive()
+    }
+}
+
+impl ReadTxn {
+    pub(crate) fn begin(org: Org) -> Result<Self> {
+        let cache = &org.inner.shared.cache;
+        let g1 = cache.generation();
+        let txn = org.inner.db.redb.begin_read()?;
+        let g2 = cache.generation();
+        let open = |t: Table| -> Result<RoTable> { Ok(txn.open_table(t.def)?) };
+        Ok(ReadTxn {
+            gen: g1,
+            cache_ok: g1 == g2 && g1 % 2 == 0 && cache.enabled(),
+            nodes: open(NODES)?,
+            edges: open(EDGES)?,
+            adj: open(ADJ)?,
+            index: open(INDEX)?,
+            props: open(PROPS)?,
+            dict: open(DICT)?,
+            orgs: open(ORGS)?,
+            org,
+        })
+    }
+
+    /// The organization this snapshot reads.
+    pub fn org(&self) -> &Org {
+        &self.org
+    }
+
+    fn get(table: &RoTable, key: &[u8]) -> Result<Option<redb::AccessGuard<'static, &'static [u8]>>> {
+        Ok(table.get(key)?)
+    }
+
+    fn node_record(&self, id: NodeId) -> Result<Option<NodeRecord>> {
+        let key = self.org.inner.node_key(id.0);
+        let Some(sealed) = Self::get(&self.nodes, &key)? else { return Ok(None) };
+        let rec: NodeRecord = self.org.inner.open_record(NODES, &key, Compartment::Core, sealed.value())?;
+        if rec.id != id.0 {
+            return Err(Error::corrupt(NODES.name, &key));
+        }
+        Ok(Some(rec))
+    }
+
+    fn edge_record(&self, id: EdgeId) -> Result<Option<EdgeRecord>> {
+        let key = self.org.inner.edge_key(id.0);
+        let Some(sealed) = Self::get(&self.edges, &key)? else { return Ok(None) };
+        let rec: EdgeRecord = self.org.inner.open_record(EDGES, &key, Compartment::Core, sealed.value())?;
+        if rec.id != id.0 {
+            return Err(Error::corrupt(EDGES.name, &key));
+        }
+        Ok(Some(rec))
+    }
+
+    /// The name of a kind id, `None` if the id is unknown.
+    pub fn kind_name(&self, kind: KindId) -> Result<Option<String>> {
+        let shared = &self.org.inner.shared;
+        if let Some(n) = shared.kind_name(kind.0) {
+            return Ok(Some(n));
+        }
+        let key = self.org.inner.dict_key(kind.0);
+        let Some(sealed) = Self::get(&self.dict, &key)? else { return Ok(None) };
+        let buf = self.org.inner.open(DICT, &key, Compartment::Core, sealed.value())?;
+        let name = String::from_utf8(buf.as_slice().to_vec()).map_err(|_| Error::corrupt(DICT.name, &key))?;
+        shared.remember_kind(kind.0, &name);
+        Ok(Some(name))
+    }
+
+    /// The id of a kind name, `None` if no node or edge of this org has that kind.
+    pub fn kind_id(&self, name: &str) -> Result<Option<KindId>> {
+        let shared = &self.org.inner.shared;
+        if let Some(id) = shared.kind_id(name) {
+            return Ok(Some(KindId(id)));
+        }
+        let key = self.org.inner.index_key(index_domain::KIND, &[name.as_bytes()]);
+        let Some(sealed) = Self::get(&self.index, &key)? else { return Ok(None) };
+        let id = self.org.inner.open_u64(INDEX, &key, sealed.value())?;
+        let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &key))?;
+        shared.remember_kind(id, name);
+        Ok(Some(KindId(id)))
+    }
+
+    fn kind_name_or_corrupt(&self, kind: u32, table: Table, key: &[u8]) -> Result<String> {
+        self.kind_name(KindId(kind))?.ok_or_else(|| Error::corrupt(table.name, key))
+    }
+
+    /// Reads a node; `None` if this org has no such node.
+    pub fn node(&self, id: NodeId) -> Result<Option<NodeView>> {
+        let Some(rec) = self.node_record(id)? else { return Ok(None) };
+        let kind = self.kind_name_or_corrupt(rec.kind, NODES, &self.org.inner.node_key(id.0))?;
+        Ok(Some(NodeView {
+            id,
+            kind,
+            sources: rec.sources.into_iter().map(|(s, e)| SourceRef { system: s, external_id: e }).collect(),
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            out_degree: rec.out_degree,
+            in_degree: rec.in_degree,
+        }))
+    }
+
+    /// Reads an edge; `None` if this org has no such edge.
+    pub fn edge(&self, id: EdgeId) -> Result<Option<EdgeView>> {
+        let Some(rec) = self.edge_record(id)? else { return Ok(None) };
+        let kind = self.kind_name_or_corrupt(rec.kind, EDGES, &self.org.inner.edge_key(id.0))?;
+        Ok(Some(EdgeView {
+            id,
+            from: NodeId(rec.from),
+            to: NodeId(rec.to),
+            kind,
+            source: rec.source.map(|(s, e)| SourceRef { system: s, external_id: e }),
+            valid_from: (rec.valid_from != i64::MIN).then_some(rec.valid_from),
+            valid_to: (rec.valid_to != i64::MAX).then_some(rec.valid_to),
+            recorded_at: rec.recorded_at,
+            retracted_at: rec.retracted_at,
+        }))
+    }
+
+    fn lookup_in(&self, domain: &[u8], system: &str, external_id: &str) -> Result<Option<u64>> {
+        let key = self.org.inner.index_key(domain, &[system.as_bytes(), external_id.as_bytes()]);
+        let Some(sealed) = Self::get(&self.index, &key)? else { return Ok(None) };
+        Ok(Some(self.org.inner.open_u64(INDEX, &key, sealed.value())?))
+    }
+
+    /// The node known by `(system, external_id)`, if any.
+    pub fn lookup(&self, system: &str, external_id: &str) -> Result<Option<NodeId>> {
+        Ok(self.lookup_in(index_domain::NODE_SOURCE, system, external_id)?.map(NodeId))
+    }
+
+    /// The edge known by `(system, external_id)`, if any.
+    pub fn lookup_edge(&self, system: &str, external_id: &str) -> Result<Option<EdgeId>> {
+        Ok(self.lookup_in(index_domain::EDGE_SOURCE, system, external_id)?.map(EdgeId))
+    }
+
+    fn props(&self, owner: Owner, c: Compartment) -> Result<Vec<(String, Value)>> {
+        if !self.org.inner.scope.contains(&c) {
+            return Err(Error::Denied(c));
+        }
+        let key = self.org.inner.props_key(owner, c);
+        let Some(sealed) = Self::get(&self.props, &key)? else { return Ok(Vec::new()) };
+        let map: PropMap = self.org.inner.open_record(PROPS, &key, c, sealed.value())?;
+        Ok(map.entries.into_iter().map(|(n, v)| (n, Value::from(v))).collect())
+    }
+
+    /// A node's properties in compartment `c`, sorted by name. `Error::Denied` if the handle's
+    /// scope does not include `c`.
+    pub fn node_props(&self, node: NodeId, c: Compartment) -> Result<Vec<(String, Value)>> {
+        self.props(Owner::Node(node.0), c)
+    }
+
+    /// An edge's properties in compartment `c`, sorted by name.
+    pub fn edge_props(&self, edge: EdgeId, c: Compartment) -> Result<Vec<(String, Value)>> {
+        self.props(Owner::Edge(edge.0), c)
+    }
+
+    /// A node's degree in `dir` (retracted edges included), read from the node record without
+    /// touching adjacency pages. `None` for an unknown node.
+    pub fn degree(&self, node: NodeId, dir: Direction) -> Result<Option<u64>> {
+        Ok(self.node_record(node)?.map(|r| match dir {
+            Direction::Out => r.out_degree,
+            Direction::In => r.in_degree,
+            Direction::Both => r.out_degree + r.in_degree,
+        }))
+    }
+
+    /// Node and edge counts of this snapshot (edges include retracted ones).
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let e = self.org.inner.db.read_entry(&self.orgs, self.org.inner.tag, &self.org.inner.name)?;
+        Ok((e.node_count, e.edge_count))
+    }
+
+    /// One adjacency page; `None` if the node has no page there.
+    pub(crate) fn page(&self, node: u64, dir: u8, p: u32) -> Result<Option<Arc<Page>>> {
+        let key = self.org.inner.adj_key(node, dir, p);
+        let mut opaque = [0u8; 16];
+        opaque.copy_from_slice(&key[8..]);
+        let cache = &self.org.inner.shared.cache;
+        if self.cache_ok {
+            if let Some(page) = cache.get(&opaque, self.gen) {
+                return Ok(Some(page));
+            }
+        }
+        let Some(sealed) = Self::get(&self.adj, &key)? else {
+            return if p == 0 { Ok(None) } else { Err(Error::corrupt(ADJ.name, &key)) };
+        };
+        let (pages, entries) = self.org.inner.open_page(&key, sealed.value())?;
+        if p == 0 && pages == 0 {
+            return Err(Error::corrupt(ADJ.name, &key));
+        }
+        let page = Arc::new(Page { pages, entries: Zeroizing::new(entries) });
+        if self.cache_ok {
+            cache.insert(opaque, page.clone(), self.gen);
+        }
+        Ok(Some(page))
+    }
+
+    /// Calls `f` for every entry of `node` in `dir` that passes `filter`, page by page. Any page
+    /// that fails to open is an error: never a partial walk.
+    pub(crate) fn for_each_entry(
+        &self,
+        node: NodeId,
+        dir: Direction,
+        filter: &NeighborFilter,
+        mut f: impl FnMut(&AdjEntry, Direction),
+    ) -> Result<()> {
+        let dirs: &[Direction] = match dir {
+            Direction::Both => &[Direction::Out, Direction::In],
+            Direction::Out => &[Direction::Out],
+            Direction::In => &[Direction::In],
+        };
+        for &d in dirs {
+            let di = dir_index(d);
+            let Some(first) = self.page(node.0, di, 0)? else { continue };
+            let pages = first.pages;
+            for e in first.entries.iter().filter(|e| filter.accepts(e)) {
+                f(e, d);
+            }
+            for p in 1..pages {
+                let page = self.page(node.0, di, p)?.ok_or_else(|| Error::corrupt(ADJ.name, &[]))?;
+                for e in page.entries.iter().filter(|e| filter.accepts(e)) {
+                    f(e, d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current neighbors of `node` in `dir` (retracted edges hidden): one cached or
+    /// decrypted page per up to 512 entries. An unknown node has none.
+    pub fn neighbors(&self, node: NodeId, dir: Direction) -> Result<Neighbors<'_>> {
+        self.neighbors_filtered(node, dir, NeighborFilter::default())
+    }
+
+    /// Neighbors that pass `filter` (kinds, valid time, record time).
+    pub fn neighbors_filtered(&self, node: NodeId, dir: Direction, filter: NeighborFilter) -> Result<Neighbors<'_>> {
+        filter.validate()?;
+        let dirs = match dir {
+            Direction::Both => vec![Direction::Out, Direction::In],
+            d => vec![d],
+        };
+        Ok(Neighbors {
+            r: self,
+            node,
+            dirs,
+            dir_pos: 0,
+            page_no: 0,
+            pages: 0,
+            page: None,
+            pos: 0,
+            filter,
+            failed: false,
+        })
+    }
+}
+
+/// Iterator over a node's adjacency entries; yields an error (once) if a page fails to open.
+pub struct Neighbors<'r> {
+    r: &'r ReadTxn,
+    node: NodeId,
+    dirs: Vec<Direction>,
+    dir_pos: usize,
+    page_no: u32,
+    pages: u32,
+    page: Option<Arc<Page>>,
+    pos: usize,
+    filter: NeighborFilter,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Neighbors<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Neighbors").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Neighbors<'_> {
+    type Item = Result<Neighbor>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(page) = &self.page {
+                while self.pos < page.entries.len() {
+                    let e = &page.entries[self.pos];
+                    self.pos += 1;
+                    if self.filter.accepts(e) {
+                        return Some(Ok(Neighbor::from_entry(e, self.dirs[self.dir_pos])));
+                    }
+                }
+                self.page = None;
+                self.page_no += 1;
+                if self.page_no >= self.pages {
+                    self.dir_pos += 1;
+                    self.page_no = 0;
+                }
+            }
+            let dir = *self.dirs.get(self.dir_pos)?;
+            match self.r.page(self.node.0, dir_index(dir), self.page_no) {
+                Ok(Some(p)) => {
+                    if self.page_no == 0 {
+                        self.pages = p.pages;
+                    }
+                    self.page = Some(p);
+                    self.pos = 0;
+                }
+                Ok(None) => {
+                    self.dir_pos += 1;
+                    self.page_no = 0;
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

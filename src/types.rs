@@ -1,0 +1,128 @@
+//! Plain value types shared by every layer: ids, directions, compartments, property values.
+
+/// A node's id, assigned per organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+/// An edge's id, assigned per organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeId(pub u64);
+
+/// An interned node or edge kind, assigned per organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KindId(pub u32);
+
+/// The 8-byte prefix of every record key of one organization.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrgTag(pub(crate) [u8; 8]);
+
+impl std::fmt::Debug for OrgTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OrgTag({})", hex::encode(self.0))
+    }
+}
+
+/// A point in time: milliseconds since the Unix epoch (UTC), as chosen by the host.
+pub type Timestamp = i64;
+
+/// Which edges of a node to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Edges leaving the node.
+    Out,
+    /// Edges arriving at the node.
+    In,
+    /// Both.
+    Both,
+}
+
+/// A compartment: properties of different sensitivity are sealed under different subkeys and
+/// stored in different records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Compartment {
+    /// Structure: kinds, times, adjacency and structural properties.
+    Core,
+    /// Annotations and classifications added by the host.
+    Labels,
+    /// Values copied from the source system.
+    Raw,
+}
+
+impl Compartment {
+    /// All compartments, in storage order.
+    pub const ALL: [Compartment; 3] = [Compartment::Core, Compartment::Labels, Compartment::Raw];
+
+    pub(crate) fn index(self) -> u8 {
+        match self {
+            Compartment::Core => 0,
+            Compartment::Labels => 1,
+            Compartment::Raw => 2,
+        }
+    }
+}
+
+/// A property value. Keep them small: large blobs belong in the source system.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// No value.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    I64(i64),
+    /// A float.
+    F64(f64),
+    /// A UTF-8 string.
+    Str(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// A timestamp (milliseconds since the Unix epoch).
+    Timestamp(Timestamp),
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::I64(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::F64(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+
+/// Where a node or edge came from: the source system and its identifier there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceRef {
+    /// The source system, e.g. `"gmail"`.
+    pub system: String,
+    /// The identifier in that system, e.g. a message id.
+    pub external_id: String,
+}
+
+impl SourceRef {
+    /// A source reference.
+    pub fn new(system: impl Into<String>, external_id: impl Into<String>) -> Self {
+        SourceRef { system: system.into(), external_id: external_id.into() }
+    }
+}
