@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod crypto;
+mod graph;
 mod error;
 mod store;
 mod types;

@@ -111,6 +111,21 @@ impl DbBuilder {
             load_meta(&probe, &root)?;
         }
         let redb = self.redb_builder().create(path)?;
+        self.finish_open(redb, root)
+    }
+
+    /// Opens (or creates) a database on a custom redb storage backend, e.g. an in-memory one or
+    /// a fault-injecting one for crash tests.
+    ///
+    /// A wrong root key is still `Error::WrongKey`, but unlike [`DbBuilder::open`] this path does
+    /// not first check the key on a read-only overlay, so redb's own open-time writes (recovery
+    /// flags) may already have reached the backend.
+    pub fn open_with_backend(self, backend: impl redb::StorageBackend, root: RootKey) -> Result<Db> {
+        let redb = self.redb_builder().create_with_backend(backend)?;
+        self.finish_open(redb, root)
+    }
+
+    fn finish_open(self, redb: redb::Database, root: RootKey) -> Result<Db> {
         let meta = match load_meta(&redb, &root)? {
             Some(m) => m,
             None => init_meta(&redb, &root)?,

@@ -1,0 +1,1 @@
+//! Graph queries over a read snapshot: traversal, shortest paths, subgraphs, petgraph export.
