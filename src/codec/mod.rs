@@ -201,6 +201,25 @@ pub struct OrgEntry {
     pub edge_count: u64,
     /// When the org was created.
     pub created_at: i64,
+    /// Lifecycle state: 0 active, 1 being deleted (seeds destroyed, records being purged).
+    pub state: u8,
+    /// An org key rotation in progress, if any.
+    pub rotation: Option<RotationState>,
+    /// Sequence number of the next audit entry.
+    pub audit_seq: u64,
+    /// HMAC of the last audit entry (empty before the first).
+    pub audit_head: Vec<u8>,
+}
+
+/// Progress of an org key rotation: records are re-sealed table by table in key order.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct RotationState {
+    /// The epoch records are being re-sealed into.
+    pub target_epoch: u32,
+    /// The table id being re-sealed.
+    pub table: u8,
+    /// The last key re-sealed in that table (empty: start of the table).
+    pub cursor: Vec<u8>,
 }
 
 impl Drop for OrgEntry {

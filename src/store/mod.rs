@@ -345,6 +345,10 @@ impl Db {
             node_count: 0,
             edge_count: 0,
             created_at: now_ms(),
+            state: 0,
+            rotation: None,
+            audit_seq: 0,
+            audit_head: Vec::new(),
         };
         let wtx = inner.redb.begin_write()?;
         {
