@@ -34,3 +34,18 @@ impl std::fmt::Debug for BlindKey {
         f.write_str("BlindKey(<redacted>)")
     }
 }
+
+impl BlindKey {
+    /// Inverts [`BlindKey::blind`]: `(kind, sub, page, id)` of an opaque key (used by rotation,
+    /// verification and export to learn what a record is without a side table).
+    pub(crate) fn unblind(&self, opaque: &[u8; 16]) -> (u8, u8, u32, u64) {
+        use aes::cipher::BlockCipherDecrypt;
+        let mut b = (*opaque).into();
+        self.0.decrypt_block(&mut b);
+        let block: [u8; 16] = b.into();
+        let page = u32::from_le_bytes([block[4], block[5], block[6], block[7]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&block[8..16]);
+        (block[0], block[1], page, u64::from_le_bytes(id))
+    }
+}

@@ -5,14 +5,14 @@
 mod blind;
 pub(crate) mod envelope;
 mod keys;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use blind::BlindKey;
 pub(crate) use envelope::Binding;
 pub use envelope::{ENVELOPE_VERSION, OVERHEAD};
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
 pub use keys::{OrgKey, RootKey, Secret, KEY_LEN};
-
-use std::collections::BTreeMap;
 
 use crate::types::{Compartment, OrgTag};
 
@@ -67,19 +67,24 @@ pub(crate) struct EpochKeys {
     pub keys: [Option<AeadKey>; 3],
 }
 
-/// All keys one org handle holds.
-pub(crate) struct OrgKeys {
-    pub epochs: BTreeMap<u32, EpochKeys>,
-    pub current_epoch: u32,
+/// The structure keys of one org: they turn ids into record keys and chain audit entries.
+/// Long-lived (derived from the structure seed), so a data-key rotation changes no record key.
+pub(crate) struct StructureKeys {
     pub blind: BlindKey,
     pub index: MacKey,
-    #[allow(dead_code)]
     pub audit: MacKey,
 }
 
-impl std::fmt::Debug for OrgKeys {
+impl std::fmt::Debug for StructureKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrgKeys").field("epochs", &self.epochs.keys()).finish_non_exhaustive()
+        f.write_str("StructureKeys(<redacted>)")
+    }
+}
+
+impl std::fmt::Debug for EpochKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<bool> = self.keys.iter().map(Option::is_some).collect();
+        f.debug_struct("EpochKeys").field("held", &held).finish_non_exhaustive()
     }
 }
 
@@ -109,13 +114,9 @@ pub(crate) fn derive_epoch_keys(
 }
 
 /// Structure keys (blind, index, audit) of an org, from its long-lived structure seed.
-pub(crate) fn derive_structure_keys(
-    structure_seed: &Secret,
-    db_id: &[u8; 16],
-    tag: OrgTag,
-) -> (BlindKey, MacKey, MacKey) {
+pub(crate) fn derive_structure_keys(structure_seed: &Secret, db_id: &[u8; 16], tag: OrgTag) -> StructureKeys {
     let d = |purpose: &[u8]| derive(structure_seed.expose(), db_id, &[INFO_ORG_STRUCT, &tag.0, purpose]);
-    (BlindKey::new(&d(b"blind")), MacKey::new(&d(b"index")), MacKey::new(&d(b"audit")))
+    StructureKeys { blind: BlindKey::new(&d(b"blind")), index: MacKey::new(&d(b"index")), audit: MacKey::new(&d(b"audit")) }
 }
 
 /// The key that seals a BYOK org's key-check record.

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use zeroize::Zeroizing;
+
 use redb::ReadableDatabase;
 
 use super::cache::PageCache;
@@ -10,7 +12,7 @@ use super::read::ReadTxn;
 use super::write::WriteTxn;
 use super::DbInner;
 use crate::codec::OrgEntry;
-use crate::crypto::{self, EpochKeys, OrgKey, OrgKeys, Secret};
+use crate::crypto::{self, EpochKeys, OrgKey, Secret, StructureKeys};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, OrgTag};
 
@@ -80,9 +82,65 @@ pub(crate) struct OrgInner {
     pub db: Arc<DbInner>,
     pub name: String,
     pub tag: OrgTag,
-    pub keys: OrgKeys,
+    pub structure: StructureKeys,
+    /// Data keys by epoch. Grows when a rotation adds an epoch (see [`OrgInner::refresh_keys`]).
+    pub epochs: RwLock<EpochSet>,
+    /// BYOK orgs: the host key, needed to derive keys of epochs learned later.
+    pub byok: Option<Zeroizing<[u8; 32]>>,
     pub scope: Vec<Compartment>,
     pub shared: Arc<OrgShared>,
+}
+
+/// The data keys a handle holds, by epoch, and the epoch new seals use.
+#[derive(Debug, Default)]
+pub(crate) struct EpochSet {
+    pub current: u32,
+    pub keys: BTreeMap<u32, Arc<EpochKeys>>,
+}
+
+impl OrgInner {
+    /// Derives the keys of every epoch of `entry` this handle does not hold yet.
+    pub(crate) fn learn_epochs(&self, entry: &OrgEntry) -> Result<()> {
+        let mut set = self.epochs.write().unwrap_or_else(|p| p.into_inner());
+        for e in &entry.epochs {
+            if set.keys.contains_key(&e.epoch) {
+                continue;
+            }
+            let seed = match &self.byok {
+                Some(k) => Secret::from_bytes(**k),
+                None => {
+                    Secret::from_slice(&e.seed).map_err(|_| Error::corrupt(super::tables::ORGS.name, &self.tag.0))?
+                }
+            };
+            let keys = crypto::derive_epoch_keys(&seed, &self.db.db_id, self.tag, e.epoch, &self.scope);
+            set.keys.insert(e.epoch, Arc::new(keys));
+        }
+        set.current = entry.current_epoch;
+        Ok(())
+    }
+
+    /// Reloads the org's registry entry and derives keys for epochs added since (a rotation ran).
+    pub(crate) fn refresh_keys(&self) -> Result<()> {
+        let rtx = self.db.redb.begin_read()?;
+        let orgs = rtx.open_table(super::tables::ORGS.def)?;
+        let entry = self.db.read_entry(&orgs, self.tag, &self.name)?;
+        self.learn_epochs(&entry)
+    }
+
+    /// The keys of `epoch`, refreshing once from the registry if this handle has not seen it.
+    pub(crate) fn epoch_keys(&self, epoch: u32) -> Result<Option<Arc<EpochKeys>>> {
+        let found = self.epochs.read().unwrap_or_else(|p| p.into_inner()).keys.get(&epoch).cloned();
+        if found.is_some() {
+            return Ok(found);
+        }
+        self.refresh_keys()?;
+        Ok(self.epochs.read().unwrap_or_else(|p| p.into_inner()).keys.get(&epoch).cloned())
+    }
+
+    /// The epoch new seals use.
+    pub(crate) fn current_epoch(&self) -> u32 {
+        self.epochs.read().unwrap_or_else(|p| p.into_inner()).current
+    }
 }
 
 impl std::fmt::Debug for Org {
@@ -99,27 +157,28 @@ impl Org {
         byok: Option<&OrgKey>,
         scope: &[Compartment],
     ) -> Result<Org> {
-        let corrupt = || Error::corrupt(super::tables::ORGS.name, &tag.0);
         let structure_seed = match byok {
             Some(k) => crypto::byok_seed(k),
-            None => Secret::from_slice(&entry.structure_seed).map_err(|_| corrupt())?,
+            None => Secret::from_slice(&entry.structure_seed)
+                .map_err(|_| Error::corrupt(super::tables::ORGS.name, &tag.0))?,
         };
-        let (blind, index, audit) = crypto::derive_structure_keys(&structure_seed, &db.db_id, tag);
-        let mut epochs = BTreeMap::new();
-        for e in &entry.epochs {
-            let seed = match byok {
-                Some(k) => crypto::byok_seed(k),
-                None => Secret::from_slice(&e.seed).map_err(|_| corrupt())?,
-            };
-            let keys: EpochKeys = crypto::derive_epoch_keys(&seed, &db.db_id, tag, e.epoch, scope);
-            epochs.insert(e.epoch, keys);
-        }
-        let keys = OrgKeys { epochs, current_epoch: entry.current_epoch, blind, index, audit };
+        let structure = crypto::derive_structure_keys(&structure_seed, &db.db_id, tag);
         let shared = db.shared_for(tag);
         let mut scope = scope.to_vec();
         scope.sort();
         scope.dedup();
-        Ok(Org { inner: Arc::new(OrgInner { db, name: entry.name.clone(), tag, keys, scope, shared }) })
+        let inner = OrgInner {
+            db,
+            name: entry.name.clone(),
+            tag,
+            structure,
+            epochs: RwLock::new(EpochSet::default()),
+            byok: byok.map(|k| Zeroizing::new(*crypto::byok_seed(k).expose())),
+            scope,
+            shared,
+        };
+        inner.learn_epochs(entry)?;
+        Ok(Org { inner: Arc::new(inner) })
     }
 
     /// The organization's name.
@@ -135,7 +194,8 @@ impl Org {
     /// Whether this handle holds a key for `compartment` (in any epoch). A scoped handle derives
     /// no key outside its scope, so this is a statement about the key set, not a policy flag.
     pub fn holds_key_for(&self, compartment: Compartment) -> bool {
-        self.inner.keys.epochs.values().any(|e| e.keys[compartment.index() as usize].is_some())
+        let set = self.inner.epochs.read().unwrap_or_else(|p| p.into_inner());
+        set.keys.values().any(|e| e.keys[compartment.index() as usize].is_some())
     }
 
     /// Begins a write transaction (one redb write transaction; dropping it without

@@ -1,13 +1,15 @@
 //! Record keys and sealing for one org: the only place `store` turns ids into opaque keys and
 //! records into sealed bytes and back. Flow: redb bytes → envelope::open → codec validate → value.
 
+use std::sync::Arc;
+
 use rkyv::util::AlignedVec;
 use zeroize::Zeroize;
 
 use super::org::OrgInner;
 use super::tables::{blind_kind, record_key, RecordKey, Table};
 use crate::codec::{self, AdjPage, ArchivedAdjPage, CodecError};
-use crate::crypto::{envelope, AeadKey, Binding};
+use crate::crypto::{envelope, AeadKey, Binding, EpochKeys};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction};
 
@@ -27,7 +29,7 @@ pub(crate) fn dir_index(d: Direction) -> u8 {
 
 impl OrgInner {
     fn blind(&self, kind: u8, sub: u8, page: u32, id: u64) -> RecordKey {
-        record_key(self.tag, &self.keys.blind.blind(kind, sub, page, id))
+        record_key(self.tag, &self.structure.blind.blind(kind, sub, page, id))
     }
 
     pub(crate) fn node_key(&self, id: u64) -> RecordKey {
@@ -58,27 +60,47 @@ impl OrgInner {
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(domain);
         all.extend_from_slice(parts);
-        let mac = self.keys.index.mac(&all);
+        let mac = self.structure.index.mac(&all);
         let mut opaque = [0u8; 16];
         opaque.copy_from_slice(&mac[..16]);
         record_key(self.tag, &opaque)
     }
 
-    fn aead(&self, epoch: u32, c: Compartment, table: Table, key: &[u8]) -> Result<&AeadKey> {
-        let keys = self.keys.epochs.get(&epoch).ok_or_else(|| Error::corrupt(table.name, key))?;
-        keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))
+    fn epoch(&self, epoch: u32, table: Table, key: &[u8]) -> Result<Arc<EpochKeys>> {
+        self.epoch_keys(epoch)?.ok_or_else(|| Error::corrupt(table.name, key))
     }
 
+    /// Seals under the current epoch's key of compartment `c`.
     pub(crate) fn seal(&self, table: Table, key: &[u8], c: Compartment, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let epoch = self.keys.current_epoch;
-        let aead = self.aead(epoch, c, table, key)?;
+        let epoch = self.current_epoch();
+        self.seal_at(epoch, table, key, c, plaintext)
+    }
+
+    /// Seals under `epoch`'s key of compartment `c`.
+    pub(crate) fn seal_at(
+        &self,
+        epoch: u32,
+        table: Table,
+        key: &[u8],
+        c: Compartment,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let keys = self.epoch(epoch, table, key)?;
+        let aead: &AeadKey = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
         envelope::seal(aead, epoch, &Binding { db_id: &self.db.db_id, table: table.id, key }, plaintext)
     }
 
     pub(crate) fn open(&self, table: Table, key: &[u8], c: Compartment, sealed: &[u8]) -> Result<AlignedVec> {
         let epoch = envelope::peek_epoch(sealed, table.name, key)?;
-        let aead = self.aead(epoch, c, table, key)?;
+        let keys = self.epoch(epoch, table, key)?;
+        let aead: &AeadKey = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
         envelope::open(aead, &Binding { db_id: &self.db.db_id, table: table.id, key }, table.name, sealed)
+    }
+
+    /// What a record key addresses: `(kind, sub, page, id)` as given to the blind PRP.
+    pub(crate) fn unblind(&self, key: &[u8]) -> Option<(u8, u8, u32, u64)> {
+        let opaque: [u8; 16] = key.get(8..24)?.try_into().ok()?;
+        Some(self.structure.blind.unblind(&opaque))
     }
 
     /// Encodes and seals a record.

@@ -158,9 +158,8 @@ impl WriteTxn {
             let orgs = txn.open_table(ORGS.def)?;
             org.inner.db.read_entry(&orgs, org.inner.tag, &org.inner.name)?
         };
-        if entry.current_epoch != org.inner.keys.current_epoch {
-            return Err(Error::invalid("the org's key was rotated since this handle was opened: open a new handle"));
-        }
+        // A rotation since this handle was opened added an epoch: learn its keys.
+        org.inner.learn_epochs(&entry)?;
         Ok(WriteTxn {
             org,
             txn: Some(txn),
