@@ -97,12 +97,20 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
 }
 
+/// HKDF-SHA256 (RFC 5869): extract with `salt` (an empty salt is the RFC's "not provided"),
+/// then expand with the concatenation of the `info` parts into `out`.
+///
+/// `InvalidInput` if `out` is longer than HKDF-SHA256 can produce (255 × 32 bytes).
+pub(crate) fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<()> {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
+    hk.expand_multi_info(info, out).map_err(|_| Error::invalid("HKDF-SHA256 output longer than 8160 bytes"))
+}
+
 /// HKDF-SHA256 expansion of `ikm` with `salt` and `info` into a 32-byte secret.
 pub(crate) fn derive(ikm: &[u8], salt: &[u8], info: &[&[u8]]) -> Secret {
-    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     let mut out = [0u8; KEY_LEN];
-    // 32 bytes is always a valid HKDF-SHA256 output length, so expand cannot fail.
-    if hk.expand_multi_info(info, &mut out).is_err() {
+    // 32 bytes is always a valid HKDF-SHA256 output length, so this cannot fail.
+    if hkdf_sha256(ikm, salt, info, &mut out).is_err() {
         out.zeroize();
     }
     Secret(out)
