@@ -211,6 +211,26 @@ pub struct OrgEntry {
     pub audit_head: Vec<u8>,
 }
 
+/// One audit entry: who did what to an org and how much, chained to the previous entry by HMAC.
+/// Never holds property values.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Position in the org's chain, from 0.
+    pub seq: u64,
+    /// When (milliseconds since the Unix epoch).
+    pub time: i64,
+    /// Who, as supplied by the host.
+    pub actor: String,
+    /// What: `write`, `create-org`, `rotate-org-key`, `export`, `scoped-open`, ...
+    pub op: String,
+    /// How much: named counts (e.g. `nodes_upserted`).
+    pub counts: Vec<(String, u64)>,
+    /// The previous entry's `mac` (empty for the first).
+    pub prev: Vec<u8>,
+    /// HMAC(audit key, seq ‖ time ‖ actor ‖ op ‖ counts ‖ prev).
+    pub mac: Vec<u8>,
+}
+
 /// Progress of an org key rotation: records are re-sealed table by table in key order.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct RotationState {

@@ -1,5 +1,8 @@
 //! redb tables, the org registry and transactions: glues `crypto` and `codec` to redb.
 
+mod admin;
+mod audit;
+mod bulk;
 mod cache;
 mod org;
 mod overlay;
@@ -8,6 +11,9 @@ mod records;
 pub(crate) mod tables;
 mod write;
 
+pub use admin::{DeleteReport, RotationReport, ADMIN_BATCH};
+pub use audit::{Audit, AuditEntry, AuditReport};
+pub use bulk::{BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use org::Org;
 pub use read::{EdgeView, Neighbor, NeighborFilter, Neighbors, NodeView, ReadTxn};
 pub use write::{EdgeInput, NodeInput, WriteTxn};
@@ -64,11 +70,22 @@ pub(crate) fn check_name(what: &str, s: &str, max: usize) -> Result<()> {
 pub struct DbBuilder {
     page_cache: usize,
     storage_cache: Option<usize>,
+    rotate_after_seals: u64,
+    actor: String,
 }
+
+/// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
+/// 2^32 random-nonce bound of AES-GCM (collision probability below 2^-33 at this count).
+pub const DEFAULT_ROTATE_AFTER_SEALS: u64 = 1 << 30;
 
 impl Default for DbBuilder {
     fn default() -> Self {
-        DbBuilder { page_cache: 64 << 20, storage_cache: None }
+        DbBuilder {
+            page_cache: 64 << 20,
+            storage_cache: None,
+            rotate_after_seals: DEFAULT_ROTATE_AFTER_SEALS,
+            actor: "host".to_owned(),
+        }
     }
 }
 
@@ -85,6 +102,20 @@ impl DbBuilder {
         self
     }
 
+    /// Seals under one key epoch after which a commit starts a new epoch automatically
+    /// (default [`DEFAULT_ROTATE_AFTER_SEALS`]). Lower it only to test rotation.
+    pub fn rotate_after_seals(mut self, seals: u64) -> Self {
+        self.rotate_after_seals = seals.max(1);
+        self
+    }
+
+    /// The actor recorded in audit entries by handles that name none (default `"host"`).
+    /// An empty actor is `InvalidInput` at open.
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
     fn redb_builder(&self) -> redb::Builder {
         let mut b = redb::Database::builder();
         if let Some(c) = self.storage_cache {
@@ -98,6 +129,7 @@ impl DbBuilder {
     /// A wrong root key is `Error::WrongKey`, detected before anything is written: the file is
     /// left byte-for-byte unchanged.
     pub fn open(self, path: impl AsRef<Path>, root: RootKey) -> Result<Db> {
+        check_name("actor", &self.actor, MAX_NAME_LEN)?;
         let path = path.as_ref();
         let existing = match std::fs::metadata(path) {
             Ok(m) => m.len() > 0,
@@ -111,7 +143,7 @@ impl DbBuilder {
             load_meta(&probe, &root)?;
         }
         let redb = self.redb_builder().create(path)?;
-        self.finish_open(redb, root)
+        self.finish_open(redb, root, Some(path.to_path_buf()))
     }
 
     /// Opens (or creates) a database on a custom redb storage backend, e.g. an in-memory one or
@@ -121,11 +153,12 @@ impl DbBuilder {
     /// not first check the key on a read-only overlay, so redb's own open-time writes (recovery
     /// flags) may already have reached the backend.
     pub fn open_with_backend(self, backend: impl redb::StorageBackend, root: RootKey) -> Result<Db> {
+        check_name("actor", &self.actor, MAX_NAME_LEN)?;
         let redb = self.redb_builder().create_with_backend(backend)?;
-        self.finish_open(redb, root)
+        self.finish_open(redb, root, None)
     }
 
-    fn finish_open(self, redb: redb::Database, root: RootKey) -> Result<Db> {
+    fn finish_open(self, redb: redb::Database, root: RootKey, path: Option<std::path::PathBuf>) -> Result<Db> {
         let meta = match load_meta(&redb, &root)? {
             Some(m) => m,
             None => init_meta(&redb, &root)?,
@@ -134,9 +167,15 @@ impl DbBuilder {
             inner: Arc::new(DbInner {
                 redb,
                 db_id: meta.db_id,
-                root_gen: meta.root_gen,
-                root_keys: RootKeys::derive(&root, &meta.db_id),
+                root: std::sync::RwLock::new(RootState {
+                    keys: RootKeys::derive(&root, &meta.db_id),
+                    gen: meta.root_gen,
+                }),
+                path,
+                rotate_after_seals: self.rotate_after_seals,
+                actor: self.actor,
                 secret_keys: DbSecretKeys::derive(&meta.secret, &meta.db_id),
+                db_secret: meta.secret,
                 page_cache: self.page_cache,
                 shared: Mutex::new(HashMap::new()),
             }),
@@ -215,21 +254,30 @@ fn init_meta(db: &redb::Database, root: &RootKey) -> Result<Meta> {
     let secret = Secret::generate()?;
     let keys = RootKeys::derive(root, &db_id);
     let wtx = db.begin_write()?;
-    {
-        for t in ALL {
-            wtx.open_table(t.def)?;
-        }
-        let mut meta = wtx.open_table(META.def)?;
-        meta.insert(HEADER_KEY, header_bytes(&db_id, 0).as_slice())?;
-        let seal = |aead, key: &[u8], value: &[u8]| {
-            envelope::seal(aead, 0, &Binding { db_id: &db_id, table: META.id, key }, value)
-        };
-        meta.insert(ROOT_CHECK_KEY, seal(&keys.check, ROOT_CHECK_KEY, ROOT_CHECK_VALUE)?.as_slice())?;
-        let secret_bytes: &[u8; KEY_LEN] = secret.expose();
-        meta.insert(DB_SECRET_KEY, seal(&keys.kek, DB_SECRET_KEY, secret_bytes)?.as_slice())?;
+    for t in ALL {
+        wtx.open_table(t.def)?;
     }
+    write_meta(&wtx, &db_id, 0, &keys, &secret)?;
     wtx.commit()?;
     Ok(Meta { db_id, root_gen: 0, secret })
+}
+
+/// Writes the header, the root check and the wrapped database secret for root generation `gen`.
+pub(crate) fn write_meta(
+    wtx: &redb::WriteTransaction,
+    db_id: &[u8; 16],
+    gen: u32,
+    keys: &RootKeys,
+    secret: &Secret,
+) -> Result<()> {
+    let mut meta = wtx.open_table(META.def)?;
+    meta.insert(HEADER_KEY, header_bytes(db_id, gen).as_slice())?;
+    let seal =
+        |aead, key: &[u8], value: &[u8]| envelope::seal(aead, gen, &Binding { db_id, table: META.id, key }, value);
+    meta.insert(ROOT_CHECK_KEY, seal(&keys.check, ROOT_CHECK_KEY, ROOT_CHECK_VALUE)?.as_slice())?;
+    let secret_bytes: &[u8; KEY_LEN] = secret.expose();
+    meta.insert(DB_SECRET_KEY, seal(&keys.kek, DB_SECRET_KEY, secret_bytes)?.as_slice())?;
+    Ok(())
 }
 
 /// An open silograph database: one file, many organizations. Cheap to clone; share it between
@@ -248,15 +296,32 @@ impl std::fmt::Debug for Db {
 pub(crate) struct DbInner {
     pub redb: redb::Database,
     pub db_id: [u8; 16],
-    pub root_gen: u32,
-    pub root_keys: RootKeys,
+    /// Keys derived from the root key, and its generation (the envelope epoch of `orgs` values).
+    pub root: std::sync::RwLock<RootState>,
+    /// The file, when opened by path (compaction rewrites it).
+    pub path: Option<std::path::PathBuf>,
+    /// Seals under one epoch after which a commit starts a new epoch (AES-GCM random-nonce limit).
+    pub rotate_after_seals: u64,
+    /// The actor recorded in audit entries when a handle names none.
+    pub actor: String,
     pub secret_keys: DbSecretKeys,
+    /// The database secret (wrapped under the KEK on disk); needed to rewrap it at root rotation.
+    pub db_secret: Secret,
     pub page_cache: usize,
     /// Per-org state shared by all handles of one org (page cache, kind dictionary).
     pub shared: Mutex<HashMap<OrgTag, Arc<org::OrgShared>>>,
 }
 
+pub(crate) struct RootState {
+    pub keys: RootKeys,
+    pub gen: u32,
+}
+
 impl DbInner {
+    pub(crate) fn root(&self) -> std::sync::RwLockReadGuard<'_, RootState> {
+        self.root.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn shared_for(&self, tag: OrgTag) -> Arc<org::OrgShared> {
         let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(tag).or_insert_with(|| Arc::new(org::OrgShared::new(PageCache::new(self.page_cache)))).clone()
@@ -265,18 +330,14 @@ impl DbInner {
     /// Seals an org registry entry under the KEK, bound to its key.
     pub(crate) fn seal_entry(&self, tag: OrgTag, entry: &OrgEntry) -> Result<Vec<u8>> {
         let bytes = Zeroizing::new(codec::encode(entry).map_err(|_| Error::invalid("org entry too large"))?.to_vec());
-        envelope::seal(
-            &self.root_keys.kek,
-            self.root_gen,
-            &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 },
-            &bytes,
-        )
+        let root = self.root();
+        envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 }, &bytes)
     }
 
     /// Opens and validates an org registry entry.
     pub(crate) fn open_entry(&self, tag: OrgTag, sealed: &[u8]) -> Result<OrgEntry> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
-        let mut buf = envelope::open(&self.root_keys.kek, &binding, ORGS.name, sealed)?;
+        let mut buf = envelope::open(&self.root().keys.kek, &binding, ORGS.name, sealed)?;
         let entry = codec::decode::<OrgEntry>(buf.as_slice());
         zeroize::Zeroize::zeroize(buf.as_mut_slice());
         entry.map_err(|_| Error::corrupt(ORGS.name, &tag.0))
@@ -359,7 +420,9 @@ impl Db {
             orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
         }
         wtx.commit()?;
-        Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)
+        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
+        audit::append_admin_for(&org, tag, "create-org", &[], &self.inner.actor)?;
+        Ok(org)
     }
 
     /// A handle for an existing organization with a managed seed.
@@ -384,7 +447,7 @@ impl Db {
         self.open_org(name, key, scope)
     }
 
-    fn open_org(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
+    pub(crate) fn open_org(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
         check_name("org name", name, MAX_NAME_LEN)?;
         let tag = self.inner.secret_keys.org_tag(name);
         let rtx = self.inner.redb.begin_read()?;
@@ -392,6 +455,9 @@ impl Db {
         let entry = self.inner.read_entry(&orgs, tag, name)?;
         if entry.name != name {
             return Err(Error::corrupt(ORGS.name, &tag.0));
+        }
+        if entry.state != 0 {
+            return Err(Error::OrgNotFound(name.to_owned()));
         }
         match (entry.byok, key) {
             (true, None) => {
@@ -416,7 +482,14 @@ impl Db {
             }
             (false, None) => {}
         }
-        Org::from_entry(self.inner.clone(), tag, &entry, key, scope)
+        drop(orgs);
+        drop(rtx);
+        let org = Org::from_entry(self.inner.clone(), tag, &entry, key, scope)?;
+        if scope.len() < Compartment::ALL.len() {
+            let scope_count = [("compartments", scope.len() as u64)];
+            audit::append_admin_for(&org, tag, "scoped-open", &scope_count, &self.inner.actor)?;
+        }
+        Ok(org)
     }
 
     /// The names of all organizations, sorted.
@@ -427,7 +500,10 @@ impl Db {
         for item in orgs.iter()? {
             let (k, v) = item?;
             let tag = OrgTag(k.value().try_into().map_err(|_| Error::corrupt(ORGS.name, k.value()))?);
-            names.push(self.inner.open_entry(tag, v.value())?.name.clone());
+            let entry = self.inner.open_entry(tag, v.value())?;
+            if entry.state == 0 {
+                names.push(entry.name.clone());
+            }
         }
         names.sort();
         Ok(names)

@@ -76,6 +76,7 @@ impl OrgShared {
 #[derive(Clone)]
 pub struct Org {
     pub(crate) inner: Arc<OrgInner>,
+    pub(crate) actor: Option<Arc<str>>,
 }
 
 pub(crate) struct OrgInner {
@@ -178,7 +179,19 @@ impl Org {
             shared,
         };
         inner.learn_epochs(entry)?;
-        Ok(Org { inner: Arc::new(inner) })
+        Ok(Org { inner: Arc::new(inner), actor: None })
+    }
+
+    /// A handle that records `actor` in the audit entries of its writes (the default is the
+    /// `Db`'s actor). `InvalidInput` for an empty actor.
+    pub fn as_actor(&self, actor: &str) -> Result<Org> {
+        super::check_name("actor", actor, super::MAX_NAME_LEN)?;
+        Ok(Org { inner: self.inner.clone(), actor: Some(Arc::from(actor)) })
+    }
+
+    /// The actor this handle's audit entries name.
+    pub fn actor(&self) -> &str {
+        self.actor.as_deref().unwrap_or(&self.inner.db.actor)
     }
 
     /// The organization's name.

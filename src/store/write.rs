@@ -143,6 +143,17 @@ pub struct WriteTxn {
     dirty_props: HashSet<(Owner, Compartment)>,
     index: HashMap<RecordKey, u64>,
     new_kinds: HashMap<String, u32>,
+    stats: WriteStats,
+}
+
+/// What a write transaction did, for its audit entry.
+#[derive(Debug, Default, Clone, Copy)]
+struct WriteStats {
+    nodes_created: u64,
+    nodes_updated: u64,
+    edges_added: u64,
+    edges_retracted: u64,
+    props_changed: u64,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -175,6 +186,7 @@ impl WriteTxn {
             dirty_props: HashSet::new(),
             index: HashMap::new(),
             new_kinds: HashMap::new(),
+            stats: WriteStats::default(),
         })
     }
 
@@ -184,7 +196,7 @@ impl WriteTxn {
         self.now = now;
     }
 
-    fn txn(&self) -> Result<&redb::WriteTransaction> {
+    pub(crate) fn txn(&self) -> Result<&redb::WriteTransaction> {
         self.txn.as_ref().ok_or_else(|| Error::invalid("transaction already finished"))
     }
 
@@ -202,6 +214,21 @@ impl WriteTxn {
             Some(s) => Ok(Some(self.org.inner.open_u64(INDEX, key, &s)?)),
             None => Ok(None),
         }
+    }
+
+    /// A node record to change (marked dirty); `InvalidInput` for an unknown node. Used by the
+    /// bulk loader.
+    pub(crate) fn node_for_update(&mut self, id: u64) -> Result<&mut NodeRecord> {
+        if self.node_mut(id)?.is_none() {
+            return Err(Error::invalid(format!("unknown node {id}")));
+        }
+        self.dirty_nodes.insert(id);
+        self.nodes.get_mut(&id).ok_or_else(|| Error::invalid("node vanished"))
+    }
+
+    /// The org entry being updated (counters), and the record time. Used by the bulk loader.
+    pub(crate) fn entry_and_now(&mut self) -> (&mut OrgEntry, Timestamp) {
+        (&mut self.entry, self.now)
     }
 
     fn node_mut(&mut self, id: u64) -> Result<Option<&mut NodeRecord>> {
@@ -259,10 +286,11 @@ impl WriteTxn {
             self.props.insert((owner, c), map);
         }
         self.dirty_props.insert((owner, c));
+        self.stats.props_changed += 1;
         self.props.get_mut(&(owner, c)).ok_or_else(|| Error::invalid("props vanished"))
     }
 
-    fn intern_kind(&mut self, name: &str) -> Result<u32> {
+    pub(crate) fn intern_kind(&mut self, name: &str) -> Result<u32> {
         check_name("kind", name, MAX_NAME_LEN)?;
         if let Some(id) = self.new_kinds.get(name) {
             return Ok(*id);
@@ -332,6 +360,7 @@ impl WriteTxn {
                 if changed {
                     rec.updated_at = now;
                     self.dirty_nodes.insert(id);
+                    self.stats.nodes_updated += 1;
                 }
                 id
             }
@@ -353,6 +382,7 @@ impl WriteTxn {
                 };
                 self.nodes.insert(id, rec);
                 self.dirty_nodes.insert(id);
+                self.stats.nodes_created += 1;
                 id
             }
         };
@@ -422,6 +452,7 @@ impl WriteTxn {
                 };
                 self.edges.insert(id, rec);
                 self.dirty_edges.insert(id);
+                self.stats.edges_added += 1;
                 if let Some(k) = source_key {
                     self.index.insert(k, id);
                 }
@@ -480,6 +511,7 @@ impl WriteTxn {
         }
         rec.retracted_at = Some(now);
         let (from, to) = (rec.from, rec.to);
+        self.stats.edges_retracted += 1;
         self.dirty_edges.insert(edge.0);
         for (node, dir) in [(from, 0u8), (to, 1u8)] {
             let rec = self.node_mut(node)?.ok_or_else(|| Error::corrupt(EDGES.name, &[]))?;
@@ -539,10 +571,16 @@ impl WriteTxn {
     }
 
     /// Seals everything this transaction changed, writes it, and commits durably.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.commit_with(&[], 0)
+    }
+
+    /// Commits, also invalidating `extra_pages` (adjacency pages written straight into the redb
+    /// transaction by the bulk loader) and counting `extra_seals`.
+    pub(crate) fn commit_with(mut self, extra_pages: &[[u8; 16]], extra_seals: u64) -> Result<()> {
         let txn = self.txn.take().ok_or_else(|| Error::invalid("transaction already finished"))?;
         let org = self.org.inner.clone();
-        let mut seals: u64 = 0;
+        let mut seals: u64 = extra_seals;
         let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len());
         {
             let mut t = txn.open_table(NODES.def)?;
@@ -598,16 +636,33 @@ impl WriteTxn {
                 t.insert(key.as_slice(), org.seal(DICT, &key, Compartment::Core, name.as_bytes())?.as_slice())?;
                 seals += 1;
             }
+            let st = self.stats;
+            let counts = [
+                ("nodes_created", st.nodes_created),
+                ("nodes_updated", st.nodes_updated),
+                ("edges_added", st.edges_added),
+                ("edges_retracted", st.edges_retracted),
+                ("props_changed", st.props_changed),
+            ];
+            super::audit::append(&txn, &org, &mut self.entry, self.org.actor(), "write", &counts, self.now)?;
+            seals += 1;
             let current = self.entry.current_epoch;
+            let mut over_limit = false;
             if let Some(e) = self.entry.epochs.iter_mut().find(|e| e.epoch == current) {
                 e.seal_count = e.seal_count.saturating_add(seals);
+                over_limit = e.seal_count >= org.db.rotate_after_seals;
+            }
+            if over_limit && !self.entry.byok {
+                // Near the random-nonce bound: later seals use a fresh epoch; the re-sealing of
+                // older records is finished by `Db::rotate_org_key`.
+                super::DbInner::start_epoch(&mut self.entry)?;
             }
             let mut t = txn.open_table(ORGS.def)?;
             t.insert(org.tag.0.as_slice(), org.db.seal_entry(org.tag, &self.entry)?.as_slice())?;
         }
         org.shared.cache.begin_commit();
         let res = txn.commit();
-        org.shared.cache.end_commit(changed_pages.iter());
+        org.shared.cache.end_commit(changed_pages.iter().chain(extra_pages));
         res?;
         for (name, id) in &self.new_kinds {
             org.shared.remember_kind(*id, name);

@@ -1,0 +1,356 @@
+//! Administrative operations on a `Db`: root key rotation, org key rotation, crypto-shredding
+//! deletion and compaction.
+
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable};
+use zeroize::Zeroize;
+
+use super::org::Org;
+use super::tables::{Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
+use crate::codec::{EpochEntry, OrgEntry, RotationState};
+use crate::crypto::{envelope, Binding, RootKey, RootKeys, Secret};
+use crate::error::{Error, Result};
+use crate::types::{Compartment, OrgTag};
+
+/// The tables holding an org's records, in the order rotation and purge visit them.
+pub(crate) const ORG_TABLES: [Table; 7] = [NODES, PROPS, EDGES, ADJ, INDEX, DICT, AUDIT];
+
+/// Records re-sealed or purged per write transaction: bounds how long the writer lock is held.
+pub const ADMIN_BATCH: usize = 2048;
+
+/// What an org key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The epoch every record is now sealed under.
+    pub epoch: u32,
+    /// Records re-sealed by this call.
+    pub resealed: u64,
+    /// Write transactions used.
+    pub batches: u64,
+    /// True if this call finished a rotation an earlier (interrupted) call had started.
+    pub resumed: bool,
+}
+
+/// What deleting an org did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteReport {
+    /// Records removed from the org tables.
+    pub purged: u64,
+}
+
+pub(crate) fn table_by_id(id: u8) -> Option<Table> {
+    ORG_TABLES.iter().copied().find(|t| t.id == id)
+}
+
+fn next_table(id: u8) -> Option<Table> {
+    let pos = ORG_TABLES.iter().position(|t| t.id == id)?;
+    ORG_TABLES.get(pos + 1).copied()
+}
+
+/// The keys of `table` that belong to `tag`, after `cursor` (exclusive), at most `limit`.
+pub(crate) fn org_keys_after<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    table: &T,
+    tag: OrgTag,
+    cursor: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let start: Vec<u8> = if cursor.is_empty() { tag.0.to_vec() } else { cursor.to_vec() };
+    let mut out = Vec::new();
+    for item in table.range::<&[u8]>(start.as_slice()..)? {
+        let (k, v) = item?;
+        let k = k.value();
+        if !k.starts_with(&tag.0) {
+            break;
+        }
+        if !cursor.is_empty() && k == cursor {
+            continue;
+        }
+        out.push((k.to_vec(), v.value().to_vec()));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+impl DbInner {
+    /// Starts a new key epoch for `entry` (fresh random seed) and schedules the re-sealing of
+    /// every record into it.
+    pub(crate) fn start_epoch(entry: &mut OrgEntry) -> Result<u32> {
+        let next = entry.epochs.iter().map(|e| e.epoch).max().unwrap_or(0).checked_add(1);
+        let next = next.ok_or_else(|| Error::invalid("key epochs exhausted"))?;
+        let seed = Secret::generate()?;
+        entry.epochs.push(EpochEntry { epoch: next, seed: seed.expose().to_vec(), seal_count: 0 });
+        entry.current_epoch = next;
+        entry.rotation = Some(RotationState { target_epoch: next, table: NODES.id, cursor: Vec::new() });
+        Ok(next)
+    }
+}
+
+impl Db {
+    fn tag_of(&self, name: &str) -> Result<OrgTag> {
+        check_name("org name", name, MAX_NAME_LEN)?;
+        Ok(self.inner.secret_keys.org_tag(name))
+    }
+
+    /// Rotates the root key: rewraps every org's seeds, the database secret and the root check
+    /// under keys derived from `new_root`, in one transaction. O(orgs): no record is re-encrypted.
+    /// After it returns, only `new_root` opens the database.
+    pub fn rotate_root_key(&self, new_root: RootKey) -> Result<()> {
+        let inner = &self.inner;
+        let new_keys = RootKeys::derive(&new_root, &inner.db_id);
+        // Held across the commit so no reader opens a new-generation entry with old keys.
+        let mut root = inner.root.write().unwrap_or_else(|p| p.into_inner());
+        let gen = root.gen.checked_add(1).ok_or_else(|| Error::invalid("root generations exhausted"))?;
+        let wtx = inner.redb.begin_write()?;
+        {
+            let mut orgs = wtx.open_table(ORGS.def)?;
+            let mut rewrapped = Vec::new();
+            for item in orgs.iter()? {
+                let (k, v) = item?;
+                let key = k.value().to_vec();
+                let binding = Binding { db_id: &inner.db_id, table: ORGS.id, key: &key };
+                let mut plain = envelope::open(&root.keys.kek, &binding, ORGS.name, v.value())?;
+                let sealed = envelope::seal(&new_keys.kek, gen, &binding, plain.as_slice());
+                plain.as_mut_slice().zeroize();
+                rewrapped.push((key, sealed?));
+            }
+            for (k, v) in rewrapped {
+                orgs.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        super::write_meta(&wtx, &inner.db_id, gen, &new_keys, &inner.db_secret)?;
+        wtx.commit()?;
+        *root = RootState { keys: new_keys, gen };
+        Ok(())
+    }
+
+    /// Rotates an org's data keys: a new epoch with a fresh random seed. New writes use it at
+    /// once; existing records are re-sealed in batches of [`ADMIN_BATCH`] (each its own
+    /// transaction, so readers and writers keep working between batches); when all are done,
+    /// the old epochs' seeds are destroyed. If a previous rotation was interrupted (crash), this
+    /// call resumes it instead of starting another.
+    ///
+    /// BYOK orgs cannot be rotated here (their key is the host's): `InvalidInput`.
+    pub fn rotate_org_key(&self, name: &str) -> Result<RotationReport> {
+        let tag = self.tag_of(name)?;
+        let inner = &self.inner;
+        let wtx = inner.redb.begin_write()?;
+        let resumed;
+        {
+            let mut orgs = wtx.open_table(ORGS.def)?;
+            let mut entry = inner.read_entry(&orgs, tag, name)?;
+            if entry.state != 0 {
+                return Err(Error::OrgNotFound(name.to_owned()));
+            }
+            if entry.byok {
+                return Err(Error::invalid(format!("org `{name}` uses a host-supplied key: rotate it on the host")));
+            }
+            resumed = entry.rotation.is_some();
+            if !resumed {
+                DbInner::start_epoch(&mut entry)?;
+                orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
+            }
+        }
+        wtx.commit()?;
+        let org = self.open_org(name, None, &Compartment::ALL)?;
+        let mut report = RotationReport { epoch: 0, resealed: 0, batches: 0, resumed };
+        while self.rotation_batch(&org, &mut report)? {}
+        super::audit::append_admin(self, tag, name, "rotate-org-key", &[("resealed", report.resealed)])?;
+        Ok(report)
+    }
+
+    /// One batch of re-sealing; returns whether more remain.
+    fn rotation_batch(&self, org: &Org, report: &mut RotationReport) -> Result<bool> {
+        let inner = &self.inner;
+        let oi = &org.inner;
+        let wtx = inner.redb.begin_write()?;
+        let more;
+        {
+            let mut orgs = wtx.open_table(ORGS.def)?;
+            let mut entry = inner.read_entry(&orgs, oi.tag, &oi.name)?;
+            oi.learn_epochs(&entry)?;
+            let Some(rot) = entry.rotation.clone() else {
+                report.epoch = entry.current_epoch;
+                return Ok(false);
+            };
+            report.epoch = rot.target_epoch;
+            let table = table_by_id(rot.table).ok_or_else(|| Error::corrupt(ORGS.name, &oi.tag.0))?;
+            let mut t = wtx.open_table(table.def)?;
+            let batch = org_keys_after(&t, oi.tag, &rot.cursor, ADMIN_BATCH)?;
+            let mut resealed = Vec::with_capacity(batch.len());
+            for (k, v) in &batch {
+                if envelope::peek_epoch(v, table.name, k)? == rot.target_epoch {
+                    continue;
+                }
+                let c = compartment_of(org, table, k);
+                let mut plain = oi.open(table, k, c, v)?;
+                let sealed = oi.seal_at(rot.target_epoch, table, k, c, plain.as_slice());
+                plain.as_mut_slice().zeroize();
+                resealed.push((k.clone(), sealed?));
+            }
+            for (k, v) in &resealed {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+            report.resealed += resealed.len() as u64;
+            if let Some(e) = entry.epochs.iter_mut().find(|e| e.epoch == rot.target_epoch) {
+                e.seal_count = e.seal_count.saturating_add(resealed.len() as u64);
+            }
+            let full = batch.len() >= ADMIN_BATCH;
+            entry.rotation = match (full, batch.last(), next_table(table.id)) {
+                (true, Some((last, _)), _) => {
+                    Some(RotationState { target_epoch: rot.target_epoch, table: table.id, cursor: last.clone() })
+                }
+                (_, _, Some(next)) => {
+                    Some(RotationState { target_epoch: rot.target_epoch, table: next.id, cursor: Vec::new() })
+                }
+                (_, _, None) => None,
+            };
+            if entry.rotation.is_none() {
+                // Every record is under the target epoch: destroy the older seeds.
+                for e in entry.epochs.iter_mut().filter(|e| e.epoch != rot.target_epoch) {
+                    e.seed.zeroize();
+                }
+                entry.epochs.retain(|e| e.epoch == rot.target_epoch);
+            }
+            more = entry.rotation.is_some();
+            orgs.insert(oi.tag.0.as_slice(), inner.seal_entry(oi.tag, &entry)?.as_slice())?;
+        }
+        wtx.commit()?;
+        report.batches += 1;
+        Ok(more)
+    }
+
+    /// Deletes an org by crypto-shredding: one transaction destroys every wrapped seed (from
+    /// then on nothing of the org can be decrypted), then its records are purged in batches.
+    /// Interrupted deletions resume on the next call. Run [`Db::compact`] afterwards to rewrite
+    /// the file without the freed pages.
+    pub fn delete_org(&self, name: &str) -> Result<DeleteReport> {
+        let tag = self.tag_of(name)?;
+        let inner = &self.inner;
+        let wtx = inner.redb.begin_write()?;
+        {
+            let mut orgs = wtx.open_table(ORGS.def)?;
+            let mut entry = inner.read_entry(&orgs, tag, name)?;
+            for e in entry.epochs.iter_mut() {
+                e.seed.zeroize();
+                e.seed.clear();
+            }
+            entry.structure_seed.zeroize();
+            entry.structure_seed.clear();
+            entry.key_check.clear();
+            entry.state = 1;
+            entry.rotation = None;
+            orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
+        }
+        wtx.commit()?;
+        if let Some(shared) = inner.shared.lock().unwrap_or_else(|p| p.into_inner()).remove(&tag) {
+            shared.cache.clear();
+        }
+        let mut purged = 0u64;
+        for table in ORG_TABLES {
+            loop {
+                let wtx = inner.redb.begin_write()?;
+                let n;
+                {
+                    let mut t = wtx.open_table(table.def)?;
+                    let keys = org_keys_after(&t, tag, &[], ADMIN_BATCH)?;
+                    n = keys.len();
+                    for (k, _) in keys {
+                        t.remove(k.as_slice())?;
+                    }
+                }
+                wtx.commit()?;
+                purged += n as u64;
+                if n < ADMIN_BATCH {
+                    break;
+                }
+            }
+        }
+        let wtx = inner.redb.begin_write()?;
+        wtx.open_table(ORGS.def)?.remove(tag.0.as_slice())?;
+        wtx.commit()?;
+        Ok(DeleteReport { purged })
+    }
+
+    /// Rewrites the database into a fresh file (live records only) and replaces the old file
+    /// with it, so the bytes of deleted orgs and old key epochs no longer exist in the file.
+    /// Consumes the `Db`: every other clone, org handle and transaction must be dropped first
+    /// (else `InvalidInput`). Only for databases opened by path.
+    pub fn compact(self) -> Result<Db> {
+        let inner = Arc::try_unwrap(self.inner).map_err(|_| {
+            Error::invalid("compact needs the only handle: drop other Db clones, orgs and transactions")
+        })?;
+        let path = inner.path.clone().ok_or_else(|| Error::invalid("compact needs a database opened by path"))?;
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".compact");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let fresh = redb::Database::create(&tmp)?;
+            let rtx = inner.redb.begin_read()?;
+            let wtx = fresh.begin_write()?;
+            for t in super::tables::ALL {
+                let src = rtx.open_table(t.def)?;
+                let mut dst = wtx.open_table(t.def)?;
+                for item in src.iter()? {
+                    let (k, v) = item?;
+                    dst.insert(k.value(), v.value())?;
+                }
+            }
+            wtx.commit()?;
+        }
+        let DbInner {
+            redb,
+            db_id,
+            root,
+            path: p,
+            secret_keys,
+            db_secret,
+            page_cache,
+            shared,
+            rotate_after_seals,
+            actor,
+        } = inner;
+        drop(redb);
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir })
+            {
+                let _ = d.sync_all();
+            }
+        }
+        let redb = redb::Database::create(&path)?;
+        for s in shared.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            s.cache.clear();
+        }
+        Ok(Db {
+            inner: Arc::new(DbInner {
+                redb,
+                db_id,
+                root,
+                path: p,
+                secret_keys,
+                db_secret,
+                page_cache,
+                shared,
+                rotate_after_seals,
+                actor,
+            }),
+        })
+    }
+}
+
+/// The compartment whose key seals a record of `table` at `key`.
+pub(crate) fn compartment_of(org: &Org, table: Table, key: &[u8]) -> Compartment {
+    if table.id != PROPS.id {
+        return Compartment::Core;
+    }
+    match org.inner.unblind(key).map(|(_, sub, _, _)| sub) {
+        Some(1) => Compartment::Labels,
+        Some(2) => Compartment::Raw,
+        _ => Compartment::Core,
+    }
+}

@@ -1,0 +1,337 @@
+//! Bulk loading: many edges at once, packed into adjacency pages in memory and written once.
+//!
+//! The loader rides on a [`WriteTxn`]: nodes, kinds and source indexes go through its ordinary
+//! upsert path (so they are idempotent and in the same format), while edges are buffered, sorted
+//! by node, packed into full pages and sealed and written straight into the same redb
+//! transaction, each page once per flush (a page is read back only when a later flush appends to
+//! a partly filled tail page). Node records (degrees, page counts), the org entry's counters
+//! and seal count, and the page cache are updated through the write transaction's own commit.
+
+use redb::ReadableTable;
+
+use super::org::Org;
+use super::records::dir_index;
+use super::tables::{ADJ, EDGES};
+use super::write::{NodeInput, WriteTxn};
+use crate::codec::{encode_page, AdjEntry, EdgeRecord, PAGE_CAPACITY};
+use crate::error::{Error, Result};
+use crate::types::{Compartment, Direction, NodeId, Timestamp};
+
+/// Default for [`BulkLoader::memory_budget`]: 64 MiB of buffered edges.
+pub const DEFAULT_BULK_BUDGET: usize = 64 << 20;
+
+/// What one buffered edge costs against the memory budget: the pending edge, its two
+/// adjacency entries and its sealed record while a flush runs.
+const BYTES_PER_EDGE: usize = std::mem::size_of::<Pending>() + 2 * std::mem::size_of::<AdjEntry>() + 160;
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    id: u64,
+    from: u64,
+    to: u64,
+    kind: u32,
+    valid_from: i64,
+    valid_to: i64,
+}
+
+/// What a finished bulk load wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkStats {
+    /// Nodes passed to [`BulkLoader::add_node`] (new or updated).
+    pub nodes: u64,
+    /// Edges added.
+    pub edges: u64,
+    /// Adjacency pages written (a page rewritten by a later flush counts again).
+    pub pages_written: u64,
+    /// Times the buffered edges were flushed into the transaction.
+    pub flushes: u64,
+}
+
+/// Loads many nodes and edges into one organization in one redb transaction. Made by
+/// [`Org::bulk_load`].
+///
+/// Atomicity: everything goes into one redb write transaction committed by
+/// [`BulkLoader::finish`], so a load is all or nothing: dropping the loader, an error, or a
+/// crash before `finish` returns leaves the org as it was. While it lives, the loader holds the
+/// database's single writer slot (writers of every org wait).
+///
+/// Memory: buffered edges are flushed (packed, sealed, written into the transaction) whenever
+/// they pass [`BulkLoader::memory_budget`]; redb spills the transaction's dirty pages to the
+/// file as it grows. Node records stay in memory until `finish` (about 200 bytes per node).
+///
+/// Edges added in bulk carry no source reference and no properties (use a [`WriteTxn`] for
+/// those); they are visible to every query exactly like edges added by a `WriteTxn`, which can
+/// also retract them later.
+///
+/// ```
+/// # fn main() -> silograph::Result<()> {
+/// # let path = std::env::temp_dir().join(format!("silograph-doc-bulk-{}", std::process::id()));
+/// # let _ = std::fs::remove_file(&path);
+/// use silograph::{Db, Direction, NodeInput, RootKey};
+/// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
+/// let org = db.create_org("acme")?;
+/// let mut bulk = org.bulk_load()?.memory_budget(16 << 20);
+/// let a = bulk.add_node(NodeInput::new("person").source("mail", "a"))?;
+/// let b = bulk.add_node(NodeInput::new("person").source("mail", "b"))?;
+/// bulk.add_edge(a, b, "emailed")?;
+/// bulk.add_edge_by_source(("mail", "b"), ("mail", "a"), "emailed")?;
+/// let stats = bulk.finish()?;
+/// assert_eq!((stats.nodes, stats.edges), (2, 2));
+/// assert_eq!(org.read()?.traverse(a).max_depth(1).run()?, vec![(a, 0), (b, 1)]);
+/// # drop(org); drop(db); std::fs::remove_file(&path)?;
+/// # Ok(()) }
+/// ```
+pub struct BulkLoader {
+    org: Org,
+    w: WriteTxn,
+    budget: usize,
+    pending: Vec<Pending>,
+    changed_pages: Vec<[u8; 16]>,
+    seals: u64,
+    stats: BulkStats,
+    last_kind: Option<(String, u32)>,
+}
+
+impl std::fmt::Debug for BulkLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkLoader").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+impl Org {
+    /// Starts a bulk load (one write transaction; see [`BulkLoader`]).
+    pub fn bulk_load(&self) -> Result<BulkLoader> {
+        Ok(BulkLoader {
+            org: self.clone(),
+            w: self.write()?,
+            budget: DEFAULT_BULK_BUDGET,
+            pending: Vec::new(),
+            changed_pages: Vec::new(),
+            seals: 0,
+            stats: BulkStats::default(),
+            last_kind: None,
+        })
+    }
+}
+
+impl BulkLoader {
+    /// Bytes of buffered edges after which they are flushed into the transaction (at least one
+    /// edge is always buffered). Smaller budgets mean more flushes and more tail pages rewritten.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.budget = bytes;
+        self
+    }
+
+    /// Sets the record time stamped on everything loaded (default: the clock at start).
+    pub fn set_time(&mut self, now: Timestamp) {
+        self.w.set_time(now);
+    }
+
+    /// Upserts a node (idempotent by source, as [`WriteTxn::upsert_node`]).
+    pub fn add_node(&mut self, input: NodeInput) -> Result<NodeId> {
+        let id = self.w.upsert_node(input)?;
+        self.stats.nodes += 1;
+        Ok(id)
+    }
+
+    /// The node known by `(system, external_id)`, including nodes added by this load.
+    pub fn lookup(&self, system: &str, external_id: &str) -> Result<Option<NodeId>> {
+        self.w.lookup(system, external_id)
+    }
+
+    /// Adds an edge `from → to` of `kind`, valid at all times.
+    pub fn add_edge(&mut self, from: NodeId, to: NodeId, kind: &str) -> Result<()> {
+        self.add_edge_valid(from, to, kind, None, None)
+    }
+
+    /// Adds an edge between two nodes named by `(system, external_id)`; `InvalidInput` if either
+    /// is unknown.
+    pub fn add_edge_by_source(&mut self, from: (&str, &str), to: (&str, &str), kind: &str) -> Result<()> {
+        let resolve = |(s, e): (&str, &str)| -> Result<NodeId> {
+            self.w.lookup(s, e)?.ok_or_else(|| Error::invalid(format!("unknown node {s}:{e}")))
+        };
+        let (a, b) = (resolve(from)?, resolve(to)?);
+        self.add_edge(a, b, kind)
+    }
+
+    /// Adds an edge with a valid-time interval `[valid_from, valid_to)` (`None`: unbounded).
+    pub fn add_edge_valid(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        kind: &str,
+        valid_from: Option<Timestamp>,
+        valid_to: Option<Timestamp>,
+    ) -> Result<()> {
+        let valid_from = valid_from.unwrap_or(i64::MIN);
+        let valid_to = valid_to.unwrap_or(i64::MAX);
+        if valid_from >= valid_to {
+            return Err(Error::invalid("valid_from must be before valid_to"));
+        }
+        // Touching the node records checks both ends exist and marks them for rewriting.
+        self.w.node_for_update(from.0)?;
+        self.w.node_for_update(to.0)?;
+        let kind = match &self.last_kind {
+            Some((name, id)) if name == kind => *id,
+            _ => {
+                let id = self.w.intern_kind(kind)?;
+                self.last_kind = Some((kind.to_owned(), id));
+                id
+            }
+        };
+        let (entry, _) = self.w.entry_and_now();
+        let id = entry.next_edge;
+        entry.next_edge += 1;
+        entry.edge_count += 1;
+        self.pending.push(Pending { id, from: from.0, to: to.0, kind, valid_from, valid_to });
+        self.stats.edges += 1;
+        if self.pending.len().saturating_mul(BYTES_PER_EDGE) >= self.budget {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Packs, seals and writes the buffered edges into the transaction.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.stats.flushes += 1;
+        let org = self.org.inner.clone();
+        let (_, now) = self.w.entry_and_now();
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.pending.len());
+        for p in &self.pending {
+            let rec = EdgeRecord {
+                id: p.id,
+                from: p.from,
+                to: p.to,
+                kind: p.kind,
+                source: None,
+                valid_from: p.valid_from,
+                valid_to: p.valid_to,
+                recorded_at: now,
+                retracted_at: None,
+            };
+            let key = org.edge_key(p.id);
+            rows.push((key.to_vec(), org.seal_record(EDGES, &key, Compartment::Core, &rec)?));
+        }
+        self.seals += rows.len() as u64;
+        write_sorted(self.w.txn()?, EDGES, &mut rows)?;
+
+        // (node, dir, entry) for both ends of every edge, grouped by (node, dir) in edge order.
+        let mut adj: Vec<(u64, u8, AdjEntry)> = Vec::with_capacity(self.pending.len() * 2);
+        for p in &self.pending {
+            let entry = |neighbor: u64| AdjEntry {
+                neighbor,
+                edge: p.id,
+                kind: p.kind,
+                valid_from: p.valid_from,
+                valid_to: p.valid_to,
+                recorded_at: now,
+                retracted_at: i64::MAX,
+            };
+            adj.push((p.from, dir_index(Direction::Out), entry(p.to)));
+            adj.push((p.to, dir_index(Direction::In), entry(p.from)));
+        }
+        self.pending.clear();
+        adj.sort_unstable_by_key(|(n, d, e)| (*n, *d, e.edge));
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut start = 0;
+        while start < adj.len() {
+            let (node, dir, _) = adj[start];
+            let end = start + adj[start..].iter().take_while(|(n, d, _)| *n == node && *d == dir).count();
+            let run: Vec<AdjEntry> = adj[start..end].iter().map(|(_, _, e)| *e).collect();
+            self.pack(node, dir, run, &mut rows)?;
+            start = end;
+        }
+        self.seals += rows.len() as u64;
+        self.stats.pages_written += rows.len() as u64;
+        for (k, _) in &rows {
+            let mut opaque = [0u8; 16];
+            opaque.copy_from_slice(&k[8..]);
+            self.changed_pages.push(opaque);
+        }
+        write_sorted(self.w.txn()?, ADJ, &mut rows)
+    }
+
+    /// Appends `run` to the pages of `(node, dir)`: fills the tail page, adds new full pages,
+    /// and rewrites page 0 if the page count changed. Sealed pages go to `rows`.
+    fn pack(&mut self, node: u64, dir: u8, run: Vec<AdjEntry>, rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        let org = self.org.inner.clone();
+        let rec = self.w.node_for_update(node)?;
+        let old_pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
+        let added = run.len() as u64;
+        // The pages to (re)write: the tail page if it has room, then new ones.
+        let mut first = old_pages;
+        let mut current: Vec<AdjEntry> = Vec::new();
+        if old_pages > 0 {
+            let tail = self.read_page(node, dir, old_pages - 1)?;
+            if tail.len() < PAGE_CAPACITY {
+                first = old_pages - 1;
+                current = tail;
+            }
+        }
+        let mut pages: Vec<Vec<AdjEntry>> = Vec::new();
+        for e in run {
+            if current.len() >= PAGE_CAPACITY {
+                pages.push(std::mem::take(&mut current));
+            }
+            current.push(e);
+        }
+        pages.push(current);
+        let total = first + u32::try_from(pages.len()).map_err(|_| Error::invalid("too many pages"))?;
+        let rec = self.w.node_for_update(node)?;
+        if dir == 0 {
+            rec.out_degree += added;
+            rec.out_pages = total;
+        } else {
+            rec.in_degree += added;
+            rec.in_pages = total;
+        }
+        if first > 0 && total != old_pages {
+            // Page 0 carries the page count: rewrite it with the new one.
+            let page0 = self.read_page(node, dir, 0)?;
+            let key = org.adj_key(node, dir, 0);
+            rows.push((key.to_vec(), org.seal_page(&key, &encode_page(total, &page0))?));
+        }
+        for (i, entries) in pages.iter().enumerate() {
+            let p = first + i as u32;
+            let key = org.adj_key(node, dir, p);
+            let count = if p == 0 { total } else { 0 };
+            rows.push((key.to_vec(), org.seal_page(&key, &encode_page(count, entries))?));
+        }
+        Ok(())
+    }
+
+    /// Reads one page of `(node, dir)` as this transaction sees it.
+    fn read_page(&self, node: u64, dir: u8, p: u32) -> Result<Vec<AdjEntry>> {
+        let org = &self.org.inner;
+        let key = org.adj_key(node, dir, p);
+        let table = self.w.txn()?.open_table(ADJ.def)?;
+        let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(ADJ.name, &key))?;
+        let (_, entries) = org.open_page(&key, sealed.value())?;
+        Ok(entries)
+    }
+
+    /// Flushes what is buffered and commits everything durably (one redb commit).
+    pub fn finish(mut self) -> Result<BulkStats> {
+        self.flush()?;
+        let stats = self.stats;
+        self.w.commit_with(&self.changed_pages, self.seals)?;
+        Ok(stats)
+    }
+}
+
+/// Inserts sealed rows in key order (B-tree friendly: blind keys are random).
+fn write_sorted(
+    txn: &redb::WriteTransaction,
+    table: super::tables::Table,
+    rows: &mut [(Vec<u8>, Vec<u8>)],
+) -> Result<()> {
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut t = txn.open_table(table.def)?;
+    for (k, v) in rows.iter() {
+        t.insert(k.as_slice(), v.as_slice())?;
+    }
+    Ok(())
+}
