@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod crypto;
 mod graph;
+pub mod import;
 mod error;
 mod store;
 mod types;
