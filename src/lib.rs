@@ -11,6 +11,9 @@
 
 pub mod codec;
 pub mod crypto;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod graph;
 pub mod import;
 mod error;
