@@ -22,6 +22,8 @@ mod types;
 
 pub use crypto::{OrgKey, RootKey};
 pub use error::{Error, Result};
+pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
+pub use store::{BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
     Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,
     WriteTxn, FORMAT_VERSION, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN,
