@@ -1,0 +1,638 @@
+//! Tampering with stored values: every flipped byte of every sealed value, and every value moved
+//! onto another record key, table or organization, is an error through the public API — never a
+//! value, a default, or fewer results.
+//!
+//! The database lives on an in-memory redb backend shared by the test: the test closes the
+//! [`Db`], changes one stored value with a plain `redb::Database` on the same bytes, reopens and
+//! reads everything back, then restores the pristine bytes for the next case.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use redb::{ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use silograph::{
+    Compartment, Db, Direction, EdgeId, EdgeInput, Error, KindId, Neighbor, NodeId, NodeInput, RootKey, Value,
+};
+
+const ROOT: [u8; 32] = [0x5a; 32];
+const ORG_TABLES: &[&str] = &["orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit"];
+
+/// A redb storage backend over bytes the test can snapshot, restore and inspect.
+#[derive(Debug, Clone, Default)]
+struct SharedMem(Arc<Mutex<Vec<u8>>>);
+
+impl SharedMem {
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn restore(&self, bytes: &[u8]) {
+        let mut m = self.0.lock().unwrap();
+        m.clear();
+        m.extend_from_slice(bytes);
+    }
+}
+
+fn out_of_range() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "out of range")
+}
+
+impl StorageBackend for SharedMem {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.0.lock().unwrap().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let m = self.0.lock().unwrap();
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        out.copy_from_slice(m.get(start..start + out.len()).ok_or_else(out_of_range)?);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.lock().unwrap().resize(usize::try_from(len).map_err(|_| out_of_range())?, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut m = self.0.lock().unwrap();
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        m.get_mut(start..start + data.len()).ok_or_else(out_of_range)?.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn open_db(mem: &SharedMem) -> silograph::Result<Db> {
+    Db::builder().open_with_backend(mem.clone(), RootKey::from_bytes(ROOT))
+}
+
+fn table_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Each table's `(key, value)` pairs, by table name.
+type Rows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+
+/// Every `(key, value)` of the named tables, read with plain redb.
+fn dump(mem: &SharedMem, tables: &[&str]) -> Rows {
+    let raw = redb::Database::builder().create_with_backend(mem.clone()).unwrap();
+    let rtx = raw.begin_read().unwrap();
+    let mut out = BTreeMap::new();
+    for name in tables {
+        let t = rtx.open_table(table_def(name)).unwrap();
+        let rows = t.iter().unwrap().map(|r| r.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+        out.insert(name.to_string(), rows.collect());
+    }
+    out
+}
+
+/// Writes `value` under `key` in `table` with plain redb, bypassing silograph.
+fn poke(mem: &SharedMem, table: &str, key: &[u8], value: &[u8]) {
+    let raw = redb::Database::builder().create_with_backend(mem.clone()).unwrap();
+    let wtx = raw.begin_write().unwrap();
+    wtx.open_table(table_def(table)).unwrap().insert(key, value).unwrap();
+    wtx.commit().unwrap();
+}
+
+/// Offsets of every copy of `value` in the raw bytes (the live one, and any copy left in a page
+/// redb freed but has not reused yet).
+fn occurrences(image: &[u8], value: &[u8]) -> Vec<usize> {
+    image.windows(value.len()).enumerate().filter(|(_, w)| *w == value).map(|(o, _)| o).collect()
+}
+
+/// What the test knows an org holds: enough to address every record it wrote.
+#[derive(Debug, Default)]
+struct OrgSpec {
+    name: String,
+    kinds: Vec<String>,
+    node_sources: Vec<(String, String)>,
+    edge_sources: Vec<(String, String)>,
+    nodes: Vec<NodeId>,
+    edges: Vec<EdgeId>,
+}
+
+/// One observation through the public API: the data (as its debug form) or the failure.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Data(String),
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    Corrupt,
+    Unsupported,
+    Other,
+}
+
+fn failure(e: &Error) -> Failure {
+    match e {
+        Error::Corrupt { .. } => Failure::Corrupt,
+        Error::UnsupportedFormat(_) => Failure::Unsupported,
+        _ => Failure::Other,
+    }
+}
+
+fn seen<T: Debug>(r: silograph::Result<T>) -> Seen {
+    match r {
+        Ok(v) => Seen::Data(format!("{v:?}")),
+        Err(e) => Seen::Failed(failure(&e)),
+    }
+}
+
+/// Walks a neighbor iterator to its end. An error must be the last item: a walk never goes on
+/// (skipping a page) after it.
+fn walk(r: silograph::Result<silograph::Neighbors<'_>>) -> Seen {
+    let it = match r {
+        Ok(it) => it,
+        Err(e) => return Seen::Failed(failure(&e)),
+    };
+    let items: Vec<silograph::Result<Neighbor>> = it.collect();
+    match items.iter().position(|i| i.is_err()) {
+        Some(p) => {
+            assert_eq!(p, items.len() - 1, "a neighbor walk went on after an error");
+            Seen::Failed(failure(items[p].as_ref().unwrap_err()))
+        }
+        None => Seen::Data(format!("{:?}", items.into_iter().map(|i| i.unwrap()).collect::<Vec<_>>())),
+    }
+}
+
+/// The reads of one probe, by label; `only` restricts a probe to some of them.
+struct Reads<'a> {
+    only: Option<&'a HashSet<String>>,
+    out: Vec<(String, Seen)>,
+}
+
+impl Reads<'_> {
+    fn wants(&self, label: &str) -> bool {
+        self.only.is_none_or(|o| o.contains(label))
+    }
+
+    fn call(&mut self, org: &str, what: String, f: impl FnOnce() -> Seen) {
+        let label = format!("{org}: {what}");
+        if self.wants(&label) {
+            let v = f();
+            self.out.push((label, v));
+        }
+    }
+}
+
+/// Reads back everything the specs name, through the public API, in a fixed order (or only the
+/// reads labelled in `only`, in the same order). With `names_first`, kind names are resolved
+/// (from `dict`) before kind ids (from `index`), so that the handle's kind cache does not hide a
+/// tampered `dict` record; otherwise the other way round.
+fn probe(db: &Db, specs: &[OrgSpec], names_first: bool, only: Option<&HashSet<String>>) -> Vec<(String, Seen)> {
+    let mut reads = Reads { only, out: Vec::new() };
+    reads.call("db", "list_orgs".into(), || seen(db.list_orgs()));
+    for s in specs {
+        let prefix = format!("{}: ", s.name);
+        if only.is_some_and(|o| !o.iter().any(|l| l.starts_with(&prefix))) {
+            continue;
+        }
+        let org = match db.org(&s.name) {
+            Ok(o) => o,
+            Err(e) => {
+                reads.out.push((format!("{prefix}open"), Seen::Failed(failure(&e))));
+                continue;
+            }
+        };
+        let r = match org.read() {
+            Ok(r) => r,
+            Err(e) => {
+                reads.out.push((format!("{prefix}read"), Seen::Failed(failure(&e))));
+                continue;
+            }
+        };
+        let o = s.name.as_str();
+        let kind_ids: Vec<KindId> = (1..=s.kinds.len() as u32 + 1).map(KindId).collect();
+        for pass in [names_first, !names_first] {
+            if pass {
+                for &k in &kind_ids {
+                    reads.call(o, format!("kind_name {k:?}"), || seen(r.kind_name(k)));
+                }
+            } else {
+                for n in &s.kinds {
+                    reads.call(o, format!("kind_id {n}"), || seen(r.kind_id(n)));
+                }
+            }
+        }
+        reads.call(o, "counts".into(), || seen(r.counts()));
+        reads.call(o, "org.counts".into(), || seen(org.counts()));
+        for (sys, ext) in &s.node_sources {
+            reads.call(o, format!("lookup {sys}/{ext}"), || seen(r.lookup(sys, ext)));
+        }
+        for (sys, ext) in &s.edge_sources {
+            reads.call(o, format!("lookup_edge {sys}/{ext}"), || seen(r.lookup_edge(sys, ext)));
+        }
+        let absent_node = NodeId(s.nodes.iter().map(|n| n.0).max().unwrap_or(0) + 1);
+        for &n in s.nodes.iter().chain([&absent_node]) {
+            reads.call(o, format!("node {n:?}"), || seen(r.node(n)));
+            reads.call(o, format!("degree {n:?}"), || seen(r.degree(n, Direction::Both)));
+            for c in Compartment::ALL {
+                reads.call(o, format!("node_props {n:?} {c:?}"), || seen(r.node_props(n, c)));
+            }
+            for d in [Direction::Out, Direction::In, Direction::Both] {
+                reads.call(o, format!("neighbors {n:?} {d:?}"), || walk(r.neighbors(n, d)));
+            }
+        }
+        let absent_edge = EdgeId(s.edges.iter().map(|e| e.0).max().unwrap_or(0) + 1);
+        for &e in s.edges.iter().chain([&absent_edge]) {
+            reads.call(o, format!("edge {e:?}"), || seen(r.edge(e)));
+            for c in Compartment::ALL {
+                reads.call(o, format!("edge_props {e:?} {c:?}"), || seen(r.edge_props(e, c)));
+            }
+        }
+    }
+    reads.out
+}
+
+/// Opens the database and reads everything (or the reads in `only`); an open that fails is one
+/// failed observation.
+fn observe(
+    mem: &SharedMem,
+    specs: &[OrgSpec],
+    names_first: bool,
+    only: Option<&HashSet<String>>,
+) -> Vec<(String, Seen)> {
+    match open_db(mem) {
+        Ok(db) => probe(&db, specs, names_first, only),
+        Err(e) => vec![("open db".into(), Seen::Failed(failure(&e)))],
+    }
+}
+
+/// The labels of the reads that failed.
+fn failed_reads(seen: &[(String, Seen)]) -> HashSet<String> {
+    seen.iter().filter(|(_, v)| matches!(v, Seen::Failed(_))).map(|(k, _)| k.clone()).collect()
+}
+
+/// The property every tampered database must have: at least one read reports `expected`, every
+/// other read returns exactly what the untouched database returned, and no read fails otherwise.
+fn assert_detected(baseline: &[(String, Seen)], tampered: &[(String, Seen)], expected: Failure, case: &str) {
+    let mut detected = 0;
+    if tampered.len() == 1 && tampered[0].0 == "open db" {
+        panic!("{case}: opening the database failed with {:?}", tampered[0].1);
+    }
+    let base: BTreeMap<&str, &Seen> = baseline.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    for (what, v) in tampered {
+        match v {
+            Seen::Failed(f) if *f == expected => detected += 1,
+            Seen::Failed(f) => panic!("{case}: `{what}` failed with {f:?}, expected {expected:?}"),
+            Seen::Data(d) => {
+                let Some(Seen::Data(b)) = base.get(what.as_str()) else {
+                    panic!("{case}: `{what}` returned data the untouched database did not read");
+                };
+                assert_eq!(d, b, "{case}: `{what}` returned different data");
+            }
+        }
+    }
+    assert!(detected > 0, "{case}: no read noticed the tampered value");
+}
+
+/// Two orgs, ~60 records over every org table: nodes with one or two sources and properties in
+/// all three compartments, edges with and without sources, valid times, a self loop, edge
+/// properties, a retracted edge, and records rewritten by a second transaction.
+fn build_fixture(mem: &SharedMem) -> Vec<OrgSpec> {
+    let db = open_db(mem).unwrap();
+    let mut specs = Vec::new();
+
+    let acme = db.create_org("acme").unwrap();
+    let mut s = OrgSpec { name: "acme".into(), ..Default::default() };
+    let mut w = acme.write().unwrap();
+    w.set_time(1_700_000_000_000);
+    let p1 = w
+        .upsert_node(NodeInput::new("person").source("gmail", "alice").prop("title", "CTO").label("segment", "vip"))
+        .unwrap();
+    let p2 = w.upsert_node(NodeInput::new("person").source("gmail", "bob").source("slack", "U2")).unwrap();
+    let a1 =
+        w.upsert_node(NodeInput::new("account").source("sf", "ACC1").prop_in(Compartment::Core, "tier", 1i64)).unwrap();
+    let d1 = w.upsert_node(NodeInput::new("deal").source("sf", "006A")).unwrap();
+    let d2 = w
+        .upsert_node(NodeInput::new("deal").source("sf", "006B").prop("amount", 12.5f64).prop("blob", vec![1u8, 2, 3]))
+        .unwrap();
+    let p3 = w.upsert_node(NodeInput::new("person").source("gmail", "carol")).unwrap();
+    let e1 = w.add_edge(EdgeInput::new(p1, p2, "emailed").valid_from(10).source("gmail", "m1")).unwrap();
+    let e2 = w.add_edge(EdgeInput::new(p2, p1, "emailed").valid_from(20).valid_to(30).source("gmail", "m2")).unwrap();
+    let e3 = w.add_edge(EdgeInput::new(p1, d1, "owns").source("sf", "e1").prop("note", "renewal")).unwrap();
+    let e4 = w.add_edge(EdgeInput::new(p3, a1, "owns")).unwrap();
+    let e5 = w.add_edge(EdgeInput::new(p2, d2, "owns").source("sf", "e2")).unwrap();
+    let e6 = w.add_edge(EdgeInput::new(p1, p1, "emailed").source("gmail", "m3")).unwrap();
+    w.commit().unwrap();
+    let mut w = acme.write().unwrap();
+    w.set_time(1_700_000_100_000);
+    assert!(w.retract_edge(e5).unwrap());
+    w.set_node_prop(p3, Compartment::Labels, "segment", "smb").unwrap();
+    w.set_edge_prop(e1, Compartment::Labels, "topic", Value::from("pricing")).unwrap();
+    w.commit().unwrap();
+    s.kinds = ["person", "account", "deal", "emailed", "owns"].map(String::from).to_vec();
+    s.node_sources = [("gmail", "alice"), ("gmail", "bob"), ("slack", "U2"), ("sf", "ACC1"), ("sf", "006A")]
+        .iter()
+        .chain(&[("sf", "006B"), ("gmail", "carol")])
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    s.edge_sources = [("gmail", "m1"), ("gmail", "m2"), ("sf", "e1"), ("sf", "e2"), ("gmail", "m3")]
+        .map(|(a, b)| (a.into(), b.into()))
+        .to_vec();
+    s.nodes = vec![p1, p2, a1, d1, d2, p3];
+    s.edges = vec![e1, e2, e3, e4, e5, e6];
+    specs.push(s);
+
+    let globex = db.create_org("globex").unwrap();
+    let mut s = OrgSpec { name: "globex".into(), ..Default::default() };
+    let mut w = globex.write().unwrap();
+    let g1 = w.upsert_node(NodeInput::new("person").source("gmail", "alice").prop("title", "CEO")).unwrap();
+    let g2 = w.upsert_node(NodeInput::new("ticket").source("jira", "T-1")).unwrap();
+    let ge = w.add_edge(EdgeInput::new(g1, g2, "filed").source("jira", "ev-1")).unwrap();
+    w.commit().unwrap();
+    s.kinds = ["person", "ticket", "filed"].map(String::from).to_vec();
+    s.node_sources = vec![("gmail".into(), "alice".into()), ("jira".into(), "T-1".into())];
+    s.edge_sources = vec![("jira".into(), "ev-1".into())];
+    s.nodes = vec![g1, g2];
+    s.edges = vec![ge];
+    specs.push(s);
+    specs
+}
+
+/// A fixture, its pristine bytes, and what an untouched database reads (both probe orders).
+struct Fixture {
+    mem: SharedMem,
+    pristine: Vec<u8>,
+    specs: Vec<OrgSpec>,
+    baseline: [Vec<(String, Seen)>; 2],
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let mem = SharedMem::default();
+        let specs = build_fixture(&mem);
+        let baseline = [observe(&mem, &specs, false, None), observe(&mem, &specs, true, None)];
+        for b in &baseline {
+            assert!(b.iter().all(|(_, v)| matches!(v, Seen::Data(_))), "untouched database failed: {b:?}");
+        }
+        let pristine = mem.snapshot();
+        Fixture { mem, pristine, specs, baseline }
+    }
+
+    /// Stores `value` under `table`/`key`, reads everything back, checks the result, restores.
+    fn check(&self, table: &str, key: &[u8], value: &[u8], expected: Failure, case: &str) {
+        poke(&self.mem, table, key, value);
+        self.observe_and_restore(table, expected, case, None);
+    }
+
+    /// Reads back everything (or the reads in `only`) from the tampered database, checks the
+    /// result, restores the pristine bytes; returns the labels of the reads that failed.
+    fn observe_and_restore(
+        &self,
+        table: &str,
+        expected: Failure,
+        case: &str,
+        only: Option<&HashSet<String>>,
+    ) -> HashSet<String> {
+        let names_first = table == "dict";
+        let tampered = observe(&self.mem, &self.specs, names_first, only);
+        assert_detected(&self.baseline[names_first as usize], &tampered, expected, case);
+        self.mem.restore(&self.pristine);
+        failed_reads(&tampered)
+    }
+}
+
+#[test]
+fn every_flipped_byte_of_every_stored_value_is_an_error() {
+    let fx = Fixture::new();
+    let rows = dump(&fx.mem, ORG_TABLES);
+    for t in ["orgs", "nodes", "props", "edges", "adj", "index", "dict"] {
+        assert!(!rows[t].is_empty(), "fixture wrote nothing to `{t}`");
+    }
+    let records: usize = rows.values().map(Vec::len).sum();
+    assert!(records >= 50, "fixture has only {records} records");
+    let start = Instant::now();
+    let mut flips = 0usize;
+    for (table, kvs) in &rows {
+        for (key, value) in kvs {
+            // Values are sealed (random-looking) and at least 33 bytes, so they are found only
+            // where they are stored. Flipping the byte in the raw image, as an attacker editing
+            // the file would, is much faster than a redb write per case (redb checks its page
+            // checksums only when repairing after a crash, not on reads).
+            let at = occurrences(&fx.pristine, value);
+            assert!(!at.is_empty(), "{table} value not found in the image");
+            // The first and last bytes are checked against every read; they find the reads that
+            // touch this record (which reads touch a record does not depend on its content, up
+            // to the point where it fails). Every other byte is checked against those reads.
+            let last = value.len() - 1;
+            let mut readers = HashSet::new();
+            for i in [0, last].into_iter().chain(1..last) {
+                {
+                    let mut image = fx.mem.0.lock().unwrap();
+                    for o in &at {
+                        image[o + i] ^= 0x01;
+                    }
+                }
+                let expected = if i == 0 { Failure::Unsupported } else { Failure::Corrupt };
+                let case = format!("{table} key {} byte {i}/{}", hex::encode(key), value.len());
+                let only = (i != 0 && i != last).then_some(&readers);
+                let failed = fx.observe_and_restore(table, expected, &case, only);
+                if only.is_none() {
+                    readers.extend(failed);
+                }
+                flips += 1;
+            }
+        }
+    }
+    eprintln!("{records} records, {flips} flipped bytes checked in {:.1?}", start.elapsed());
+}
+
+#[test]
+fn value_moved_onto_another_key_of_the_same_table_is_rejected() {
+    // Same table, every ordered pair of keys: covers another record of the same org (node 1's
+    // value under node 2's key) and the same table of the other org.
+    let fx = Fixture::new();
+    let rows = dump(&fx.mem, ORG_TABLES);
+    let mut cross_org = 0;
+    for (table, kvs) in &rows {
+        for (from_key, value) in kvs {
+            for (to_key, _) in kvs.iter().filter(|(k, _)| k != from_key) {
+                cross_org += usize::from(from_key.get(..8) != to_key.get(..8));
+                let case = format!("{table}: value of {} under {}", hex::encode(from_key), hex::encode(to_key));
+                fx.check(table, to_key, value, Failure::Corrupt, &case);
+            }
+        }
+    }
+    assert!(cross_org > 0, "no value was moved between orgs");
+}
+
+#[test]
+fn value_moved_into_another_table_is_rejected() {
+    // Every value of every table, stored under a key that exists in each other table (a node
+    // value under an edge's key, an index value under a node's key, ...), for both orgs.
+    let fx = Fixture::new();
+    let rows = dump(&fx.mem, ORG_TABLES);
+    for (from_table, kvs) in &rows {
+        for (from_key, value) in kvs {
+            for (to_table, targets) in rows.iter().filter(|(t, _)| *t != from_table) {
+                // The target with the same org tag, and one of the other org.
+                let same_org = targets.iter().find(|(k, _)| k.get(..8) == from_key.get(..8));
+                let other_org = targets.iter().find(|(k, _)| k.get(..8) != from_key.get(..8));
+                for (to_key, _) in same_org.into_iter().chain(other_org) {
+                    let case = format!(
+                        "value of {from_table}/{} under {to_table}/{}",
+                        hex::encode(from_key),
+                        hex::encode(to_key)
+                    );
+                    fx.check(to_table, to_key, value, Failure::Corrupt, &case);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_flipped_byte_of_the_meta_records_fails_the_open_or_changes_nothing() {
+    let fx = Fixture::new();
+    let rows = dump(&fx.mem, &["meta"]);
+    assert!(rows["meta"].len() >= 3, "meta holds {} records", rows["meta"].len());
+    let mut refused = 0;
+    for (key, value) in &rows["meta"] {
+        for i in 0..value.len() {
+            let mut bad = value.clone();
+            bad[i] ^= 0x01;
+            poke(&fx.mem, "meta", key, &bad);
+            let case = format!("meta {} byte {i}", String::from_utf8_lossy(key));
+            match open_db(&fx.mem) {
+                Err(Error::WrongKey | Error::UnsupportedFormat(_) | Error::Corrupt { .. }) => refused += 1,
+                Err(e) => panic!("{case}: open failed with {e:?}"),
+                // Only the plaintext root generation in the header (bytes 30..34) is not
+                // authenticated today: the open then succeeds, and must read exactly the same.
+                Ok(db) => {
+                    assert!(key.as_slice() == b"header" && (30..34).contains(&i), "{case}: open succeeded");
+                    assert_eq!(probe(&db, &fx.specs, false, None), fx.baseline[0], "{case}: reads changed");
+                }
+            }
+            fx.mem.restore(&fx.pristine);
+        }
+    }
+    let total: usize = rows["meta"].iter().map(|(_, v)| v.len()).sum();
+    assert!(refused >= total - 4, "only {refused} of {total} flips refused");
+}
+
+/// Reads every item of a neighbor walk, errors included.
+fn walk_items(db: &Db, org: &str, node: NodeId, dir: Direction) -> Vec<silograph::Result<Neighbor>> {
+    let r = db.org(org).unwrap().read().unwrap();
+    let items = r.neighbors(node, dir).unwrap().collect();
+    items
+}
+
+#[test]
+fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
+    let mem = SharedMem::default();
+    let db = open_db(&mem).unwrap();
+    let org = db.create_org("acme").unwrap();
+    let mut w = org.write().unwrap();
+    let ids: Vec<NodeId> =
+        (0..4).map(|i| w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap()).collect();
+    for &to in &ids[1..] {
+        w.add_edge(EdgeInput::new(ids[0], to, "to")).unwrap();
+    }
+    w.add_edge(EdgeInput::new(ids[3], ids[2], "to")).unwrap();
+    w.commit().unwrap();
+    drop((org, db));
+    let walks: Vec<(NodeId, Direction)> =
+        ids.iter().flat_map(|&n| [Direction::Out, Direction::In].map(|d| (n, d))).collect();
+    let db = open_db(&mem).unwrap();
+    let baseline: Vec<Vec<Neighbor>> =
+        walks.iter().map(|&(n, d)| walk_items(&db, "acme", n, d).into_iter().map(|i| i.unwrap()).collect()).collect();
+    drop(db);
+    let pristine = mem.snapshot();
+    let pages = dump(&mem, &["adj"]).remove("adj").unwrap();
+    assert_eq!(pages.len(), 5, "two out pages (nodes 0 and 3) and three in pages (nodes 1, 2, 3)");
+    let mut walks_hit = std::collections::HashSet::new();
+    for (key, value) in &pages {
+        for i in [1, value.len() / 2, value.len() - 1] {
+            let mut bad = value.clone();
+            bad[i] ^= 0x80;
+            poke(&mem, "adj", key, &bad);
+            let db = open_db(&mem).unwrap();
+            let mut failed = Vec::new();
+            for (w, &(n, d)) in walks.iter().enumerate() {
+                let items = walk_items(&db, "acme", n, d);
+                match items.iter().position(|i| i.is_err()) {
+                    Some(p) => {
+                        assert_eq!(p, items.len() - 1, "the walk went on after the error");
+                        assert!(matches!(items[p], Err(Error::Corrupt { .. })), "{:?}", items[p]);
+                        let both = walk_items(&db, "acme", n, Direction::Both);
+                        assert!(both.iter().any(|i| i.is_err()), "Both did not report the corrupt page");
+                        failed.push(w);
+                    }
+                    None => {
+                        let got: Vec<Neighbor> = items.into_iter().map(|i| i.unwrap()).collect();
+                        assert_eq!(got, baseline[w], "walk {n:?} {d:?} changed without an error");
+                    }
+                }
+            }
+            assert_eq!(failed.len(), 1, "one corrupt page must fail exactly one walk, failed {failed:?}");
+            walks_hit.insert(failed[0]);
+            drop(db);
+            mem.restore(&pristine);
+        }
+    }
+    assert_eq!(walks_hit.len(), 5, "every page was found by its walk");
+}
+
+#[test]
+fn corrupt_second_page_of_a_multi_page_node_yields_an_error_after_the_first_page() {
+    let mem = SharedMem::default();
+    let db = open_db(&mem).unwrap();
+    let org = db.create_org("acme").unwrap();
+    let mut w = org.write().unwrap();
+    let hub = w.upsert_node(NodeInput::new("hub").source("s", "hub")).unwrap();
+    let leaves: Vec<NodeId> =
+        (0..512).map(|i| w.upsert_node(NodeInput::new("leaf").source("s", format!("{i}"))).unwrap()).collect();
+    for &l in &leaves {
+        w.add_edge(EdgeInput::new(hub, l, "to")).unwrap();
+    }
+    w.commit().unwrap();
+    drop((org, db));
+    let before: Vec<Vec<u8>> = dump(&mem, &["adj"])["adj"].iter().map(|(k, _)| k.clone()).collect();
+    let db = open_db(&mem).unwrap();
+    let org = db.org("acme").unwrap();
+    // A second edge to leaves that already have an in-page: the only new adj record is the
+    // hub's second out page.
+    let mut w = org.write().unwrap();
+    for &l in &leaves[..88] {
+        w.add_edge(EdgeInput::new(hub, l, "again")).unwrap();
+    }
+    w.commit().unwrap();
+    drop((org, db));
+    let after = dump(&mem, &["adj"]).remove("adj").unwrap();
+    let new: Vec<&(Vec<u8>, Vec<u8>)> = after.iter().filter(|(k, _)| !before.contains(k)).collect();
+    assert_eq!(new.len(), 1, "exactly one new page");
+    let (page2_key, page2) = new[0].clone();
+
+    let db = open_db(&mem).unwrap();
+    let full: Vec<Neighbor> = walk_items(&db, "acme", hub, Direction::Out).into_iter().map(|i| i.unwrap()).collect();
+    assert_eq!(full.len(), 600);
+    drop(db);
+    for i in [1, 5, 17, page2.len() / 2, page2.len() - 1] {
+        let mut bad = page2.clone();
+        bad[i] ^= 0x04;
+        poke(&mem, "adj", &page2_key, &bad);
+        let db = open_db(&mem).unwrap();
+        let items = walk_items(&db, "acme", hub, Direction::Out);
+        assert_eq!(items.len(), 513, "byte {i}: page one's 512 neighbors, then one error");
+        for (got, want) in items[..512].iter().zip(&full) {
+            assert_eq!(got.as_ref().unwrap(), want);
+        }
+        assert!(matches!(items[512], Err(Error::Corrupt { .. })), "byte {i}: {:?}", items[512]);
+        let both = walk_items(&db, "acme", hub, Direction::Both);
+        assert!(both.iter().any(|i| i.is_err()), "byte {i}: Both skipped the corrupt page");
+        assert_eq!(walk_items(&db, "acme", leaves[0], Direction::In).len(), 2, "other nodes still read");
+        let r = db.org("acme").unwrap().read().unwrap();
+        assert_eq!(r.degree(hub, Direction::Out).unwrap(), Some(600), "degree comes from the node record");
+        drop((r, db));
+        poke(&mem, "adj", &page2_key, &page2);
+    }
+}
