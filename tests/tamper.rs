@@ -2,16 +2,18 @@
 //! onto another record key, table or organization, is an error through the public API — never a
 //! value, a default, or fewer results.
 //!
-//! The database lives on an in-memory redb backend shared by the test: the test closes the
-//! [`Db`], changes one stored value with a plain `redb::Database` on the same bytes, reopens and
-//! reads everything back, then restores the pristine bytes for the next case.
+//! The database lives on an in-memory redb backend whose bytes outlive the [`Db`]: each case
+//! starts from a copy of the pristine bytes, changes one stored value (in the raw bytes, or with
+//! a plain `redb::Database`), opens the copy and reads everything back.
+
+mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use redb::{ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use common::backend::SharedBytes;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use silograph::{
     Compartment, Db, Direction, EdgeId, EdgeInput, Error, KindId, Neighbor, NodeId, NodeInput, RootKey, Value,
 };
@@ -19,57 +21,8 @@ use silograph::{
 const ROOT: [u8; 32] = [0x5a; 32];
 const ORG_TABLES: &[&str] = &["orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit"];
 
-/// A redb storage backend over bytes the test can snapshot, restore and inspect.
-#[derive(Debug, Clone, Default)]
-struct SharedMem(Arc<Mutex<Vec<u8>>>);
-
-impl SharedMem {
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn restore(&self, bytes: &[u8]) {
-        let mut m = self.0.lock().unwrap();
-        m.clear();
-        m.extend_from_slice(bytes);
-    }
-}
-
-fn out_of_range() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "out of range")
-}
-
-impl StorageBackend for SharedMem {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.0.lock().unwrap().len() as u64)
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let m = self.0.lock().unwrap();
-        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
-        out.copy_from_slice(m.get(start..start + out.len()).ok_or_else(out_of_range)?);
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.0.lock().unwrap().resize(usize::try_from(len).map_err(|_| out_of_range())?, 0);
-        Ok(())
-    }
-
-    fn sync_data(&self) -> Result<(), std::io::Error> {
-        Ok(())
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let mut m = self.0.lock().unwrap();
-        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
-        m.get_mut(start..start + data.len()).ok_or_else(out_of_range)?.copy_from_slice(data);
-        Ok(())
-    }
-}
-
-fn open_db(mem: &SharedMem) -> silograph::Result<Db> {
-    Db::builder().open_with_backend(mem.clone(), RootKey::from_bytes(ROOT))
+fn open_db(disk: &SharedBytes) -> silograph::Result<Db> {
+    Db::builder().open_with_backend(disk.backend(), RootKey::from_bytes(ROOT))
 }
 
 fn table_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
@@ -80,8 +33,8 @@ fn table_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 type Rows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// Every `(key, value)` of the named tables, read with plain redb.
-fn dump(mem: &SharedMem, tables: &[&str]) -> Rows {
-    let raw = redb::Database::builder().create_with_backend(mem.clone()).unwrap();
+fn dump(disk: &SharedBytes, tables: &[&str]) -> Rows {
+    let raw = redb::Database::builder().create_with_backend(disk.backend()).unwrap();
     let rtx = raw.begin_read().unwrap();
     let mut out = BTreeMap::new();
     for name in tables {
@@ -93,8 +46,8 @@ fn dump(mem: &SharedMem, tables: &[&str]) -> Rows {
 }
 
 /// Writes `value` under `key` in `table` with plain redb, bypassing silograph.
-fn poke(mem: &SharedMem, table: &str, key: &[u8], value: &[u8]) {
-    let raw = redb::Database::builder().create_with_backend(mem.clone()).unwrap();
+fn poke(disk: &SharedBytes, table: &str, key: &[u8], value: &[u8]) {
+    let raw = redb::Database::builder().create_with_backend(disk.backend()).unwrap();
     let wtx = raw.begin_write().unwrap();
     wtx.open_table(table_def(table)).unwrap().insert(key, value).unwrap();
     wtx.commit().unwrap();
@@ -255,12 +208,12 @@ fn probe(db: &Db, specs: &[OrgSpec], names_first: bool, only: Option<&HashSet<St
 /// Opens the database and reads everything (or the reads in `only`); an open that fails is one
 /// failed observation.
 fn observe(
-    mem: &SharedMem,
+    disk: &SharedBytes,
     specs: &[OrgSpec],
     names_first: bool,
     only: Option<&HashSet<String>>,
 ) -> Vec<(String, Seen)> {
-    match open_db(mem) {
+    match open_db(disk) {
         Ok(db) => probe(&db, specs, names_first, only),
         Err(e) => vec![("open db".into(), Seen::Failed(failure(&e)))],
     }
@@ -297,8 +250,8 @@ fn assert_detected(baseline: &[(String, Seen)], tampered: &[(String, Seen)], exp
 /// Two orgs, ~60 records over every org table: nodes with one or two sources and properties in
 /// all three compartments, edges with and without sources, valid times, a self loop, edge
 /// properties, a retracted edge, and records rewritten by a second transaction.
-fn build_fixture(mem: &SharedMem) -> Vec<OrgSpec> {
-    let db = open_db(mem).unwrap();
+fn build_fixture(disk: &SharedBytes) -> Vec<OrgSpec> {
+    let db = open_db(disk).unwrap();
     let mut specs = Vec::new();
 
     let acme = db.create_org("acme").unwrap();
@@ -360,7 +313,6 @@ fn build_fixture(mem: &SharedMem) -> Vec<OrgSpec> {
 
 /// A fixture, its pristine bytes, and what an untouched database reads (both probe orders).
 struct Fixture {
-    mem: SharedMem,
     pristine: Vec<u8>,
     specs: Vec<OrgSpec>,
     baseline: [Vec<(String, Seen)>; 2],
@@ -368,35 +320,41 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let mem = SharedMem::default();
-        let specs = build_fixture(&mem);
-        let baseline = [observe(&mem, &specs, false, None), observe(&mem, &specs, true, None)];
+        let disk = SharedBytes::default();
+        let specs = build_fixture(&disk);
+        let baseline = [observe(&disk, &specs, false, None), observe(&disk, &specs, true, None)];
         for b in &baseline {
             assert!(b.iter().all(|(_, v)| matches!(v, Seen::Data(_))), "untouched database failed: {b:?}");
         }
-        let pristine = mem.snapshot();
-        Fixture { mem, pristine, specs, baseline }
+        let pristine = disk.snapshot();
+        Fixture { pristine, specs, baseline }
     }
 
-    /// Stores `value` under `table`/`key`, reads everything back, checks the result, restores.
+    /// A fresh copy of the pristine bytes.
+    fn disk(&self) -> SharedBytes {
+        SharedBytes::from_vec(self.pristine.clone())
+    }
+
+    /// Stores `value` under `table`/`key` in a copy, reads everything back, checks the result.
     fn check(&self, table: &str, key: &[u8], value: &[u8], expected: Failure, case: &str) {
-        poke(&self.mem, table, key, value);
-        self.observe_and_restore(table, expected, case, None);
+        let disk = self.disk();
+        poke(&disk, table, key, value);
+        self.check_reads(&disk, table, expected, case, None);
     }
 
-    /// Reads back everything (or the reads in `only`) from the tampered database, checks the
-    /// result, restores the pristine bytes; returns the labels of the reads that failed.
-    fn observe_and_restore(
+    /// Reads back everything (or the reads in `only`) from the tampered database and checks the
+    /// result; returns the labels of the reads that failed.
+    fn check_reads(
         &self,
+        disk: &SharedBytes,
         table: &str,
         expected: Failure,
         case: &str,
         only: Option<&HashSet<String>>,
     ) -> HashSet<String> {
         let names_first = table == "dict";
-        let tampered = observe(&self.mem, &self.specs, names_first, only);
+        let tampered = observe(disk, &self.specs, names_first, only);
         assert_detected(&self.baseline[names_first as usize], &tampered, expected, case);
-        self.mem.restore(&self.pristine);
         failed_reads(&tampered)
     }
 }
@@ -404,7 +362,7 @@ impl Fixture {
 #[test]
 fn every_flipped_byte_of_every_stored_value_is_an_error() {
     let fx = Fixture::new();
-    let rows = dump(&fx.mem, ORG_TABLES);
+    let rows = dump(&fx.disk(), ORG_TABLES);
     for t in ["orgs", "nodes", "props", "edges", "adj", "index", "dict"] {
         assert!(!rows[t].is_empty(), "fixture wrote nothing to `{t}`");
     }
@@ -426,16 +384,14 @@ fn every_flipped_byte_of_every_stored_value_is_an_error() {
             let last = value.len() - 1;
             let mut readers = HashSet::new();
             for i in [0, last].into_iter().chain(1..last) {
-                {
-                    let mut image = fx.mem.0.lock().unwrap();
-                    for o in &at {
-                        image[o + i] ^= 0x01;
-                    }
+                let mut image = fx.pristine.clone();
+                for o in &at {
+                    image[o + i] ^= 0x01;
                 }
                 let expected = if i == 0 { Failure::Unsupported } else { Failure::Corrupt };
                 let case = format!("{table} key {} byte {i}/{}", hex::encode(key), value.len());
                 let only = (i != 0 && i != last).then_some(&readers);
-                let failed = fx.observe_and_restore(table, expected, &case, only);
+                let failed = fx.check_reads(&SharedBytes::from_vec(image), table, expected, &case, only);
                 if only.is_none() {
                     readers.extend(failed);
                 }
@@ -451,7 +407,7 @@ fn value_moved_onto_another_key_of_the_same_table_is_rejected() {
     // Same table, every ordered pair of keys: covers another record of the same org (node 1's
     // value under node 2's key) and the same table of the other org.
     let fx = Fixture::new();
-    let rows = dump(&fx.mem, ORG_TABLES);
+    let rows = dump(&fx.disk(), ORG_TABLES);
     let mut cross_org = 0;
     for (table, kvs) in &rows {
         for (from_key, value) in kvs {
@@ -470,7 +426,7 @@ fn value_moved_into_another_table_is_rejected() {
     // Every value of every table, stored under a key that exists in each other table (a node
     // value under an edge's key, an index value under a node's key, ...), for both orgs.
     let fx = Fixture::new();
-    let rows = dump(&fx.mem, ORG_TABLES);
+    let rows = dump(&fx.disk(), ORG_TABLES);
     for (from_table, kvs) in &rows {
         for (from_key, value) in kvs {
             for (to_table, targets) in rows.iter().filter(|(t, _)| *t != from_table) {
@@ -493,16 +449,17 @@ fn value_moved_into_another_table_is_rejected() {
 #[test]
 fn every_flipped_byte_of_the_meta_records_fails_the_open_or_changes_nothing() {
     let fx = Fixture::new();
-    let rows = dump(&fx.mem, &["meta"]);
+    let rows = dump(&fx.disk(), &["meta"]);
     assert!(rows["meta"].len() >= 3, "meta holds {} records", rows["meta"].len());
     let mut refused = 0;
     for (key, value) in &rows["meta"] {
         for i in 0..value.len() {
             let mut bad = value.clone();
             bad[i] ^= 0x01;
-            poke(&fx.mem, "meta", key, &bad);
+            let disk = fx.disk();
+            poke(&disk, "meta", key, &bad);
             let case = format!("meta {} byte {i}", String::from_utf8_lossy(key));
-            match open_db(&fx.mem) {
+            match open_db(&disk) {
                 Err(Error::WrongKey | Error::UnsupportedFormat(_) | Error::Corrupt { .. }) => refused += 1,
                 Err(e) => panic!("{case}: open failed with {e:?}"),
                 // Only the plaintext root generation in the header (bytes 30..34) is not
@@ -512,7 +469,6 @@ fn every_flipped_byte_of_the_meta_records_fails_the_open_or_changes_nothing() {
                     assert_eq!(probe(&db, &fx.specs, false, None), fx.baseline[0], "{case}: reads changed");
                 }
             }
-            fx.mem.restore(&fx.pristine);
         }
     }
     let total: usize = rows["meta"].iter().map(|(_, v)| v.len()).sum();
@@ -528,7 +484,7 @@ fn walk_items(db: &Db, org: &str, node: NodeId, dir: Direction) -> Vec<silograph
 
 #[test]
 fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
-    let mem = SharedMem::default();
+    let mem = SharedBytes::default();
     let db = open_db(&mem).unwrap();
     let org = db.create_org("acme").unwrap();
     let mut w = org.write().unwrap();
@@ -554,8 +510,9 @@ fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
         for i in [1, value.len() / 2, value.len() - 1] {
             let mut bad = value.clone();
             bad[i] ^= 0x80;
-            poke(&mem, "adj", key, &bad);
-            let db = open_db(&mem).unwrap();
+            let disk = SharedBytes::from_vec(pristine.clone());
+            poke(&disk, "adj", key, &bad);
+            let db = open_db(&disk).unwrap();
             let mut failed = Vec::new();
             for (w, &(n, d)) in walks.iter().enumerate() {
                 let items = walk_items(&db, "acme", n, d);
@@ -576,7 +533,6 @@ fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
             assert_eq!(failed.len(), 1, "one corrupt page must fail exactly one walk, failed {failed:?}");
             walks_hit.insert(failed[0]);
             drop(db);
-            mem.restore(&pristine);
         }
     }
     assert_eq!(walks_hit.len(), 5, "every page was found by its walk");
@@ -584,7 +540,7 @@ fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
 
 #[test]
 fn corrupt_second_page_of_a_multi_page_node_yields_an_error_after_the_first_page() {
-    let mem = SharedMem::default();
+    let mem = SharedBytes::default();
     let db = open_db(&mem).unwrap();
     let org = db.create_org("acme").unwrap();
     let mut w = org.write().unwrap();
