@@ -11,13 +11,19 @@
 
 pub mod codec;
 pub mod crypto;
-mod graph;
 mod error;
+mod graph;
+mod keyprovider;
 mod store;
 mod types;
 
-pub use crypto::{OrgKey, RootKey};
+pub use crypto::{OrgKey, RootKey, TransportKey};
 pub use error::{Error, Result};
+pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
+pub use store::{
+    Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, VerifyReport,
+    ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
+};
 pub use store::{
     Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,
     WriteTxn, FORMAT_VERSION, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN,
