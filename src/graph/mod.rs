@@ -1,1 +1,16 @@
-//! Graph queries over a read snapshot: traversal, shortest paths, subgraphs, petgraph export.
+//! Graph queries over a read snapshot: breadth-first traversal, shortest paths, subgraphs and
+//! their export to petgraph.
+//!
+//! Every query walks adjacency pages through the snapshot's page cache and applies the same
+//! edge filter ([`NeighborFilter`](crate::NeighborFilter) semantics: kinds, valid time, record
+//! time). A page that fails to open fails the query: results are never silently partial.
+
+mod filter;
+mod path;
+mod subgraph;
+mod traverse;
+mod visited;
+
+pub use path::{Path, PathOptions};
+pub use subgraph::{Subgraph, SubgraphEdge};
+pub use traverse::Traversal;

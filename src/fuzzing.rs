@@ -1,0 +1,188 @@
+//! Internals exposed for fuzz targets and hardening tests only (feature `fuzzing`).
+//!
+//! Nothing here is part of the public API: it exists so that `fuzz/` and the hardening tests
+//! can reach the envelope and the record decoders through the same code paths the store uses,
+//! without making those paths public.
+
+use crate::codec::{self, AdjEntry, AdjPage, EdgeRecord, NodeRecord, OrgEntry, PropMap};
+use crate::crypto::{self, envelope, AeadKey, Binding, BlindKey, MacKey, Secret};
+use crate::error::{Error, Result};
+use crate::store::tables::{blind_kind, record_key, ADJ, EDGES, NODES, ORGS, PROPS};
+use crate::store::{Db, Org};
+use crate::types::{Compartment, OrgTag};
+
+pub use redb;
+
+/// An AES-256-GCM envelope key built from 32 raw bytes.
+#[derive(Debug)]
+pub struct EnvelopeKey(AeadKey);
+
+impl EnvelopeKey {
+    /// A key from raw bytes (HKDF-expanded first, as every real key is).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        EnvelopeKey(AeadKey::new(&crypto::derive(&bytes, b"fuzz", &[b"envelope"])))
+    }
+
+    /// Seals `plaintext` with a fresh random nonce, exactly as the store does.
+    pub fn seal(&self, epoch: u32, db_id: &[u8; 16], table: u8, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        envelope::seal(&self.0, epoch, &Binding { db_id, table, key }, plaintext)
+    }
+
+    /// Opens a sealed value bound to `(db_id, table, key)`; returns the plaintext.
+    pub fn open(&self, db_id: &[u8; 16], table: u8, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        envelope::open(&self.0, &Binding { db_id, table, key }, "fuzz", sealed).map(|b| b.as_slice().to_vec())
+    }
+}
+
+/// The record types a sealed value can hold, for the `record_decode` target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A `NodeRecord` in `nodes`.
+    Node,
+    /// An `EdgeRecord` in `edges`.
+    Edge,
+    /// An `AdjPage` in `adj`.
+    AdjPage,
+    /// A `PropMap` in `props` (Raw compartment).
+    PropMap,
+    /// An `OrgEntry` in `orgs` (sealed under the KEK).
+    OrgEntry,
+}
+
+/// A record decoded through the store's own read path.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A node record.
+    Node(NodeRecord),
+    /// An edge record.
+    Edge(EdgeRecord),
+    /// An adjacency page: its page count and entries.
+    AdjPage(u32, Vec<AdjEntry>),
+    /// A property map.
+    PropMap(PropMap),
+    /// An org registry entry that also yielded an org handle.
+    OrgEntry(OrgEntry),
+}
+
+/// One in-memory database with one org, whose keys seal and open records exactly as the store
+/// does (same storage keys, same AAD, same decoders).
+#[derive(Debug)]
+pub struct RecordHarness {
+    db: Db,
+    org: Org,
+}
+
+impl RecordHarness {
+    /// An in-memory database (fixed root key) with one org called `fuzz`.
+    pub fn new() -> Result<Self> {
+        let backend = redb::backends::InMemoryBackend::new();
+        let db = Db::builder().cache_size(0).open_with_backend(backend, crate::RootKey::from_bytes([0x5a; 32]))?;
+        let org = db.create_org("fuzz")?;
+        Ok(RecordHarness { db, org })
+    }
+
+    fn tag(&self) -> OrgTag {
+        self.org.inner.tag
+    }
+
+    fn storage_key(&self, kind: RecordKind) -> Vec<u8> {
+        let o = &self.org.inner;
+        match kind {
+            RecordKind::Node => o.node_key(1).to_vec(),
+            RecordKind::Edge => o.edge_key(1).to_vec(),
+            RecordKind::AdjPage => o.adj_key(1, 0, 0).to_vec(),
+            RecordKind::PropMap => {
+                let opaque = o.structure.blind.blind(blind_kind::NODE_PROPS, Compartment::Raw.index(), 0, 1);
+                record_key(o.tag, &opaque).to_vec()
+            }
+            RecordKind::OrgEntry => self.tag().0.to_vec(),
+        }
+    }
+
+    /// Seals `plaintext` (an archive, valid or not) with the right key for `kind`, bound to the
+    /// record's real storage key.
+    pub fn seal(&self, kind: RecordKind, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let o = &self.org.inner;
+        let key = self.storage_key(kind);
+        match kind {
+            RecordKind::Node => o.seal(NODES, &key, Compartment::Core, plaintext),
+            RecordKind::Edge => o.seal(EDGES, &key, Compartment::Core, plaintext),
+            RecordKind::AdjPage => o.seal(ADJ, &key, Compartment::Core, plaintext),
+            RecordKind::PropMap => o.seal(PROPS, &key, Compartment::Raw, plaintext),
+            RecordKind::OrgEntry => {
+                let db = &self.db.inner;
+                let root = db.root();
+                envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &db.db_id, table: ORGS.id, key: &key }, plaintext)
+            }
+        }
+    }
+
+    /// Opens and decodes a sealed value through the store's read path for `kind`. An org entry
+    /// is also turned into an org handle (which checks its seeds).
+    pub fn open(&self, kind: RecordKind, sealed: &[u8]) -> Result<Decoded> {
+        let o = &self.org.inner;
+        let key = self.storage_key(kind);
+        match kind {
+            RecordKind::Node => o.open_record(NODES, &key, Compartment::Core, sealed).map(Decoded::Node),
+            RecordKind::Edge => o.open_record(EDGES, &key, Compartment::Core, sealed).map(Decoded::Edge),
+            RecordKind::AdjPage => o.open_page(&key, sealed).map(|(p, e)| Decoded::AdjPage(p, e)),
+            RecordKind::PropMap => o.open_record(PROPS, &key, Compartment::Raw, sealed).map(Decoded::PropMap),
+            RecordKind::OrgEntry => {
+                let entry = self.db.inner.open_entry(self.tag(), sealed)?;
+                Org::from_entry(self.db.inner.clone(), self.tag(), &entry, None, &Compartment::ALL)?;
+                Ok(Decoded::OrgEntry(entry))
+            }
+        }
+    }
+
+    /// The org registry entry of this harness's org, as stored (a valid starting point).
+    pub fn org_entry(&self) -> Result<OrgEntry> {
+        read_org_entry(&self.org)
+    }
+}
+
+/// Encodes adjacency entries into a page exactly as the writer does.
+pub fn encode_adj_page(pages: u32, entries: &[AdjEntry]) -> AdjPage {
+    codec::encode_page(pages, entries)
+}
+
+fn read_org_entry(org: &Org) -> Result<OrgEntry> {
+    use redb::ReadableDatabase;
+    let inner = &org.inner;
+    let rtx = inner.db.redb.begin_read()?;
+    let orgs = rtx.open_table(ORGS.def)?;
+    inner.db.read_entry(&orgs, inner.tag, &inner.name)
+}
+
+/// The seal counter of the org's current key epoch, as committed.
+pub fn seal_count(org: &Org) -> Result<u64> {
+    let entry = read_org_entry(org)?;
+    entry
+        .epochs
+        .iter()
+        .find(|e| e.epoch == entry.current_epoch)
+        .map(|e| e.seal_count)
+        .ok_or_else(|| Error::corrupt(ORGS.name, &org.inner.tag.0))
+}
+
+/// The `Debug` output of every internal key type, each built from `secret`.
+pub fn internal_key_debug_strings(secret: [u8; 32]) -> Vec<String> {
+    let s = Secret::from_bytes(secret);
+    let aead = AeadKey::new(&s);
+    let mac = MacKey::new(&s);
+    let blind = BlindKey::new(&s);
+    let tag = OrgTag([7; 8]);
+    let structure = crypto::derive_structure_keys(&s, &[1; 16], tag);
+    let epoch = crypto::derive_epoch_keys(&s, &[1; 16], tag, 0, &Compartment::ALL);
+    vec![
+        format!("{s:?}"),
+        format!("{s:#?}"),
+        format!("{aead:?}"),
+        format!("{mac:?}"),
+        format!("{blind:?}"),
+        format!("{structure:?}"),
+        format!("{structure:#?}"),
+        format!("{epoch:?}"),
+        format!("{epoch:#?}"),
+    ]
+}

@@ -1,0 +1,108 @@
+//! Subgraphs reached by a traversal, and their export to petgraph.
+
+use petgraph::graph::{Graph, NodeIndex};
+
+use super::visited::{IdMap, Visited};
+use crate::error::Result;
+use crate::store::{NeighborFilter, ReadTxn};
+use crate::types::{Direction, EdgeId, KindId, NodeId};
+
+/// An edge of a [`Subgraph`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubgraphEdge {
+    /// The edge.
+    pub id: EdgeId,
+    /// Its source node.
+    pub from: NodeId,
+    /// Its target node.
+    pub to: NodeId,
+    /// Its kind (see [`ReadTxn::kind_name`]).
+    pub kind: KindId,
+}
+
+/// The nodes a traversal reached and the edges among them.
+///
+/// ```
+/// # fn main() -> silograph::Result<()> {
+/// # let path = std::env::temp_dir().join(format!("silograph-doc-subgraph-{}", std::process::id()));
+/// # let _ = std::fs::remove_file(&path);
+/// use silograph::{Db, EdgeInput, NodeInput, RootKey};
+/// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
+/// let org = db.create_org("acme")?;
+/// let mut w = org.write()?;
+/// let a = w.upsert_node(NodeInput::new("person").source("mail", "a"))?;
+/// let b = w.upsert_node(NodeInput::new("person").source("mail", "b"))?;
+/// w.add_edge(EdgeInput::new(a, b, "emailed"))?;
+/// w.add_edge(EdgeInput::new(b, a, "emailed"))?;
+/// w.commit()?;
+///
+/// let g = org.read()?.subgraph(a, 1)?.to_petgraph();
+/// assert_eq!((g.node_count(), g.edge_count()), (2, 2));
+/// assert_eq!(petgraph::algo::kosaraju_scc(&g).len(), 1);
+/// # drop(org); drop(db); std::fs::remove_file(&path)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Subgraph {
+    /// The nodes with their BFS depth, in BFS order. In [`Subgraph::to_petgraph`], node `i` of
+    /// this list has `NodeIndex::new(i)`.
+    pub nodes: Vec<(NodeId, u32)>,
+    /// Every edge between two of the nodes that passes the traversal's filter, each once.
+    pub edges: Vec<SubgraphEdge>,
+}
+
+impl ReadTxn {
+    /// The subgraph within `depth` hops of `start` following edges in both directions: its nodes
+    /// and every current edge among them. For other directions or filters use
+    /// [`Traversal::subgraph`](super::Traversal::subgraph).
+    pub fn subgraph(&self, start: NodeId, depth: u32) -> Result<Subgraph> {
+        self.traverse(start).direction(Direction::Both).max_depth(depth).subgraph()
+    }
+}
+
+impl Subgraph {
+    /// Collects the edges among `nodes` (all marked in `vis`) by walking each node's out-pages.
+    pub(super) fn induced(
+        txn: &ReadTxn,
+        nodes: Vec<(NodeId, u32)>,
+        filter: &NeighborFilter,
+        vis: &Visited,
+    ) -> Result<Subgraph> {
+        let mut edges = Vec::new();
+        for &(n, _) in &nodes {
+            txn.for_each_entry(n, Direction::Out, filter, |e, _| {
+                if vis.contains(e.neighbor) {
+                    edges.push(SubgraphEdge {
+                        id: EdgeId(e.edge),
+                        from: n,
+                        to: NodeId(e.neighbor),
+                        kind: KindId(e.kind),
+                    });
+                }
+            })?;
+        }
+        Ok(Subgraph { nodes, edges })
+    }
+
+    /// The position of `node` in [`Subgraph::nodes`] as a petgraph index, if it is there.
+    pub fn index_of(&self, node: NodeId) -> Option<NodeIndex> {
+        self.nodes.iter().position(|(n, _)| *n == node).map(NodeIndex::new)
+    }
+
+    /// A directed petgraph `Graph` with node weights `NodeId` and edge weights `EdgeId`, ready for
+    /// petgraph's algorithms (PageRank, strongly connected components, Dijkstra, …).
+    pub fn to_petgraph(&self) -> Graph<NodeId, EdgeId> {
+        let mut g = Graph::with_capacity(self.nodes.len(), self.edges.len());
+        let mut index: IdMap<NodeIndex> = IdMap::default();
+        index.reserve(self.nodes.len());
+        for &(n, _) in &self.nodes {
+            index.insert(n.0, g.add_node(n));
+        }
+        for e in &self.edges {
+            if let (Some(&a), Some(&b)) = (index.get(&e.from.0), index.get(&e.to.0)) {
+                g.add_edge(a, b, e.id);
+            }
+        }
+        g
+    }
+}

@@ -1,0 +1,1052 @@
+//! Streaming import of edge lists and node lists (TSV, CSV and, with the `jsonl` feature, JSON
+//! Lines) into one organization. The command-line tool and the examples share this code.
+//!
+//! # Identity and idempotency
+//!
+//! Nodes are named by `(system, external_id)`: importing a node that already exists reuses it.
+//! An edge gets the source reference of its input row: the row's own id (`id` column, or the
+//! `"source"` field of a JSONL edge) when it has one, otherwise `(system, "<file-stem>:line-<N>")`
+//! with `N` the physical line number (header included). Importing the same file twice therefore
+//! changes nothing. Line numbers are the right identity for append-only exports (logs, activity
+//! feeds, SNAP edge lists): appending rows keeps the old rows' identities. They are the wrong one
+//! for a file whose rows are edited, reordered or deleted: then rows get new identities and are
+//! added again. Give such files an id column.
+//!
+//! # Atomicity and memory
+//!
+//! An import reads its file twice, line by line (bounded memory). The first pass parses and
+//! checks every row without touching the store: a malformed row is an error naming the file, the
+//! line and the column, and nothing of that import is committed. The second pass writes the rows
+//! in batches of [`EdgeImport::batch_size`] rows, one write transaction per batch, because a write
+//! transaction buffers every record it touches until commit. If the second pass fails midway (a
+//! storage error, a crash), the committed batches stay; running the same import again is the
+//! resume: committed rows are recognized by their identity and skipped, the rest is added.
+//!
+//! ```
+//! # fn main() -> silograph::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("silograph-doc-import-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! use silograph::import::{import_edges, EdgeImport, Format};
+//! use silograph::{Db, RootKey};
+//! let edges = dir.join("msgs.tsv");
+//! std::fs::write(&edges, "src\tdst\tts\n1\t2\t1082040961\n2\t3\t1082040999\n")?;
+//! let db = Db::open(dir.join("db.silo"), RootKey::from_bytes([1; 32]))?;
+//! let org = db.create_org("uci")?;
+//! let opts = EdgeImport::new(Format::Tsv).system("user").kind("messaged").time_col("ts");
+//! let report = import_edges(&org, &edges, &opts, &mut |_| {})?;
+//! assert_eq!((report.nodes_added, report.edges_added), (3, 2));
+//! let again = import_edges(&org, &edges, &opts, &mut |_| {})?;
+//! assert_eq!((again.nodes_added, again.edges_added), (0, 0));
+//! # drop(org); drop(db); std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::store::{check_name, EdgeInput, NodeInput, Org, WriteTxn, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
+use crate::types::{NodeId, SourceRef, Timestamp, Value};
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Tab-separated values, no quoting.
+    Tsv,
+    /// Comma-separated values with RFC 4180 quoting.
+    Csv,
+    /// JSON Lines: one JSON object per line (needs the `jsonl` feature).
+    Jsonl,
+}
+
+impl Format {
+    /// The format a file name suggests (`.csv`, `.jsonl`/`.ndjson`/`.json`, anything else TSV).
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => Format::Csv,
+            Some("jsonl" | "ndjson" | "json") => Format::Jsonl,
+            _ => Format::Tsv,
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tsv" => Ok(Format::Tsv),
+            "csv" => Ok(Format::Csv),
+            "jsonl" => Ok(Format::Jsonl),
+            other => Err(Error::invalid(format!("unknown format `{other}` (tsv, csv or jsonl)"))),
+        }
+    }
+}
+
+/// The unit of the numbers in a time column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Seconds since the Unix epoch.
+    Seconds,
+    /// Milliseconds since the Unix epoch (silograph's own unit).
+    Millis,
+}
+
+impl TimeUnit {
+    fn to_ms(self, t: i64) -> Option<Timestamp> {
+        match self {
+            TimeUnit::Seconds => t.checked_mul(1000),
+            TimeUnit::Millis => Some(t),
+        }
+    }
+}
+
+impl FromStr for TimeUnit {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "s" => Ok(TimeUnit::Seconds),
+            "ms" => Ok(TimeUnit::Millis),
+            other => Err(Error::invalid(format!("unknown time unit `{other}` (s or ms)"))),
+        }
+    }
+}
+
+/// A column of a TSV/CSV file: a 1-based position, or a header name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// The column at this 1-based position.
+    Position(usize),
+    /// The column with this header name (the file must have a header).
+    Name(String),
+}
+
+impl FromStr for Column {
+    type Err = Error;
+
+    /// A number is a 1-based position, anything else a header name.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.parse::<usize>() {
+            Ok(0) => Err(Error::invalid("column positions start at 1")),
+            Ok(n) => Ok(Column::Position(n)),
+            Err(_) if s.is_empty() => Err(Error::invalid("empty column name")),
+            Err(_) => Ok(Column::Name(s.to_owned())),
+        }
+    }
+}
+
+impl From<&str> for Column {
+    fn from(s: &str) -> Self {
+        Column::from_str(s).unwrap_or_else(|_| Column::Name(s.to_owned()))
+    }
+}
+
+impl From<usize> for Column {
+    fn from(n: usize) -> Self {
+        Column::Position(n)
+    }
+}
+
+/// Parses a node named `system:external_id` (split at the first `:`, so the system cannot
+/// contain one but the id can).
+///
+/// ```
+/// let s = silograph::import::parse_node_ref("path:src/main.rs").unwrap();
+/// assert_eq!((s.system.as_str(), s.external_id.as_str()), ("path", "src/main.rs"));
+/// assert!(silograph::import::parse_node_ref("no-colon").is_err());
+/// ```
+pub fn parse_node_ref(s: &str) -> Result<SourceRef> {
+    match s.split_once(':') {
+        Some((sys, id)) if !sys.is_empty() && !id.is_empty() => Ok(SourceRef::new(sys, id)),
+        _ => Err(Error::invalid(format!("`{s}` is not a node name of the form system:external_id"))),
+    }
+}
+
+/// Where an edge's kind comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KindSpec {
+    Fixed(String),
+    Column(Column),
+}
+
+/// How to read an edge file: format, column mapping, naming and batching.
+#[derive(Debug, Clone)]
+pub struct EdgeImport {
+    format: Format,
+    header: bool,
+    system: Option<String>,
+    src_system: Option<String>,
+    dst_system: Option<String>,
+    src_col: Column,
+    dst_col: Column,
+    time_col: Option<Column>,
+    id_col: Option<Column>,
+    kind: KindSpec,
+    time_unit: TimeUnit,
+    batch_size: usize,
+}
+
+impl EdgeImport {
+    /// Defaults: a header line, source in column 1, target in column 2, kind `"edge"`, no time,
+    /// times in seconds, system = the file's stem, 50,000 rows per write transaction.
+    pub fn new(format: Format) -> Self {
+        EdgeImport {
+            format,
+            header: true,
+            system: None,
+            src_system: None,
+            dst_system: None,
+            src_col: Column::Position(1),
+            dst_col: Column::Position(2),
+            time_col: None,
+            id_col: None,
+            kind: KindSpec::Fixed("edge".into()),
+            time_unit: TimeUnit::Seconds,
+            batch_size: 50_000,
+        }
+    }
+
+    /// Whether the first line is a header (TSV/CSV).
+    pub fn header(mut self, yes: bool) -> Self {
+        self.header = yes;
+        self
+    }
+
+    /// The system of both endpoints' external ids (default: the file's stem).
+    pub fn system(mut self, s: impl Into<String>) -> Self {
+        self.system = Some(s.into());
+        self
+    }
+
+    /// The system of the source endpoints, overriding [`EdgeImport::system`].
+    pub fn src_system(mut self, s: impl Into<String>) -> Self {
+        self.src_system = Some(s.into());
+        self
+    }
+
+    /// The system of the target endpoints, overriding [`EdgeImport::system`].
+    pub fn dst_system(mut self, s: impl Into<String>) -> Self {
+        self.dst_system = Some(s.into());
+        self
+    }
+
+    /// The column holding the source endpoint's external id.
+    pub fn src_col(mut self, c: impl Into<Column>) -> Self {
+        self.src_col = c.into();
+        self
+    }
+
+    /// The column holding the target endpoint's external id.
+    pub fn dst_col(mut self, c: impl Into<Column>) -> Self {
+        self.dst_col = c.into();
+        self
+    }
+
+    /// The column holding the edge's valid-from time (see [`EdgeImport::time_unit`]).
+    pub fn time_col(mut self, c: impl Into<Column>) -> Self {
+        self.time_col = Some(c.into());
+        self
+    }
+
+    /// The column holding the edge's own external id (its identity for idempotent re-import).
+    pub fn id_col(mut self, c: impl Into<Column>) -> Self {
+        self.id_col = Some(c.into());
+        self
+    }
+
+    /// Every edge of the file has this kind.
+    pub fn kind(mut self, k: impl Into<String>) -> Self {
+        self.kind = KindSpec::Fixed(k.into());
+        self
+    }
+
+    /// The column holding each edge's kind.
+    pub fn kind_col(mut self, c: impl Into<Column>) -> Self {
+        self.kind = KindSpec::Column(c.into());
+        self
+    }
+
+    /// The unit of the time column.
+    pub fn time_unit(mut self, u: TimeUnit) -> Self {
+        self.time_unit = u;
+        self
+    }
+
+    /// Rows per write transaction in the write pass (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+}
+
+/// How to read a node file (TSV/CSV: one node per row, the other columns become `Raw`
+/// properties named by the header; JSONL: `{"kind":..,"source":{"system":..,"id":..},"props":{..}}`).
+#[derive(Debug, Clone)]
+pub struct NodeImport {
+    format: Format,
+    header: bool,
+    system: Option<String>,
+    id_col: Column,
+    kind: KindSpec,
+    batch_size: usize,
+}
+
+impl NodeImport {
+    /// Defaults: a header line, the id in column 1, kind = the system, system = the file's stem.
+    pub fn new(format: Format) -> Self {
+        NodeImport {
+            format,
+            header: true,
+            system: None,
+            id_col: Column::Position(1),
+            kind: KindSpec::Fixed(String::new()),
+            batch_size: 50_000,
+        }
+    }
+
+    /// Whether the first line is a header (TSV/CSV).
+    pub fn header(mut self, yes: bool) -> Self {
+        self.header = yes;
+        self
+    }
+
+    /// The system of the nodes' external ids (default: the file's stem).
+    pub fn system(mut self, s: impl Into<String>) -> Self {
+        self.system = Some(s.into());
+        self
+    }
+
+    /// The column holding each node's external id.
+    pub fn id_col(mut self, c: impl Into<Column>) -> Self {
+        self.id_col = c.into();
+        self
+    }
+
+    /// Every node of the file has this kind.
+    pub fn kind(mut self, k: impl Into<String>) -> Self {
+        self.kind = KindSpec::Fixed(k.into());
+        self
+    }
+
+    /// The column holding each node's kind.
+    pub fn kind_col(mut self, c: impl Into<Column>) -> Self {
+        self.kind = KindSpec::Column(c.into());
+        self
+    }
+
+    /// Rows per write transaction in the write pass (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+}
+
+/// Which pass an import is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Parsing and checking every row; nothing is written.
+    Check,
+    /// Writing rows in batches.
+    Write,
+}
+
+/// Progress of an import, reported after every few thousand rows and at the end of each pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The current pass.
+    pub phase: Phase,
+    /// Bytes of the file consumed so far in this pass.
+    pub bytes: u64,
+    /// Rows handled so far in this pass.
+    pub rows: u64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportReport {
+    /// Data rows read (header and blank lines excluded).
+    pub rows: u64,
+    /// Nodes that did not exist before.
+    pub nodes_added: u64,
+    /// Edges that did not exist before.
+    pub edges_added: u64,
+    /// Write transactions committed.
+    pub batches: u64,
+}
+
+/// One parsed edge row.
+#[derive(Debug)]
+struct EdgeRow {
+    line: u64,
+    from: SourceRef,
+    to: SourceRef,
+    kind: String,
+    time: Option<Timestamp>,
+    valid_to: Option<Timestamp>,
+    source: SourceRef,
+    props: Vec<(String, Value)>,
+}
+
+/// One parsed node row.
+#[derive(Debug)]
+struct NodeRow {
+    line: u64,
+    kind: String,
+    source: SourceRef,
+    props: Vec<(String, Value)>,
+}
+
+const PROGRESS_EVERY: u64 = 4096;
+
+fn file_stem(path: &Path) -> Result<String> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid(format!("{}: cannot name a system after this file", path.display())))
+}
+
+fn at(path: &Path, line: u64, col: u64, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{}:{line}:{col}: {msg}", path.display()))
+}
+
+/// Counts bytes consumed by the reader it wraps, for progress.
+struct Counting<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn open_counting(path: &Path) -> Result<(Counting<File>, std::rc::Rc<std::cell::Cell<u64>>)> {
+    let file = File::open(path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    let count = std::rc::Rc::new(std::cell::Cell::new(0));
+    Ok((Counting { inner: file, count: count.clone() }, count))
+}
+
+/// Resolved column positions (0-based) of a delimited file.
+struct Layout {
+    header: Vec<String>,
+}
+
+impl Layout {
+    fn index(&self, path: &Path, c: &Column) -> Result<usize> {
+        match c {
+            Column::Position(n) => Ok(n.saturating_sub(1)),
+            Column::Name(name) => self
+                .header
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| at(path, 1, 1, format!("no column named `{name}` in the header"))),
+        }
+    }
+}
+
+/// Streams the rows of a TSV/CSV file, calling `row(line, fields)` for each data row.
+fn for_each_delimited<T>(
+    path: &Path,
+    format: Format,
+    header: bool,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+    setup: impl FnOnce(&Layout) -> Result<T>,
+    mut row: impl FnMut(&T, u64, &csv::StringRecord) -> Result<()>,
+) -> Result<u64> {
+    let (reader, bytes) = open_counting(path)?;
+    let mut b = csv::ReaderBuilder::new();
+    b.has_headers(header).flexible(true);
+    if format == Format::Tsv {
+        b.delimiter(b'\t').quoting(false);
+    }
+    let mut rdr = b.from_reader(BufReader::with_capacity(1 << 16, reader));
+    let csv_err = |e: csv::Error| -> Error {
+        let line = e.position().map(|p| p.line()).unwrap_or(0);
+        match e.kind() {
+            csv::ErrorKind::Io(_) => Error::invalid(format!("{}: {e}", path.display())),
+            csv::ErrorKind::Utf8 { err, .. } => at(path, line, err.field() as u64 + 1, "not valid UTF-8"),
+            _ => at(path, line, 1, e),
+        }
+    };
+    let layout = Layout {
+        header: if header { rdr.headers().map_err(csv_err)?.iter().map(str::to_owned).collect() } else { Vec::new() },
+    };
+    let cols = setup(&layout)?;
+    let mut rec = csv::StringRecord::new();
+    let mut rows = 0u64;
+    while rdr.read_record(&mut rec).map_err(csv_err)? {
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if rec.len() == 1 && rec.get(0).is_some_and(str::is_empty) {
+            continue;
+        }
+        row(&cols, line, &rec)?;
+        rows += 1;
+        if rows % PROGRESS_EVERY == 0 {
+            progress(Progress { phase, bytes: bytes.get(), rows });
+        }
+    }
+    progress(Progress { phase, bytes: bytes.get(), rows });
+    Ok(rows)
+}
+
+/// Streams the lines of a JSONL file, calling `row(line, text)` for each non-blank line.
+fn for_each_line(
+    path: &Path,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+    mut row: impl FnMut(u64, &str) -> Result<()>,
+) -> Result<u64> {
+    let (reader, bytes) = open_counting(path)?;
+    let mut r = BufReader::with_capacity(1 << 16, reader);
+    let mut buf = String::new();
+    let (mut line, mut rows) = (0u64, 0u64);
+    loop {
+        buf.clear();
+        let n = r.read_line(&mut buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => at(path, line + 1, 1, "not valid UTF-8"),
+            _ => Error::invalid(format!("{}: {e}", path.display())),
+        })?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        let text = buf.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        row(line, text)?;
+        rows += 1;
+        if rows % PROGRESS_EVERY == 0 {
+            progress(Progress { phase, bytes: bytes.get(), rows });
+        }
+    }
+    progress(Progress { phase, bytes: bytes.get(), rows });
+    Ok(rows)
+}
+
+/// Resolved edge column positions.
+struct EdgeCols {
+    src: usize,
+    dst: usize,
+    time: Option<usize>,
+    id: Option<usize>,
+    kind: Option<usize>,
+}
+
+fn field<'r>(path: &Path, line: u64, rec: &'r csv::StringRecord, i: usize, what: &str) -> Result<&'r str> {
+    match rec.get(i) {
+        Some(s) if !s.is_empty() => Ok(s),
+        Some(_) => Err(at(path, line, i as u64 + 1, format!("empty {what}"))),
+        None => Err(at(path, line, i as u64 + 1, format!("missing {what} column (the row has {} fields)", rec.len()))),
+    }
+}
+
+fn parse_time(path: &Path, line: u64, col: u64, s: &str, unit: TimeUnit) -> Result<Timestamp> {
+    let t: i64 = s.trim().parse().map_err(|_| at(path, line, col, format!("time `{s}` is not an integer")))?;
+    unit.to_ms(t).ok_or_else(|| at(path, line, col, format!("time `{s}` is out of range")))
+}
+
+fn delimited_edges(
+    path: &Path,
+    o: &EdgeImport,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+    mut sink: impl FnMut(EdgeRow) -> Result<()>,
+) -> Result<u64> {
+    let stem = file_stem(path)?;
+    let system = o.system.clone().unwrap_or_else(|| stem.clone());
+    let src_sys = o.src_system.clone().unwrap_or_else(|| system.clone());
+    let dst_sys = o.dst_system.clone().unwrap_or_else(|| system.clone());
+    for_each_delimited(
+        path,
+        o.format,
+        o.header,
+        phase,
+        progress,
+        |l| {
+            Ok(EdgeCols {
+                src: l.index(path, &o.src_col)?,
+                dst: l.index(path, &o.dst_col)?,
+                time: o.time_col.as_ref().map(|c| l.index(path, c)).transpose()?,
+                id: o.id_col.as_ref().map(|c| l.index(path, c)).transpose()?,
+                kind: match &o.kind {
+                    KindSpec::Column(c) => Some(l.index(path, c)?),
+                    KindSpec::Fixed(_) => None,
+                },
+            })
+        },
+        |cols, line, rec| {
+            let from = SourceRef::new(src_sys.as_str(), field(path, line, rec, cols.src, "source")?);
+            let to = SourceRef::new(dst_sys.as_str(), field(path, line, rec, cols.dst, "target")?);
+            let kind = match (&o.kind, cols.kind) {
+                (_, Some(i)) => field(path, line, rec, i, "kind")?.to_owned(),
+                (KindSpec::Fixed(k), None) => k.clone(),
+                (KindSpec::Column(_), None) => String::new(),
+            };
+            let time = match cols.time {
+                Some(i) => Some(parse_time(path, line, i as u64 + 1, field(path, line, rec, i, "time")?, o.time_unit)?),
+                None => None,
+            };
+            let source = match cols.id {
+                Some(i) => SourceRef::new(system.as_str(), field(path, line, rec, i, "edge id")?),
+                None => SourceRef::new(system.as_str(), format!("{stem}:line-{line}")),
+            };
+            sink(EdgeRow { line, from, to, kind, time, valid_to: None, source, props: Vec::new() })
+        },
+    )
+}
+
+fn delimited_nodes(
+    path: &Path,
+    o: &NodeImport,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+    mut sink: impl FnMut(NodeRow) -> Result<()>,
+) -> Result<u64> {
+    let system = match &o.system {
+        Some(s) => s.clone(),
+        None => file_stem(path)?,
+    };
+    for_each_delimited(
+        path,
+        o.format,
+        o.header,
+        phase,
+        progress,
+        |l| {
+            let kind_i = match &o.kind {
+                KindSpec::Column(c) => Some(l.index(path, c)?),
+                KindSpec::Fixed(_) => None,
+            };
+            Ok((l.index(path, &o.id_col)?, kind_i, l.header.clone()))
+        },
+        |(id_i, kind_i, names), line, rec| {
+            let (id_i, kind_i) = (*id_i, *kind_i);
+            let id = field(path, line, rec, id_i, "node id")?;
+            let kind = match (&o.kind, kind_i) {
+                (_, Some(i)) => field(path, line, rec, i, "kind")?.to_owned(),
+                (KindSpec::Fixed(k), None) if !k.is_empty() => k.clone(),
+                _ => system.clone(),
+            };
+            let props = rec
+                .iter()
+                .enumerate()
+                .filter(|(i, v)| *i != id_i && Some(*i) != kind_i && !v.is_empty())
+                .map(|(i, v)| (names.get(i).cloned().unwrap_or_else(|| format!("col{}", i + 1)), Value::from(v)))
+                .collect();
+            sink(NodeRow { line, kind, source: SourceRef::new(system.as_str(), id), props })
+        },
+    )
+}
+
+#[cfg(feature = "jsonl")]
+mod jsonl {
+    //! JSON Lines rows: parsed with serde_json, errors carry serde_json's line-relative column.
+
+    use super::*;
+    use serde_json::{Map, Value as J};
+
+    fn parse_obj(path: &Path, line: u64, text: &str) -> Result<Map<String, J>> {
+        match serde_json::from_str::<J>(text) {
+            Ok(J::Object(m)) => Ok(m),
+            Ok(_) => Err(at(path, line, 1, "expected a JSON object")),
+            Err(e) => Err(at(path, line, e.column() as u64, e)),
+        }
+    }
+
+    fn col_of(text: &str, key: &str) -> u64 {
+        text.find(&format!("\"{key}\"")).map(|i| i as u64 + 1).unwrap_or(1)
+    }
+
+    fn str_field<'m>(path: &Path, line: u64, text: &str, m: &'m Map<String, J>, key: &str) -> Result<&'m str> {
+        match m.get(key) {
+            Some(J::String(s)) if !s.is_empty() => Ok(s),
+            Some(_) => Err(at(path, line, col_of(text, key), format!("`{key}` must be a non-empty string"))),
+            None => Err(at(path, line, 1, format!("missing `{key}`"))),
+        }
+    }
+
+    fn source_field(path: &Path, line: u64, text: &str, m: &Map<String, J>, key: &str) -> Result<Option<SourceRef>> {
+        let bad = |msg: &str| at(path, line, col_of(text, key), format!("`{key}` {msg}"));
+        match m.get(key) {
+            None | Some(J::Null) => Ok(None),
+            Some(J::String(s)) => parse_node_ref(s).map(Some).map_err(|_| bad("must be \"system:id\"")),
+            Some(J::Object(o)) => match (o.get("system"), o.get("id")) {
+                (Some(J::String(s)), Some(J::String(i))) if !s.is_empty() && !i.is_empty() => {
+                    Ok(Some(SourceRef::new(s.as_str(), i.as_str())))
+                }
+                _ => Err(bad("must have non-empty string fields `system` and `id`")),
+            },
+            Some(_) => Err(bad("must be \"system:id\" or {\"system\":..,\"id\":..}")),
+        }
+    }
+
+    fn time_field(
+        path: &Path,
+        line: u64,
+        text: &str,
+        m: &Map<String, J>,
+        key: &str,
+        unit: TimeUnit,
+    ) -> Result<Option<Timestamp>> {
+        match m.get(key) {
+            None | Some(J::Null) => Ok(None),
+            Some(J::Number(n)) => match n.as_i64().and_then(|t| unit.to_ms(t)) {
+                Some(t) => Ok(Some(t)),
+                None => Err(at(path, line, col_of(text, key), format!("`{key}` must be an integer time in range"))),
+            },
+            Some(_) => Err(at(path, line, col_of(text, key), format!("`{key}` must be an integer"))),
+        }
+    }
+
+    fn props_field(path: &Path, line: u64, text: &str, m: &Map<String, J>) -> Result<Vec<(String, Value)>> {
+        let Some(p) = m.get("props") else { return Ok(Vec::new()) };
+        let J::Object(p) = p else { return Err(at(path, line, col_of(text, "props"), "`props` must be an object")) };
+        p.iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    J::Null => Value::Null,
+                    J::Bool(b) => Value::Bool(*b),
+                    J::String(s) => Value::Str(s.clone()),
+                    J::Number(n) => match (n.as_i64(), n.as_f64()) {
+                        (Some(i), _) => Value::I64(i),
+                        (None, Some(f)) => Value::F64(f),
+                        (None, None) => {
+                            return Err(at(path, line, col_of(text, k), format!("property `{k}` is out of range")))
+                        }
+                    },
+                    _ => return Err(at(path, line, col_of(text, k), format!("property `{k}` must be a scalar"))),
+                };
+                Ok((k.clone(), v))
+            })
+            .collect()
+    }
+
+    pub(super) fn edges(
+        path: &Path,
+        o: &EdgeImport,
+        phase: Phase,
+        progress: &mut dyn FnMut(Progress),
+        mut sink: impl FnMut(EdgeRow) -> Result<()>,
+    ) -> Result<u64> {
+        let stem = file_stem(path)?;
+        let system = o.system.clone().unwrap_or_else(|| stem.clone());
+        let default_kind = match &o.kind {
+            KindSpec::Fixed(k) => k.clone(),
+            KindSpec::Column(_) => "edge".to_owned(),
+        };
+        for_each_line(path, phase, progress, |line, text| {
+            let m = parse_obj(path, line, text)?;
+            let need = |key: &str| -> Result<SourceRef> {
+                source_field(path, line, text, &m, key)?.ok_or_else(|| at(path, line, 1, format!("missing `{key}`")))
+            };
+            let (from, to) = (need("from")?, need("to")?);
+            let kind = match m.get("kind") {
+                None => default_kind.clone(),
+                Some(_) => str_field(path, line, text, &m, "kind")?.to_owned(),
+            };
+            let source = source_field(path, line, text, &m, "source")?
+                .unwrap_or_else(|| SourceRef::new(system.as_str(), format!("{stem}:line-{line}")));
+            sink(EdgeRow {
+                line,
+                from,
+                to,
+                kind,
+                time: time_field(path, line, text, &m, "time", o.time_unit)?,
+                valid_to: time_field(path, line, text, &m, "valid_to", o.time_unit)?,
+                source,
+                props: props_field(path, line, text, &m)?,
+            })
+        })
+    }
+
+    pub(super) fn nodes(
+        path: &Path,
+        phase: Phase,
+        progress: &mut dyn FnMut(Progress),
+        mut sink: impl FnMut(NodeRow) -> Result<()>,
+    ) -> Result<u64> {
+        for_each_line(path, phase, progress, |line, text| {
+            let m = parse_obj(path, line, text)?;
+            let source =
+                source_field(path, line, text, &m, "source")?.ok_or_else(|| at(path, line, 1, "missing `source`"))?;
+            let kind = str_field(path, line, text, &m, "kind")?.to_owned();
+            sink(NodeRow { line, kind, source, props: props_field(path, line, text, &m)? })
+        })
+    }
+}
+
+#[cfg(not(feature = "jsonl"))]
+mod jsonl {
+    //! Without the `jsonl` feature, JSON Lines input is refused.
+
+    use super::*;
+
+    fn refuse(path: &Path) -> Error {
+        Error::invalid(format!("{}: JSON Lines input needs silograph's `jsonl` feature", path.display()))
+    }
+
+    pub(super) fn edges(
+        path: &Path,
+        _: &EdgeImport,
+        _: Phase,
+        _: &mut dyn FnMut(Progress),
+        _: impl FnMut(EdgeRow) -> Result<()>,
+    ) -> Result<u64> {
+        Err(refuse(path))
+    }
+
+    pub(super) fn nodes(
+        path: &Path,
+        _: Phase,
+        _: &mut dyn FnMut(Progress),
+        _: impl FnMut(NodeRow) -> Result<()>,
+    ) -> Result<u64> {
+        Err(refuse(path))
+    }
+}
+
+fn read_edges(
+    path: &Path,
+    o: &EdgeImport,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+    sink: impl FnMut(EdgeRow) -> Result<()>,
+) -> Result<u64> {
+    match o.format {
+        Format::Tsv | Format::Csv => delimited_edges(path, o, phase, progress, sink),
+        Format::Jsonl => jsonl::edges(path, o, phase, progress, sink),
+    }
+}
+
+fn read_nodes(
+    path: &Path,
+    o: &NodeImport,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+    sink: impl FnMut(NodeRow) -> Result<()>,
+) -> Result<u64> {
+    match o.format {
+        Format::Tsv | Format::Csv => delimited_nodes(path, o, phase, progress, sink),
+        Format::Jsonl => jsonl::nodes(path, phase, progress, sink),
+    }
+}
+
+/// Writes rows in batches of `batch` rows, one write transaction per batch.
+struct Batcher<'o> {
+    org: &'o Org,
+    txn: Option<WriteTxn>,
+    in_batch: usize,
+    batch: usize,
+    batches: u64,
+}
+
+impl<'o> Batcher<'o> {
+    fn new(org: &'o Org, batch: usize) -> Self {
+        Batcher { org, txn: None, in_batch: 0, batch, batches: 0 }
+    }
+
+    fn txn(&mut self) -> Result<&mut WriteTxn> {
+        if self.txn.is_none() {
+            self.txn = Some(self.org.write()?);
+        }
+        self.txn.as_mut().ok_or_else(|| Error::invalid("no write transaction"))
+    }
+
+    fn row_done(&mut self) -> Result<()> {
+        self.in_batch += 1;
+        if self.in_batch >= self.batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(t) = self.txn.take() {
+            t.commit()?;
+            self.batches += 1;
+        }
+        self.in_batch = 0;
+        Ok(())
+    }
+}
+
+/// The node known by `s`, created with kind `s.system` if missing (an existing node keeps its
+/// kind: an edge file does not say what its endpoints are).
+fn endpoint(w: &mut WriteTxn, s: &SourceRef) -> Result<NodeId> {
+    match w.lookup(&s.system, &s.external_id)? {
+        Some(id) => Ok(id),
+        None => w.upsert_node(NodeInput::new(s.system.as_str()).source(s.system.as_str(), s.external_id.as_str())),
+    }
+}
+
+fn check_source(s: &SourceRef) -> Result<()> {
+    check_name("system", &s.system, MAX_NAME_LEN)?;
+    check_name("external id", &s.external_id, MAX_EXTERNAL_ID_LEN)
+}
+
+fn check_props(props: &[(String, Value)]) -> Result<()> {
+    for (k, v) in props {
+        check_name("property name", k, MAX_NAME_LEN)?;
+        if let Value::Str(s) = v {
+            if s.len() > MAX_VALUE_LEN {
+                return Err(Error::invalid(format!(
+                    "property `{k}` is {} bytes, the limit is {MAX_VALUE_LEN}",
+                    s.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything the store would refuse about a row, checked before anything is written.
+fn check_edge_row(r: &EdgeRow) -> Result<()> {
+    check_source(&r.from)?;
+    check_source(&r.to)?;
+    check_source(&r.source)?;
+    check_name("kind", &r.kind, MAX_NAME_LEN)?;
+    check_props(&r.props)?;
+    if let (Some(a), Some(b)) = (r.time, r.valid_to) {
+        if a >= b {
+            return Err(Error::invalid("valid_to must be after time"));
+        }
+    }
+    Ok(())
+}
+
+fn check_node_row(r: &NodeRow) -> Result<()> {
+    check_source(&r.source)?;
+    check_name("kind", &r.kind, MAX_NAME_LEN)?;
+    check_props(&r.props)
+}
+
+fn row_error(path: &Path, line: u64, e: Error) -> Error {
+    match e {
+        Error::InvalidInput(msg) => at(path, line, 1, msg),
+        other => other,
+    }
+}
+
+/// Imports an edge file into `org`; see the [module docs](self) for identity, atomicity and
+/// memory. `progress` is called during both passes.
+pub fn import_edges(
+    org: &Org,
+    path: impl AsRef<Path>,
+    opts: &EdgeImport,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImportReport> {
+    let path = path.as_ref();
+    read_edges(path, opts, Phase::Check, progress, |r| check_edge_row(&r).map_err(|e| row_error(path, r.line, e)))?;
+    let (n0, e0) = org.counts()?;
+    let mut b = Batcher::new(org, opts.batch_size);
+    let rows = read_edges(path, opts, Phase::Write, progress, |r| {
+        let w = b.txn()?;
+        let from = endpoint(w, &r.from)?;
+        let to = endpoint(w, &r.to)?;
+        let mut e = EdgeInput::new(from, to, r.kind).source(r.source.system, r.source.external_id);
+        if let Some(t) = r.time {
+            e = e.valid_from(t);
+        }
+        if let Some(t) = r.valid_to {
+            e = e.valid_to(t);
+        }
+        for (k, v) in r.props {
+            e = e.prop(k, v);
+        }
+        w.add_edge(e)?;
+        b.row_done()
+    })?;
+    b.flush()?;
+    let (n1, e1) = org.counts()?;
+    Ok(ImportReport {
+        rows,
+        nodes_added: n1.saturating_sub(n0),
+        edges_added: e1.saturating_sub(e0),
+        batches: b.batches,
+    })
+}
+
+/// Imports a node file into `org` (upsert by `(system, id)`); same passes and batching as
+/// [`import_edges`].
+pub fn import_nodes(
+    org: &Org,
+    path: impl AsRef<Path>,
+    opts: &NodeImport,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImportReport> {
+    let path = path.as_ref();
+    read_nodes(path, opts, Phase::Check, progress, |r| check_node_row(&r).map_err(|e| row_error(path, r.line, e)))?;
+    let (n0, e0) = org.counts()?;
+    let mut b = Batcher::new(org, opts.batch_size);
+    let rows = read_nodes(path, opts, Phase::Write, progress, |r| {
+        let mut n = NodeInput::new(r.kind).source(r.source.system, r.source.external_id);
+        for (k, v) in r.props {
+            n = n.prop(k, v);
+        }
+        b.txn()?.upsert_node(n)?;
+        b.row_done()
+    })?;
+    b.flush()?;
+    let (n1, e1) = org.counts()?;
+    Ok(ImportReport {
+        rows,
+        nodes_added: n1.saturating_sub(n0),
+        edges_added: e1.saturating_sub(e0),
+        batches: b.batches,
+    })
+}
+
+/// Parses a time given by a person: an integer is milliseconds since the Unix epoch,
+/// `YYYY-MM-DD` is that day's midnight UTC.
+///
+/// ```
+/// use silograph::import::parse_timestamp;
+/// assert_eq!(parse_timestamp("2004-04-15").unwrap(), 1_081_987_200_000);
+/// assert_eq!(parse_timestamp("1082040961000").unwrap(), 1_082_040_961_000);
+/// assert!(parse_timestamp("2004-02-30").is_err());
+/// ```
+pub fn parse_timestamp(s: &str) -> Result<Timestamp> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || Error::invalid(format!("`{s}` is neither milliseconds since the epoch nor a YYYY-MM-DD date"));
+    let mut parts = s.splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return Err(bad());
+    }
+    let (y, m, d): (i64, i64, i64) =
+        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_len = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if !(1..=month_len).contains(&d) {
+        return Err(bad());
+    }
+    Ok(days_from_civil(y, m, d) * 86_400_000)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
