@@ -11,18 +11,24 @@
 
 pub mod codec;
 pub mod crypto;
+mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod graph;
 pub mod import;
-mod error;
+mod keyprovider;
 mod store;
 mod types;
 
-pub use crypto::{OrgKey, RootKey};
+pub use crypto::{OrgKey, RootKey, TransportKey};
 pub use error::{Error, Result};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
+pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
+pub use store::{
+    Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, VerifyReport,
+    ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
+};
 pub use store::{BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
     Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,

@@ -126,3 +126,17 @@ impl SourceRef {
         SourceRef { system: system.into(), external_id: external_id.into() }
     }
 }
+
+impl std::str::FromStr for Compartment {
+    type Err = crate::Error;
+
+    /// Parses `core`, `labels` or `raw` (any case); anything else is `InvalidInput`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "core" => Ok(Compartment::Core),
+            "labels" => Ok(Compartment::Labels),
+            "raw" => Ok(Compartment::Raw),
+            other => Err(crate::Error::InvalidInput(format!("unknown compartment `{other}` (core, labels, raw)"))),
+        }
+    }
+}

@@ -82,6 +82,12 @@ secret_key_type!(
 );
 
 secret_key_type!(
+    /// The key an org export bundle is wrapped for: the exporting and the importing host both
+    /// hold it (e.g. one agreed through the hosts' KMS). Never stored in the bundle.
+    TransportKey
+);
+
+secret_key_type!(
     /// A random per-organization seed, or any other 32-byte secret; stored only wrapped.
     Secret
 );

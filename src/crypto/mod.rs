@@ -5,6 +5,7 @@
 mod blind;
 pub(crate) mod envelope;
 mod keys;
+pub(crate) mod sealed;
 #[cfg(test)]
 mod tests;
 
@@ -12,7 +13,7 @@ pub(crate) use blind::BlindKey;
 pub(crate) use envelope::Binding;
 pub use envelope::{ENVELOPE_VERSION, OVERHEAD};
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
-pub use keys::{OrgKey, RootKey, Secret, KEY_LEN};
+pub use keys::{OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
 
 use crate::types::{Compartment, OrgTag};
 
@@ -116,7 +117,11 @@ pub(crate) fn derive_epoch_keys(
 /// Structure keys (blind, index, audit) of an org, from its long-lived structure seed.
 pub(crate) fn derive_structure_keys(structure_seed: &Secret, db_id: &[u8; 16], tag: OrgTag) -> StructureKeys {
     let d = |purpose: &[u8]| derive(structure_seed.expose(), db_id, &[INFO_ORG_STRUCT, &tag.0, purpose]);
-    StructureKeys { blind: BlindKey::new(&d(b"blind")), index: MacKey::new(&d(b"index")), audit: MacKey::new(&d(b"audit")) }
+    StructureKeys {
+        blind: BlindKey::new(&d(b"blind")),
+        index: MacKey::new(&d(b"index")),
+        audit: MacKey::new(&d(b"audit")),
+    }
 }
 
 /// The key that seals a BYOK org's key-check record.
@@ -127,4 +132,11 @@ pub(crate) fn byok_check_key(key: &OrgKey, db_id: &[u8; 16], tag: OrgTag) -> Aea
 /// A BYOK org's host key seen as a seed (the key itself is never stored).
 pub(crate) fn byok_seed(key: &OrgKey) -> Secret {
     Secret::copy_from(key.expose())
+}
+
+const INFO_BUNDLE_WRAP: &[u8] = b"silograph/1/bundle-wrap";
+
+/// The key that wraps an export bundle's random key, from the transport key and the bundle id.
+pub(crate) fn bundle_wrap_key(transport: &TransportKey, bundle_id: &[u8; 16]) -> AeadKey {
+    AeadKey::new(&derive(transport.expose(), bundle_id, &[INFO_BUNDLE_WRAP]))
 }

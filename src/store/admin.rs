@@ -354,3 +354,46 @@ pub(crate) fn compartment_of(org: &Org, table: Table, key: &[u8]) -> Compartment
         _ => Compartment::Core,
     }
 }
+
+/// Key and lifecycle facts about one org (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgInfo {
+    /// The org's name.
+    pub name: String,
+    /// True if the host supplies the org key (BYOK).
+    pub byok: bool,
+    /// The epoch new seals use.
+    pub current_epoch: u32,
+    /// Epochs whose seeds are still stored, with the seals performed under each.
+    pub epochs: Vec<(u32, u64)>,
+    /// True while a rotation has records left to re-seal.
+    pub rotation_in_progress: bool,
+    /// Audit entries so far.
+    pub audit_entries: u64,
+    /// Nodes stored.
+    pub nodes: u64,
+    /// Edges stored (retracted ones included).
+    pub edges: u64,
+}
+
+impl Db {
+    /// Key and lifecycle facts about org `name`.
+    pub fn org_info(&self, name: &str) -> Result<OrgInfo> {
+        let tag = self.tag_of(name)?;
+        let rtx = self.inner.redb.begin_read()?;
+        let e = self.inner.read_entry(&rtx.open_table(ORGS.def)?, tag, name)?;
+        if e.state != 0 {
+            return Err(Error::OrgNotFound(name.to_owned()));
+        }
+        Ok(OrgInfo {
+            name: e.name.clone(),
+            byok: e.byok,
+            current_epoch: e.current_epoch,
+            epochs: e.epochs.iter().map(|x| (x.epoch, x.seal_count)).collect(),
+            rotation_in_progress: e.rotation.is_some(),
+            audit_entries: e.audit_seq,
+            nodes: e.node_count,
+            edges: e.edge_count,
+        })
+    }
+}

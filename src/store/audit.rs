@@ -1,7 +1,7 @@
 //! The audit trail: every write transaction and admin operation appends a sealed entry to its
 //! org's chain; each entry carries the HMAC of the previous one.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use super::org::{Org, OrgInner};
 use super::tables::{AUDIT, ORGS};

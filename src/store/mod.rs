@@ -3,19 +3,23 @@
 mod admin;
 mod audit;
 mod bulk;
+mod bundle;
 mod cache;
 mod org;
 mod overlay;
 mod read;
 mod records;
 pub(crate) mod tables;
+mod verify;
 mod write;
 
-pub use admin::{DeleteReport, RotationReport, ADMIN_BATCH};
+pub use admin::{DeleteReport, OrgInfo, RotationReport, ADMIN_BATCH};
 pub use audit::{Audit, AuditEntry, AuditReport};
 pub use bulk::{BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
+pub use bundle::BundleReport;
 pub use org::Org;
 pub use read::{EdgeView, Neighbor, NeighborFilter, Neighbors, NodeView, ReadTxn};
+pub use verify::{CorruptRecord, VerifyReport};
 pub use write::{EdgeInput, NodeInput, WriteTxn};
 
 use std::collections::HashMap;

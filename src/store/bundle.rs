@@ -1,0 +1,437 @@
+//! Export and import of one org as a sealed, authenticated, streaming bundle.
+//!
+//! ```text
+//! header  = "SILOBNDL" | version u8 | bundle_id [16] | len u16 | wrapped bundle key
+//! chunk*  = len u32 LE | nonce ‖ AES-256-GCM(bundle key, items) ‖ tag
+//!           AAD = "silograph/1/bundle" ‖ header ‖ chunk index u64 LE ‖ last u8
+//! item    = type u8 | len u32 LE | payload
+//! ```
+//! Records travel as decrypted archives addressed by what their blind key encodes (kind, sub,
+//! page, id), so the importer re-seals them under the target org's own keys and record keys.
+//! A chunk is bound to its position and to whether it is the last, so a truncated, reordered
+//! or spliced bundle fails; the importer writes everything in one transaction, so a failure
+//! imports nothing.
+
+use std::io::{Read, Write};
+
+use redb::ReadableDatabase;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::admin::{org_keys_after, ADMIN_BATCH};
+use super::org::Org;
+use super::tables::{blind_kind, index_domain, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
+use crate::codec::{self, AuditRecord, EdgeRecord, EpochEntry, NodeRecord, OrgEntry};
+use crate::crypto::{self, sealed, AeadKey, Secret, TransportKey};
+use crate::error::{Error, Result};
+use crate::types::{Compartment, OrgTag};
+
+const MAGIC: &[u8; 8] = b"SILOBNDL";
+const BUNDLE_VERSION: u8 = 1;
+const CHUNK_BYTES: usize = 64 * 1024;
+const MAX_CHUNK: usize = 16 * 1024 * 1024;
+const ITEM_ORG: u8 = 1;
+const ITEM_RECORD: u8 = 2;
+const ITEM_AUDIT: u8 = 3;
+
+/// Tables whose records travel in a bundle (the index is rebuilt on import).
+const BUNDLE_TABLES: [Table; 5] = [NODES, PROPS, EDGES, ADJ, DICT];
+
+/// The org-level facts a bundle carries.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct BundleOrg {
+    name: String,
+    next_node: u64,
+    next_edge: u64,
+    next_kind: u32,
+    node_count: u64,
+    edge_count: u64,
+    created_at: i64,
+}
+
+/// What an export or import moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleReport {
+    /// The org's name.
+    pub org: String,
+    /// Records moved (audit entries included).
+    pub records: u64,
+    /// Audit entries moved.
+    pub audit_entries: u64,
+    /// Chunks written or read.
+    pub chunks: u64,
+    /// Bundle bytes written or read.
+    pub bytes: u64,
+}
+
+fn bad_bundle(why: &str) -> Error {
+    Error::Corrupt { table: "bundle", key: why.to_owned() }
+}
+
+fn chunk_aad(header: &[u8], index: u64, last: bool) -> Vec<u8> {
+    let mut a = Vec::with_capacity(18 + header.len() + 9);
+    a.extend_from_slice(b"silograph/1/bundle");
+    a.extend_from_slice(header);
+    a.extend_from_slice(&index.to_le_bytes());
+    a.push(u8::from(last));
+    a
+}
+
+struct ChunkWriter<W: Write> {
+    out: W,
+    key: AeadKey,
+    header: Vec<u8>,
+    buf: Zeroizing<Vec<u8>>,
+    index: u64,
+    report: BundleReport,
+}
+
+impl<W: Write> ChunkWriter<W> {
+    fn item(&mut self, kind: u8, payload: &[u8]) -> Result<()> {
+        let len = u32::try_from(payload.len()).map_err(|_| Error::invalid("record too large for a bundle"))?;
+        self.buf.push(kind);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(payload);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, last: bool) -> Result<()> {
+        let sealed = sealed::seal(&self.key, &chunk_aad(&self.header, self.index, last), &self.buf)?;
+        self.buf.zeroize();
+        self.buf.clear();
+        self.out.write_all(&(sealed.len() as u32).to_le_bytes())?;
+        self.out.write_all(&sealed)?;
+        self.index += 1;
+        self.report.chunks += 1;
+        self.report.bytes += 4 + sealed.len() as u64;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Streams org `name` into `out` as a bundle sealed for `transport` (see the module docs).
+    /// The org's audit chain must verify; an `export` entry is appended to it first.
+    pub fn export_org(&self, name: &str, transport: &TransportKey, out: impl Write) -> Result<BundleReport> {
+        let org = self.org(name)?;
+        let chain = org.audit().verify()?;
+        if let Some(seq) = chain.first_bad {
+            return Err(Error::Corrupt { table: AUDIT.name, key: format!("audit entry {seq}") });
+        }
+        audit::append_admin_for(&org, org.inner.tag, "export", &[], org.actor())?;
+        let oi = &org.inner;
+        let mut bundle_id = [0u8; 16];
+        crypto::fill_random(&mut bundle_id)?;
+        let bundle_key = Secret::generate()?;
+        let wrapped = sealed::seal(
+            &crypto::bundle_wrap_key(transport, &bundle_id),
+            &[MAGIC.as_slice(), &[BUNDLE_VERSION], &bundle_id].concat(),
+            bundle_key.expose(),
+        )?;
+        let mut header = Vec::with_capacity(8 + 1 + 16 + 2 + wrapped.len());
+        header.extend_from_slice(MAGIC);
+        header.push(BUNDLE_VERSION);
+        header.extend_from_slice(&bundle_id);
+        header.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
+        header.extend_from_slice(&wrapped);
+        let mut out = out;
+        out.write_all(&header)?;
+        let mut w = ChunkWriter {
+            out,
+            key: AeadKey::new(&bundle_key),
+            header: header.clone(),
+            buf: Zeroizing::new(Vec::with_capacity(CHUNK_BYTES + 1024)),
+            index: 0,
+            report: BundleReport { org: name.to_owned(), bytes: header.len() as u64, ..Default::default() },
+        };
+        let rtx = oi.db.redb.begin_read()?;
+        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, name)?;
+        oi.learn_epochs(&entry)?;
+        let meta = BundleOrg {
+            name: entry.name.clone(),
+            next_node: entry.next_node,
+            next_edge: entry.next_edge,
+            next_kind: entry.next_kind,
+            node_count: entry.node_count,
+            edge_count: entry.edge_count,
+            created_at: entry.created_at,
+        };
+        w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid("org too large"))?)?;
+        for table in BUNDLE_TABLES {
+            let t = rtx.open_table(table.def)?;
+            let mut cursor = Vec::new();
+            loop {
+                let batch = org_keys_after(&t, oi.tag, &cursor, ADMIN_BATCH)?;
+                for (k, v) in &batch {
+                    let (kind, sub, page, id) = oi.unblind(k).ok_or_else(|| Error::corrupt(table.name, k))?;
+                    let c = super::admin::compartment_of(&org, table, k);
+                    let plain = Zeroizing::new(oi.open(table, k, c, v)?.as_slice().to_vec());
+                    let mut item = Zeroizing::new(Vec::with_capacity(15 + plain.len()));
+                    item.extend_from_slice(&[table.id, kind, sub]);
+                    item.extend_from_slice(&page.to_le_bytes());
+                    item.extend_from_slice(&id.to_le_bytes());
+                    item.extend_from_slice(&plain);
+                    w.item(ITEM_RECORD, &item)?;
+                    w.report.records += 1;
+                }
+                match batch.last() {
+                    Some((k, _)) if batch.len() >= ADMIN_BATCH => cursor = k.clone(),
+                    _ => break,
+                }
+            }
+        }
+        let t = rtx.open_table(AUDIT.def)?;
+        for seq in 0..entry.audit_seq {
+            let key = audit::audit_key(oi.tag, seq);
+            let v = redb::ReadableTable::get(&t, key.as_slice())?.ok_or_else(|| Error::corrupt(AUDIT.name, &key))?;
+            let plain = Zeroizing::new(oi.open(AUDIT, &key, Compartment::Core, v.value())?.as_slice().to_vec());
+            w.item(ITEM_AUDIT, &plain)?;
+            w.report.records += 1;
+            w.report.audit_entries += 1;
+        }
+        w.flush(true)?;
+        w.out.flush()?;
+        Ok(w.report)
+    }
+
+    /// Imports a bundle made by [`Db::export_org`] for `transport`, as a new org of the same
+    /// name with fresh keys. All or nothing: a wrong transport key is `WrongKey`; a truncated,
+    /// reordered or tampered bundle is `Corrupt`; an existing org of that name is `OrgExists`;
+    /// in every error case nothing is written.
+    pub fn import_org(&self, input: impl Read, transport: &TransportKey) -> Result<BundleReport> {
+        let mut input = input;
+        let mut fixed = [0u8; 8 + 1 + 16 + 2];
+        input.read_exact(&mut fixed).map_err(|_| bad_bundle("truncated header"))?;
+        if &fixed[..8] != MAGIC {
+            return Err(Error::UnsupportedFormat("not a silograph bundle".into()));
+        }
+        if fixed[8] != BUNDLE_VERSION {
+            return Err(Error::UnsupportedFormat(format!("bundle version {}", fixed[8])));
+        }
+        let mut bundle_id = [0u8; 16];
+        bundle_id.copy_from_slice(&fixed[9..25]);
+        let wrapped_len = u16::from_le_bytes([fixed[25], fixed[26]]) as usize;
+        let mut wrapped = vec![0u8; wrapped_len];
+        input.read_exact(&mut wrapped).map_err(|_| bad_bundle("truncated header"))?;
+        let key_bytes = Zeroizing::new(
+            sealed::open(&crypto::bundle_wrap_key(transport, &bundle_id), &fixed[..25], &wrapped)
+                .ok_or(Error::WrongKey)?,
+        );
+        let bundle_key = AeadKey::new(&Secret::from_slice(&key_bytes).map_err(|_| bad_bundle("bad key"))?);
+        let header = [fixed.as_slice(), &wrapped].concat();
+        let mut report = BundleReport { bytes: header.len() as u64, ..Default::default() };
+        let mut import: Option<Importer> = None;
+        let mut index = 0u64;
+        loop {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len).map_err(|_| bad_bundle("truncated: no final chunk"))?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_CHUNK + 64 {
+                return Err(bad_bundle("chunk too large"));
+            }
+            let mut chunk = vec![0u8; len];
+            input.read_exact(&mut chunk).map_err(|_| bad_bundle("truncated chunk"))?;
+            report.bytes += 4 + len as u64;
+            let (plain, last) = match sealed::open(&bundle_key, &chunk_aad(&header, index, false), &chunk) {
+                Some(p) => (p, false),
+                None => match sealed::open(&bundle_key, &chunk_aad(&header, index, true), &chunk) {
+                    Some(p) => (p, true),
+                    None => return Err(bad_bundle("chunk fails authentication (tampered, reordered or spliced)")),
+                },
+            };
+            let plain = Zeroizing::new(plain);
+            report.chunks += 1;
+            index += 1;
+            let mut pos = 0usize;
+            while pos < plain.len() {
+                let head = plain.get(pos..pos + 5).ok_or_else(|| bad_bundle("bad item"))?;
+                let kind = head[0];
+                let n = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let payload = plain.get(pos + 5..pos + 5 + n).ok_or_else(|| bad_bundle("bad item"))?;
+                pos += 5 + n;
+                match (kind, &mut import) {
+                    (ITEM_ORG, None) => {
+                        let meta: BundleOrg = decode_aligned(payload)?;
+                        report.org = meta.name.clone();
+                        import = Some(Importer::begin(self, meta)?);
+                    }
+                    (ITEM_RECORD, Some(imp)) => {
+                        imp.record(payload)?;
+                        report.records += 1;
+                    }
+                    (ITEM_AUDIT, Some(imp)) => {
+                        imp.audit(payload)?;
+                        report.records += 1;
+                        report.audit_entries += 1;
+                    }
+                    _ => return Err(bad_bundle("unexpected item")),
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        let mut extra = [0u8; 1];
+        if input.read(&mut extra)? != 0 {
+            return Err(bad_bundle("data after the final chunk"));
+        }
+        import.ok_or_else(|| bad_bundle("no org in bundle"))?.finish()?;
+        Ok(report)
+    }
+}
+
+fn decode_aligned<T>(bytes: &[u8]) -> Result<T>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    buf.extend_from_slice(bytes);
+    let out = codec::decode::<T>(buf.as_slice()).map_err(|_| bad_bundle("record fails validation"));
+    buf.as_mut_slice().zeroize();
+    out
+}
+
+/// The target side of an import: one write transaction, committed only at the end.
+struct Importer {
+    org: Org,
+    tag: OrgTag,
+    entry: OrgEntry,
+    wtx: redb::WriteTransaction,
+    index: Vec<(Vec<u8>, u64)>,
+}
+
+impl Importer {
+    fn begin(db: &Db, meta: BundleOrg) -> Result<Importer> {
+        check_name("org name", &meta.name, MAX_NAME_LEN)?;
+        let inner = &db.inner;
+        let tag = inner.secret_keys.org_tag(&meta.name);
+        let wtx = inner.redb.begin_write()?;
+        if redb::ReadableTable::get(&wtx.open_table(ORGS.def)?, tag.0.as_slice())?.is_some() {
+            return Err(Error::OrgExists(meta.name));
+        }
+        let entry = OrgEntry {
+            name: meta.name.clone(),
+            byok: false,
+            key_check: Vec::new(),
+            current_epoch: 0,
+            epochs: vec![EpochEntry { epoch: 0, seed: Secret::generate()?.expose().to_vec(), seal_count: 0 }],
+            structure_seed: Secret::generate()?.expose().to_vec(),
+            next_node: meta.next_node,
+            next_edge: meta.next_edge,
+            next_kind: meta.next_kind,
+            node_count: meta.node_count,
+            edge_count: meta.edge_count,
+            created_at: meta.created_at,
+            state: 0,
+            rotation: None,
+            audit_seq: 0,
+            audit_head: Vec::new(),
+        };
+        let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
+        Ok(Importer { org, tag, entry, wtx, index: Vec::new() })
+    }
+
+    fn record(&mut self, payload: &[u8]) -> Result<()> {
+        let head = payload.get(..15).ok_or_else(|| bad_bundle("short record"))?;
+        let (table_id, kind, sub) = (head[0], head[1], head[2]);
+        let page = u32::from_le_bytes([head[3], head[4], head[5], head[6]]);
+        let mut idb = [0u8; 8];
+        idb.copy_from_slice(&head[7..15]);
+        let id = u64::from_le_bytes(idb);
+        let plain = &payload[15..];
+        let oi = &self.org.inner;
+        let table = BUNDLE_TABLES.iter().copied().find(|t| t.id == table_id).ok_or_else(|| bad_bundle("bad table"))?;
+        let expected_kind = match table.id {
+            t if t == NODES.id => blind_kind::NODE,
+            t if t == EDGES.id => blind_kind::EDGE,
+            t if t == ADJ.id => blind_kind::ADJ,
+            t if t == DICT.id => blind_kind::DICT,
+            _ if kind == blind_kind::NODE_PROPS || kind == blind_kind::EDGE_PROPS => kind,
+            _ => return Err(bad_bundle("bad record kind")),
+        };
+        if kind != expected_kind || sub > 2 {
+            return Err(bad_bundle("bad record address"));
+        }
+        let key = match table.id {
+            t if t == NODES.id => oi.node_key(id),
+            t if t == EDGES.id => oi.edge_key(id),
+            t if t == ADJ.id => oi.adj_key(id, sub, page),
+            t if t == DICT.id => oi.dict_key(u32::try_from(id).map_err(|_| bad_bundle("bad kind id"))?),
+            _ => {
+                let c = Compartment::ALL[sub as usize];
+                let owner = if kind == blind_kind::NODE_PROPS {
+                    super::records::Owner::Node(id)
+                } else {
+                    super::records::Owner::Edge(id)
+                };
+                oi.props_key(owner, c)
+            }
+        };
+        // Validate what the record is before storing it, and collect what the index needs.
+        match table.id {
+            t if t == NODES.id => {
+                let n: NodeRecord = decode_aligned(plain)?;
+                for (system, ext) in &n.sources {
+                    let k = oi.index_key(index_domain::NODE_SOURCE, &[system.as_bytes(), ext.as_bytes()]);
+                    self.index.push((k.to_vec(), n.id));
+                }
+            }
+            t if t == EDGES.id => {
+                let e: EdgeRecord = decode_aligned(plain)?;
+                if let Some((system, ext)) = &e.source {
+                    let k = oi.index_key(index_domain::EDGE_SOURCE, &[system.as_bytes(), ext.as_bytes()]);
+                    self.index.push((k.to_vec(), e.id));
+                }
+            }
+            t if t == ADJ.id => {
+                let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(plain.len());
+                buf.extend_from_slice(plain);
+                codec::access::<codec::ArchivedAdjPage>(buf.as_slice())
+                    .and_then(codec::decode_page)
+                    .map_err(|_| bad_bundle("bad page"))?;
+            }
+            t if t == DICT.id => {
+                let name = std::str::from_utf8(plain).map_err(|_| bad_bundle("bad kind name"))?;
+                let k = oi.index_key(index_domain::KIND, &[name.as_bytes()]);
+                self.index.push((k.to_vec(), id));
+            }
+            _ => {
+                decode_aligned::<codec::PropMap>(plain)?;
+            }
+        }
+        let c = if table.id == PROPS.id { Compartment::ALL[sub as usize] } else { Compartment::Core };
+        let sealed = oi.seal(table, &key, c, plain)?;
+        self.wtx.open_table(table.def)?.insert(key.as_slice(), sealed.as_slice())?;
+        Ok(())
+    }
+
+    fn audit(&mut self, payload: &[u8]) -> Result<()> {
+        let rec: AuditRecord = decode_aligned(payload)?;
+        if rec.seq != self.entry.audit_seq {
+            return Err(bad_bundle("audit entries out of order"));
+        }
+        let counts: Vec<(&str, u64)> = rec.counts.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        audit::append(&self.wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let oi = self.org.inner.clone();
+        {
+            let mut t = self.wtx.open_table(INDEX.def)?;
+            for (k, v) in &self.index {
+                t.insert(k.as_slice(), oi.seal_u64(INDEX, k, *v)?.as_slice())?;
+            }
+        }
+        let actor = oi.db.actor.clone();
+        audit::append(&self.wtx, &oi, &mut self.entry, &actor, "import-org", &[], now_ms())?;
+        self.wtx
+            .open_table(ORGS.def)?
+            .insert(self.tag.0.as_slice(), oi.db.seal_entry(self.tag, &self.entry)?.as_slice())?;
+        self.wtx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Full verification: every record of every org opened, authenticated and validated, and
+//! every failure named.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::admin::{org_keys_after, ORG_TABLES};
+use super::org::Org;
+use super::tables::{blind_kind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::Db;
+use crate::codec::{AuditRecord, EdgeRecord, NodeRecord, PropMap};
+use crate::error::{Error, Result};
+use crate::types::{EdgeId, NodeId, OrgTag};
+
+/// One record that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    /// The org it belongs to.
+    pub org: String,
+    /// The table.
+    pub table: &'static str,
+    /// The opaque storage key, hex.
+    pub key: String,
+    /// The node the record belongs to, where the key says so (node, adjacency, node props).
+    pub node: Option<NodeId>,
+    /// The edge the record belongs to, where the key says so (edge, edge props).
+    pub edge: Option<EdgeId>,
+    /// What failed.
+    pub error: String,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records checked, per table.
+    pub checked: Vec<(&'static str, u64)>,
+    /// Orgs fully checked.
+    pub orgs: Vec<String>,
+    /// Orgs skipped because their key is the host's (BYOK): verify them with `Org::verify`.
+    pub skipped_byok: Vec<String>,
+    /// Every record that failed, in table and key order.
+    pub corrupt: Vec<CorruptRecord>,
+    /// Orgs whose audit chain failed, with the first bad entry.
+    pub bad_audit: Vec<(String, u64)>,
+}
+
+impl VerifyReport {
+    /// True if nothing failed.
+    pub fn is_ok(&self) -> bool {
+        self.corrupt.is_empty() && self.bad_audit.is_empty()
+    }
+
+    /// Total records checked.
+    pub fn records(&self) -> u64 {
+        self.checked.iter().map(|(_, n)| n).sum()
+    }
+
+    fn count(&mut self, table: &'static str) {
+        match self.checked.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, n)) => *n += 1,
+            None => self.checked.push((table, 1)),
+        }
+    }
+}
+
+fn check_record(org: &Org, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+    let oi = &org.inner;
+    let c = super::admin::compartment_of(org, table, key);
+    let id = oi.unblind(key).map(|(_, _, _, id)| id);
+    match table.id {
+        t if t == NODES.id => {
+            let r: NodeRecord = oi.open_record(table, key, c, value)?;
+            if Some(r.id) != id {
+                return Err(Error::corrupt(table.name, key));
+            }
+        }
+        t if t == EDGES.id => {
+            let r: EdgeRecord = oi.open_record(table, key, c, value)?;
+            if Some(r.id) != id {
+                return Err(Error::corrupt(table.name, key));
+            }
+        }
+        t if t == ADJ.id => {
+            oi.open_page(key, value)?;
+        }
+        t if t == PROPS.id => {
+            if !oi.scope.contains(&c) {
+                return Ok(());
+            }
+            oi.open_record::<PropMap>(table, key, c, value)?;
+        }
+        t if t == INDEX.id => {
+            oi.open_u64(table, key, value)?;
+        }
+        t if t == DICT.id => {
+            let b = oi.open(table, key, c, value)?;
+            std::str::from_utf8(b.as_slice()).map_err(|_| Error::corrupt(table.name, key))?;
+        }
+        t if t == AUDIT.id => {
+            oi.open_record::<AuditRecord>(table, key, c, value)?;
+        }
+        _ => return Err(Error::corrupt(table.name, key)),
+    }
+    Ok(())
+}
+
+fn owner(org: &Org, table: Table, key: &[u8]) -> (Option<NodeId>, Option<EdgeId>) {
+    if table.id == INDEX.id || table.id == AUDIT.id {
+        return (None, None);
+    }
+    match org.inner.unblind(key) {
+        Some((blind_kind::NODE | blind_kind::ADJ | blind_kind::NODE_PROPS, _, _, id)) => (Some(NodeId(id)), None),
+        Some((blind_kind::EDGE | blind_kind::EDGE_PROPS, _, _, id)) => (None, Some(EdgeId(id))),
+        _ => (None, None),
+    }
+}
+
+impl Org {
+    /// Opens, authenticates and validates every record of this org and checks its audit chain.
+    /// `progress` is called with the number of records checked so far.
+    pub fn verify_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        self.verify_into(&mut report, &mut progress)?;
+        Ok(report)
+    }
+
+    /// [`Org::verify_with_progress`] without progress reports.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(|_| {})
+    }
+
+    fn verify_into(&self, report: &mut VerifyReport, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let oi = &self.inner;
+        oi.refresh_keys()?;
+        let rtx = oi.db.redb.begin_read()?;
+        let mut done = report.records();
+        for table in ORG_TABLES {
+            let t = rtx.open_table(table.def)?;
+            let mut cursor = Vec::new();
+            loop {
+                let batch = org_keys_after(&t, oi.tag, &cursor, 4096)?;
+                for (k, v) in &batch {
+                    report.count(table.name);
+                    match check_record(self, table, k, v) {
+                        Ok(()) => {}
+                        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat(_))) => {
+                            let (node, edge) = owner(self, table, k);
+                            report.corrupt.push(CorruptRecord {
+                                org: oi.name.clone(),
+                                table: table.name,
+                                key: hex::encode(k),
+                                node,
+                                edge,
+                                error: e.to_string(),
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    done += 1;
+                    if done % 1024 == 0 {
+                        progress(done);
+                    }
+                }
+                match batch.last() {
+                    Some((k, _)) if batch.len() >= 4096 => cursor = k.clone(),
+                    _ => break,
+                }
+            }
+        }
+        progress(done);
+        let audit = self.audit().verify()?;
+        if let Some(seq) = audit.first_bad {
+            report.bad_audit.push((oi.name.clone(), seq));
+        }
+        report.orgs.push(oi.name.clone());
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Verifies every org with a managed key (BYOK orgs are listed as skipped) and every org
+    /// registry entry. `progress` is called with (records checked, total records in the file).
+    pub fn verify_with_progress(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let (entries, total) = {
+            let rtx = self.inner.redb.begin_read()?;
+            let mut total = 0u64;
+            for t in ORG_TABLES {
+                total += rtx.open_table(t.def)?.len()?;
+            }
+            let orgs = rtx.open_table(ORGS.def)?;
+            let mut entries = Vec::new();
+            for item in orgs.iter()? {
+                let (k, v) = item?;
+                let key = k.value().to_vec();
+                let tag = <[u8; 8]>::try_from(key.as_slice()).map(OrgTag);
+                match tag.map_err(|_| Error::corrupt(ORGS.name, &key)).and_then(|t| self.inner.open_entry(t, v.value()))
+                {
+                    Ok(e) => entries.push((e.name.clone(), e.byok, e.state)),
+                    Err(e) => report.corrupt.push(CorruptRecord {
+                        org: String::new(),
+                        table: ORGS.name,
+                        key: hex::encode(&key),
+                        node: None,
+                        edge: None,
+                        error: e.to_string(),
+                    }),
+                }
+                report.count(ORGS.name);
+            }
+            (entries, total)
+        };
+        for (name, byok, state) in entries {
+            if state != 0 {
+                continue;
+            }
+            if byok {
+                report.skipped_byok.push(name);
+                continue;
+            }
+            let org = self.org(&name)?;
+            org.verify_into(&mut report, &mut |done| progress(done, total))?;
+        }
+        Ok(report)
+    }
+
+    /// [`Db::verify_with_progress`] without progress reports.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(|_, _| {})
+    }
+}
