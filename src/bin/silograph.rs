@@ -115,6 +115,13 @@ enum Command {
         /// The organization.
         org: String,
     },
+    /// The organization's audit trail.
+    Audit {
+        /// The organization.
+        org: String,
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +133,22 @@ enum OrgCommand {
     },
     /// List the organizations.
     List,
+    /// Delete an organization by crypto-shredding its keys, then purge its records.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// Rotate an organization's data keys (re-seals every record under a fresh seed).
+    Rotate {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the organization's audit hash chain end to end.
+    Verify,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +316,46 @@ fn run(cli: Cli) -> Outcome {
         Command::Org(OrgCommand::List) => {
             let names = db.list_orgs()?;
             emit(json, json!(names), || names.join("\n"))
+        }
+        Command::Org(OrgCommand::Delete { name }) => {
+            let report = with_spinner(format!("deleting {name}"), || db.delete_org(&name))?;
+            emit(json, json!({ "deleted": name, "purged": report.purged }), || {
+                format!("deleted organization {name}: keys shredded, {} records purged", report.purged)
+            })
+        }
+        Command::Org(OrgCommand::Rotate { name }) => {
+            let r = with_spinner(format!("rotating {name}"), || db.rotate_org_key(&name))?;
+            emit(
+                json,
+                json!({ "org": name, "epoch": r.epoch, "resealed": r.resealed, "batches": r.batches, "resumed": r.resumed }),
+                || {
+                    let resumed = if r.resumed { " (finished an interrupted rotation)" } else { "" };
+                    format!(
+                        "rotated {name} to key epoch {}: {} records re-sealed in {} batches{resumed}",
+                        r.epoch, r.resealed, r.batches
+                    )
+                },
+            )
+        }
+        Command::Audit { org, action: AuditCommand::Verify } => {
+            let report = db.audit(&org)?.verify()?;
+            emit(
+                json,
+                json!({ "org": org, "ok": report.is_ok(), "valid_entries": report.valid_entries,
+                        "first_bad": report.first_bad, "reason": report.reason }),
+                || match (&report.first_bad, &report.reason) {
+                    (None, _) => format!("audit chain of {org}: ok, {} entries verified", report.valid_entries),
+                    (Some(seq), why) => format!(
+                        "audit chain of {org}: BROKEN at entry {seq} ({}); {} entries verified before it",
+                        why.as_deref().unwrap_or("no reason given"),
+                        report.valid_entries
+                    ),
+                },
+            )?;
+            match report.first_bad {
+                None => Ok(()),
+                Some(seq) => Err(Failure::Integrity(format!("audit chain of {org} is broken at entry {seq}"))),
+            }
         }
         Command::Import(args) => import_cmd(&db, &args, json),
         Command::Neighbors { org, node, direction, filter } => {
@@ -488,6 +551,19 @@ fn neighbors_cmd(r: &ReadTxn, id: NodeId, dir: Direction, f: &FilterArgs, json: 
             .collect::<Vec<_>>()
             .join("\n")
     })
+}
+
+/// Runs `f` under a spinner on stderr (hidden when stderr is not a terminal).
+fn with_spinner<T>(msg: String, f: impl FnOnce() -> silograph::Result<T>) -> Outcome<T> {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let res = f();
+    bar.finish_and_clear();
+    Ok(res?)
 }
 
 /// A progress bar on stderr for one pass over a file; hidden when stderr is not a terminal.
