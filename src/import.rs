@@ -978,6 +978,57 @@ pub fn import_edges(
     })
 }
 
+/// Imports an edge file into an org that has no edges yet through the bulk loader
+/// ([`Org::bulk_load`]): one write transaction for the whole file, adjacency pages packed in
+/// memory and written once — several times faster than [`import_edges`], for a first load.
+///
+/// The price: bulk edges carry no source reference, so this import is *not* idempotent. It
+/// therefore refuses an org that already has edges (so running it twice is an error, not a
+/// duplicate graph), and refuses rows with properties (the bulk loader stores none). Nodes are
+/// still upserted by `(system, id)`. Memory: the loader flushes edges past `memory_budget`
+/// bytes; node records stay in memory until the commit.
+pub fn import_edges_bulk(
+    org: &Org,
+    path: impl AsRef<Path>,
+    opts: &EdgeImport,
+    memory_budget: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImportReport> {
+    let path = path.as_ref();
+    read_edges(path, opts, Phase::Check, progress, |r| {
+        check_edge_row(&r).map_err(|e| row_error(path, r.line, e))?;
+        if r.props.is_empty() {
+            Ok(())
+        } else {
+            Err(at(path, r.line, 1, "a bulk import stores no edge properties: use the ordinary import"))
+        }
+    })?;
+    let (n0, e0) = org.counts()?;
+    if e0 > 0 {
+        return Err(Error::invalid(format!(
+            "org `{}` already has {e0} edges: a bulk import is for a first load (it is not idempotent); \
+             use the ordinary import",
+            org.name()
+        )));
+    }
+    let mut bulk = org.bulk_load()?.memory_budget(memory_budget);
+    let rows = read_edges(path, opts, Phase::Write, progress, |r| {
+        let mut end = |s: &SourceRef| -> Result<NodeId> {
+            match bulk.lookup(&s.system, &s.external_id)? {
+                Some(id) => Ok(id),
+                None => {
+                    bulk.add_node(NodeInput::new(s.system.as_str()).source(s.system.as_str(), s.external_id.as_str()))
+                }
+            }
+        };
+        let (from, to) = (end(&r.from)?, end(&r.to)?);
+        bulk.add_edge_valid(from, to, &r.kind, r.time, r.valid_to)
+    })?;
+    bulk.finish()?;
+    let (n1, e1) = org.counts()?;
+    Ok(ImportReport { rows, nodes_added: n1.saturating_sub(n0), edges_added: e1.saturating_sub(e0), batches: 1 })
+}
+
 /// Imports a node file into `org` (upsert by `(system, id)`); same passes and batching as
 /// [`import_edges`].
 pub fn import_nodes(

@@ -431,3 +431,40 @@ fn a_tampered_record_fails_verify_with_exit_1_and_is_named() {
     assert_eq!(corrupt.len(), 1);
     assert_eq!((corrupt[0]["org"].as_str(), corrupt[0]["table"].as_str()), (Some("uci"), Some("edges")));
 }
+
+#[test]
+fn bulk_import_answers_like_the_ordinary_import_and_refuses_a_second_run() {
+    let (env, _) = loaded(1000);
+    assert_ok(&env.run(&["org", "create", "fast"]));
+    let (path, _) = messages(&env, 1000);
+    let args = [
+        "import",
+        "fast",
+        "--edges",
+        path.to_str().unwrap(),
+        "--system",
+        "user",
+        "--kind",
+        "messaged",
+        "--time-col",
+        "ts",
+        "--bulk",
+    ];
+    let r = env.json(&args);
+    assert_eq!(r["edges_added"], 1000);
+    let strip = |v: Value| -> BTreeSet<(String, u64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["node"].as_str().unwrap().to_owned(), h["depth"].as_u64().unwrap()))
+            .collect()
+    };
+    for at in ["2004-04-20", "2004-04-25"] {
+        let q = |org: &str| strip(env.json(&["khop", org, "user:1", "--depth", "3", "--valid-at", at]));
+        assert_eq!(q("fast"), q("uci"), "as of {at}");
+    }
+    assert_eq!(env.json(&["stats", "fast"])["edges"], env.json(&["stats", "uci"])["edges"]);
+    let again = env.run(&args);
+    assert_eq!(again.status.code(), Some(2), "a second bulk run would duplicate edges: refused");
+    assert_eq!(env.json(&["stats", "fast"])["edges"], 1000);
+}
