@@ -42,7 +42,9 @@
 //! ```
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+#[cfg(feature = "jsonl")]
+use std::io::BufRead;
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -498,6 +500,7 @@ fn for_each_delimited<T>(
 }
 
 /// Streams the lines of a JSONL file, calling `row(line, text)` for each non-blank line.
+#[cfg(feature = "jsonl")]
 fn for_each_line(
     path: &Path,
     phase: Phase,

@@ -23,7 +23,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value as Json};
 use silograph::import::{self, Column, EdgeImport, Format, ImportReport, NodeImport, Phase, TimeUnit};
-use silograph::{Db, Direction, Error, NeighborFilter, NodeId, Org, PathOptions, ReadTxn, RootKey};
+use silograph::{Db, Direction, Error, NeighborFilter, NodeId, Org, PathOptions, ReadTxn, RootKey, TransportKey};
 
 /// An embedded, encrypted, multi-tenant context-graph store.
 #[derive(Debug, Parser)]
@@ -115,6 +115,32 @@ enum Command {
         /// The organization.
         org: String,
     },
+    /// Open, authenticate and validate every record of every organization (BYOK ones skipped).
+    Verify,
+    /// Export an organization as a sealed bundle for another host (see `import-org`).
+    Export {
+        /// The organization.
+        org: String,
+        /// The bundle file to write (must not exist).
+        #[arg(long, value_name = "F")]
+        out: PathBuf,
+        #[command(flatten)]
+        transport: TransportArgs,
+    },
+    /// Import an organization from a bundle made by `export`, under fresh keys.
+    ImportOrg {
+        /// The bundle file.
+        bundle: PathBuf,
+        #[command(flatten)]
+        transport: TransportArgs,
+    },
+    /// The organization's audit trail.
+    Audit {
+        /// The organization.
+        org: String,
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +152,22 @@ enum OrgCommand {
     },
     /// List the organizations.
     List,
+    /// Delete an organization by crypto-shredding its keys, then purge its records.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// Rotate an organization's data keys (re-seals every record under a fresh seed).
+    Rotate {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the organization's audit hash chain end to end.
+    Verify,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +225,19 @@ struct ImportArgs {
     /// Rows per write transaction.
     #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
+}
+
+/// The transport key a bundle is sealed for (64 hex digits), shared by the exporting and the
+/// importing host. Never from the command line itself.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct TransportArgs {
+    /// A file holding the transport key as 64 hex digits.
+    #[arg(long, value_name = "F")]
+    transport_key_file: Option<PathBuf>,
+    /// An environment variable holding the transport key as 64 hex digits.
+    #[arg(long, value_name = "VAR")]
+    transport_key_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +349,97 @@ fn run(cli: Cli) -> Outcome {
             let names = db.list_orgs()?;
             emit(json, json!(names), || names.join("\n"))
         }
+        Command::Org(OrgCommand::Delete { name }) => {
+            let report = with_spinner(format!("deleting {name}"), || db.delete_org(&name))?;
+            emit(json, json!({ "deleted": name, "purged": report.purged }), || {
+                format!("deleted organization {name}: keys shredded, {} records purged", report.purged)
+            })
+        }
+        Command::Org(OrgCommand::Rotate { name }) => {
+            let r = with_spinner(format!("rotating {name}"), || db.rotate_org_key(&name))?;
+            emit(
+                json,
+                json!({ "org": name, "epoch": r.epoch, "resealed": r.resealed, "batches": r.batches, "resumed": r.resumed }),
+                || {
+                    let resumed = if r.resumed { " (finished an interrupted rotation)" } else { "" };
+                    format!(
+                        "rotated {name} to key epoch {}: {} records re-sealed in {} batches{resumed}",
+                        r.epoch, r.resealed, r.batches
+                    )
+                },
+            )
+        }
+        Command::Verify => verify_cmd(&db, json),
+        Command::Export { org, out, transport } => {
+            let key = transport_key(&transport)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", out.display())))?;
+            let bar = bytes_spinner("exporting");
+            let writer = std::io::BufWriter::new(bar.wrap_write(file));
+            let res = db.export_org(&org, &key, writer);
+            bar.finish_and_clear();
+            let r = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    // Leave no half-written bundle behind.
+                    let _ = std::fs::remove_file(&out);
+                    return Err(e.into());
+                }
+            };
+            emit(
+                json,
+                json!({ "org": r.org, "records": r.records, "audit_entries": r.audit_entries,
+                        "chunks": r.chunks, "bytes": r.bytes, "out": out.display().to_string() }),
+                || {
+                    format!(
+                        "exported {} to {}: {} records, {} audit entries, {} bytes sealed",
+                        r.org,
+                        out.display(),
+                        r.records,
+                        r.audit_entries,
+                        r.bytes
+                    )
+                },
+            )
+        }
+        Command::ImportOrg { bundle, transport } => {
+            let key = transport_key(&transport)?;
+            let file = std::fs::File::open(&bundle)
+                .map_err(|e| Failure::Usage(format!("cannot open {}: {e}", bundle.display())))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let bar = file_bar(len, "importing");
+            let res = db.import_org(std::io::BufReader::new(bar.wrap_read(file)), &key);
+            bar.finish_and_clear();
+            let r = res?;
+            emit(
+                json,
+                json!({ "org": r.org, "records": r.records, "audit_entries": r.audit_entries, "bytes": r.bytes }),
+                || format!("imported organization {} under fresh keys: {} records", r.org, r.records),
+            )
+        }
+        Command::Audit { org, action: AuditCommand::Verify } => {
+            let report = db.audit(&org)?.verify()?;
+            emit(
+                json,
+                json!({ "org": org, "ok": report.is_ok(), "valid_entries": report.valid_entries,
+                        "first_bad": report.first_bad, "reason": report.reason }),
+                || match (&report.first_bad, &report.reason) {
+                    (None, _) => format!("audit chain of {org}: ok, {} entries verified", report.valid_entries),
+                    (Some(seq), why) => format!(
+                        "audit chain of {org}: BROKEN at entry {seq} ({}); {} entries verified before it",
+                        why.as_deref().unwrap_or("no reason given"),
+                        report.valid_entries
+                    ),
+                },
+            )?;
+            match report.first_bad {
+                None => Ok(()),
+                Some(seq) => Err(Failure::Integrity(format!("audit chain of {org} is broken at entry {seq}"))),
+            }
+        }
         Command::Import(args) => import_cmd(&db, &args, json),
         Command::Neighbors { org, node, direction, filter } => {
             let r = db.org(&org)?.read()?;
@@ -372,24 +518,39 @@ fn text(v: &Json) -> String {
     v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
 }
 
+/// Reads a 64-hex-digit secret from a file or an environment variable.
+fn read_secret<K>(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &str,
+    from_hex: impl Fn(&str) -> silograph::Result<K>,
+) -> Outcome<Option<K>> {
+    if let Some(path) = file {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("cannot read {what} file {}: {e}", path.display())))?,
+        );
+        return from_hex(&text).map(Some).map_err(|e| Failure::Usage(format!("{what} file {}: {e}", path.display())));
+    }
+    if let Some(var) = env {
+        let text = zeroize::Zeroizing::new(
+            std::env::var(var)
+                .map_err(|_| Failure::Usage(format!("environment variable {var} is not set (or not valid UTF-8)")))?,
+        );
+        return from_hex(&text).map(Some).map_err(|e| Failure::Usage(format!("environment variable {var}: {e}")));
+    }
+    Ok(None)
+}
+
 fn read_key_file(path: &Path) -> Outcome<RootKey> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Usage(format!("cannot read key file {}: {e}", path.display())))?;
-    let text = zeroize::Zeroizing::new(text);
-    RootKey::from_hex(&text).map_err(|e| Failure::Usage(format!("key file {}: {e}", path.display())))
+    read_secret(Some(path), None, "key", RootKey::from_hex)?
+        .ok_or_else(|| Failure::Usage(format!("no key in {}", path.display())))
 }
 
 fn root_key(k: &KeyArgs) -> Outcome<RootKey> {
-    match (&k.root_key_file, &k.root_key_env) {
-        (Some(f), _) => read_key_file(f),
-        (None, Some(var)) => {
-            let text =
-                zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
-                    Failure::Usage(format!("environment variable {var} is not set (or not valid UTF-8)"))
-                })?);
-            RootKey::from_hex(&text).map_err(|e| Failure::Usage(format!("environment variable {var}: {e}")))
-        }
-        (None, None) => {
+    match read_secret(k.root_key_file.as_deref(), k.root_key_env.as_deref(), "root key", RootKey::from_hex)? {
+        Some(key) => Ok(key),
+        None => {
             let mut cmd = Cli::command();
             let err = cmd.error(
                 clap::error::ErrorKind::MissingRequiredArgument,
@@ -398,6 +559,16 @@ fn root_key(k: &KeyArgs) -> Outcome<RootKey> {
             err.exit()
         }
     }
+}
+
+fn transport_key(t: &TransportArgs) -> Outcome<TransportKey> {
+    read_secret(
+        t.transport_key_file.as_deref(),
+        t.transport_key_env.as_deref(),
+        "transport key",
+        TransportKey::from_hex,
+    )?
+    .ok_or_else(|| Failure::Usage("give --transport-key-file F or --transport-key-env VAR".into()))
 }
 
 /// Writes a fresh key to `path`, readable by its owner only; refuses to overwrite.
@@ -488,6 +659,90 @@ fn neighbors_cmd(r: &ReadTxn, id: NodeId, dir: Direction, f: &FilterArgs, json: 
             .collect::<Vec<_>>()
             .join("\n")
     })
+}
+
+/// A spinner counting bytes on stderr (hidden when stderr is not a terminal).
+fn bytes_spinner(msg: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}") {
+        bar.set_style(style);
+    }
+    bar.set_message(msg);
+    bar
+}
+
+fn verify_cmd(db: &Db, json: bool) -> Outcome {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("verifying [{bar:30}] {pos}/{len} records {per_sec} eta {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let res = db.verify_with_progress(|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let r = res?;
+    let corrupt: Vec<Json> = r
+        .corrupt
+        .iter()
+        .map(|c| {
+            json!({ "org": c.org, "table": c.table, "key": c.key, "node": c.node.map(|n| n.0),
+                         "edge": c.edge.map(|e| e.0), "error": c.error })
+        })
+        .collect();
+    let bad_audit: Vec<Json> = r.bad_audit.iter().map(|(o, seq)| json!({ "org": o, "first_bad": seq })).collect();
+    emit(
+        json,
+        json!({ "ok": r.is_ok(), "records": r.records(), "orgs": r.orgs, "skipped_byok": r.skipped_byok,
+                "corrupt": corrupt, "bad_audit": bad_audit }),
+        || {
+            let mut lines = vec![format!(
+                "checked {} records of {} organizations{}",
+                r.records(),
+                r.orgs.len(),
+                if r.skipped_byok.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (skipped BYOK: {})", r.skipped_byok.join(", "))
+                }
+            )];
+            for c in &r.corrupt {
+                let at = match (c.node, c.edge) {
+                    (Some(n), _) => format!(" (node {})", n.0),
+                    (_, Some(e)) => format!(" (edge {})", e.0),
+                    _ => String::new(),
+                };
+                lines.push(format!("CORRUPT org={} table={} key={}{at}: {}", c.org, c.table, c.key, c.error));
+            }
+            for (o, seq) in &r.bad_audit {
+                lines.push(format!("BROKEN audit chain of {o} at entry {seq}"));
+            }
+            lines.push(if r.is_ok() { "ok".into() } else { "FAILED".into() });
+            lines.join("\n")
+        },
+    )?;
+    if r.is_ok() {
+        Ok(())
+    } else {
+        Err(Failure::Integrity(format!(
+            "verification failed: {} corrupt records, {} broken audit chains",
+            r.corrupt.len(),
+            r.bad_audit.len()
+        )))
+    }
+}
+
+/// Runs `f` under a spinner on stderr (hidden when stderr is not a terminal).
+fn with_spinner<T>(msg: String, f: impl FnOnce() -> silograph::Result<T>) -> Outcome<T> {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let res = f();
+    bar.finish_and_clear();
+    Ok(res?)
 }
 
 /// A progress bar on stderr for one pass over a file; hidden when stderr is not a terminal.
