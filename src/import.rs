@@ -491,7 +491,7 @@ fn for_each_delimited<T>(
         }
         row(&cols, line, &rec)?;
         rows += 1;
-        if rows % PROGRESS_EVERY == 0 {
+        if rows.is_multiple_of(PROGRESS_EVERY) {
             progress(Progress { phase, bytes: bytes.get(), rows });
         }
     }
@@ -527,7 +527,7 @@ fn for_each_line(
         }
         row(line, text)?;
         rows += 1;
-        if rows % PROGRESS_EVERY == 0 {
+        if rows.is_multiple_of(PROGRESS_EVERY) {
             progress(Progress { phase, bytes: bytes.get(), rows });
         }
     }

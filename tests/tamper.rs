@@ -175,6 +175,11 @@ fn probe(db: &Db, specs: &[OrgSpec], names_first: bool, only: Option<&HashSet<St
                 }
             }
         }
+        reads.call(o, "audit entries".into(), || seen(org.audit().entries()));
+        reads.call(o, "audit verify".into(), || match org.audit().verify() {
+            Ok(report) if !report.is_ok() => Seen::Failed(Failure::Corrupt),
+            other => seen(other),
+        });
         reads.call(o, "counts".into(), || seen(r.counts()));
         reads.call(o, "org.counts".into(), || seen(org.counts()));
         for (sys, ext) in &s.node_sources {
@@ -404,46 +409,54 @@ fn every_flipped_byte_of_every_stored_value_is_an_error() {
 
 #[test]
 fn value_moved_onto_another_key_of_the_same_table_is_rejected() {
-    // Same table, every ordered pair of keys: covers another record of the same org (node 1's
-    // value under node 2's key) and the same table of the other org.
+    // Same table: every value under the next four keys (in key order, so mostly records of the
+    // same org: node 1's value under node 2's key) and under two keys of the other org.
     let fx = Fixture::new();
     let rows = dump(&fx.disk(), ORG_TABLES);
-    let mut cross_org = 0;
+    let (mut same_org, mut cross_org) = (0, 0);
     for (table, kvs) in &rows {
-        for (from_key, value) in kvs {
-            for (to_key, _) in kvs.iter().filter(|(k, _)| k != from_key) {
-                cross_org += usize::from(from_key.get(..8) != to_key.get(..8));
+        for (i, (from_key, value)) in kvs.iter().enumerate() {
+            let next = (1..kvs.len()).take(4).map(|d| &kvs[(i + d) % kvs.len()].0);
+            let other = kvs.iter().map(|(k, _)| k).filter(|k| k.get(..8) != from_key.get(..8)).take(2);
+            let mut targets: Vec<&Vec<u8>> = next.chain(other).collect();
+            targets.sort();
+            targets.dedup();
+            for to_key in targets {
+                if from_key.get(..8) == to_key.get(..8) {
+                    same_org += 1;
+                } else {
+                    cross_org += 1;
+                }
                 let case = format!("{table}: value of {} under {}", hex::encode(from_key), hex::encode(to_key));
                 fx.check(table, to_key, value, Failure::Corrupt, &case);
             }
         }
     }
-    assert!(cross_org > 0, "no value was moved between orgs");
+    assert!(same_org >= 100 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
 }
 
 #[test]
 fn value_moved_into_another_table_is_rejected() {
     // Every value of every table, stored under a key that exists in each other table (a node
-    // value under an edge's key, an index value under a node's key, ...), for both orgs.
+    // value under an edge's key, an index value under a node's key, ...): a key of the same org
+    // or of the other org, alternately.
     let fx = Fixture::new();
     let rows = dump(&fx.disk(), ORG_TABLES);
+    let mut moved = 0;
     for (from_table, kvs) in &rows {
-        for (from_key, value) in kvs {
+        for (i, (from_key, value)) in kvs.iter().enumerate() {
             for (to_table, targets) in rows.iter().filter(|(t, _)| *t != from_table) {
-                // The target with the same org tag, and one of the other org.
-                let same_org = targets.iter().find(|(k, _)| k.get(..8) == from_key.get(..8));
-                let other_org = targets.iter().find(|(k, _)| k.get(..8) != from_key.get(..8));
-                for (to_key, _) in same_org.into_iter().chain(other_org) {
-                    let case = format!(
-                        "value of {from_table}/{} under {to_table}/{}",
-                        hex::encode(from_key),
-                        hex::encode(to_key)
-                    );
-                    fx.check(to_table, to_key, value, Failure::Corrupt, &case);
-                }
+                let same = |k: &&(Vec<u8>, Vec<u8>)| k.0.get(..8) == from_key.get(..8);
+                let pick = if i % 2 == 0 { targets.iter().find(same) } else { targets.iter().find(|k| !same(k)) };
+                let Some((to_key, _)) = pick.or(targets.first()) else { continue };
+                let case =
+                    format!("value of {from_table}/{} under {to_table}/{}", hex::encode(from_key), hex::encode(to_key));
+                fx.check(to_table, to_key, value, Failure::Corrupt, &case);
+                moved += 1;
             }
         }
     }
+    assert!(moved >= 300, "only {moved} values moved");
 }
 
 #[test]

@@ -610,3 +610,143 @@ fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
     drop(db);
     std::fs::remove_file(&path).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Timing on the Enron workload of ANCHORS.md (ignored: run it in release by hand).
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// q1 / q2 / q3 of ANCHORS.md, warm and with the page cache off, against a plain BFS over a
+/// petgraph `Csr` of the same edges (which also checks every count). With
+/// `SILOGRAPH_ENRON=path/to/enron.tsv` it loads the real SNAP file and checks the published
+/// checksums with the seeds in `tests/data/traversal_enron_seeds.txt`; otherwise it uses an
+/// Enron-sized synthetic graph. `cargo test --release --test traversal -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn enron_khop_timing() {
+    let real = std::env::var("SILOGRAPH_ENRON").ok();
+    let edges: Vec<(u32, u32)> = match &real {
+        Some(p) => std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let mut it = l.split('\t').map(|t| t.trim().parse::<u32>().unwrap());
+                (it.next().unwrap(), it.next().unwrap())
+            })
+            .collect(),
+        None => {
+            let mut x: u64 = 88172645463325252;
+            (0..367_662)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let a = ((x % 36_692) * (x % 36_692) / 36_692) as u32;
+                    (a, ((x >> 32) % 36_692) as u32)
+                })
+                .collect()
+        }
+    };
+    let n = edges.iter().map(|(a, b)| *a.max(b)).max().unwrap() as usize + 1;
+    let seeds: Vec<u32> =
+        if real.is_some() { read_seeds() } else { (0..1000u32).map(|i| (i * 7919) % n as u32).collect() };
+
+    let mut sorted = edges.clone();
+    sorted.sort_unstable();
+    let csr: petgraph::csr::Csr<(), ()> = petgraph::csr::Csr::from_sorted_edges(&sorted).unwrap();
+    let mut stamp = vec![0u32; n];
+    let mut gen = 0u32;
+    let mut csr_khop = |s: u32, k: u32| -> usize {
+        gen += 1;
+        let mut frontier = vec![s];
+        stamp[s as usize] = gen;
+        let mut count = 1;
+        for _ in 0..k {
+            let mut next = Vec::new();
+            for &u in &frontier {
+                for &v in csr.neighbors_slice(u) {
+                    if stamp[v as usize] != gen {
+                        stamp[v as usize] = gen;
+                        next.push(v);
+                        count += 1;
+                    }
+                }
+            }
+            frontier = next;
+        }
+        count
+    };
+
+    for cache in [256usize << 20, 0] {
+        let path = tmp(&format!("enron-{cache}"));
+        let db = Db::builder().cache_size(cache).open(&path, RootKey::from_bytes([1; 32])).unwrap();
+        let org = db.create_org("enron").unwrap();
+        let t = std::time::Instant::now();
+        let mut bulk = org.bulk_load().unwrap();
+        let ids: Vec<NodeId> =
+            (0..n).map(|i| bulk.add_node(NodeInput::new("address").source("enron", i.to_string())).unwrap()).collect();
+        for (a, b) in &edges {
+            bulk.add_edge(ids[*a as usize], ids[*b as usize], "emailed").unwrap();
+        }
+        bulk.finish().unwrap();
+        let load = t.elapsed().as_secs_f64();
+        println!("cache {cache}: bulk load {:.2}s = {:.0} edges/s", load, edges.len() as f64 / load);
+        let r = org.read().unwrap();
+        let report = |name: &str, k: u32, seeds: &[u32], csr_khop: &mut dyn FnMut(u32, u32) -> usize| {
+            let mut sum = 0usize;
+            let run = |s: u32| -> usize {
+                if k == 1 {
+                    r.neighbors(ids[s as usize], Direction::Out).unwrap().count()
+                } else {
+                    r.traverse(ids[s as usize]).max_depth(k).run().unwrap().len()
+                }
+            };
+            for &s in seeds {
+                sum += run(s);
+            }
+            let mut times = Vec::with_capacity(seeds.len());
+            for &s in seeds {
+                let t = std::time::Instant::now();
+                std::hint::black_box(run(s));
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let mut csr_times = Vec::with_capacity(seeds.len());
+            for &s in seeds {
+                let t = std::time::Instant::now();
+                let c = csr_khop(s, k);
+                csr_times.push(t.elapsed().as_secs_f64() * 1e6);
+                if k > 1 {
+                    assert_eq!(c, run(s), "seed {s}: silograph and Csr disagree");
+                }
+            }
+            let (p50, p99) = percentiles(times.clone());
+            let (c50, c99) = percentiles(csr_times.clone());
+            let ratio = csr_times.iter().sum::<f64>() / times.iter().sum::<f64>();
+            println!(
+                "  {name}: checksum {sum}, p50 {p50:.1} µs, p99 {p99:.1} µs | Csr p50 {c50:.1} µs, p99 {c99:.1} µs | \
+                 throughput vs Csr {ratio:.2}"
+            );
+            sum
+        };
+        let q1 = report("q1", 1, &seeds, &mut csr_khop);
+        let q2 = report("q2", 2, &seeds, &mut csr_khop);
+        let q3 = report("q3", 3, &seeds[..200], &mut csr_khop);
+        if real.is_some() {
+            assert_eq!((q1, q2, q3), (10_386, 845_481, 1_653_190));
+        }
+        drop(r);
+        drop(org);
+        drop(db);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+fn read_seeds() -> Vec<u32> {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/traversal_enron_seeds.txt");
+    std::fs::read_to_string(p).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect()
+}

@@ -65,7 +65,7 @@ enum Command {
     #[command(subcommand)]
     Org(OrgCommand),
     /// Import nodes and edges from TSV, CSV or JSONL files (idempotent).
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// List a node's neighbors.
     Neighbors {
         /// The organization.

@@ -5,7 +5,9 @@
 //! AAD = "silograph/1" ‖ db_id ‖ table id ‖ len(key) ‖ key ‖ epoch
 //! ```
 
+#[cfg(not(feature = "bench-null-cipher"))]
 use aes_gcm::aead::AeadInOut;
+#[cfg(not(feature = "bench-null-cipher"))]
 use aes_gcm::{Nonce, Tag};
 use rkyv::util::AlignedVec;
 
@@ -13,7 +15,12 @@ use super::keys::{fill_random, AeadKey};
 use crate::error::{Error, Result};
 
 /// Envelope format version written by this build.
+#[cfg(not(feature = "bench-null-cipher"))]
 pub const ENVELOPE_VERSION: u8 = 1;
+/// Envelope format version written by this build: 0xFF marks the INSECURE null cipher of the
+/// `bench-null-cipher` feature (benchmarks only), so its files and normal files never mix.
+#[cfg(feature = "bench-null-cipher")]
+pub const ENVELOPE_VERSION: u8 = 0xFF;
 /// Bytes of envelope overhead: version, epoch, nonce, tag.
 pub const OVERHEAD: usize = 1 + 4 + 12 + 16;
 const HEADER: usize = 1 + 4 + 12;
@@ -60,12 +67,37 @@ pub(crate) fn seal_with_nonce(
     out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(nonce);
     out.extend_from_slice(plaintext);
-    let tag = key
-        .0
-        .encrypt_inout_detached(&Nonce::from(*nonce), &aad(binding, epoch), (&mut out[HEADER..]).into())
-        .map_err(|_| Error::invalid("value too large to seal"))?;
+    let tag = seal_body(key, nonce, &aad(binding, epoch), &mut out[HEADER..])?;
     out.extend_from_slice(&tag);
     Ok(out)
+}
+
+#[cfg(not(feature = "bench-null-cipher"))]
+fn seal_body(key: &AeadKey, nonce: &[u8; 12], aad: &[u8], body: &mut [u8]) -> Result<[u8; 16]> {
+    let tag = key
+        .0
+        .encrypt_inout_detached(&Nonce::from(*nonce), aad, body.into())
+        .map_err(|_| Error::invalid("value too large to seal"))?;
+    Ok(tag.into())
+}
+
+/// INSECURE null cipher (feature `bench-null-cipher`, benchmarks only): leaves the body in
+/// plaintext and writes a zero tag. It exists to measure what AES-256-GCM costs.
+#[cfg(feature = "bench-null-cipher")]
+fn seal_body(_key: &AeadKey, _nonce: &[u8; 12], _aad: &[u8], _body: &mut [u8]) -> Result<[u8; 16]> {
+    Ok([0u8; 16])
+}
+
+#[cfg(not(feature = "bench-null-cipher"))]
+fn open_body(key: &AeadKey, nonce: &[u8; 12], aad: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+    let Ok(tag) = Tag::try_from(tag) else { return false };
+    key.0.decrypt_inout_detached(&Nonce::from(*nonce), aad, body.into(), &tag).is_ok()
+}
+
+/// INSECURE null cipher (feature `bench-null-cipher`): accepts any body whose tag is zero.
+#[cfg(feature = "bench-null-cipher")]
+fn open_body(_key: &AeadKey, _nonce: &[u8; 12], _aad: &[u8], _body: &mut [u8], tag: &[u8]) -> bool {
+    tag.iter().all(|&b| b == 0)
 }
 
 /// The epoch a sealed value claims, after checking the version. Used to pick the key.
@@ -93,14 +125,62 @@ pub(crate) fn open(key: &AeadKey, binding: &Binding<'_>, table: &'static str, se
     let body = &sealed[HEADER..sealed.len() - 16];
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&sealed[5..HEADER]);
-    let tag = Tag::try_from(&sealed[sealed.len() - 16..]).map_err(|_| Error::corrupt(table, binding.key))?;
+    let tag = &sealed[sealed.len() - 16..];
     let mut buf = AlignedVec::<16>::with_capacity(body.len());
     buf.extend_from_slice(body);
-    match key.0.decrypt_inout_detached(&Nonce::from(nonce), &aad(binding, epoch), buf.as_mut_slice().into(), &tag) {
-        Ok(()) => Ok(buf),
-        Err(_) => {
-            zeroize::Zeroize::zeroize(buf.as_mut_slice());
-            Err(Error::corrupt(table, binding.key))
-        }
+    if open_body(key, &nonce, &aad(binding, epoch), buf.as_mut_slice(), tag) {
+        Ok(buf)
+    } else {
+        zeroize::Zeroize::zeroize(buf.as_mut_slice());
+        Err(Error::corrupt(table, binding.key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Secret;
+
+    fn binding() -> ([u8; 16], Vec<u8>) {
+        ([7u8; 16], b"tag-and-key".to_vec())
+    }
+
+    #[test]
+    fn sealed_value_round_trips_under_this_builds_version() {
+        let key = AeadKey::new(&Secret::from_bytes([3u8; 32]));
+        let (db_id, k) = binding();
+        let b = Binding { db_id: &db_id, table: 4, key: &k };
+        let sealed = seal(&key, 0, &b, b"hello").unwrap();
+        assert_eq!(sealed[0], ENVELOPE_VERSION);
+        assert_eq!(open(&key, &b, "t", &sealed).unwrap().as_slice(), b"hello");
+    }
+
+    /// A file sealed by the other kind of build (normal AES-GCM vs the bench null cipher) must
+    /// be refused as an unsupported format, never read.
+    #[test]
+    fn envelope_of_the_other_cipher_build_is_refused() {
+        let key = AeadKey::new(&Secret::from_bytes([3u8; 32]));
+        let (db_id, k) = binding();
+        let b = Binding { db_id: &db_id, table: 4, key: &k };
+        let mut sealed = seal(&key, 0, &b, b"hello").unwrap();
+        let other: u8 = if cfg!(feature = "bench-null-cipher") { 1 } else { 0xFF };
+        assert_ne!(other, ENVELOPE_VERSION);
+        sealed[0] = other;
+        assert!(matches!(open(&key, &b, "t", &sealed), Err(Error::UnsupportedFormat(_))));
+        assert!(matches!(peek_epoch(&sealed, "t", &k), Err(Error::UnsupportedFormat(_))));
+    }
+
+    #[cfg(not(feature = "bench-null-cipher"))]
+    #[test]
+    fn normal_build_encrypts_and_authenticates() {
+        let key = AeadKey::new(&Secret::from_bytes([3u8; 32]));
+        let (db_id, k) = binding();
+        let b = Binding { db_id: &db_id, table: 4, key: &k };
+        let sealed = seal(&key, 0, &b, b"hello world").unwrap();
+        assert!(!sealed.windows(11).any(|w| w == b"hello world"));
+        let mut bad = sealed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(open(&key, &b, "t", &bad), Err(Error::Corrupt { .. })));
     }
 }

@@ -1,6 +1,7 @@
 //! Unweighted shortest paths by bidirectional breadth-first search.
 
 use super::filter::{filter_methods, FilterSpec};
+use super::traverse::node_exists;
 use super::visited::IdMap;
 use crate::error::Result;
 use crate::store::{NeighborFilter, ReadTxn};
@@ -166,7 +167,7 @@ impl ReadTxn {
     /// ```
     pub fn shortest_path(&self, a: NodeId, b: NodeId, opts: &PathOptions) -> Result<Option<Path>> {
         let filter = opts.spec.resolve(self)?;
-        if self.degree(a, Direction::Out)?.is_none() || self.degree(b, Direction::Out)?.is_none() {
+        if !node_exists(self, a, opts.dir)? || !node_exists(self, b, reverse(opts.dir))? {
             return Ok(None);
         }
         if a == b {

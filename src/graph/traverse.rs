@@ -4,7 +4,7 @@ use super::filter::{filter_methods, FilterSpec};
 use super::subgraph::Subgraph;
 use super::visited::{with_visited, Visited};
 use crate::error::{Error, Result};
-use crate::store::ReadTxn;
+use crate::store::{NeighborFilter, ReadTxn};
 use crate::types::{Direction, NodeId};
 
 /// A breadth-first traversal, configured by builder methods and run by [`Traversal::run`] (or
@@ -127,7 +127,7 @@ impl<'r> Traversal<'r> {
             if out.len() >= limit {
                 return Ok(out);
             }
-            if !vis.contains(s.0) && self.txn.degree(s, Direction::Out)?.is_some() {
+            if !vis.contains(s.0) && node_exists(self.txn, s, self.dir)? {
                 vis.insert(s.0);
                 out.push((s, 0));
             }
@@ -141,12 +141,59 @@ impl<'r> Traversal<'r> {
                 break;
             }
             let next = depth + 1;
-            self.txn.for_each_entry(node, self.dir, &filter, |e, _| {
-                if out.len() < limit && vis.insert(e.neighbor) {
-                    out.push((NodeId(e.neighbor), next));
+            for_each_neighbor(self.txn, node, self.dir, &filter, |n| {
+                if out.len() < limit && vis.insert(n) {
+                    out.push((NodeId(n), next));
                 }
             })?;
         }
         Ok(out)
     }
+}
+
+/// Whether `node` exists. A node with an adjacency page exists, and the page in `dir` is one
+/// the traversal reads next anyway (usually a cache hit); only a node without one costs a
+/// node-record read.
+pub(super) fn node_exists(txn: &ReadTxn, node: NodeId, dir: Direction) -> Result<bool> {
+    let first: u8 = if dir == Direction::In { 1 } else { 0 };
+    Ok(txn.page(node.0, first, 0)?.is_some()
+        || txn.page(node.0, 1 - first, 0)?.is_some()
+        || txn.degree(node, Direction::Out)?.is_some())
+}
+
+/// Calls `f` with the neighbor of every entry of `node` in `dir` that passes `filter`. Like
+/// `ReadTxn::for_each_entry`, but a page the filter accepts whole is walked through its compact
+/// neighbor list, and a page it rejects whole is skipped. Any page that fails to open is an
+/// error: never a partial walk.
+pub(super) fn for_each_neighbor(
+    txn: &ReadTxn,
+    node: NodeId,
+    dir: Direction,
+    filter: &NeighborFilter,
+    mut f: impl FnMut(u64),
+) -> Result<()> {
+    let dirs: &[u8] = match dir {
+        Direction::Out => &[0],
+        Direction::In => &[1],
+        Direction::Both => &[0, 1],
+    };
+    for &d in dirs {
+        let Some(first) = txn.page(node.0, d, 0)? else { continue };
+        let pages = first.pages;
+        let mut page = first;
+        let mut p = 0;
+        loop {
+            match page.accepts_all(filter) {
+                Some(true) => page.neighbors.iter().for_each(|n| f(*n)),
+                Some(false) => {}
+                None => page.entries.iter().filter(|e| filter.accepts(e)).for_each(|e| f(e.neighbor)),
+            }
+            p += 1;
+            if p >= pages {
+                break;
+            }
+            page = txn.page(node.0, d, p)?.ok_or_else(|| Error::Corrupt { table: "adj", key: String::new() })?;
+        }
+    }
+    Ok(())
 }

@@ -11,18 +11,18 @@ use redb::ReadableTable;
 
 use super::org::Org;
 use super::records::dir_index;
-use super::tables::{ADJ, EDGES};
+use super::tables::{RecordKey, Table, ADJ, EDGES};
 use super::write::{NodeInput, WriteTxn};
 use crate::codec::{encode_page, AdjEntry, EdgeRecord, PAGE_CAPACITY};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
-/// Default for [`BulkLoader::memory_budget`]: 64 MiB of buffered edges.
-pub const DEFAULT_BULK_BUDGET: usize = 64 << 20;
+/// Default for [`BulkLoader::memory_budget`]: 128 MiB (about 400,000 buffered edges).
+pub const DEFAULT_BULK_BUDGET: usize = 128 << 20;
 
-/// What one buffered edge costs against the memory budget: the pending edge, its two
-/// adjacency entries and its sealed record while a flush runs.
-const BYTES_PER_EDGE: usize = std::mem::size_of::<Pending>() + 2 * std::mem::size_of::<AdjEntry>() + 160;
+/// What one buffered edge costs against the memory budget: the pending edge, then while a
+/// flush runs its sealed record (about 150 bytes) and its two adjacency entries with their keys.
+const BYTES_PER_EDGE: usize = std::mem::size_of::<Pending>() + 150 + 2 * (std::mem::size_of::<AdjEntry>() + 16);
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -168,9 +168,14 @@ impl BulkLoader {
         if valid_from >= valid_to {
             return Err(Error::invalid("valid_from must be before valid_to"));
         }
-        // Touching the node records checks both ends exist and marks them for rewriting.
-        self.w.node_for_update(from.0)?;
-        self.w.node_for_update(to.0)?;
+        // Node ids are dense and nodes are never deleted: an id below `next_node` exists. The
+        // records themselves are loaded once per flush, when their pages are packed.
+        let (entry, _) = self.w.entry_and_now();
+        for n in [from, to] {
+            if n.0 == 0 || n.0 >= entry.next_node {
+                return Err(Error::invalid(format!("unknown node {}", n.0)));
+            }
+        }
         let kind = match &self.last_kind {
             Some((name, id)) if name == kind => *id,
             _ => {
@@ -199,8 +204,8 @@ impl BulkLoader {
         self.stats.flushes += 1;
         let org = self.org.inner.clone();
         let (_, now) = self.w.entry_and_now();
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.pending.len());
-        for p in &self.pending {
+        let pending = std::mem::take(&mut self.pending);
+        let mut rows = par_map(&pending, |p| {
             let rec = EdgeRecord {
                 id: p.id,
                 from: p.from,
@@ -213,14 +218,15 @@ impl BulkLoader {
                 retracted_at: None,
             };
             let key = org.edge_key(p.id);
-            rows.push((key.to_vec(), org.seal_record(EDGES, &key, Compartment::Core, &rec)?));
-        }
+            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, &rec)?))
+        })?;
         self.seals += rows.len() as u64;
         write_sorted(self.w.txn()?, EDGES, &mut rows)?;
+        drop(rows);
 
         // (node, dir, entry) for both ends of every edge, grouped by (node, dir) in edge order.
-        let mut adj: Vec<(u64, u8, AdjEntry)> = Vec::with_capacity(self.pending.len() * 2);
-        for p in &self.pending {
+        let mut adj: Vec<(u64, u8, AdjEntry)> = Vec::with_capacity(pending.len() * 2);
+        for p in &pending {
             let entry = |neighbor: u64| AdjEntry {
                 neighbor,
                 edge: p.id,
@@ -233,17 +239,22 @@ impl BulkLoader {
             adj.push((p.from, dir_index(Direction::Out), entry(p.to)));
             adj.push((p.to, dir_index(Direction::In), entry(p.from)));
         }
-        self.pending.clear();
+        drop(pending);
         adj.sort_unstable_by_key(|(n, d, e)| (*n, *d, e.edge));
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut jobs: Vec<PageJob> = Vec::new();
         let mut start = 0;
         while start < adj.len() {
             let (node, dir, _) = adj[start];
-            let end = start + adj[start..].iter().take_while(|(n, d, _)| *n == node && *d == dir).count();
-            let run: Vec<AdjEntry> = adj[start..end].iter().map(|(_, _, e)| *e).collect();
-            self.pack(node, dir, run, &mut rows)?;
-            start = end;
+            let len = adj[start..].iter().take_while(|(n, d, _)| *n == node && *d == dir).count();
+            self.pack(node, dir, adj[start..start + len].iter().map(|(_, _, e)| *e), len, &mut jobs)?;
+            start += len;
         }
+        drop(adj);
+        let mut rows = par_map(&jobs, |j| {
+            let key = org.adj_key(j.node, j.dir, j.page);
+            Ok((key, org.seal_page(&key, &encode_page(j.count, &j.entries))?))
+        })?;
+        drop(jobs);
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
         for (k, _) in &rows {
@@ -254,13 +265,18 @@ impl BulkLoader {
         write_sorted(self.w.txn()?, ADJ, &mut rows)
     }
 
-    /// Appends `run` to the pages of `(node, dir)`: fills the tail page, adds new full pages,
-    /// and rewrites page 0 if the page count changed. Sealed pages go to `rows`.
-    fn pack(&mut self, node: u64, dir: u8, run: Vec<AdjEntry>, rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let org = self.org.inner.clone();
+    /// Appends `run` (`len` entries) to the pages of `(node, dir)`: fills the tail page, adds
+    /// new full pages, and rewrites page 0 if the page count changed. Pages to seal go to `jobs`.
+    fn pack(
+        &mut self,
+        node: u64,
+        dir: u8,
+        run: impl Iterator<Item = AdjEntry>,
+        len: usize,
+        jobs: &mut Vec<PageJob>,
+    ) -> Result<()> {
         let rec = self.w.node_for_update(node)?;
         let old_pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
-        let added = run.len() as u64;
         // The pages to (re)write: the tail page if it has room, then new ones.
         let mut first = old_pages;
         let mut current: Vec<AdjEntry> = Vec::new();
@@ -271,10 +287,12 @@ impl BulkLoader {
                 current = tail;
             }
         }
+        current.reserve(len.min(PAGE_CAPACITY - current.len()));
         let mut pages: Vec<Vec<AdjEntry>> = Vec::new();
         for e in run {
             if current.len() >= PAGE_CAPACITY {
                 pages.push(std::mem::take(&mut current));
+                current.reserve(PAGE_CAPACITY);
             }
             current.push(e);
         }
@@ -282,23 +300,19 @@ impl BulkLoader {
         let total = first + u32::try_from(pages.len()).map_err(|_| Error::invalid("too many pages"))?;
         let rec = self.w.node_for_update(node)?;
         if dir == 0 {
-            rec.out_degree += added;
+            rec.out_degree += len as u64;
             rec.out_pages = total;
         } else {
-            rec.in_degree += added;
+            rec.in_degree += len as u64;
             rec.in_pages = total;
         }
         if first > 0 && total != old_pages {
             // Page 0 carries the page count: rewrite it with the new one.
-            let page0 = self.read_page(node, dir, 0)?;
-            let key = org.adj_key(node, dir, 0);
-            rows.push((key.to_vec(), org.seal_page(&key, &encode_page(total, &page0))?));
+            jobs.push(PageJob { node, dir, page: 0, count: total, entries: self.read_page(node, dir, 0)? });
         }
-        for (i, entries) in pages.iter().enumerate() {
-            let p = first + i as u32;
-            let key = org.adj_key(node, dir, p);
-            let count = if p == 0 { total } else { 0 };
-            rows.push((key.to_vec(), org.seal_page(&key, &encode_page(count, entries))?));
+        for (i, entries) in pages.into_iter().enumerate() {
+            let page = first + i as u32;
+            jobs.push(PageJob { node, dir, page, count: if page == 0 { total } else { 0 }, entries });
         }
         Ok(())
     }
@@ -322,13 +336,40 @@ impl BulkLoader {
     }
 }
 
+/// One adjacency page to seal and write.
+struct PageJob {
+    node: u64,
+    dir: u8,
+    page: u32,
+    /// The page count for page 0's header (0 in other pages).
+    count: u32,
+    entries: Vec<AdjEntry>,
+}
+
+/// Maps `f` over `items` on all cores (sealing is pure CPU work), keeping the order; the first
+/// error wins.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || items.len() < 4096 {
+        return items.iter().map(&f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|chunk| s.spawn(move || chunk.iter().map(f).collect::<Result<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| Error::invalid("a bulk sealing thread panicked"))??);
+        }
+        Ok(out)
+    })
+}
+
 /// Inserts sealed rows in key order (B-tree friendly: blind keys are random).
-fn write_sorted(
-    txn: &redb::WriteTransaction,
-    table: super::tables::Table,
-    rows: &mut [(Vec<u8>, Vec<u8>)],
-) -> Result<()> {
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+fn write_sorted(txn: &redb::WriteTransaction, table: Table, rows: &mut [(RecordKey, Vec<u8>)]) -> Result<()> {
+    rows.sort_unstable_by_key(|r| r.0);
     let mut t = txn.open_table(table.def)?;
     for (k, v) in rows.iter() {
         t.insert(k.as_slice(), v.as_slice())?;

@@ -9,11 +9,13 @@
 //! its snapshot; otherwise it reads from its snapshot, never from the cache.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroizing;
 
+use super::read::NeighborFilter;
 use crate::codec::AdjEntry;
 
 /// A decoded adjacency page.
@@ -23,17 +25,71 @@ pub(crate) struct Page {
     pub pages: u32,
     /// The page's entries.
     pub entries: Zeroizing<Vec<AdjEntry>>,
+    /// The neighbor of every entry, in order: a compact copy for walks whose filter accepts or
+    /// rejects the whole page (8 bytes an entry to scan instead of 56).
+    pub neighbors: Zeroizing<Vec<u64>>,
+    /// No entry is retracted.
+    all_current: bool,
+    /// Every entry is valid at all times.
+    all_unbounded: bool,
+    /// The kind of every entry, if they all have the same one.
+    kind: Option<u32>,
 }
 
 impl Page {
+    pub(crate) fn new(pages: u32, entries: Vec<AdjEntry>) -> Self {
+        let neighbors = Zeroizing::new(entries.iter().map(|e| e.neighbor).collect());
+        let all_current = entries.iter().all(|e| e.retracted_at == i64::MAX);
+        let all_unbounded = entries.iter().all(|e| e.valid_from == i64::MIN && e.valid_to == i64::MAX);
+        let kind = entries.first().map(|e| e.kind).filter(|k| entries.iter().all(|e| e.kind == *k));
+        Page { pages, entries: Zeroizing::new(entries), neighbors, all_current, all_unbounded, kind }
+    }
+
     fn cost(&self) -> usize {
-        64 + self.entries.len() * std::mem::size_of::<AdjEntry>()
+        64 + self.entries.len() * (std::mem::size_of::<AdjEntry>() + std::mem::size_of::<u64>())
+    }
+
+    /// `Some(true)` if `filter` accepts every entry, `Some(false)` if it accepts none, `None` if
+    /// entries must be checked one by one. Agrees with [`NeighborFilter::accepts`].
+    pub(crate) fn accepts_all(&self, filter: &NeighborFilter) -> Option<bool> {
+        if filter.known_at.is_some() || !self.all_current {
+            return None;
+        }
+        // Unbounded validity passes any valid_at below i64::MAX and any non-empty window.
+        let timed = filter.valid_at.is_some() || filter.valid_between.is_some();
+        if timed && (!self.all_unbounded || filter.valid_at == Some(i64::MAX)) {
+            return None;
+        }
+        match (&filter.kinds, self.kind) {
+            (None, _) => Some(true),
+            (Some(kinds), Some(k)) => Some(kinds.iter().any(|x| x.0 == k)),
+            (Some(kinds), None) if kinds.is_empty() => Some(false),
+            (Some(_), None) => None,
+        }
+    }
+}
+
+/// Hashes a blind key by its first 8 bytes: blind keys are outputs of a keyed permutation, so
+/// without the org's keys nobody can choose keys that collide.
+#[derive(Default)]
+struct BlindKeyHasher(u64);
+
+impl Hasher for BlindKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
     }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<[u8; 16], Arc<Page>>,
+    map: HashMap<[u8; 16], Arc<Page>, BuildHasherDefault<BlindKeyHasher>>,
     order: VecDeque<[u8; 16]>,
     bytes: usize,
 }

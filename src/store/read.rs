@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
-use zeroize::Zeroizing;
 
 use super::cache::Page;
 use super::org::Org;
@@ -349,7 +348,7 @@ impl ReadTxn {
         if p == 0 && pages == 0 {
             return Err(Error::corrupt(ADJ.name, &key));
         }
-        let page = Arc::new(Page { pages, entries: Zeroizing::new(entries) });
+        let page = Arc::new(Page::new(pages, entries));
         if self.cache_ok {
             cache.insert(opaque, page.clone(), self.gen);
         }

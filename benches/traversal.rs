@@ -1,0 +1,247 @@
+//! Traversal benchmark on the ANCHORS.md workload: Enron, 1000 seeds, q1 (out-neighbours as a
+//! list), q2 (≤ 2-hop reach count), q3 (≤ 3-hop reach count, first 200 seeds).
+//!
+//! Every variant is checked against the ANCHORS.md checksums before anything is timed; then a
+//! per-query timing pass prints p50 / p99 (µs); then criterion compares the variants side by
+//! side in one group per query (`enron_q1`, `enron_q2`, `enron_q3`).
+//!
+//! silograph answers q1 with `ReadTxn::neighbors` and q2 / q3 with `ReadTxn::traverse`; the
+//! peers (and petgraph) share one breadth-first search with an Fx-hashed visited set.
+//!
+//! Variants: silograph encrypted with the page cache (hit path) and with `cache_size(0)` (miss
+//! path); redb plaintext with a `(src, dst)` key; SQLite (clustered `(src, dst)` WITHOUT ROWID,
+//! recursive CTE); SQLCipher (feature `bench-sqlcipher`); petgraph `Csr` in memory. Run again
+//! with `--features bench-null-cipher` to get the same harness with the null cipher (the
+//! silograph variants are then named `silograph-null-cipher/…`).
+//!
+//! Also `q1_powerlaw`: q1 latency on synthetic power-law graphs of 10^5 and 10^6 edges (10^7
+//! with `SILOGRAPH_BENCH_LARGE=1`).
+
+mod common;
+
+use common::*;
+use criterion::{BenchmarkId, Criterion};
+use silograph::NodeId;
+
+/// One system under test, answering the three queries for seed number `i`.
+trait Variant {
+    fn name(&self) -> String;
+    /// q1: the out-neighbours of seed `i` as a list; returns its length.
+    fn q1(&mut self, i: usize) -> u64;
+    /// Distinct nodes within ≤ `depth` out-hops of seed `i`.
+    fn reach(&mut self, i: usize, depth: u32) -> u64;
+}
+
+struct SiloVariant {
+    name: String,
+    read: SiloRead,
+    seeds: Vec<NodeId>,
+    _silo: Silo,
+}
+
+impl SiloVariant {
+    fn new(name: String, silo: Silo, seeds: &[u64]) -> Self {
+        let seeds = seeds.iter().map(|s| silo.ids[s]).collect();
+        let read = SiloRead { r: silo.org.read().expect("read txn") };
+        SiloVariant { name, read, seeds, _silo: silo }
+    }
+}
+
+impl Variant for SiloVariant {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn q1(&mut self, i: usize) -> u64 {
+        self.read.q1(self.seeds[i]).len() as u64
+    }
+    fn reach(&mut self, i: usize, depth: u32) -> u64 {
+        self.read.reach(self.seeds[i], depth)
+    }
+}
+
+struct RedbVariant {
+    read: RedbRead,
+    seeds: Vec<u64>,
+    _db: redb::Database,
+}
+
+impl Variant for RedbVariant {
+    fn name(&self) -> String {
+        "redb-plaintext".into()
+    }
+    fn q1(&mut self, i: usize) -> u64 {
+        let mut v = Vec::new();
+        self.read.out(self.seeds[i], &mut v);
+        v.len() as u64
+    }
+    fn reach(&mut self, i: usize, depth: u32) -> u64 {
+        reach(&mut self.read, self.seeds[i], depth)
+    }
+}
+
+struct SqliteVariant {
+    name: &'static str,
+    conn: rusqlite::Connection,
+    seeds: Vec<u64>,
+}
+
+impl Variant for SqliteVariant {
+    fn name(&self) -> String {
+        self.name.into()
+    }
+    fn q1(&mut self, i: usize) -> u64 {
+        sqlite_q1(&self.conn, self.seeds[i]).len() as u64
+    }
+    fn reach(&mut self, i: usize, depth: u32) -> u64 {
+        sqlite_reach(&self.conn, self.seeds[i], depth)
+    }
+}
+
+struct CsrVariant {
+    g: CsrGraph,
+    seeds: Vec<u32>,
+}
+
+impl Variant for CsrVariant {
+    fn name(&self) -> String {
+        "petgraph-csr-memory".into()
+    }
+    fn q1(&mut self, i: usize) -> u64 {
+        self.g.g.neighbors_slice(self.seeds[i]).to_vec().len() as u64
+    }
+    fn reach(&mut self, i: usize, depth: u32) -> u64 {
+        reach(&mut self.g, self.seeds[i], depth)
+    }
+}
+
+fn sqlite_variant(w: &Workload, encrypted: bool) -> SqliteVariant {
+    let name = if encrypted { "sqlcipher-rawkey" } else { "sqlite-plaintext" };
+    let path = tmp_path(&format!("{name}.sqlite"));
+    sqlite_build(w, &path, encrypted);
+    SqliteVariant { name, conn: sqlite_open(&path, encrypted), seeds: w.seeds.clone() }
+}
+
+fn variants(w: &Workload) -> Vec<Box<dyn Variant>> {
+    let cipher = cipher_label();
+    let warm = silo_build(w, "silo-warm.silo", 256 << 20);
+    let cold = silo_reopen_copy(&warm, "silo-cold.silo", 0);
+    let mut v: Vec<Box<dyn Variant>> = vec![
+        Box::new(SiloVariant::new(format!("silograph-{cipher}/cache"), warm, &w.seeds)),
+        Box::new(SiloVariant::new(format!("silograph-{cipher}/no-cache"), cold, &w.seeds)),
+    ];
+    let redb_path = tmp_path("redb-plain.redb");
+    let db = redb_build(w, &redb_path);
+    v.push(Box::new(RedbVariant { read: RedbRead::new(&db), seeds: w.seeds.clone(), _db: db }));
+    v.push(Box::new(sqlite_variant(w, false)));
+    if cfg!(feature = "bench-sqlcipher") {
+        v.push(Box::new(sqlite_variant(w, true)));
+    }
+    let g = CsrGraph::new(w);
+    let seeds = w.seeds.iter().map(|s| g.index[s]).collect();
+    v.push(Box::new(CsrVariant { g, seeds }));
+    v
+}
+
+/// Asserts every variant's checksums, then records p50 / p99 per query.
+fn check_and_time(w: &Workload, vs: &mut [Box<dyn Variant>], prefix: &str) {
+    let (e1, e2, e3) = expected_checksums(w);
+    let n = w.seeds.len();
+    let n3 = w.q3_seeds().len();
+    for v in vs.iter_mut() {
+        let name = v.name();
+        let q1: u64 = (0..n).map(|i| v.q1(i)).sum();
+        let q2: u64 = (0..n).map(|i| v.reach(i, 2)).sum();
+        let q3: u64 = (0..n3).map(|i| v.reach(i, 3)).sum();
+        assert_eq!((q1, q2, q3), (e1, e2, e3), "checksums of {name} on {}", w.name);
+        let idx: Vec<usize> = (0..n).collect();
+        record_percentiles("traversal", &format!("{prefix}_q1"), &name, percentiles(&idx, |i| v.q1(i)));
+        record_percentiles("traversal", &format!("{prefix}_q2"), &name, percentiles(&idx, |i| v.reach(i, 2)));
+        record_percentiles("traversal", &format!("{prefix}_q3"), &name, percentiles(&idx[..n3], |i| v.reach(i, 3)));
+    }
+}
+
+fn bench_enron(c: &mut Criterion) {
+    if !wants("enron_q") {
+        return;
+    }
+    let w = Workload::enron();
+    let mut vs = variants(&w);
+    check_and_time(&w, &mut vs, "enron");
+    let n = w.seeds.len();
+    let n3 = w.q3_seeds().len();
+    let cases: [(&str, usize, u32); 3] = [("enron_q1", n, 1), ("enron_q2", n, 2), ("enron_q3", n3, 3)];
+    for (group, count, depth) in cases {
+        let mut g = c.benchmark_group(group);
+        for v in vs.iter_mut() {
+            g.bench_function(BenchmarkId::from_parameter(v.name()), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) % count;
+                    if depth == 1 {
+                        v.q1(i)
+                    } else {
+                        v.reach(i, depth)
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+/// q1 latency growth with graph size on synthetic power-law graphs.
+fn bench_powerlaw(c: &mut Criterion) {
+    if !wants("q1_powerlaw") {
+        return;
+    }
+    let mut sizes = vec![100_000usize, 1_000_000];
+    if std::env::var_os("SILOGRAPH_BENCH_LARGE").is_some_and(|v| v == "1") {
+        sizes.push(10_000_000);
+    }
+    let cipher = cipher_label();
+    let mut g = c.benchmark_group("q1_powerlaw");
+    for m in sizes {
+        let w = Workload::power_law((m / 10) as u64, m, 11);
+        let (e1, _, _) = reference_checksums(&w);
+        let start = std::time::Instant::now();
+        let warm = silo_build(&w, &format!("pl-{m}.silo"), 256 << 20);
+        let secs = start.elapsed().as_secs_f64();
+        record(
+            "traversal",
+            &format!("powerlaw_{m}"),
+            &format!("silograph-{cipher}"),
+            "ingest_edges_s",
+            m as f64 / secs,
+        );
+        let cold = silo_reopen_copy(&warm, &format!("pl-{m}-cold.silo"), 0);
+        let redb_path = tmp_path(&format!("pl-{m}.redb"));
+        let db = redb_build(&w, &redb_path);
+        let mut vs: Vec<Box<dyn Variant>> = vec![
+            Box::new(SiloVariant::new(format!("silograph-{cipher}/cache"), warm, &w.seeds)),
+            Box::new(SiloVariant::new(format!("silograph-{cipher}/no-cache"), cold, &w.seeds)),
+            Box::new(RedbVariant { read: RedbRead::new(&db), seeds: w.seeds.clone(), _db: db }),
+        ];
+        let n = w.seeds.len();
+        let idx: Vec<usize> = (0..n).collect();
+        for v in vs.iter_mut() {
+            let name = v.name();
+            assert_eq!((0..n).map(|i| v.q1(i)).sum::<u64>(), e1, "q1 checksum of {name} on {}", w.name);
+            record_percentiles("traversal", &format!("powerlaw_{m}_q1"), &name, percentiles(&idx, |i| v.q1(i)));
+            g.bench_function(BenchmarkId::new(name, m), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) % n;
+                    v.q1(i)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = criterion();
+    bench_enron(&mut c);
+    bench_powerlaw(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,433 @@
+//! End-to-end tests of the `silograph` command-line tool: every command run as a process on real
+//! data shipped in `examples/data/`, JSON output parsed and checked against the input file, and
+//! the exit codes (0 ok, 1 integrity failure, 2 usage, 3 wrong key).
+#![cfg(feature = "cli")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A scratch directory with a database and its root key file, created by `init`.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env { dir: tempfile::tempdir().unwrap() };
+        let out = env.run_raw(&[
+            "--db",
+            env.db().to_str().unwrap(),
+            "init",
+            "--generate-key-file",
+            env.key().to_str().unwrap(),
+        ]);
+        assert_ok(&out);
+        env
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.path("ctx.silo")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.path("root.key")
+    }
+
+    fn run_raw(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_silograph")).args(args).output().unwrap()
+    }
+
+    /// Runs `silograph --db DB --root-key-file KEY args…`.
+    fn run(&self, args: &[&str]) -> Output {
+        let (db, key) = (self.db(), self.key());
+        let mut all = vec!["--db", db.to_str().unwrap(), "--root-key-file", key.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.run_raw(&all)
+    }
+
+    /// Runs a command with `--json` that must succeed, and parses its output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)))
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(o), stderr(o));
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
+}
+
+/// The first `rows` messages of the shipped CollegeMsg slice, as a file in `env`.
+fn messages(env: &Env, rows: usize) -> (PathBuf, Vec<(String, String, i64)>) {
+    let text = std::fs::read_to_string(data("collegemsg-first20k.tsv")).unwrap();
+    let lines: Vec<&str> = text.lines().take(rows + 1).collect();
+    let path = env.path("msgs.tsv");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let parsed = lines[1..]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].parse::<i64>().unwrap())
+        })
+        .collect();
+    (path, parsed)
+}
+
+fn import_messages(env: &Env, path: &Path) -> Value {
+    env.json(&[
+        "import",
+        "uci",
+        "--edges",
+        path.to_str().unwrap(),
+        "--system",
+        "user",
+        "--kind",
+        "messaged",
+        "--time-col",
+        "ts",
+        "--time-unit",
+        "s",
+    ])
+}
+
+/// An env with org `uci` holding the first `rows` messages.
+fn loaded(rows: usize) -> (Env, Vec<(String, String, i64)>) {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "uci"]));
+    let (path, msgs) = messages(&env, rows);
+    let report = import_messages(&env, &path);
+    assert_eq!(report["rows"], rows as u64);
+    assert_eq!(report["edges_added"], rows as u64);
+    (env, msgs)
+}
+
+fn names(v: &Value) -> BTreeSet<String> {
+    v.as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn init_writes_an_owner_only_key_file_and_refuses_to_overwrite_a_database() {
+    let env = Env::new();
+    let key = std::fs::read_to_string(env.key()).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    assert!(key.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(env.key()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let again = env.run(&["init"]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(env.key()).unwrap(), key, "the key file is never rewritten");
+}
+
+#[test]
+fn root_key_from_an_environment_variable_opens_the_same_database() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "acme"]));
+    let key = std::fs::read_to_string(env.key()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_silograph"))
+        .args(["--db", env.db().to_str().unwrap(), "--root-key-env", "SILO_TEST_ROOT", "--json", "org", "list"])
+        .env("SILO_TEST_ROOT", key.trim())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), serde_json::json!(["acme"]));
+}
+
+#[test]
+fn import_of_real_messages_matches_the_file_and_a_second_import_changes_nothing() {
+    let (env, msgs) = loaded(1500);
+    let users: BTreeSet<&str> = msgs.iter().flat_map(|(a, b, _)| [a.as_str(), b.as_str()]).collect();
+    let stats = env.json(&["stats", "uci"]);
+    assert_eq!(stats["nodes"], users.len() as u64);
+    assert_eq!(stats["edges"], msgs.len() as u64);
+
+    let (path, _) = messages(&env, 1500);
+    let again = import_messages(&env, &path);
+    assert_eq!((again["nodes_added"].as_u64(), again["edges_added"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(env.json(&["stats", "uci"]), stats);
+}
+
+#[test]
+fn neighbors_json_lists_exactly_the_recipients_in_the_file_with_their_times() {
+    let (env, msgs) = loaded(1500);
+    let out = env.json(&["neighbors", "uci", "user:1"]);
+    let mut got: Vec<(String, i64)> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            assert_eq!(n["kind"], "messaged");
+            assert_eq!(n["direction"], "out");
+            (n["node"].as_str().unwrap().to_owned(), n["valid_from"].as_i64().unwrap())
+        })
+        .collect();
+    let mut want: Vec<(String, i64)> =
+        msgs.iter().filter(|(a, _, _)| a == "1").map(|(_, b, t)| (format!("user:{b}"), t * 1000)).collect();
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+
+    let incoming = env.json(&["neighbors", "uci", "user:1", "--direction", "in"]);
+    let senders: BTreeSet<String> =
+        msgs.iter().filter(|(_, b, _)| b == "1").map(|(a, _, _)| format!("user:{a}")).collect();
+    assert_eq!(names(&incoming), senders);
+}
+
+#[test]
+fn valid_at_hides_messages_sent_after_that_time() {
+    let (env, msgs) = loaded(1500);
+    let mine: Vec<i64> = msgs.iter().filter(|(a, _, _)| a == "1").map(|(_, _, t)| t * 1000).collect();
+    let cut = mine[mine.len() / 2];
+    let out = env.json(&["neighbors", "uci", "user:1", "--valid-at", &cut.to_string()]);
+    let times: Vec<i64> = out.as_array().unwrap().iter().map(|n| n["valid_from"].as_i64().unwrap()).collect();
+    assert_eq!(times.len(), mine.iter().filter(|&&t| t <= cut).count());
+    assert!(times.iter().all(|&t| t <= cut));
+    let before_all = env.json(&["neighbors", "uci", "user:1", "--valid-at", "2004-01-01"]);
+    assert_eq!(before_all, serde_json::json!([]));
+}
+
+#[test]
+fn khop_and_path_json_agree_with_a_bfs_over_the_file() {
+    let (env, msgs) = loaded(1500);
+    let mut adj: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (a, b, _) in &msgs {
+        adj.entry(a.as_str()).or_default().insert(b.as_str());
+    }
+    // BFS depths from user 1 in the file itself.
+    let mut depth: BTreeMap<&str, u64> = BTreeMap::from([("1", 0)]);
+    let mut frontier = vec!["1"];
+    for d in 1..=2 {
+        let mut next = Vec::new();
+        for u in frontier {
+            for v in adj.get(u).into_iter().flatten() {
+                if !depth.contains_key(v) {
+                    depth.insert(v, d);
+                    next.push(*v);
+                }
+            }
+        }
+        frontier = next;
+    }
+    let hits = env.json(&["khop", "uci", "user:1", "--depth", "2"]);
+    let got: BTreeMap<String, u64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["node"].as_str().unwrap().to_owned(), h["depth"].as_u64().unwrap()))
+        .collect();
+    let want: BTreeMap<String, u64> = depth.iter().map(|(k, d)| (format!("user:{k}"), *d)).collect();
+    assert_eq!(got, want);
+
+    let (far, d) = want.iter().find(|(_, d)| **d == 2).unwrap();
+    let p = env.json(&["path", "uci", "user:1", far]);
+    assert_eq!(p["length"].as_u64(), Some(*d));
+    let nodes: Vec<&str> = p["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!((nodes[0], nodes[2]), ("user:1", far.as_str()));
+    let hop = |a: &str, b: &str| adj.get(&a[5..]).is_some_and(|s| s.contains(&b[5..]));
+    assert!(hop(nodes[0], nodes[1]) && hop(nodes[1], nodes[2]), "each step of {nodes:?} is a message in the file");
+}
+
+#[test]
+fn wrong_root_key_exits_3_and_leaves_the_file_unchanged() {
+    let (env, _) = loaded(200);
+    let before = std::fs::read(env.db()).unwrap();
+    let wrong = env.path("wrong.key");
+    std::fs::write(&wrong, "11".repeat(32)).unwrap();
+    let out =
+        env.run_raw(&["--db", env.db().to_str().unwrap(), "--root-key-file", wrong.to_str().unwrap(), "stats", "uci"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong key"));
+    assert_eq!(std::fs::read(env.db()).unwrap(), before);
+}
+
+#[test]
+fn malformed_row_is_reported_by_file_line_and_column_and_nothing_is_committed() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "uci"]));
+    let bad = env.path("bad.tsv");
+    std::fs::write(&bad, "src\tdst\tts\n1\t2\t1082040961\n2\t3\t1082040962\n3\t4\tnot-a-time\n4\t5\t1082040964\n")
+        .unwrap();
+    let out = env.run(&[
+        "import",
+        "uci",
+        "--edges",
+        bad.to_str().unwrap(),
+        "--system",
+        "user",
+        "--time-col",
+        "ts",
+        "--batch-size",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("bad.tsv:4:3"), "error names file:line:column: {err}");
+    let stats = env.json(&["stats", "uci"]);
+    assert_eq!((stats["nodes"].as_u64(), stats["edges"].as_u64()), (Some(0), Some(0)));
+}
+
+#[test]
+fn malformed_jsonl_line_is_reported_with_line_and_column() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "acme"]));
+    let f = env.path("edges.jsonl");
+    std::fs::write(
+        &f,
+        "{\"from\":\"mail:a\",\"to\":\"mail:b\",\"kind\":\"emailed\"}\n{\"from\":\"mail:b\",\"to\": }\n",
+    )
+    .unwrap();
+    let out = env.run(&["import", "acme", "--edges", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("edges.jsonl:2:"), "{}", stderr(&out));
+    assert_eq!(env.json(&["stats", "acme"])["edges"], 0);
+}
+
+#[test]
+fn jsonl_nodes_and_edges_import_with_their_sources_and_times() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "acme"]));
+    let nodes = env.path("nodes.jsonl");
+    std::fs::write(
+        &nodes,
+        "{\"kind\":\"person\",\"source\":{\"system\":\"mail\",\"id\":\"alice\"},\"props\":{\"title\":\"CTO\"}}\n\
+         {\"kind\":\"deal\",\"source\":{\"system\":\"crm\",\"id\":\"006A0\"},\"props\":{\"amount\":125000}}\n",
+    )
+    .unwrap();
+    let edges = env.path("edges.jsonl");
+    std::fs::write(
+        &edges,
+        "{\"from\":\"mail:alice\",\"to\":\"crm:006A0\",\"kind\":\"owns\",\"time\":1700000000000,\"source\":\"crm:evt-1\"}\n",
+    )
+    .unwrap();
+    let args =
+        ["import", "acme", "--nodes", nodes.to_str().unwrap(), "--edges", edges.to_str().unwrap(), "--time-unit", "ms"];
+    let r = env.json(&args);
+    assert_eq!((r["nodes_added"].as_u64(), r["edges_added"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(env.json(&args)["edges_added"], 0, "the edge's own source makes re-import idempotent");
+    let n = env.json(&["neighbors", "acme", "mail:alice"]);
+    assert_eq!(n[0]["node"], "crm:006A0");
+    assert_eq!(n[0]["kind"], "owns");
+    assert_eq!(n[0]["valid_from"], 1_700_000_000_000i64);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    for args in [
+        vec!["frobnicate"],
+        vec!["khop", "uci", "user:1"],          // --depth missing
+        vec!["neighbors", "uci", "not-a-node"], // not system:id
+        vec!["neighbors", "nope", "user:1"],    // unknown org
+        vec!["import", "uci"],                  // no file
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    let no_key = env.run_raw(&["--db", env.db().to_str().unwrap(), "stats", "uci"]);
+    assert_eq!(no_key.status.code(), Some(2), "{}", stderr(&no_key));
+}
+
+#[test]
+fn rotation_keeps_every_answer_and_the_audit_chain_and_verify_pass() {
+    let (env, _) = loaded(500);
+    let before = env.json(&["khop", "uci", "user:1", "--depth", "3"]);
+    let r = env.json(&["org", "rotate", "uci"]);
+    assert_eq!(r["epoch"], 1);
+    assert!(r["resealed"].as_u64().unwrap() > 0);
+    assert_eq!(env.json(&["khop", "uci", "user:1", "--depth", "3"]), before);
+    let audit = env.json(&["audit", "uci", "verify"]);
+    assert_eq!(audit["ok"], true);
+    let v = env.json(&["verify"]);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["corrupt"], serde_json::json!([]));
+}
+
+#[test]
+fn export_then_import_org_into_another_database_gives_the_same_answers() {
+    let (env, _) = loaded(500);
+    let tk = env.path("transport.key");
+    std::fs::write(&tk, "ab".repeat(32)).unwrap();
+    let bundle = env.path("uci.bundle");
+    let e =
+        env.json(&["export", "uci", "--out", bundle.to_str().unwrap(), "--transport-key-file", tk.to_str().unwrap()]);
+    assert!(e["records"].as_u64().unwrap() > 0);
+    let before = env.json(&["neighbors", "uci", "user:1"]);
+
+    let other = Env::new();
+    let i = other.json(&["import-org", bundle.to_str().unwrap(), "--transport-key-file", tk.to_str().unwrap()]);
+    assert_eq!(i["org"], "uci");
+    assert_eq!(other.json(&["stats", "uci"]), env.json(&["stats", "uci"]));
+    assert_eq!(other.json(&["neighbors", "uci", "user:1"]), before);
+
+    let wrong = env.path("wrong-transport.key");
+    std::fs::write(&wrong, "cd".repeat(32)).unwrap();
+    let third = Env::new();
+    let out = third.run(&["import-org", bundle.to_str().unwrap(), "--transport-key-file", wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "a wrong transport key is a wrong key: {}", stderr(&out));
+    assert_eq!(third.json(&["org", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn deleted_org_disappears_and_its_name_can_be_reused_empty() {
+    let (env, _) = loaded(200);
+    let d = env.json(&["org", "delete", "uci"]);
+    assert!(d["purged"].as_u64().unwrap() > 0);
+    assert_eq!(env.json(&["org", "list"]), serde_json::json!([]));
+    assert_eq!(env.run(&["stats", "uci"]).status.code(), Some(2));
+    assert_ok(&env.run(&["org", "create", "uci"]));
+    assert_eq!(env.json(&["stats", "uci"])["edges"], 0);
+}
+
+#[test]
+fn a_tampered_record_fails_verify_with_exit_1_and_is_named() {
+    use silograph::fuzzing::redb::{self, ReadableTable};
+    let (env, _) = loaded(300);
+    {
+        // Flip one ciphertext byte of one edge record with plain redb, bypassing silograph.
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("edges");
+        let raw = redb::Database::create(env.db()).unwrap();
+        let wtx = raw.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(def).unwrap();
+            let (k, mut v) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            let mid = v.len() / 2;
+            v[mid] ^= 1;
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let out = env.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let corrupt = report["corrupt"].as_array().unwrap();
+    assert_eq!(corrupt.len(), 1);
+    assert_eq!((corrupt[0]["org"].as_str(), corrupt[0]["table"].as_str()), (Some("uci"), Some("edges")));
+}
