@@ -35,3 +35,8 @@ pub use store::{
     WriteTxn, FORMAT_VERSION, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN,
 };
 pub use types::{Compartment, Direction, EdgeId, KindId, NodeId, OrgTag, SourceRef, Timestamp, Value};
+
+/// Compiles the README's Rust examples as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -112,6 +112,9 @@ pub(crate) fn append_admin_for(org: &Org, tag: OrgTag, op: &str, counts: &[(&str
     Ok(())
 }
 
+/// An audit record as scanned: its sequence number from the key, and the opened record.
+type ScannedEntry = (u64, Result<AuditRecord>);
+
 /// An org's audit trail.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -133,7 +136,7 @@ impl Org {
 }
 
 impl Audit {
-    fn scan(&self) -> Result<(Vec<(u64, Result<AuditRecord>)>, OrgEntry)> {
+    fn scan(&self) -> Result<(Vec<ScannedEntry>, OrgEntry)> {
         let inner = &self.org.inner;
         let rtx = inner.db.redb.begin_read()?;
         let orgs = rtx.open_table(ORGS.def)?;

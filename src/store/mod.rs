@@ -415,17 +415,18 @@ impl Db {
             audit_seq: 0,
             audit_head: Vec::new(),
         };
+        let mut entry = entry;
+        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
         let wtx = inner.redb.begin_write()?;
         {
             let mut orgs = wtx.open_table(ORGS.def)?;
             if orgs.get(tag.0.as_slice())?.is_some() {
                 return Err(Error::OrgExists(name.to_owned()));
             }
+            audit::append(&wtx, &org.inner, &mut entry, &inner.actor, "create-org", &[], now_ms())?;
             orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
         }
         wtx.commit()?;
-        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
-        audit::append_admin_for(&org, tag, "create-org", &[], &self.inner.actor)?;
         Ok(org)
     }
 

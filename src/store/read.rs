@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
+use redb::{ReadOnlyTable, ReadableDatabase};
 
 use super::cache::Page;
 use super::org::Org;
@@ -172,7 +172,7 @@ impl ReadTxn {
         let open = |t: Table| -> Result<RoTable> { Ok(txn.open_table(t.def)?) };
         Ok(ReadTxn {
             gen: g1,
-            cache_ok: g1 == g2 && g1 % 2 == 0 && cache.enabled(),
+            cache_ok: g1 == g2 && g1.is_multiple_of(2) && cache.enabled(),
             nodes: open(NODES)?,
             edges: open(EDGES)?,
             adj: open(ADJ)?,

@@ -156,7 +156,7 @@ impl Org {
                         Err(e) => return Err(e),
                     }
                     done += 1;
-                    if done % 1024 == 0 {
+                    if done.is_multiple_of(1024) {
                         progress(done);
                     }
                 }
