@@ -1104,3 +1104,142 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Db, Direction, RootKey};
+
+    fn org(dir: &Path) -> Org {
+        let db = Db::open(dir.join("t.silo"), RootKey::from_bytes([4; 32])).unwrap();
+        db.create_org("o").unwrap()
+    }
+
+    fn import(org: &Org, path: &Path, o: &EdgeImport) -> Result<ImportReport> {
+        import_edges(org, path, o, &mut |_| {})
+    }
+
+    #[test]
+    fn appending_rows_to_a_file_adds_only_the_new_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("log.tsv");
+        std::fs::write(&f, "a\tb\n1\t2\n2\t3\n").unwrap();
+        let o = EdgeImport::new(Format::Tsv);
+        assert_eq!(import(&org, &f, &o).unwrap().edges_added, 2);
+        std::fs::write(&f, "a\tb\n1\t2\n2\t3\n3\t4\n1\t2\n").unwrap();
+        let r = import(&org, &f, &o).unwrap();
+        assert_eq!((r.rows, r.edges_added, r.nodes_added), (4, 2, 1), "a repeated pair on a new line is a new edge");
+    }
+
+    #[test]
+    fn an_id_column_keeps_a_reordered_file_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("events.csv");
+        std::fs::write(&f, "id,from,to\ne1,a,b\ne2,b,c\n").unwrap();
+        let o = EdgeImport::new(Format::Csv).id_col("id").src_col("from").dst_col("to");
+        assert_eq!(import(&org, &f, &o).unwrap().edges_added, 2);
+        std::fs::write(&f, "id,from,to\ne2,b,c\ne1,a,b\n").unwrap();
+        assert_eq!(import(&org, &f, &o).unwrap().edges_added, 0);
+    }
+
+    #[test]
+    fn csv_quoted_fields_keep_their_commas() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("people.csv");
+        std::fs::write(&f, "src,dst,kind\n\"Doe, Jane\",\"Roe, Rick\",knows\n").unwrap();
+        let o = EdgeImport::new(Format::Csv).system("name").kind_col("kind");
+        import(&org, &f, &o).unwrap();
+        let r = org.read().unwrap();
+        let jane = r.lookup("name", "Doe, Jane").unwrap().unwrap();
+        let out: Vec<_> = r.neighbors(jane, Direction::Out).unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(r.kind_name(out[0].kind).unwrap().as_deref(), Some("knows"));
+        assert_eq!(Some(out[0].node), r.lookup("name", "Roe, Rick").unwrap());
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_line_and_column_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("short.tsv");
+        std::fs::write(&f, "1\t2\n2\t3\n3\n").unwrap();
+        let o = EdgeImport::new(Format::Tsv).header(false).batch_size(1);
+        let err = import(&org, &f, &o).unwrap_err().to_string();
+        assert!(err.contains("short.tsv:3:2"), "{err}");
+        assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn an_unknown_header_name_is_refused_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("x.tsv");
+        std::fs::write(&f, "src\tdst\n1\t2\n").unwrap();
+        let err = import(&org, &f, &EdgeImport::new(Format::Tsv).time_col("when")).unwrap_err().to_string();
+        assert!(err.contains("x.tsv:1:1") && err.contains("`when`"), "{err}");
+        assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn an_overlong_id_is_caught_in_the_check_pass_not_halfway_through_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("long.tsv");
+        let long = "x".repeat(MAX_EXTERNAL_ID_LEN + 1);
+        std::fs::write(&f, format!("a\tb\n1\t2\n2\t{long}\n")).unwrap();
+        let err = import(&org, &f, &EdgeImport::new(Format::Tsv).batch_size(1)).unwrap_err().to_string();
+        assert!(err.contains("long.tsv:3:"), "{err}");
+        assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn batches_commit_separately_and_a_rerun_completes_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("b.tsv");
+        std::fs::write(&f, "a\tb\n1\t2\n2\t3\n3\t4\n4\t5\n5\t6\n").unwrap();
+        let o = EdgeImport::new(Format::Tsv).batch_size(2);
+        assert_eq!(import(&org, &f, &o).unwrap().batches, 3);
+        let again = import(&org, &f, &o).unwrap();
+        assert_eq!((again.edges_added, again.nodes_added), (0, 0));
+        assert_eq!(org.counts().unwrap(), (6, 5));
+    }
+
+    #[test]
+    fn node_files_set_kind_and_raw_properties_by_header_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("people.tsv");
+        std::fs::write(&f, "email\ttitle\nalice@x\tCTO\n").unwrap();
+        let r =
+            import_nodes(&org, &f, &NodeImport::new(Format::Tsv).system("mail").kind("person"), &mut |_| {}).unwrap();
+        assert_eq!(r.nodes_added, 1);
+        let t = org.read().unwrap();
+        let id = t.lookup("mail", "alice@x").unwrap().unwrap();
+        assert_eq!(t.node(id).unwrap().unwrap().kind, "person");
+        assert_eq!(t.node_props(id, crate::Compartment::Raw).unwrap(), vec![("title".to_owned(), Value::from("CTO"))]);
+    }
+
+    #[test]
+    fn dates_parse_to_utc_midnight_and_impossible_dates_are_refused() {
+        assert_eq!(parse_timestamp("1970-01-01").unwrap(), 0);
+        assert_eq!(parse_timestamp("2000-03-01").unwrap() - parse_timestamp("2000-02-28").unwrap(), 2 * 86_400_000);
+        assert_eq!(parse_timestamp("1969-12-31").unwrap(), -86_400_000);
+        for bad in ["2001-02-29", "2004-13-01", "2004-00-10", "04-01-01", "soon", ""] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn columns_are_one_based_positions_or_header_names() {
+        assert_eq!("3".parse::<Column>().unwrap(), Column::Position(3));
+        assert_eq!("ts".parse::<Column>().unwrap(), Column::Name("ts".into()));
+        assert!("0".parse::<Column>().is_err());
+        assert_eq!(Format::from_path(Path::new("x.CSV")), Format::Csv);
+        assert_eq!(Format::from_path(Path::new("x.ndjson")), Format::Jsonl);
+        assert_eq!(Format::from_path(Path::new("x.txt")), Format::Tsv);
+    }
+}
