@@ -117,6 +117,20 @@ fn small_memory_budget_gives_the_same_graph_as_a_large_one() {
 }
 
 #[test]
+fn small_flushes_over_many_nodes_give_the_same_graph_as_one_flush() {
+    // Few edges per flush over many node ids: grouping falls back from the counting sort
+    // (one bucket per node) to a comparison sort.
+    let edges = edge_list(1500, 2000, 13);
+    let db = mem_db();
+    let (small, large) = (db.create_org("small").unwrap(), db.create_org("large").unwrap());
+    let s = bulk_load(&small, 1500, &edges, 10_000);
+    let l = bulk_load(&large, 1500, &edges, usize::MAX);
+    assert!(s.flushes > 20, "only {} flushes", s.flushes);
+    assert_eq!(l.flushes, 1);
+    assert_eq!(snapshot(&small), snapshot(&large));
+}
+
+#[test]
 fn bulk_load_interoperates_with_writes_before_and_after() {
     let db = mem_db();
     let (a, b) = (db.create_org("mixed").unwrap(), db.create_org("plain").unwrap());

@@ -224,32 +224,14 @@ impl BulkLoader {
         write_sorted(self.w.txn()?, EDGES, &mut rows)?;
         drop(rows);
 
-        // (node, dir, entry) for both ends of every edge, grouped by (node, dir) in edge order.
-        let mut adj: Vec<(u64, u8, AdjEntry)> = Vec::with_capacity(pending.len() * 2);
-        for p in &pending {
-            let entry = |neighbor: u64| AdjEntry {
-                neighbor,
-                edge: p.id,
-                kind: p.kind,
-                valid_from: p.valid_from,
-                valid_to: p.valid_to,
-                recorded_at: now,
-                retracted_at: i64::MAX,
-            };
-            adj.push((p.from, dir_index(Direction::Out), entry(p.to)));
-            adj.push((p.to, dir_index(Direction::In), entry(p.from)));
-        }
+        let (entries, groups) = group_by_node(&pending, now);
         drop(pending);
-        adj.sort_unstable_by_key(|(n, d, e)| (*n, *d, e.edge));
-        let mut jobs: Vec<PageJob> = Vec::new();
-        let mut start = 0;
-        while start < adj.len() {
-            let (node, dir, _) = adj[start];
-            let len = adj[start..].iter().take_while(|(n, d, _)| *n == node && *d == dir).count();
-            self.pack(node, dir, adj[start..start + len].iter().map(|(_, _, e)| *e), len, &mut jobs)?;
-            start += len;
+        let mut jobs: Vec<PageJob> = Vec::with_capacity(groups.len());
+        for &(node, dir, range) in &groups {
+            let run = &entries[range.0..range.1];
+            self.pack(node, dir, run.iter().copied(), run.len(), &mut jobs)?;
         }
-        drop(adj);
+        drop(entries);
         let mut rows = par_map(&jobs, |j| {
             let key = org.adj_key(j.node, j.dir, j.page);
             Ok((key, org.seal_page(&key, &encode_page(j.count, &j.entries))?))
@@ -334,6 +316,67 @@ impl BulkLoader {
         self.w.commit_with(&self.changed_pages, self.seals)?;
         Ok(stats)
     }
+}
+
+/// A node, a direction, and the range of its entries in the grouped entry list.
+type Group = (u64, u8, (usize, usize));
+
+/// Both adjacency entries of every pending edge, grouped by (node, direction), each group in
+/// edge-id order (the order `pending` is in). A counting sort over the dense node ids when they
+/// are few enough for it, a comparison sort otherwise.
+fn group_by_node(pending: &[Pending], now: Timestamp) -> (Vec<AdjEntry>, Vec<Group>) {
+    let entry = |p: &Pending, neighbor: u64| AdjEntry {
+        neighbor,
+        edge: p.id,
+        kind: p.kind,
+        valid_from: p.valid_from,
+        valid_to: p.valid_to,
+        recorded_at: now,
+        retracted_at: i64::MAX,
+    };
+    let (out, inn) = (u64::from(dir_index(Direction::Out)), u64::from(dir_index(Direction::In)));
+    let max_node = pending.iter().map(|p| p.from.max(p.to)).max().unwrap_or(0);
+    let buckets = max_node.saturating_add(1).saturating_mul(2);
+    if buckets > 16 * pending.len() as u64 + 1024 {
+        let mut adj: Vec<(u64, AdjEntry)> = Vec::with_capacity(pending.len() * 2);
+        for p in pending {
+            adj.push((p.from * 2 + out, entry(p, p.to)));
+            adj.push((p.to * 2 + inn, entry(p, p.from)));
+        }
+        adj.sort_by_key(|(b, _)| *b);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut start = 0;
+        while start < adj.len() {
+            let b = adj[start].0;
+            let len = adj[start..].iter().take_while(|(x, _)| *x == b).count();
+            groups.push((b / 2, (b % 2) as u8, (start, start + len)));
+            start += len;
+        }
+        return (adj.into_iter().map(|(_, e)| e).collect(), groups);
+    }
+    let buckets = buckets as usize;
+    let mut starts = vec![0usize; buckets + 1];
+    for p in pending {
+        starts[(p.from * 2 + out) as usize + 1] += 1;
+        starts[(p.to * 2 + inn) as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        starts[b + 1] += starts[b];
+    }
+    let mut fill = starts.clone();
+    let blank = entry(&Pending { id: 0, from: 0, to: 0, kind: 0, valid_from: 0, valid_to: 0 }, 0);
+    let mut entries = vec![blank; pending.len() * 2];
+    for p in pending {
+        for (b, neighbor) in [((p.from * 2 + out) as usize, p.to), ((p.to * 2 + inn) as usize, p.from)] {
+            entries[fill[b]] = entry(p, neighbor);
+            fill[b] += 1;
+        }
+    }
+    let groups = (0..buckets)
+        .filter(|&b| starts[b] < starts[b + 1])
+        .map(|b| ((b / 2) as u64, (b % 2) as u8, (starts[b], starts[b + 1])))
+        .collect();
+    (entries, groups)
 }
 
 /// One adjacency page to seal and write.
