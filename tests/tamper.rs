@@ -1,6 +1,6 @@
 //! Tampering with stored values: every flipped byte of every sealed value, and every value moved
 //! onto another record key, table or organization, is an error through the public API — never a
-//! value, a default, or fewer results.
+//! value, a default, or fewer results — and `Db::verify` names the tampered record.
 //!
 //! The database lives on an in-memory redb backend whose bytes outlive the [`Db`]: each case
 //! starts from a copy of the pristine bytes, changes one stored value (in the raw bytes, or with
@@ -364,6 +364,16 @@ impl Fixture {
     }
 }
 
+/// `Db::verify` on the tampered database names the tampered record (the audit chain may be
+/// reported as broken instead of, or as well as, naming the entry).
+fn assert_verify_names(disk: &SharedBytes, table: &str, key: &[u8], case: &str) {
+    let report = open_db(disk).unwrap().verify().unwrap();
+    let named = report.corrupt.iter().any(|c| c.table == table && c.key == hex::encode(key));
+    let audit = table == "audit" && !report.bad_audit.is_empty();
+    assert!(named || audit, "{case}: verify did not name the record: {report:?}");
+    assert!(!report.is_ok(), "{case}: verify passed");
+}
+
 #[test]
 fn every_flipped_byte_of_every_stored_value_is_an_error() {
     let fx = Fixture::new();
@@ -396,9 +406,13 @@ fn every_flipped_byte_of_every_stored_value_is_an_error() {
                 let expected = if i == 0 { Failure::Unsupported } else { Failure::Corrupt };
                 let case = format!("{table} key {} byte {i}/{}", hex::encode(key), value.len());
                 let only = (i != 0 && i != last).then_some(&readers);
-                let failed = fx.check_reads(&SharedBytes::from_vec(image), table, expected, &case, only);
+                let disk = SharedBytes::from_vec(image);
+                let failed = fx.check_reads(&disk, table, expected, &case, only);
                 if only.is_none() {
                     readers.extend(failed);
+                }
+                if i == last {
+                    assert_verify_names(&disk, table, key, &case);
                 }
                 flips += 1;
             }
