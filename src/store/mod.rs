@@ -248,6 +248,12 @@ fn load_meta(db: &redb::Database, root: &RootKey) -> Result<Option<Meta>> {
     if check(ROOT_CHECK_KEY)?.as_slice() != ROOT_CHECK_VALUE {
         return Err(Error::WrongKey);
     }
+    // The header's root generation is plaintext: it must equal the authenticated epoch the
+    // root check was sealed under, or the header was edited.
+    let sealed_check = table.get(ROOT_CHECK_KEY)?.ok_or(Error::WrongKey)?.value().to_vec();
+    if envelope::peek_epoch(&sealed_check, META.name, ROOT_CHECK_KEY)? != root_gen {
+        return Err(Error::corrupt(META.name, HEADER_KEY));
+    }
     let secret = Secret::from_slice(&check(DB_SECRET_KEY)?).map_err(|_| Error::corrupt(META.name, DB_SECRET_KEY))?;
     Ok(Some(Meta { db_id, root_gen, secret }))
 }
