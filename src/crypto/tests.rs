@@ -225,6 +225,7 @@ fn binding(table: u8) -> Binding<'static> {
 
 /// The AAD exactly as `envelope.rs` documents it, rebuilt here independently of the code that
 /// computes it: "silograph/1" ‖ db_id ‖ table id ‖ len(key) u32 LE ‖ key ‖ epoch u32 LE.
+#[cfg_attr(feature = "bench-null-cipher", allow(dead_code))]
 fn documented_aad(b: &Binding<'_>, epoch: u32) -> Vec<u8> {
     let mut a = b"silograph/1".to_vec();
     a.extend_from_slice(b.db_id);
@@ -235,6 +236,7 @@ fn documented_aad(b: &Binding<'_>, epoch: u32) -> Vec<u8> {
     a
 }
 
+#[cfg_attr(feature = "bench-null-cipher", allow(dead_code))]
 fn assert_corrupt<T: std::fmt::Debug>(r: crate::Result<T>, what: &str) {
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{what}: expected Corrupt, got {r:?}");
 }
