@@ -81,8 +81,8 @@ fn bench_reads(c: &mut Criterion) {
         let q = |i: usize| -> u64 {
             r.neighbors(hubs[i], Direction::Out).expect("neighbors").map(|n| n.expect("neighbor").node.0).sum()
         };
-        for i in 0..hubs.len() {
-            assert_eq!(r.neighbors(hubs[i], Direction::Out).expect("neighbors").count(), DEGREE);
+        for &h in hubs {
+            assert_eq!(r.neighbors(h, Direction::Out).expect("neighbors").count(), DEGREE);
         }
         let name = format!("silograph-{cipher}/{label}");
         record_percentiles("crypto", "neighbors_100", &name, percentiles(&(0..hubs.len()).collect::<Vec<_>>(), q));
