@@ -521,6 +521,25 @@ fn unknown_kind_name_matches_nothing() {
 }
 
 #[test]
+fn whole_page_filter_shortcuts_agree_with_per_entry_semantics_at_the_extremes() {
+    // Every edge here has one kind and unbounded validity, so cached pages are accepted or
+    // rejected whole: the extremes of the time filters must still follow the per-entry rules.
+    let (_db, org, n) = two_cycles();
+    let r = org.read().unwrap();
+    assert_eq!(r.traverse(n[0]).run().unwrap().len(), 7, "warms the page cache");
+    let reach = |t: silograph::Traversal<'_>| t.max_depth(1).run().unwrap().len();
+    assert_eq!(reach(r.traverse(n[0])), 3);
+    assert_eq!(reach(r.traverse(n[0]).valid_at(i64::MAX)), 1, "valid_to is exclusive, even unbounded");
+    assert_eq!(reach(r.traverse(n[0]).valid_at(i64::MIN)), 3);
+    assert_eq!(reach(r.traverse(n[0]).valid_between(i64::MIN, i64::MIN + 1)), 3);
+    assert_eq!(reach(r.traverse(n[0]).valid_between(i64::MAX - 1, i64::MAX)), 3);
+    assert_eq!(reach(r.traverse(n[0]).kinds(["link"])), 3);
+    assert_eq!(reach(r.traverse(n[0]).kinds(["other", "link"])), 3);
+    assert_eq!(reach(r.traverse(n[0]).kinds(["other"])), 1);
+    assert_eq!(reach(r.traverse(n[0]).known_at(i64::MAX - 1)), 3);
+}
+
+#[test]
 fn retracted_edge_is_visible_only_to_record_times_before_its_retraction() {
     let (_db, org) = mem_org();
     let mut w = org.write().unwrap();
