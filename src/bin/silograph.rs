@@ -37,6 +37,12 @@ struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// MiB of decrypted adjacency pages to cache per organization (default: the library's).
+    #[arg(long, global = true, value_name = "MIB")]
+    page_cache_mb: Option<usize>,
+    /// MiB of redb's own page cache (default: redb's). Lower both to bound the memory of a big import.
+    #[arg(long, global = true, value_name = "MIB")]
+    storage_cache_mb: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -345,7 +351,14 @@ fn run(cli: Cli) -> Outcome {
     if !cli.db.exists() {
         return Err(Failure::Usage(format!("no database at {} (create one with `init`)", cli.db.display())));
     }
-    let db = Db::open(&cli.db, root_key(&cli.key)?)?;
+    let mut builder = Db::builder();
+    if let Some(mb) = cli.page_cache_mb {
+        builder = builder.cache_size(mb << 20);
+    }
+    if let Some(mb) = cli.storage_cache_mb {
+        builder = builder.storage_cache_size(mb << 20);
+    }
+    let db = builder.open(&cli.db, root_key(&cli.key)?)?;
     match cli.command {
         Command::Init { .. } => Ok(()),
         Command::Org(OrgCommand::Create { name }) => {
