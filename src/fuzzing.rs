@@ -112,7 +112,12 @@ impl RecordHarness {
             RecordKind::OrgEntry => {
                 let db = &self.db.inner;
                 let root = db.root();
-                envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &db.db_id, table: ORGS.id, key: &key }, plaintext)
+                envelope::seal(
+                    &root.keys.kek,
+                    root.gen,
+                    &Binding { db_id: &db.db_id, table: ORGS.id, key: &key },
+                    plaintext,
+                )
             }
         }
     }

@@ -13,12 +13,26 @@ use silograph::fuzzing::{encode_adj_page, Decoded, RecordHarness, RecordKind};
 
 #[derive(Arbitrary, Debug)]
 enum Mutation {
-    FlipBit { pos: u16, bit: u8 },
-    SetByte { pos: u16, value: u8 },
+    FlipBit {
+        pos: u16,
+        bit: u8,
+    },
+    SetByte {
+        pos: u16,
+        value: u8,
+    },
     /// Overwrites four bytes with a little-endian value: rkyv offsets and lengths are 32-bit.
-    SetU32 { pos: u16, value: u32 },
-    Truncate { len: u16 },
-    Insert { pos: u16, bytes: Vec<u8> },
+    SetU32 {
+        pos: u16,
+        value: u32,
+    },
+    Truncate {
+        len: u16,
+    },
+    Insert {
+        pos: u16,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -45,13 +59,40 @@ struct Entry {
 
 #[derive(Arbitrary, Debug)]
 enum Base {
-    Node { id: u64, kind: u32, sources: Vec<(String, String)>, times: (i64, i64), degrees: (u64, u64), pages: (u32, u32) },
-    Edge { ids: (u64, u64, u64), kind: u32, source: Option<(String, String)>, times: (i64, i64, i64), retracted: Option<i64> },
-    AdjPage { pages: u32, entries: Vec<Entry>, repeat: u16 },
-    PropMap { entries: Vec<(String, Value)> },
-    OrgEntry { name: Option<String>, seed_len: Option<u8>, epochs: Vec<(u32, u64)>, counters: Option<(u64, u64, u32)> },
+    Node {
+        id: u64,
+        kind: u32,
+        sources: Vec<(String, String)>,
+        times: (i64, i64),
+        degrees: (u64, u64),
+        pages: (u32, u32),
+    },
+    Edge {
+        ids: (u64, u64, u64),
+        kind: u32,
+        source: Option<(String, String)>,
+        times: (i64, i64, i64),
+        retracted: Option<i64>,
+    },
+    AdjPage {
+        pages: u32,
+        entries: Vec<Entry>,
+        repeat: u16,
+    },
+    PropMap {
+        entries: Vec<(String, Value)>,
+    },
+    OrgEntry {
+        name: Option<String>,
+        seed_len: Option<u8>,
+        epochs: Vec<(u32, u64)>,
+        counters: Option<(u64, u64, u32)>,
+    },
     /// Not an archive at all: the raw bytes are sealed as the given record kind.
-    Raw { kind: u8, bytes: Vec<u8> },
+    Raw {
+        kind: u8,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -139,7 +180,8 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             }
             let page = encode_adj_page(pages, &all);
             let bytes = codec::encode(&page).expect("encode").to_vec();
-            let expect = if all.len() <= silograph::codec::PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
+            let expect =
+                if all.len() <= silograph::codec::PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
             (RecordKind::AdjPage, bytes, expect)
         }
         Base::PropMap { entries } => {
@@ -170,7 +212,8 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             (RecordKind::OrgEntry, bytes, Expect::Nothing)
         }
         Base::Raw { kind, bytes } => {
-            let kinds = [RecordKind::Node, RecordKind::Edge, RecordKind::AdjPage, RecordKind::PropMap, RecordKind::OrgEntry];
+            let kinds =
+                [RecordKind::Node, RecordKind::Edge, RecordKind::AdjPage, RecordKind::PropMap, RecordKind::OrgEntry];
             (kinds[usize::from(kind) % kinds.len()], bytes, Expect::Nothing)
         }
     }
