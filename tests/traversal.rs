@@ -215,37 +215,32 @@ fn query_strategy() -> impl Strategy<Value = (Query, Direction, u32)> {
     })
 }
 
-fn apply<'r>(mut t: silograph::Traversal<'r>, q: &Query) -> silograph::Traversal<'r> {
-    if let Some(k) = &q.kinds {
-        t = t.kinds(k.iter().copied());
-    }
-    if let Some(a) = q.valid_at {
-        t = t.valid_at(a);
-    }
-    if let Some((a, b)) = q.valid_between {
-        t = t.valid_between(a, b);
-    }
-    if let Some(r) = q.known_at {
-        t = t.known_at(r);
-    }
-    t
+/// Applies a query's filters to a `Traversal` or `PathOptions` (same builder methods).
+macro_rules! with_filters {
+    ($builder:expr, $q:expr) => {{
+        let (mut b, q) = ($builder, $q);
+        if let Some(k) = &q.kinds {
+            b = b.kinds(k.iter().copied());
+        }
+        if let Some(a) = q.valid_at {
+            b = b.valid_at(a);
+        }
+        if let Some((a, z)) = q.valid_between {
+            b = b.valid_between(a, z);
+        }
+        if let Some(r) = q.known_at {
+            b = b.known_at(r);
+        }
+        b
+    }};
+}
+
+fn apply<'r>(t: silograph::Traversal<'r>, q: &Query) -> silograph::Traversal<'r> {
+    with_filters!(t, q)
 }
 
 fn path_options(q: &Query, dir: Direction) -> PathOptions {
-    let mut o = PathOptions::new().direction(dir);
-    if let Some(k) = &q.kinds {
-        o = o.kinds(k.iter().copied());
-    }
-    if let Some(a) = q.valid_at {
-        o = o.valid_at(a);
-    }
-    if let Some((a, b)) = q.valid_between {
-        o = o.valid_between(a, b);
-    }
-    if let Some(r) = q.known_at {
-        o = o.known_at(r);
-    }
-    o
+    with_filters!(PathOptions::new().direction(dir), q)
 }
 
 proptest! {
