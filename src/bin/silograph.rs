@@ -533,6 +533,15 @@ fn emit(json: bool, value: Json, human: impl FnOnce() -> String) -> Outcome {
     Ok(())
 }
 
+/// `n thing` or `n things`.
+fn counted(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// A JSON string value without its quotes (other values as JSON).
 fn text(v: &Json) -> String {
     v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
@@ -886,14 +895,13 @@ fn import_cmd(db: &Db, a: &ImportArgs, json: bool) -> Outcome {
             "seconds": secs,
         }),
         || {
-            let txns = if total.batches == 1 {
-                "1 write transaction".to_owned()
-            } else {
-                format!("{} write transactions", total.batches)
-            };
             format!(
-                "imported {} rows into {}: {} nodes and {} edges added ({txns}, {secs:.1} s, {rate:.0} rows/s)",
-                total.rows, a.org, total.nodes_added, total.edges_added
+                "imported {} into {}: {} and {} added ({}, {secs:.1} s, {rate:.0} rows/s)",
+                counted(total.rows, "row"),
+                a.org,
+                counted(total.nodes_added, "node"),
+                counted(total.edges_added, "edge"),
+                counted(total.batches, "write transaction")
             )
         },
     )
