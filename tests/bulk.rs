@@ -169,6 +169,22 @@ fn bulk_load_interoperates_with_writes_before_and_after() {
 }
 
 #[test]
+fn bulk_load_is_one_audited_write_counting_its_nodes_and_edges() {
+    let db = mem_db();
+    let org = db.create_org("o").unwrap();
+    let before = org.audit().entries().unwrap().len();
+    let stats = bulk_load(&org, 50, &edge_list(50, 700, 17), 5_000);
+    assert!(stats.flushes > 1);
+    let entries = org.audit().entries().unwrap();
+    assert_eq!(entries.len(), before + 1, "one commit, one audit entry");
+    let last = entries.last().unwrap();
+    assert_eq!(last.op, "write");
+    let count = |name: &str| last.counts.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
+    assert_eq!(count("edges_added"), Some(700));
+    assert_eq!(count("nodes_created"), Some(50));
+}
+
+#[test]
 fn dropped_bulk_loader_writes_nothing() {
     let db = mem_db();
     let org = db.create_org("o").unwrap();

@@ -205,6 +205,7 @@ impl BulkLoader {
         let org = self.org.inner.clone();
         let (_, now) = self.w.entry_and_now();
         let pending = std::mem::take(&mut self.pending);
+        self.w.count_bulk_edges(pending.len() as u64);
         let mut rows = par_map(&pending, |p| {
             let rec = EdgeRecord {
                 id: p.id,

@@ -231,6 +231,11 @@ impl WriteTxn {
         (&mut self.entry, self.now)
     }
 
+    /// Counts edges the bulk loader wrote into this transaction, for the audit entry.
+    pub(crate) fn count_bulk_edges(&mut self, n: u64) {
+        self.stats.edges_added += n;
+    }
+
     fn node_mut(&mut self, id: u64) -> Result<Option<&mut NodeRecord>> {
         if !self.nodes.contains_key(&id) {
             if id == 0 || id >= self.entry.next_node {
