@@ -179,7 +179,10 @@ impl ReadTxn {
         // longer than their sum. Expanding one level of one side finds every path of length
         // sum + 1, and any meeting it finds has length at most sum + 1: the best is shortest.
         let meet = loop {
-            if fwd.frontier.is_empty() || bwd.frontier.is_empty() || fwd.depth + bwd.depth >= opts.max_depth {
+            if fwd.frontier.is_empty()
+                || bwd.frontier.is_empty()
+                || fwd.depth.saturating_add(bwd.depth) >= opts.max_depth
+            {
                 return Ok(None);
             }
             let found = if fwd.frontier.len() <= bwd.frontier.len() {

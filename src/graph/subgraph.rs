@@ -84,7 +84,8 @@ impl Subgraph {
         Ok(Subgraph { nodes, edges })
     }
 
-    /// The position of `node` in [`Subgraph::nodes`] as a petgraph index, if it is there.
+    /// The position of `node` in [`Subgraph::nodes`] as a petgraph index, if it is there (a
+    /// linear search: build a map for many look-ups).
     pub fn index_of(&self, node: NodeId) -> Option<NodeIndex> {
         self.nodes.iter().position(|(n, _)| *n == node).map(NodeIndex::new)
     }
