@@ -17,7 +17,7 @@ fn read_all(r: &ReadTxn, node_sources: &[(String, String)], edge_sources: &[(Str
         for c in Compartment::ALL {
             out.push(format!("node {id} props {c:?} {:?}", r.node_props(NodeId(id), c)?));
         }
-        if n.is_some() {
+        {
             for dir in [Direction::Out, Direction::In] {
                 let mut list = Vec::new();
                 for nb in r.neighbors(NodeId(id), dir)? {

@@ -1,0 +1,235 @@
+//! On-disk tamper sweep: bit flips, zeroed ranges and truncations of the redb FILE itself (the v1
+//! golden fixture, so every trial is reproducible from its offset), at 900 deterministic
+//! offsets. Every trial must end in an error (at open or at read) or in exactly the committed
+//! data: never different data, never a panic.
+//!
+//! Known findings (the strict test is ignored until they are fixed):
+//! - redb panics on some corrupt pages, at open (debug builds: `Malformed allocator state`,
+//!   `Invalid page type byte`) and at read time in every build (slice indexing in
+//!   `btree_base.rs`, `unreachable!()` in `table_tree_base.rs` / `btree.rs`).
+//! - A damaged B-tree key makes a record unreachable, and silograph reads it as absent
+//!   (`None`, no neighbors, no properties) instead of `Corrupt`: AES-GCM authenticates values,
+//!   not the presence of a key. Values are never forged: the always-on test checks that every
+//!   wrong outcome is an absence, and that every panic comes from inside redb.
+#![cfg(not(feature = "bench-null-cipher"))]
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use common::dump::{dump_org, Dump};
+use silograph::{Db, Error, OrgKey, RootKey};
+
+// The keys of the v1 golden fixture (tests/golden.rs).
+const ROOT: [u8; 32] = [0x5e; 32];
+const GLOBEX_KEY: [u8; 32] = [0x6f; 32];
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo")
+}
+
+fn sources() -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let mut nodes: Vec<(String, String)> =
+        (0..6).map(|i| (if i % 2 == 0 { "gmail" } else { "crm" }.to_string(), format!("n{i}"))).collect();
+    nodes.push(("gmail".into(), "hub".into()));
+    nodes.push(("gmail".into(), "alias-of-n2".into()));
+    (nodes, (0..4).map(|i| ("sf".to_string(), format!("e{i}"))).collect())
+}
+
+fn state(db: &Db) -> Result<Vec<Dump>, Error> {
+    let (ns, es) = sources();
+    let acme = db.org("acme")?;
+    let globex = db.org_with_key("globex", &OrgKey::from_bytes(GLOBEX_KEY))?;
+    Ok(vec![dump_org(&acme, &ns, &es)?, dump_org(&globex, &ns, &es)?])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    OpenError,
+    ReadError,
+    Correct,
+    Wrong,
+    Panic,
+}
+
+fn trial(path: &Path, bytes: &[u8], expected: &[Dump]) -> (Outcome, String) {
+    std::fs::write(path, bytes).expect("write the tampered file");
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        let db = match Db::open(path, RootKey::from_bytes(ROOT)) {
+            Ok(db) => db,
+            Err(e) => return (Outcome::OpenError, e.to_string()),
+        };
+        match state(&db) {
+            Ok(s) if s == expected => (Outcome::Correct, String::new()),
+            Ok(s) => (Outcome::Wrong, describe_difference(&s, expected)),
+            Err(e) => (Outcome::ReadError, e.to_string()),
+        }
+    }));
+    res.unwrap_or_else(|p| {
+        let at = PANIC_AT.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        (Outcome::Panic, format!("{msg} at {at}"))
+    })
+}
+
+/// Describes how `got` differs from `want`: `absent: …` if every differing fact is a record
+/// that reads as missing (`None` or an empty list) where the committed state has it.
+fn describe_difference(got: &[Dump], want: &[Dump]) -> String {
+    let got: Vec<&String> = got.iter().flatten().collect();
+    let want: Vec<&String> = want.iter().flatten().collect();
+    if got.len() != want.len() {
+        return format!("different number of facts: {} vs {}", got.len(), want.len());
+    }
+    let diffs: Vec<(&&String, &&String)> = got.iter().zip(&want).filter(|(a, b)| a != b).collect();
+    let absent = |g: &str, w: &str| {
+        [" None", " []"]
+            .iter()
+            .any(|suffix| g.strip_suffix(suffix).is_some_and(|head| w.starts_with(&format!("{head} "))))
+    };
+    let first = diffs.first().map(|(g, w)| format!("got `{g}`, want `{w}`")).unwrap_or_default();
+    if diffs.iter().all(|(g, w)| absent(g, w)) {
+        format!("absent: {} facts, first {first}", diffs.len())
+    } else {
+        format!("changed: {first}")
+    }
+}
+
+/// Where the last caught panic was raised (set by the test's panic hook).
+static PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("silograph-tamper-{}-{name}", std::process::id()))
+}
+
+/// The outcome counts and the bad trials of one sweep.
+struct Sweep {
+    trials: u32,
+    counts: std::collections::BTreeMap<(&'static str, Outcome), u32>,
+    /// `(trial description, outcome, detail)` of every wrong or panicking trial.
+    bad: Vec<(String, Outcome, String)>,
+}
+
+impl Sweep {
+    fn count(&self, o: Outcome) -> u32 {
+        self.counts.iter().filter(|((_, x), _)| *x == o).map(|(_, n)| *n).sum()
+    }
+
+    fn print(&self, len: usize) {
+        eprintln!("tamper trials: {} over the {len}-byte v1 fixture", self.trials);
+        for ((kind, outcome), n) in &self.counts {
+            eprintln!("  {kind:9} {outcome:?}: {n}");
+        }
+        for (what, o, detail) in self.bad.iter().take(40) {
+            eprintln!("  BAD {what}: {o:?}: {detail}");
+        }
+    }
+}
+
+fn sweep() -> (Sweep, usize) {
+    let original = std::fs::read(fixture()).expect("the v1 fixture is checked in");
+    let clean = temp("clean");
+    std::fs::write(&clean, &original).expect("copy");
+    let expected = state(&Db::open(&clean, RootKey::from_bytes(ROOT)).expect("open the clean fixture"))
+        .expect("read the clean fixture");
+    std::fs::remove_file(&clean).expect("cleanup");
+    // Offsets of bytes in use (non-zero): flips there hit headers, B-tree pages and sealed values
+    // far more often than uniform offsets in a file that is mostly free space.
+    let used: Vec<usize> = original.iter().enumerate().filter(|(_, b)| **b != 0).map(|(i, _)| i).collect();
+    assert!(!used.is_empty());
+
+    // Panics are caught and counted per trial; keep their messages out of the test output.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        *PANIC_AT.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }));
+    let path = temp("trial");
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut sw = Sweep { trials: 0, counts: std::collections::BTreeMap::new(), bad: Vec::new() };
+    let run = |kind: &'static str, bytes: Vec<u8>, note: String, sw: &mut Sweep| {
+        let (outcome, detail) = trial(&path, &bytes, &expected);
+        *sw.counts.entry((kind, outcome)).or_insert(0) += 1;
+        sw.trials += 1;
+        if matches!(outcome, Outcome::Wrong | Outcome::Panic) {
+            sw.bad.push((format!("{kind} {note}"), outcome, detail));
+        }
+    };
+    // Single-bit flips: in the first 4 KiB (redb's header and commit slots), in used bytes, anywhere.
+    for i in 0..600 {
+        let pos = match i % 3 {
+            0 => rng.below(4096.min(original.len())),
+            1 => used[rng.below(used.len())],
+            _ => rng.below(original.len()),
+        };
+        let bit = rng.below(8);
+        let mut b = original.clone();
+        b[pos] ^= 1 << bit;
+        run("flip", b, format!("offset {pos} bit {bit}"), &mut sw);
+    }
+    // Zeroed ranges of 1 byte to 8 KiB, starting at used bytes or anywhere.
+    for i in 0..200 {
+        let start = if i % 2 == 0 { used[rng.below(used.len())] } else { rng.below(original.len()) };
+        let len = 1 + rng.below(if i % 4 < 2 { 64 } else { 8192 });
+        let end = (start + len).min(original.len());
+        let mut b = original.clone();
+        b[start..end].fill(0);
+        run("zero", b, format!("{start}..{end}"), &mut sw);
+    }
+    // Truncations: at page boundaries and at arbitrary offsets.
+    for i in 0..100 {
+        let len = if i % 2 == 0 { rng.below(original.len() / 4096 + 1) * 4096 } else { rng.below(original.len()) };
+        run("truncate", original[..len.min(original.len())].to_vec(), format!("to {len}"), &mut sw);
+    }
+    let _ = std::fs::remove_file(&path);
+    std::panic::set_hook(default_hook);
+    (sw, original.len())
+}
+
+#[test]
+fn tampered_file_never_yields_a_forged_value_and_every_panic_is_inside_redb() {
+    let (sw, len) = sweep();
+    sw.print(len);
+    assert_eq!(sw.trials, 900);
+    for (what, outcome, detail) in &sw.bad {
+        match outcome {
+            Outcome::Panic => {
+                assert!(detail.contains("/redb-"), "{what}: a panic outside redb: {detail}")
+            }
+            _ => assert!(
+                detail.starts_with("absent:"),
+                "{what}: a tampered file yielded a present but different value: {detail}"
+            ),
+        }
+    }
+    assert!(sw.count(Outcome::OpenError) + sw.count(Outcome::ReadError) > 100, "too few trials detected");
+    assert!(sw.count(Outcome::Correct) > 0, "flips in free space must leave the data readable");
+}
+
+#[test]
+#[ignore = "known findings: redb panics on some corrupt pages; unreachable records read as absent (see the module doc)"]
+fn tampered_file_yields_an_error_or_the_committed_data_never_wrong_data_or_a_panic() {
+    let (sw, len) = sweep();
+    sw.print(len);
+    assert_eq!(sw.count(Outcome::Panic), 0, "panics on tampered files (see the BAD lines above)");
+    assert_eq!(sw.count(Outcome::Wrong), 0, "wrong data from tampered files (see the BAD lines above)");
+}
