@@ -562,6 +562,40 @@ fn retracted_edge_is_visible_only_to_record_times_before_its_retraction() {
     assert_eq!(reach(Some(200)), 1, "edge invisible from its retraction on");
 }
 
+#[test]
+fn concurrent_traversals_see_exactly_their_snapshot_while_a_writer_commits() {
+    // Each commit adds one edge from the hub (rewriting its cached page); a traversal must
+    // agree with the degree its own snapshot's node record gives, never a page from another
+    // snapshot served by the cache.
+    let (_db, org) = mem_org();
+    let mut w = org.write().unwrap();
+    let hub = w.upsert_node(NodeInput::new("hub").source("t", "hub")).unwrap();
+    let leaves: Vec<NodeId> =
+        (0..150).map(|i| w.upsert_node(NodeInput::new("leaf").source("t", i.to_string())).unwrap()).collect();
+    w.commit().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let mut checked = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) || checked == 0 {
+                    let r = org.read().unwrap();
+                    let reached = r.traverse(hub).max_depth(1).run().unwrap().len() as u64 - 1;
+                    assert_eq!(Some(reached), r.degree(hub, Direction::Out).unwrap());
+                    checked += 1;
+                }
+            });
+        }
+        for leaf in &leaves {
+            let mut w = org.write().unwrap();
+            w.add_edge(EdgeInput::new(hub, *leaf, "x")).unwrap();
+            w.commit().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(org.read().unwrap().traverse(hub).run().unwrap().len(), 151);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Corruption.
 

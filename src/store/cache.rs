@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::Zeroizing;
 
@@ -99,17 +99,23 @@ struct Inner {
 pub(crate) struct PageCache {
     capacity: usize,
     gen: AtomicU64,
-    inner: Mutex<Inner>,
+    /// Readers share the lock (lookups run in parallel); inserts and commits take it alone, so
+    /// a lookup's generation check cannot interleave with a commit's.
+    inner: RwLock<Inner>,
 }
 
 impl PageCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        PageCache { capacity, gen: AtomicU64::new(0), inner: Mutex::new(Inner::default()) }
+        PageCache { capacity, gen: AtomicU64::new(0), inner: RwLock::new(Inner::default()) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
         // A panic while holding the lock leaves a consistent map (every mutation is one step).
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The generation to remember before beginning a snapshot.
@@ -122,7 +128,7 @@ impl PageCache {
     }
 
     pub(crate) fn get(&self, key: &[u8; 16], gen: u64) -> Option<Arc<Page>> {
-        let inner = self.lock();
+        let inner = self.read();
         if self.gen.load(Ordering::Acquire) != gen {
             return None;
         }
