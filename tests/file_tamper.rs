@@ -29,7 +29,9 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo")
 }
 
-fn sources() -> (Vec<(String, String)>, Vec<(String, String)>) {
+type Sources = Vec<(String, String)>;
+
+fn sources() -> (Sources, Sources) {
     let mut nodes: Vec<(String, String)> =
         (0..6).map(|i| (if i % 2 == 0 { "gmail" } else { "crm" }.to_string(), format!("n{i}"))).collect();
     nodes.push(("gmail".into(), "hub".into()));
@@ -55,11 +57,13 @@ enum Outcome {
 
 fn trial(path: &Path, bytes: &[u8], expected: &[Dump]) -> (Outcome, String) {
     std::fs::write(path, bytes).expect("write the tampered file");
+    let phase = std::cell::Cell::new("Db::open");
     let res = catch_unwind(AssertUnwindSafe(|| {
         let db = match Db::open(path, RootKey::from_bytes(ROOT)) {
             Ok(db) => db,
             Err(e) => return (Outcome::OpenError, e.to_string()),
         };
+        phase.set("read");
         match state(&db) {
             Ok(s) if s == expected => (Outcome::Correct, String::new()),
             Ok(s) => (Outcome::Wrong, describe_difference(&s, expected)),
@@ -73,7 +77,7 @@ fn trial(path: &Path, bytes: &[u8], expected: &[Dump]) -> (Outcome, String) {
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        (Outcome::Panic, format!("{msg} at {at}"))
+        (Outcome::Panic, format!("during {}: {msg} at {at}", phase.get()))
     })
 }
 

@@ -26,7 +26,7 @@ const N_EDGE_SOURCES: u8 = 5;
 
 /// The node source with index `i` of the pool.
 pub fn node_source(i: u8) -> (String, String) {
-    let system = if i % 2 == 0 { "gmail" } else { "crm" };
+    let system = if i.is_multiple_of(2) { "gmail" } else { "crm" };
     (system.to_string(), format!("n{}", i % N_NODE_SOURCES))
 }
 
@@ -547,7 +547,7 @@ fn read_props(r: &mut ByteReader<'_>) -> Vec<(Compartment, String, Value)> {
 }
 
 fn small_time(b: u8) -> Option<i64> {
-    (b % 4 != 0).then_some(i64::from(b) * 100)
+    (!b.is_multiple_of(4)).then_some(i64::from(b) * 100)
 }
 
 /// Decodes one write operation. Ids are chosen among the model's known ids plus a few unknown
@@ -567,7 +567,7 @@ pub fn read_wop(r: &mut ByteReader<'_>, m: &OrgModel) -> WOp {
             let to = node(r.u8());
             let kind = EDGE_KINDS[usize::from(r.u8() % 2)];
             let sb = r.u8();
-            let source = (sb % 3 != 0).then(|| edge_source(sb / 3));
+            let source = (!sb.is_multiple_of(3)).then(|| edge_source(sb / 3));
             let valid_from = small_time(r.u8());
             let valid_to = small_time(r.u8());
             WOp::AddEdge { from, to, kind, source, valid_from, valid_to, props: read_props(r) }
@@ -594,7 +594,7 @@ pub fn read_wop(r: &mut ByteReader<'_>, m: &OrgModel) -> WOp {
             WOp::RemoveEdgeProp(id, compartment_of(r.u8()), PROP_NAMES[usize::from(r.u8() % 3)].to_string())
         }
         _ => {
-            if r.u8() % 2 == 0 {
+            if r.u8().is_multiple_of(2) {
                 WOp::Lookup(node_source(r.u8()))
             } else {
                 WOp::SnapshotCheck
@@ -754,7 +754,7 @@ pub fn read_program(bytes: &[u8], max_top: usize) -> Vec<Top> {
     let mut r = ByteReader::new(bytes);
     let mut models = [Some(OrgModel::default()), Some(OrgModel::default())];
     let mut out = Vec::new();
-    if r.u8() % 8 != 0 {
+    if !r.u8().is_multiple_of(8) {
         out.push(Top::Create(0));
         out.push(Top::Create(1));
     } else {
@@ -767,7 +767,7 @@ pub fn read_program(bytes: &[u8], max_top: usize) -> Vec<Top> {
             0 => Top::Create(usize::from(r.u8() % 2)),
             1..=6 => {
                 let org = usize::from(r.u8() % 2);
-                let commit = r.u8() % 4 != 0;
+                let commit = !r.u8().is_multiple_of(4);
                 let n = 1 + r.u8() % 8;
                 let mut scratch = models[org].clone().unwrap_or_default();
                 let mut ops = Vec::new();
