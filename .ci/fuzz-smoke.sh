@@ -5,11 +5,16 @@
 #
 #   .ci/fuzz-smoke.sh            # 30 s per target
 #   FUZZ_SECONDS=60 .ci/fuzz-smoke.sh
+#   FUZZ_TARGET_DIR=target/asan .ci/fuzz-smoke.sh   # another build directory (relative to fuzz/)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${FUZZ_SECONDS:-30}"
 targets=(envelope_open record_decode ops_vs_model)
+dir_args=()
+if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
+    dir_args=(--target-dir "$FUZZ_TARGET_DIR")
+fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz-smoke: no nightly toolchain; skipping" >&2
@@ -24,7 +29,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/silograph-fuzz-smoke.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 cd "$root/fuzz"
-cargo +nightly fuzz build -O
+cargo +nightly fuzz build -O "${dir_args[@]}"
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "$work/corpus/$t" "$work/artifacts/$t"
@@ -32,7 +37,7 @@ for t in "${targets[@]}"; do
         cp -R "corpus/$t/." "$work/corpus/$t/"
     fi
     echo "fuzz-smoke: $t for ${seconds}s" >&2
-    if ! cargo +nightly fuzz run -O "$t" "$work/corpus/$t" -- \
+    if ! cargo +nightly fuzz run -O "${dir_args[@]}" "$t" "$work/corpus/$t" -- \
         -max_total_time="$seconds" -artifact_prefix="$work/artifacts/$t/" -print_final_stats=1 \
         >"$work/$t.log" 2>&1; then
         echo "fuzz-smoke: $t FAILED; last lines of its log:" >&2
