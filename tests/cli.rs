@@ -484,3 +484,58 @@ fn bulk_import_answers_like_the_ordinary_import_and_refuses_a_second_run() {
     assert_eq!(again.status.code(), Some(2), "a second bulk run would duplicate edges: refused");
     assert_eq!(env.json(&["stats", "fast"])["edges"], 1000);
 }
+
+#[test]
+fn a_byok_org_opens_only_with_its_own_key_and_a_wrong_one_exits_3() {
+    let env = Env::new();
+    let ok = env.path("globex.key");
+    std::fs::write(&ok, "42".repeat(32)).unwrap();
+    let bad = env.path("bad-org.key");
+    std::fs::write(&bad, "43".repeat(32)).unwrap();
+    let created = env.json(&["--org-key-file", ok.to_str().unwrap(), "org", "create", "globex"]);
+    assert_eq!(created["byok"], true);
+    let (path, msgs) = messages(&env, 100);
+    let r = env.json(&[
+        "import",
+        "globex",
+        "--edges",
+        path.to_str().unwrap(),
+        "--system",
+        "user",
+        "--org-key-file",
+        ok.to_str().unwrap(),
+    ]);
+    assert_eq!(r["edges_added"], msgs.len() as u64);
+    let stats = env.json(&["stats", "globex", "--org-key-file", ok.to_str().unwrap()]);
+    assert_eq!(stats["edges"], msgs.len() as u64);
+
+    let wrong = env.run(&["stats", "globex", "--org-key-file", bad.to_str().unwrap()]);
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    let keyless = env.run(&["stats", "globex"]);
+    assert_eq!(keyless.status.code(), Some(2), "a BYOK org without its key is a usage error: {}", stderr(&keyless));
+}
+
+#[test]
+fn a_tampered_audit_entry_fails_audit_verify_with_exit_1() {
+    use silograph::fuzzing::redb::{self, ReadableTable};
+    let (env, _) = loaded(100);
+    assert_eq!(env.json(&["audit", "uci", "verify"])["ok"], true);
+    {
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
+        let raw = redb::Database::create(env.db()).unwrap();
+        let wtx = raw.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(def).unwrap();
+            let (k, mut v) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            let mid = v.len() / 2;
+            v[mid] ^= 1;
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let out = env.run(&["audit", "uci", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+}

@@ -23,7 +23,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value as Json};
 use silograph::import::{self, Column, EdgeImport, Format, ImportReport, NodeImport, Phase, TimeUnit};
-use silograph::{Db, Direction, Error, NeighborFilter, NodeId, Org, PathOptions, ReadTxn, RootKey, TransportKey};
+use silograph::{
+    Db, Direction, Error, NeighborFilter, NodeId, Org, OrgKey, PathOptions, ReadTxn, RootKey, TransportKey,
+};
 
 /// An embedded, encrypted, multi-tenant context-graph store.
 #[derive(Debug, Parser)]
@@ -34,6 +36,8 @@ struct Cli {
     db: PathBuf,
     #[command(flatten)]
     key: KeyArgs,
+    #[command(flatten)]
+    org_key: OrgKeyArgs,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -57,6 +61,19 @@ struct KeyArgs {
     /// An environment variable holding the root key as 64 hex digits.
     #[arg(long, value_name = "VAR")]
     root_key_env: Option<String>,
+}
+
+/// A bring-your-own organization key (64 hex digits): `org create` makes a BYOK organization
+/// with it, and every command that opens an organization uses it. Never from the command line.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+struct OrgKeyArgs {
+    /// A file holding the organization's own key as 64 hex digits (BYOK).
+    #[arg(long, global = true, value_name = "F")]
+    org_key_file: Option<PathBuf>,
+    /// An environment variable holding the organization's own key as 64 hex digits (BYOK).
+    #[arg(long, global = true, value_name = "VAR")]
+    org_key_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,11 +376,30 @@ fn run(cli: Cli) -> Outcome {
         builder = builder.storage_cache_size(mb << 20);
     }
     let db = builder.open(&cli.db, root_key(&cli.key)?)?;
+    let org_key = read_secret(
+        cli.org_key.org_key_file.as_deref(),
+        cli.org_key.org_key_env.as_deref(),
+        "org key",
+        OrgKey::from_hex,
+    )?;
+    let open = |name: &str| -> Outcome<Org> {
+        Ok(match &org_key {
+            Some(k) => db.org_with_key(name, k)?,
+            None => db.org(name)?,
+        })
+    };
     match cli.command {
         Command::Init { .. } => Ok(()),
         Command::Org(OrgCommand::Create { name }) => {
-            db.create_org(&name)?;
-            emit(json, json!({ "created": name }), || format!("created organization {name}"))
+            match &org_key {
+                Some(k) => db.create_org_with_key(&name, k)?,
+                None => db.create_org(&name)?,
+            };
+            let byok = org_key.is_some();
+            emit(json, json!({ "created": name, "byok": byok }), || {
+                let how = if byok { "with the host's own key (BYOK)" } else { "with a managed key" };
+                format!("created organization {name} {how}")
+            })
         }
         Command::Org(OrgCommand::List) => {
             let names = db.list_orgs()?;
@@ -441,7 +477,7 @@ fn run(cli: Cli) -> Outcome {
             )
         }
         Command::Audit { org, action: AuditCommand::Verify } => {
-            let report = db.audit(&org)?.verify()?;
+            let report = open(&org)?.audit().verify()?;
             emit(
                 json,
                 json!({ "org": org, "ok": report.is_ok(), "valid_entries": report.valid_entries,
@@ -460,14 +496,14 @@ fn run(cli: Cli) -> Outcome {
                 Some(seq) => Err(Failure::Integrity(format!("audit chain of {org} is broken at entry {seq}"))),
             }
         }
-        Command::Import(args) => import_cmd(&db, &args, json),
+        Command::Import(args) => import_cmd(&open(&args.org)?, &args, json),
         Command::Neighbors { org, node, direction, filter } => {
-            let r = db.org(&org)?.read()?;
+            let r = open(&org)?.read()?;
             let id = resolve(&r, &node)?;
             neighbors_cmd(&r, id, direction.into(), &filter, json)
         }
         Command::Khop { org, node, depth, direction, filter } => {
-            let r = db.org(&org)?.read()?;
+            let r = open(&org)?.read()?;
             let id = resolve(&r, &node)?;
             let mut t = r.traverse(id).max_depth(depth).direction(direction.into());
             if !filter.kind.is_empty() {
@@ -486,7 +522,7 @@ fn run(cli: Cli) -> Outcome {
             })
         }
         Command::Path { org, from, to, direction, max_depth, filter } => {
-            let r = db.org(&org)?.read()?;
+            let r = open(&org)?.read()?;
             let (a, b) = (resolve(&r, &from)?, resolve(&r, &to)?);
             let mut opts = PathOptions::new().direction(direction.into());
             if let Some(k) = max_depth {
@@ -510,7 +546,7 @@ fn run(cli: Cli) -> Outcome {
             }
         }
         Command::Stats { org } => {
-            let o = db.org(&org)?;
+            let o = open(&org)?;
             let (nodes, edges) = o.counts()?;
             emit(json, json!({ "org": org, "nodes": nodes, "edges": edges }), || {
                 format!("org\t{org}\nnodes\t{nodes}\nedges\t{edges}")
@@ -816,11 +852,10 @@ fn col(s: &str) -> Outcome<Column> {
     Ok(s.parse::<Column>()?)
 }
 
-fn import_cmd(db: &Db, a: &ImportArgs, json: bool) -> Outcome {
+fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
     if a.edges.is_none() && a.nodes.is_none() {
         return Err(Failure::Usage("import needs --edges F and/or --nodes F".into()));
     }
-    let org: Org = db.org(&a.org)?;
     let format = |p: &Path| match a.format {
         Some(Fmt::Tsv) => Format::Tsv,
         Some(Fmt::Csv) => Format::Csv,
@@ -844,7 +879,7 @@ fn import_cmd(db: &Db, a: &ImportArgs, json: bool) -> Outcome {
         if let Some(k) = &a.node_kind {
             o = o.kind(k);
         }
-        add(with_progress(p, |cb| import::import_nodes(&org, p, &o, cb))?);
+        add(with_progress(p, |cb| import::import_nodes(org, p, &o, cb))?);
     }
     if let Some(p) = &a.edges {
         let mut o = EdgeImport::new(format(p))
@@ -878,8 +913,8 @@ fn import_cmd(db: &Db, a: &ImportArgs, json: bool) -> Outcome {
             o = o.dst_system(s);
         }
         add(with_progress(p, |cb| match a.bulk {
-            true => import::import_edges_bulk(&org, p, &o, a.bulk_memory, cb),
-            false => import::import_edges(&org, p, &o, cb),
+            true => import::import_edges_bulk(org, p, &o, a.bulk_memory, cb),
+            false => import::import_edges(org, p, &o, cb),
         })?);
     }
     let secs = started.elapsed().as_secs_f64();
