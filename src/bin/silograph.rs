@@ -383,10 +383,20 @@ fn run(cli: Cli) -> Outcome {
         OrgKey::from_hex,
     )?;
     let open = |name: &str| -> Outcome<Org> {
-        Ok(match &org_key {
-            Some(k) => db.org_with_key(name, k)?,
-            None => db.org(name)?,
-        })
+        match &org_key {
+            Some(k) => db.org_with_key(name, k).map_err(|e| match e {
+                Error::InvalidInput(_) => {
+                    Failure::Usage(format!("organization {name} has a managed key: drop --org-key-file/--org-key-env"))
+                }
+                other => other.into(),
+            }),
+            None => db.org(name).map_err(|e| match e {
+                Error::InvalidInput(_) => Failure::Usage(format!(
+                    "organization {name} uses its own key (BYOK): give it with --org-key-file F or --org-key-env VAR"
+                )),
+                other => other.into(),
+            }),
+        }
     };
     match cli.command {
         Command::Init { .. } => Ok(()),
