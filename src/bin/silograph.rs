@@ -39,13 +39,13 @@ struct Cli {
     #[command(flatten)]
     org_key: OrgKeyArgs,
     /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// MiB of decrypted adjacency pages to cache per organization (default: the library's).
-    #[arg(long, global = true, value_name = "MIB")]
+    #[arg(long, global = true, value_name = "MIB", help_heading = "Global options")]
     page_cache_mb: Option<usize>,
     /// MiB of redb's own page cache (default: redb's). Lower both to bound the memory of a big import.
-    #[arg(long, global = true, value_name = "MIB")]
+    #[arg(long, global = true, value_name = "MIB", help_heading = "Global options")]
     storage_cache_mb: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -69,10 +69,10 @@ struct KeyArgs {
 #[group(multiple = false)]
 struct OrgKeyArgs {
     /// A file holding the organization's own key as 64 hex digits (BYOK).
-    #[arg(long, global = true, value_name = "F")]
+    #[arg(long, global = true, value_name = "F", help_heading = "Global options")]
     org_key_file: Option<PathBuf>,
     /// An environment variable holding the organization's own key as 64 hex digits (BYOK).
-    #[arg(long, global = true, value_name = "VAR")]
+    #[arg(long, global = true, value_name = "VAR", help_heading = "Global options")]
     org_key_env: Option<String>,
 }
 
@@ -399,6 +399,7 @@ fn run(cli: Cli) -> Outcome {
         }
     };
     match cli.command {
+        // Handled above, before the database is opened.
         Command::Init { .. } => Ok(()),
         Command::Org(OrgCommand::Create { name }) => {
             match &org_key {
