@@ -11,8 +11,12 @@ fn mem_db() -> Db {
     Db::builder().open_with_backend(redb::backends::InMemoryBackend::new(), RootKey::from_bytes([5; 32])).unwrap()
 }
 
-/// A deterministic pseudo-random edge list with a hub (node 0) whose degree spans several pages.
-fn edge_list(nodes: u64, edges: usize, seed: u64) -> Vec<(u64, u64, &'static str)> {
+/// `(from, to, kind, valid_from, valid_to)` by node index.
+type Edge = (u64, u64, &'static str, Option<i64>, Option<i64>);
+
+/// A deterministic pseudo-random edge list with a hub (node 0) whose degree spans several pages;
+/// with `timed`, three edges in four have a bounded valid time on one or both sides.
+fn edge_list(nodes: u64, edges: usize, seed: u64, timed: bool) -> Vec<Edge> {
     let mut x = seed | 1;
     let mut next = move || {
         x ^= x << 13;
@@ -23,11 +27,16 @@ fn edge_list(nodes: u64, edges: usize, seed: u64) -> Vec<(u64, u64, &'static str
     (0..edges)
         .map(|i| {
             let kind = ["emailed", "owns", "met"][(next() % 3) as usize];
-            if i % 3 == 0 {
-                (0, next() % nodes, kind)
-            } else {
-                (next() % nodes, next() % nodes, kind)
-            }
+            let t = (next() % 1000) as i64;
+            let (vf, vt) = match i % 4 {
+                _ if !timed => (None, None),
+                0 => (Some(t), None),
+                1 => (None, Some(t)),
+                2 => (Some(t), Some(t + 1 + i as i64)),
+                _ => (None, None),
+            };
+            let from = if i % 3 == 0 { 0 } else { next() % nodes };
+            (from, next() % nodes, kind, vf, vt)
         })
         .collect()
 }
@@ -36,27 +45,34 @@ fn node_input(i: u64) -> NodeInput {
     NodeInput::new("n").source("t", i.to_string())
 }
 
-fn bulk_load(org: &Org, nodes: u64, edges: &[(u64, u64, &str)], budget: usize) -> silograph::BulkStats {
+fn bulk_load(org: &Org, nodes: u64, edges: &[Edge], budget: usize) -> silograph::BulkStats {
     let mut bulk: BulkLoader = org.bulk_load().unwrap().memory_budget(budget);
     bulk.set_time(1000);
     let ids: Vec<NodeId> = (0..nodes).map(|i| bulk.add_node(node_input(i)).unwrap()).collect();
-    for &(a, b, k) in edges {
-        bulk.add_edge(ids[a as usize], ids[b as usize], k).unwrap();
+    for &(a, b, k, vf, vt) in edges {
+        bulk.add_edge_valid(ids[a as usize], ids[b as usize], k, vf, vt).unwrap();
     }
     bulk.finish().unwrap()
 }
 
-fn write_load(org: &Org, nodes: u64, edges: &[(u64, u64, &str)]) {
+fn write_load(org: &Org, nodes: u64, edges: &[Edge]) {
     let mut w = org.write().unwrap();
     w.set_time(1000);
     let ids: Vec<NodeId> = (0..nodes).map(|i| w.upsert_node(node_input(i)).unwrap()).collect();
-    for &(a, b, k) in edges {
-        w.add_edge(EdgeInput::new(ids[a as usize], ids[b as usize], k)).unwrap();
+    for &(a, b, k, vf, vt) in edges {
+        let mut input = EdgeInput::new(ids[a as usize], ids[b as usize], k);
+        if let Some(t) = vf {
+            input = input.valid_from(t);
+        }
+        if let Some(t) = vt {
+            input = input.valid_to(t);
+        }
+        w.add_edge(input).unwrap();
     }
     w.commit().unwrap();
 }
 
-type Adjacency = Vec<(NodeId, EdgeId, String, Option<i64>)>;
+type Adjacency = Vec<(NodeId, EdgeId, String, Option<i64>, Option<i64>, Option<i64>)>;
 /// Adjacency per (node, is-out), (node count, edge count), degrees (out, in) per node.
 type Snapshot = (HashMap<(NodeId, bool), Adjacency>, (u64, u64), HashMap<NodeId, (u64, u64)>);
 
@@ -76,7 +92,7 @@ fn snapshot(org: &Org) -> Snapshot {
                 .unwrap()
                 .map(|x| {
                     let x = x.unwrap();
-                    (x.node, x.edge, r.kind_name(x.kind).unwrap().unwrap(), x.retracted_at)
+                    (x.node, x.edge, r.kind_name(x.kind).unwrap().unwrap(), x.valid_from, x.valid_to, x.retracted_at)
                 })
                 .collect();
             adj.insert((node, out), list);
@@ -91,7 +107,7 @@ fn snapshot(org: &Org) -> Snapshot {
 
 #[test]
 fn bulk_load_stores_the_same_graph_as_write_transactions() {
-    let edges = edge_list(200, 3000, 7);
+    let edges = edge_list(200, 3000, 7, true);
     let db = mem_db();
     let (a, b) = (db.create_org("bulk").unwrap(), db.create_org("write").unwrap());
     let stats = bulk_load(&a, 200, &edges, usize::MAX);
@@ -106,7 +122,7 @@ fn bulk_load_stores_the_same_graph_as_write_transactions() {
 /// Loads the same edges with a 10 kB budget and an unbounded one; asserts both stored the same
 /// graph and that the small budget flushed more than `min_flushes` times.
 fn assert_budget_does_not_change_the_graph(nodes: u64, edges: usize, seed: u64, min_flushes: u64) {
-    let edges = edge_list(nodes, edges, seed);
+    let edges = edge_list(nodes, edges, seed, true);
     let db = mem_db();
     let (small, large) = (db.create_org("small").unwrap(), db.create_org("large").unwrap());
     let s = bulk_load(&small, nodes, &edges, 10_000);
@@ -133,9 +149,10 @@ fn small_flushes_over_many_nodes_give_the_same_graph_as_one_flush() {
 fn bulk_load_interoperates_with_writes_before_and_after() {
     let db = mem_db();
     let (a, b) = (db.create_org("mixed").unwrap(), db.create_org("plain").unwrap());
-    let before = edge_list(100, 700, 3);
-    let during = edge_list(100, 900, 5);
-    let after = edge_list(100, 300, 9);
+    let before = edge_list(100, 700, 3, true);
+    // Loaded by source below, which takes no valid times.
+    let during = edge_list(100, 900, 5, false);
+    let after = edge_list(100, 300, 9, true);
     for org in [&a, &b] {
         write_load(org, 100, &before);
     }
@@ -145,7 +162,7 @@ fn bulk_load_interoperates_with_writes_before_and_after() {
 
     let mut bulk = a.bulk_load().unwrap().memory_budget(20_000);
     bulk.set_time(1000);
-    for (x, y, k) in &during {
+    for (x, y, k, _, _) in &during {
         let (x, y) = (x.to_string(), y.to_string());
         bulk.add_edge_by_source(("t", &x), ("t", &y), k).unwrap();
     }
@@ -173,7 +190,7 @@ fn bulk_load_is_one_audited_write_counting_its_nodes_and_edges() {
     let db = mem_db();
     let org = db.create_org("o").unwrap();
     let before = org.audit().entries().unwrap().len();
-    let stats = bulk_load(&org, 50, &edge_list(50, 700, 17), 5_000);
+    let stats = bulk_load(&org, 50, &edge_list(50, 700, 17, true), 5_000);
     assert!(stats.flushes > 1);
     let entries = org.audit().entries().unwrap();
     assert_eq!(entries.len(), before + 1, "one commit, one audit entry");
@@ -232,7 +249,7 @@ fn bulk_load_throughput() {
                 (it.next().unwrap(), it.next().unwrap())
             })
             .collect(),
-        Err(_) => edge_list(36_692, 367_662, 1).into_iter().map(|(a, b, _)| (a, b)).collect(),
+        Err(_) => edge_list(36_692, 367_662, 1, false).into_iter().map(|(a, b, ..)| (a, b)).collect(),
     };
     let max = edges.iter().map(|(a, b)| *a.max(b)).max().unwrap_or(0);
     let path = std::env::temp_dir().join(format!("silograph-bulk-bench-{}", std::process::id()));
