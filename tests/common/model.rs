@@ -616,7 +616,10 @@ pub struct Runner {
 }
 
 fn open_db(disk: &SharedBytes, root: [u8; 32]) -> Result<Db, Error> {
-    Db::builder().cache_size(1 << 20).open_with_backend(disk.backend(), RootKey::from_bytes(root))
+    Db::builder()
+        .cache_size(1 << 20)
+        .storage_cache_size(1 << 20)
+        .open_with_backend(disk.backend(), RootKey::from_bytes(root))
 }
 
 impl Runner {
