@@ -171,4 +171,5 @@ fn main() {
     bench_reads(&mut c);
     bench_upserts(&mut c);
     c.final_summary();
+    cleanup();
 }

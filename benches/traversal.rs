@@ -244,4 +244,5 @@ fn main() {
     bench_enron(&mut c);
     bench_powerlaw(&mut c);
     c.final_summary();
+    cleanup();
 }

@@ -346,6 +346,11 @@ pub fn tmp_path(name: &str) -> PathBuf {
     p
 }
 
+/// Removes this process's benchmark files (call at the end of `main`).
+pub fn cleanup() {
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("silograph-bench-{}", std::process::id())));
+}
+
 /// Size of a file, or of all files under a directory, in bytes.
 pub fn disk_size(path: &Path) -> u64 {
     match std::fs::metadata(path) {
