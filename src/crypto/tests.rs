@@ -6,6 +6,7 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 
 use super::blind::BlindKey;
+#[cfg_attr(feature = "bench-null-cipher", allow(unused_imports))]
 use super::envelope::{self, Binding, ENVELOPE_VERSION, OVERHEAD};
 use super::keys::{derive, hkdf_sha256, AeadKey, MacKey, Secret};
 use crate::error::Error;
