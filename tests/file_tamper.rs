@@ -143,6 +143,17 @@ impl Sweep {
         for ((kind, outcome), n) in &self.counts {
             eprintln!("  {kind:9} {outcome:?}: {n}");
         }
+        let mut sites = std::collections::BTreeMap::<String, u32>::new();
+        for (_, o, detail) in &self.bad {
+            if *o == Outcome::Panic {
+                let phase = detail.split(": ").next().unwrap_or_default();
+                let site = detail.rsplit('/').next().unwrap_or_default();
+                *sites.entry(format!("{phase} at {site}")).or_insert(0) += 1;
+            }
+        }
+        for (site, n) in &sites {
+            eprintln!("  panics {site}: {n}");
+        }
         for (what, o, detail) in self.bad.iter().take(40) {
             eprintln!("  BAD {what}: {o:?}: {detail}");
         }
