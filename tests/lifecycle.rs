@@ -143,7 +143,10 @@ fn readers_and_writers_keep_working_while_an_org_rotates() {
             while !stop.load(Ordering::Relaxed) {
                 let r = org.read().unwrap();
                 for id in ids.iter().step_by(37) {
-                    assert_eq!(r.neighbors(*id, Direction::Both).unwrap().map(|x| x.unwrap()).count(), 2);
+                    assert_eq!(
+                        r.neighbors(*id, Direction::Both).unwrap().collect::<Result<Vec<_>, _>>().unwrap().len(),
+                        2
+                    );
                     assert!(r.node_props(*id, Compartment::Raw).unwrap().len() == 1);
                 }
                 reads.fetch_add(1, Ordering::Relaxed);

@@ -6,8 +6,7 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 
 use super::blind::BlindKey;
-#[cfg_attr(feature = "bench-null-cipher", allow(unused_imports))]
-use super::envelope::{self, Binding, ENVELOPE_VERSION, OVERHEAD};
+use super::envelope::{self, Binding, ENVELOPE_VERSION};
 use super::keys::{derive, hkdf_sha256, AeadKey, MacKey, Secret};
 use crate::error::Error;
 
@@ -251,7 +250,7 @@ fn envelope_layout_is_version_epoch_nonce_then_gcm_over_the_documented_aad() {
     let b = binding(5);
     let plaintext = b"a record of some length, not a multiple of 16";
     let sealed = envelope::seal_with_nonce(&key, 7, &b, plaintext, &nonce).unwrap();
-    assert_eq!(sealed.len(), plaintext.len() + OVERHEAD);
+    assert_eq!(sealed.len(), plaintext.len() + envelope::OVERHEAD);
     assert_eq!(sealed[0], ENVELOPE_VERSION);
     assert_eq!(ENVELOPE_VERSION, 1);
     assert_eq!(&sealed[1..5], &7u32.to_le_bytes());
