@@ -302,44 +302,20 @@ impl Db {
             }
             wtx.commit()?;
         }
-        let DbInner {
-            redb,
-            db_id,
-            root,
-            path: p,
-            secret_keys,
-            db_secret,
-            page_cache,
-            shared,
-            rotate_after_seals,
-            actor,
-        } = inner;
-        drop(redb);
+        // The old file stays open (unlinked) until the new one replaces it in `inner`.
         std::fs::rename(&tmp, &path)?;
         if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir })
-            {
+            let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+            if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }
         }
-        let redb = redb::Database::create(&path)?;
-        for s in shared.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        let mut inner = inner;
+        inner.redb = redb::Database::create(&path)?;
+        for s in inner.shared.lock().unwrap_or_else(|p| p.into_inner()).values() {
             s.cache.clear();
         }
-        Ok(Db {
-            inner: Arc::new(DbInner {
-                redb,
-                db_id,
-                root,
-                path: p,
-                secret_keys,
-                db_secret,
-                page_cache,
-                shared,
-                rotate_after_seals,
-                actor,
-            }),
-        })
+        Ok(Db { inner: Arc::new(inner) })
     }
 }
 
