@@ -21,6 +21,16 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// `bench-null-cipher` feature (benchmarks only), so its files and normal files never mix.
 #[cfg(feature = "bench-null-cipher")]
 pub const ENVELOPE_VERSION: u8 = 0xFF;
+
+// The null cipher must be asked for twice: by the feature and by an environment variable at build
+// time, so that `--all-features` alone (cargo build / test / doc) cannot produce a build that
+// does not encrypt. Clippy only inspects the code and is let through.
+#[cfg(all(feature = "bench-null-cipher", not(clippy)))]
+const _: () = assert!(
+    option_env!("SILOGRAPH_INSECURE_NULL_CIPHER").is_some(),
+    "feature `bench-null-cipher` turns encryption OFF (benchmarks only); \
+     set SILOGRAPH_INSECURE_NULL_CIPHER=1 in the build environment to confirm"
+);
 /// Bytes of envelope overhead: version, epoch, nonce, tag.
 pub const OVERHEAD: usize = 1 + 4 + 12 + 16;
 const HEADER: usize = 1 + 4 + 12;
