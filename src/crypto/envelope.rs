@@ -11,7 +11,7 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 use rkyv::util::AlignedVec;
 
-use super::keys::{fill_random, AeadKey};
+use super::keys::{random_nonce, AeadKey};
 use crate::error::{Error, Result};
 
 /// Envelope format version written by this build.
@@ -60,8 +60,7 @@ fn aad(b: &Binding<'_>, epoch: u32) -> Vec<u8> {
 
 /// Seals `plaintext` under `key`, bound to `binding` and `epoch`, with a fresh random nonce.
 pub(crate) fn seal(key: &AeadKey, epoch: u32, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
-    let mut nonce = [0u8; 12];
-    fill_random(&mut nonce)?;
+    let nonce = random_nonce()?;
     seal_with_nonce(key, epoch, binding, plaintext, &nonce)
 }
 

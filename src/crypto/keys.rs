@@ -103,6 +103,47 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
 }
 
+/// Random bytes drawn per refill of the nonce pool.
+const NONCE_POOL: usize = 4096;
+
+/// A per-thread pool of operating-system randomness for nonces: one `getrandom` call per 341
+/// nonces instead of one per seal (a syscall per seal was a quarter of commit CPU). Nonces need
+/// uniqueness, which random 96-bit values give as long as no bytes are ever handed out twice:
+/// bytes are consumed once, and the pool is refilled when the process id changes, so a forked
+/// child never reuses its parent's pool.
+struct NoncePool {
+    bytes: Zeroizing<[u8; NONCE_POOL]>,
+    pos: usize,
+    pid: u32,
+}
+
+thread_local! {
+    static NONCES: std::cell::RefCell<NoncePool> = std::cell::RefCell::new(NoncePool {
+        bytes: Zeroizing::new([0u8; NONCE_POOL]),
+        pos: NONCE_POOL,
+        pid: 0,
+    });
+}
+
+/// A fresh random 96-bit nonce.
+pub(crate) fn random_nonce() -> Result<[u8; 12]> {
+    NONCES.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let pid = std::process::id();
+        if pool.pos + 12 > NONCE_POOL || pool.pid != pid {
+            fill_random(pool.bytes.as_mut())?;
+            pool.pos = 0;
+            pool.pid = pid;
+        }
+        let mut nonce = [0u8; 12];
+        let start = pool.pos;
+        nonce.copy_from_slice(&pool.bytes[start..start + 12]);
+        pool.bytes[start..start + 12].fill(0);
+        pool.pos += 12;
+        Ok(nonce)
+    })
+}
+
 /// HKDF-SHA256 (RFC 5869): extract with `salt` (an empty salt is the RFC's "not provided"),
 /// then expand with the concatenation of the `info` parts into `out`.
 ///

@@ -4,13 +4,12 @@
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 
-use super::keys::{fill_random, AeadKey};
+use super::keys::{random_nonce, AeadKey};
 use crate::error::{Error, Result};
 
 /// Seals `plaintext` bound to `aad` under a fresh random nonce.
 pub(crate) fn seal(key: &AeadKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let mut nonce = [0u8; 12];
-    fill_random(&mut nonce)?;
+    let nonce = random_nonce()?;
     let mut out = Vec::with_capacity(12 + plaintext.len() + 16);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);

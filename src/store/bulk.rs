@@ -10,8 +10,8 @@
 use redb::ReadableTable;
 
 use super::org::Org;
-use super::records::dir_index;
-use super::tables::{RecordKey, Table, ADJ, EDGES};
+use super::records::{dir_index, par_map, write_sorted};
+use super::tables::{ADJ, EDGES};
 use super::write::{NodeInput, WriteTxn};
 use crate::codec::{encode_page, AdjEntry, EdgeRecord, PAGE_CAPACITY};
 use crate::error::{Error, Result};
@@ -388,35 +388,4 @@ struct PageJob {
     /// The page count for page 0's header (0 in other pages).
     count: u32,
     entries: Vec<AdjEntry>,
-}
-
-/// Maps `f` over `items` on all cores (sealing is pure CPU work), keeping the order; the first
-/// error wins.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if threads < 2 || items.len() < 4096 {
-        return items.iter().map(&f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|chunk| s.spawn(move || chunk.iter().map(f).collect::<Result<Vec<R>>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for h in handles {
-            out.extend(h.join().map_err(|_| Error::invalid("a bulk sealing thread panicked"))??);
-        }
-        Ok(out)
-    })
-}
-
-/// Inserts sealed rows in key order (B-tree friendly: blind keys are random).
-fn write_sorted(txn: &redb::WriteTransaction, table: Table, rows: &mut [(RecordKey, Vec<u8>)]) -> Result<()> {
-    rows.sort_unstable_by_key(|r| r.0);
-    let mut t = txn.open_table(table.def)?;
-    for (k, v) in rows.iter() {
-        t.insert(k.as_slice(), v.as_slice())?;
-    }
-    Ok(())
 }

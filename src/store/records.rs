@@ -156,3 +156,38 @@ impl OrgInner {
         Ok(u64::from_le_bytes(arr))
     }
 }
+
+/// Maps `f` over `items` on all cores (sealing is pure CPU work), keeping the order; the first
+/// error wins.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || items.len() < 4096 {
+        return items.iter().map(&f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|chunk| s.spawn(move || chunk.iter().map(f).collect::<Result<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| Error::invalid("a sealing thread panicked"))??);
+        }
+        Ok(out)
+    })
+}
+
+/// Inserts sealed rows in key order (B-tree friendly: blind keys are random).
+pub(crate) fn write_sorted(
+    txn: &redb::WriteTransaction,
+    table: Table,
+    rows: &mut [(RecordKey, Vec<u8>)],
+) -> Result<()> {
+    rows.sort_unstable_by_key(|r| r.0);
+    let mut t = txn.open_table(table.def)?;
+    for (k, v) in rows.iter() {
+        t.insert(k.as_slice(), v.as_slice())?;
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use redb::ReadableTable;
 
 use super::org::Org;
-use super::records::Owner;
+use super::records::{par_map, write_sorted, Owner};
 use super::tables::{index_domain, RecordKey, Table, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{encode_page, AdjEntry, EdgeRecord, NodeRecord, OrgEntry, PropMap, StoredValue, PAGE_CAPACITY};
@@ -588,22 +588,27 @@ impl WriteTxn {
         let mut seals: u64 = extra_seals;
         let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len());
         {
-            let mut t = txn.open_table(NODES.def)?;
-            for id in &self.dirty_nodes {
+            // Seal on all cores (pure CPU work), then insert each table in key order.
+            let ids: Vec<u64> = self.dirty_nodes.iter().copied().collect();
+            let mut rows = par_map(&ids, |id| {
                 let rec = self.nodes.get(id).ok_or_else(|| Error::invalid("dirty node not loaded"))?;
                 let key = org.node_key(*id);
-                t.insert(key.as_slice(), org.seal_record(NODES, &key, Compartment::Core, rec)?.as_slice())?;
-                seals += 1;
-            }
-            let mut t = txn.open_table(EDGES.def)?;
-            for id in &self.dirty_edges {
+                Ok((key, org.seal_record(NODES, &key, Compartment::Core, rec)?))
+            })?;
+            seals += rows.len() as u64;
+            write_sorted(&txn, NODES, &mut rows)?;
+
+            let ids: Vec<u64> = self.dirty_edges.iter().copied().collect();
+            let mut rows = par_map(&ids, |id| {
                 let rec = self.edges.get(id).ok_or_else(|| Error::invalid("dirty edge not loaded"))?;
                 let key = org.edge_key(*id);
-                t.insert(key.as_slice(), org.seal_record(EDGES, &key, Compartment::Core, rec)?.as_slice())?;
-                seals += 1;
-            }
-            let mut t = txn.open_table(super::tables::ADJ.def)?;
-            for id in &self.dirty_pages {
+                Ok((key, org.seal_record(EDGES, &key, Compartment::Core, rec)?))
+            })?;
+            seals += rows.len() as u64;
+            write_sorted(&txn, EDGES, &mut rows)?;
+
+            let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
+            let mut rows = par_map(&ids, |id| {
                 let (node, dir, p) = *id;
                 let entries = self.pages.get(id).ok_or_else(|| Error::invalid("dirty page not loaded"))?;
                 let count = match (p, self.nodes.get(&node)) {
@@ -613,34 +618,49 @@ impl WriteTxn {
                     _ => 0,
                 };
                 let key = org.adj_key(node, dir, p);
-                t.insert(key.as_slice(), org.seal_page(&key, &encode_page(count, entries))?.as_slice())?;
+                Ok((key, org.seal_page(&key, &encode_page(count, entries))?))
+            })?;
+            seals += rows.len() as u64;
+            changed_pages.extend(rows.iter().map(|(key, _)| {
                 let mut opaque = [0u8; 16];
                 opaque.copy_from_slice(&key[8..]);
-                changed_pages.push(opaque);
-                seals += 1;
-            }
-            let mut t = txn.open_table(PROPS.def)?;
-            for id in &self.dirty_props {
+                opaque
+            }));
+            write_sorted(&txn, super::tables::ADJ, &mut rows)?;
+
+            let ids: Vec<(Owner, Compartment)> = self.dirty_props.iter().copied().collect();
+            let mut removed = Vec::new();
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in &ids {
                 let map = self.props.get(id).ok_or_else(|| Error::invalid("dirty props not loaded"))?;
                 let key = org.props_key(id.0, id.1);
                 if map.entries.is_empty() {
-                    t.remove(key.as_slice())?;
+                    removed.push(key);
                 } else {
-                    t.insert(key.as_slice(), org.seal_record(PROPS, &key, id.1, map)?.as_slice())?;
-                    seals += 1;
+                    rows.push((key, org.seal_record(PROPS, &key, id.1, map)?));
                 }
             }
-            let mut t = txn.open_table(INDEX.def)?;
-            for (key, v) in &self.index {
-                t.insert(key.as_slice(), org.seal_u64(INDEX, key, *v)?.as_slice())?;
-                seals += 1;
+            seals += rows.len() as u64;
+            write_sorted(&txn, PROPS, &mut rows)?;
+            if !removed.is_empty() {
+                let mut t = txn.open_table(PROPS.def)?;
+                for key in &removed {
+                    t.remove(key.as_slice())?;
+                }
             }
+
+            let index: Vec<(RecordKey, u64)> = self.index.iter().map(|(k, v)| (*k, *v)).collect();
+            let mut rows = par_map(&index, |(key, v)| Ok((*key, org.seal_u64(INDEX, key, *v)?)))?;
+            seals += rows.len() as u64;
+            write_sorted(&txn, INDEX, &mut rows)?;
+
             let mut t = txn.open_table(DICT.def)?;
             for (name, id) in &self.new_kinds {
                 let key = org.dict_key(*id);
                 t.insert(key.as_slice(), org.seal(DICT, &key, Compartment::Core, name.as_bytes())?.as_slice())?;
                 seals += 1;
             }
+            drop(t);
             let st = self.stats;
             let counts = [
                 ("nodes_created", st.nodes_created),
