@@ -682,3 +682,42 @@ fn lifecycle_figures() {
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&dst).unwrap();
 }
+
+#[test]
+fn removed_node_record_reads_as_corrupt_and_verify_counts_it() {
+    let path = tmp("removed");
+    let db = Db::open(&path, root(1)).unwrap();
+    db.create_org("acme").unwrap();
+    fill(&db, "acme", 10);
+    drop(db);
+    let victim = raw_records(&path).into_iter().find(|r| r.0 == "nodes").unwrap();
+    with_raw_table(&path, "nodes", |t| {
+        t.remove(victim.1.as_slice()).unwrap();
+    });
+    let db = Db::open(&path, root(1)).unwrap();
+    let report = db.verify().unwrap();
+    assert!(
+        report.corrupt.iter().any(|c| c.table == "nodes" && c.error.contains("10 records expected, 9 found")),
+        "{report:?}"
+    );
+    let r = db.org("acme").unwrap().read().unwrap();
+    let outcomes: Vec<_> = (1..=10).map(|i| r.node(NodeId(i))).collect();
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Err(Error::Corrupt { .. }))).count(), 1);
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Some(_)))).count(), 9);
+    assert_eq!(r.node(NodeId(11)).unwrap(), None, "an id never assigned is simply absent");
+    drop((r, db));
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_source_listed_twice_is_stored_once() {
+    let path = tmp("dupsource");
+    let db = Db::open(&path, root(1)).unwrap();
+    let org = db.create_org("acme").unwrap();
+    let mut w = org.write().unwrap();
+    let n = w.upsert_node(NodeInput::new("person").source("crm", "1").source("crm", "1").source("mail", "a")).unwrap();
+    w.commit().unwrap();
+    assert_eq!(org.read().unwrap().node(n).unwrap().unwrap().sources.len(), 2);
+    drop((org, db));
+    std::fs::remove_file(&path).unwrap();
+}

@@ -135,6 +135,10 @@ impl DbBuilder {
     pub fn open(self, path: impl AsRef<Path>, root: RootKey) -> Result<Db> {
         check_name("actor", &self.actor, MAX_NAME_LEN)?;
         let path = path.as_ref();
+        contain("file", &[], || self.open_path(path, root))
+    }
+
+    fn open_path(self, path: &Path, root: RootKey) -> Result<Db> {
         let existing = match std::fs::metadata(path) {
             Ok(m) => m.len() > 0,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -158,8 +162,10 @@ impl DbBuilder {
     /// flags) may already have reached the backend.
     pub fn open_with_backend(self, backend: impl redb::StorageBackend, root: RootKey) -> Result<Db> {
         check_name("actor", &self.actor, MAX_NAME_LEN)?;
-        let redb = self.redb_builder().create_with_backend(backend)?;
-        self.finish_open(redb, root, None)
+        contain("file", &[], || {
+            let redb = self.redb_builder().create_with_backend(backend)?;
+            self.finish_open(redb, root, None)
+        })
     }
 
     fn finish_open(self, redb: redb::Database, root: RootKey, path: Option<std::path::PathBuf>) -> Result<Db> {
@@ -359,8 +365,8 @@ impl DbInner {
         tag: OrgTag,
         name: &str,
     ) -> Result<OrgEntry> {
-        let sealed = table.get(tag.0.as_slice())?.ok_or_else(|| Error::OrgNotFound(name.to_owned()))?;
-        self.open_entry(tag, sealed.value())
+        let sealed = contain(ORGS.name, &tag.0, || Ok(table.get(tag.0.as_slice())?.map(|v| v.value().to_vec())))?;
+        self.open_entry(tag, &sealed.ok_or_else(|| Error::OrgNotFound(name.to_owned()))?)
     }
 }
 
@@ -519,6 +525,12 @@ impl Db {
         names.sort();
         Ok(names)
     }
+}
+
+/// Runs redb calls, turning a panic inside redb (it panics on some corrupt files instead of
+/// returning an error) into `Corrupt` for `table` / `key`: never a panic in the host.
+pub(crate) fn contain<T>(table: &'static str, key: &[u8], f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::corrupt(table, key)))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -155,6 +155,8 @@ pub struct ReadTxn {
     props: RoTable,
     dict: RoTable,
     orgs: RoTable,
+    /// The org's next node and edge ids in this snapshot, read on first need.
+    next_ids: std::sync::OnceLock<(u64, u64)>,
 }
 
 impl std::fmt::Debug for ReadTxn {
@@ -167,9 +169,9 @@ impl ReadTxn {
     pub(crate) fn begin(org: Org) -> Result<Self> {
         let cache = &org.inner.shared.cache;
         let g1 = cache.generation();
-        let txn = org.inner.db.redb.begin_read()?;
+        let txn = super::contain("file", &[], || Ok(org.inner.db.redb.begin_read()?))?;
         let g2 = cache.generation();
-        let open = |t: Table| -> Result<RoTable> { Ok(txn.open_table(t.def)?) };
+        let open = |t: Table| -> Result<RoTable> { super::contain(t.name, &[], || Ok(txn.open_table(t.def)?)) };
         Ok(ReadTxn {
             gen: g1,
             cache_ok: g1 == g2 && g1.is_multiple_of(2) && cache.enabled(),
@@ -180,6 +182,7 @@ impl ReadTxn {
             props: open(PROPS)?,
             dict: open(DICT)?,
             orgs: open(ORGS)?,
+            next_ids: std::sync::OnceLock::new(),
             org,
         })
     }
@@ -189,14 +192,34 @@ impl ReadTxn {
         &self.org
     }
 
-    fn get(table: &RoTable, key: &[u8]) -> Result<Option<redb::AccessGuard<'static, &'static [u8]>>> {
-        Ok(table.get(key)?)
+    /// One value, copied out; a panic inside redb (it panics on some corrupt files) is `Corrupt`.
+    fn get(table: &RoTable, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        super::contain(name, key, || Ok(table.get(key)?.map(|v| v.value().to_vec())))
+    }
+
+    fn next_ids(&self) -> Result<(u64, u64)> {
+        if let Some(v) = self.next_ids.get() {
+            return Ok(*v);
+        }
+        let e = self.org.inner.db.read_entry(&self.orgs, self.org.inner.tag, &self.org.inner.name)?;
+        Ok(*self.next_ids.get_or_init(|| (e.next_node, e.next_edge)))
+    }
+
+    /// A record that is not there: fine for an id this org never assigned, `Corrupt` for one it
+    /// did (ids are never deleted, so its record was removed from the file).
+    fn absent<T>(&self, id: u64, next: u64, table: Table, key: &[u8]) -> Result<Option<T>> {
+        if id > 0 && id < next {
+            return Err(Error::corrupt(table.name, key));
+        }
+        Ok(None)
     }
 
     fn node_record(&self, id: NodeId) -> Result<Option<NodeRecord>> {
         let key = self.org.inner.node_key(id.0);
-        let Some(sealed) = Self::get(&self.nodes, &key)? else { return Ok(None) };
-        let rec: NodeRecord = self.org.inner.open_record(NODES, &key, Compartment::Core, sealed.value())?;
+        let Some(sealed) = Self::get(&self.nodes, NODES.name, &key)? else {
+            return self.absent(id.0, self.next_ids()?.0, NODES, &key);
+        };
+        let rec: NodeRecord = self.org.inner.open_record(NODES, &key, Compartment::Core, &sealed)?;
         if rec.id != id.0 {
             return Err(Error::corrupt(NODES.name, &key));
         }
@@ -205,8 +228,10 @@ impl ReadTxn {
 
     fn edge_record(&self, id: EdgeId) -> Result<Option<EdgeRecord>> {
         let key = self.org.inner.edge_key(id.0);
-        let Some(sealed) = Self::get(&self.edges, &key)? else { return Ok(None) };
-        let rec: EdgeRecord = self.org.inner.open_record(EDGES, &key, Compartment::Core, sealed.value())?;
+        let Some(sealed) = Self::get(&self.edges, EDGES.name, &key)? else {
+            return self.absent(id.0, self.next_ids()?.1, EDGES, &key);
+        };
+        let rec: EdgeRecord = self.org.inner.open_record(EDGES, &key, Compartment::Core, &sealed)?;
         if rec.id != id.0 {
             return Err(Error::corrupt(EDGES.name, &key));
         }
@@ -220,8 +245,8 @@ impl ReadTxn {
             return Ok(Some(n));
         }
         let key = self.org.inner.dict_key(kind.0);
-        let Some(sealed) = Self::get(&self.dict, &key)? else { return Ok(None) };
-        let buf = self.org.inner.open(DICT, &key, Compartment::Core, sealed.value())?;
+        let Some(sealed) = Self::get(&self.dict, DICT.name, &key)? else { return Ok(None) };
+        let buf = self.org.inner.open(DICT, &key, Compartment::Core, &sealed)?;
         let name = String::from_utf8(buf.as_slice().to_vec()).map_err(|_| Error::corrupt(DICT.name, &key))?;
         shared.remember_kind(kind.0, &name);
         Ok(Some(name))
@@ -234,8 +259,8 @@ impl ReadTxn {
             return Ok(Some(KindId(id)));
         }
         let key = self.org.inner.index_key(index_domain::KIND, &[name.as_bytes()]);
-        let Some(sealed) = Self::get(&self.index, &key)? else { return Ok(None) };
-        let id = self.org.inner.open_u64(INDEX, &key, sealed.value())?;
+        let Some(sealed) = Self::get(&self.index, INDEX.name, &key)? else { return Ok(None) };
+        let id = self.org.inner.open_u64(INDEX, &key, &sealed)?;
         let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &key))?;
         shared.remember_kind(id, name);
         Ok(Some(KindId(id)))
@@ -279,8 +304,8 @@ impl ReadTxn {
 
     fn lookup_in(&self, domain: &[u8], system: &str, external_id: &str) -> Result<Option<u64>> {
         let key = self.org.inner.index_key(domain, &[system.as_bytes(), external_id.as_bytes()]);
-        let Some(sealed) = Self::get(&self.index, &key)? else { return Ok(None) };
-        Ok(Some(self.org.inner.open_u64(INDEX, &key, sealed.value())?))
+        let Some(sealed) = Self::get(&self.index, INDEX.name, &key)? else { return Ok(None) };
+        Ok(Some(self.org.inner.open_u64(INDEX, &key, &sealed)?))
     }
 
     /// The node known by `(system, external_id)`, if any.
@@ -298,8 +323,8 @@ impl ReadTxn {
             return Err(Error::Denied(c));
         }
         let key = self.org.inner.props_key(owner, c);
-        let Some(sealed) = Self::get(&self.props, &key)? else { return Ok(Vec::new()) };
-        let map: PropMap = self.org.inner.open_record(PROPS, &key, c, sealed.value())?;
+        let Some(sealed) = Self::get(&self.props, PROPS.name, &key)? else { return Ok(Vec::new()) };
+        let map: PropMap = self.org.inner.open_record(PROPS, &key, c, &sealed)?;
         Ok(map.entries.into_iter().map(|(n, v)| (n, Value::from(v))).collect())
     }
 
@@ -338,13 +363,28 @@ impl ReadTxn {
         let cache = &self.org.inner.shared.cache;
         if self.cache_ok {
             if let Some(page) = cache.get(&opaque, self.gen) {
-                return Ok(Some(page));
+                // In page 0, a page count of 0 marks a checked absence (no page there); later
+                // pages always carry 0.
+                return Ok((p > 0 || page.pages > 0).then_some(page));
             }
         }
-        let Some(sealed) = Self::get(&self.adj, &key)? else {
-            return if p == 0 { Ok(None) } else { Err(Error::corrupt(ADJ.name, &key)) };
+        let Some(sealed) = Self::get(&self.adj, ADJ.name, &key)? else {
+            if p > 0 {
+                return Err(Error::corrupt(ADJ.name, &key));
+            }
+            // No page 0 is fine only if the node has no pages there (or was never assigned):
+            // a removed page must not read as "no neighbors".
+            if let Some(rec) = self.node_record(NodeId(node))? {
+                if (if dir == 0 { rec.out_pages } else { rec.in_pages }) > 0 {
+                    return Err(Error::corrupt(ADJ.name, &key));
+                }
+            }
+            if self.cache_ok {
+                cache.insert(opaque, Arc::new(Page::new(0, Vec::new())), self.gen);
+            }
+            return Ok(None);
         };
-        let (pages, entries) = self.org.inner.open_page(&key, sealed.value())?;
+        let (pages, entries) = self.org.inner.open_page(&key, &sealed)?;
         if p == 0 && pages == 0 {
             return Err(Error::corrupt(ADJ.name, &key));
         }

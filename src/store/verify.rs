@@ -133,13 +133,18 @@ impl Org {
         oi.refresh_keys()?;
         let rtx = oi.db.redb.begin_read()?;
         let mut done = report.records();
+        let mut counted: Vec<(&'static str, u64)> = Vec::new();
         for table in ORG_TABLES {
             let t = rtx.open_table(table.def)?;
             let mut cursor = Vec::new();
             loop {
-                let batch = org_keys_after(&t, oi.tag, &cursor, 4096)?;
+                let batch = super::contain(table.name, &cursor, || org_keys_after(&t, oi.tag, &cursor, 4096))?;
                 for (k, v) in &batch {
                     report.count(table.name);
+                    match counted.iter_mut().find(|(t, _)| *t == table.name) {
+                        Some((_, n)) => *n += 1,
+                        None => counted.push((table.name, 1)),
+                    }
                     match check_record(self, table, k, v) {
                         Ok(()) => {}
                         Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat(_))) => {
@@ -167,6 +172,22 @@ impl Org {
             }
         }
         progress(done);
+        // Nodes and edges are never deleted: a record count below the registry's means records
+        // were removed from the file.
+        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, &oi.name)?;
+        for (table, expected) in [(NODES, entry.node_count), (EDGES, entry.edge_count)] {
+            let found = counted.iter().find(|(t, _)| *t == table.name).map_or(0, |(_, n)| *n);
+            if found != expected {
+                report.corrupt.push(CorruptRecord {
+                    org: oi.name.clone(),
+                    table: table.name,
+                    key: String::new(),
+                    node: None,
+                    edge: None,
+                    error: format!("{expected} records expected, {found} found (records removed)"),
+                });
+            }
+        }
         let audit = self.audit().verify()?;
         if let Some(seq) = audit.first_bad {
             report.bad_audit.push((oi.name.clone(), seq));

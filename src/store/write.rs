@@ -164,7 +164,7 @@ impl std::fmt::Debug for WriteTxn {
 
 impl WriteTxn {
     pub(crate) fn begin(org: Org) -> Result<Self> {
-        let txn = org.inner.db.redb.begin_write()?;
+        let txn = super::contain("file", &[], || Ok(org.inner.db.redb.begin_write()?))?;
         let entry = {
             let orgs = txn.open_table(ORGS.def)?;
             org.inner.db.read_entry(&orgs, org.inner.tag, &org.inner.name)?
@@ -202,8 +202,7 @@ impl WriteTxn {
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let t = self.txn()?.open_table(table.def)?;
-        let v = t.get(key)?.map(|v| v.value().to_vec());
-        Ok(v)
+        super::contain(table.name, key, || Ok(t.get(key)?.map(|v| v.value().to_vec())))
     }
 
     fn index_get(&self, key: &RecordKey) -> Result<Option<u64>> {
@@ -373,7 +372,13 @@ impl WriteTxn {
                 let id = self.entry.next_node;
                 self.entry.next_node += 1;
                 self.entry.node_count += 1;
-                let sources = input.sources.iter().map(|s| (s.system.clone(), s.external_id.clone())).collect();
+                let mut sources: Vec<(String, String)> = Vec::with_capacity(input.sources.len());
+                for s in &input.sources {
+                    let pair = (s.system.clone(), s.external_id.clone());
+                    if !sources.contains(&pair) {
+                        sources.push(pair);
+                    }
+                }
                 let rec = NodeRecord {
                     id,
                     kind,

@@ -228,7 +228,13 @@ impl OrgModel {
                             id,
                             MNode {
                                 kind,
-                                sources: sources.clone(),
+                                // A source listed twice is stored once.
+                                sources: sources.iter().fold(Vec::new(), |mut acc, s| {
+                                    if !acc.contains(s) {
+                                        acc.push(s.clone());
+                                    }
+                                    acc
+                                }),
                                 created_at: now,
                                 updated_at: now,
                                 out_degree: 0,
