@@ -3,19 +3,16 @@
 //! offsets. Every trial must end in an error (at open or at read) or in exactly the committed
 //! data: never different data, never a panic.
 //!
-//! Findings, and where they stand:
+//! Findings, and how they were closed:
 //! - redb panics on some corrupt pages, at open (debug builds: `Malformed allocator state`,
 //!   `Invalid page type byte`) and at read time in every build (slice indexing in
-//!   `btree_base.rs`, `unreachable!()` in `table_tree_base.rs` / `btree.rs`). silograph now
-//!   contains them (`store::contain` around every redb call on the open and read paths): they
-//!   surface as `Corrupt`, never as a panic in the host. Release build, 900 trials: 0 panics.
+//!   `btree_base.rs`, `unreachable!()` in `table_tree_base.rs` / `btree.rs`). silograph contains
+//!   them (`store::contain` around every redb call on the open and read paths): they surface as
+//!   `Corrupt`, never as a panic in the host.
 //! - A damaged B-tree key makes a record unreachable. A node or edge whose id the org assigned,
-//!   and a page 0 of a node whose record says it has pages, now read as `Corrupt`, and
-//!   `verify()` compares record counts with the registry. Still read as absent: a property map
-//!   (no record says which compartments hold properties; closing it needs that bitmask in the
-//!   node and edge records, a format change). Release build, 900 trials: 1 such outcome, which
-//!   is why the strict test stays ignored. Values are never forged: the always-on test checks
-//!   that every wrong outcome is an absence.
+//!   a page 0 of a node whose record counts pages there, and a property map whose owner's
+//!   record marks its compartment, all read as `Corrupt` when missing; `verify()` compares
+//!   record counts with the registry.
 #![cfg(not(feature = "bench-null-cipher"))]
 
 mod common;
@@ -226,27 +223,6 @@ fn sweep() -> (Sweep, usize) {
 }
 
 #[test]
-fn tampered_file_never_yields_a_forged_value_and_every_panic_is_inside_redb() {
-    let (sw, len) = sweep();
-    sw.print(len);
-    assert_eq!(sw.trials, 900);
-    for (what, outcome, detail) in &sw.bad {
-        match outcome {
-            Outcome::Panic => {
-                assert!(detail.contains("/redb-"), "{what}: a panic outside redb: {detail}")
-            }
-            _ => assert!(
-                detail.starts_with("absent:"),
-                "{what}: a tampered file yielded a present but different value: {detail}"
-            ),
-        }
-    }
-    assert!(sw.count(Outcome::OpenError) + sw.count(Outcome::ReadError) > 100, "too few trials detected");
-    assert!(sw.count(Outcome::Correct) > 0, "flips in free space must leave the data readable");
-}
-
-#[test]
-#[ignore = "known finding: an unreachable property map reads as empty (see the module doc)"]
 fn tampered_file_yields_an_error_or_the_committed_data_never_wrong_data_or_a_panic() {
     let (sw, len) = sweep();
     sw.print(len);

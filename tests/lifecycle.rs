@@ -721,3 +721,27 @@ fn a_source_listed_twice_is_stored_once() {
     drop((org, db));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn removed_property_record_reads_as_corrupt_not_as_no_properties() {
+    let path = tmp("removedprops");
+    let db = Db::open(&path, root(1)).unwrap();
+    let org = db.create_org("acme").unwrap();
+    let mut w = org.write().unwrap();
+    let n = w.upsert_node(NodeInput::new("person").source("crm", "1").prop("email", "a@b")).unwrap();
+    let m = w.upsert_node(NodeInput::new("person").source("crm", "2")).unwrap();
+    w.commit().unwrap();
+    drop((org, db));
+    let props: Vec<_> = raw_records(&path).into_iter().filter(|r| r.0 == "props").collect();
+    assert_eq!(props.len(), 1);
+    with_raw_table(&path, "props", |t| {
+        t.remove(props[0].1.as_slice()).unwrap();
+    });
+    let db = Db::open(&path, root(1)).unwrap();
+    let r = db.org("acme").unwrap().read().unwrap();
+    assert!(matches!(r.node_props(n, Compartment::Raw), Err(Error::Corrupt { .. })));
+    assert_eq!(r.node_props(n, Compartment::Labels).unwrap(), vec![], "a compartment never written is empty");
+    assert_eq!(r.node_props(m, Compartment::Raw).unwrap(), vec![]);
+    drop((r, db));
+    std::fs::remove_file(&path).unwrap();
+}

@@ -142,6 +142,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 in_degree: degrees.1,
                 out_pages: pages.0,
                 in_pages: pages.1,
+                props: (kind & 7) as u8,
             };
             let bytes = codec::encode(&rec).expect("encode").to_vec();
             (RecordKind::Node, bytes, Expect::Node(rec))
@@ -157,6 +158,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 valid_to: times.1,
                 recorded_at: times.2,
                 retracted_at: retracted,
+                props: (kind & 7) as u8,
             };
             let bytes = codec::encode(&rec).expect("encode").to_vec();
             (RecordKind::Edge, bytes, Expect::Edge(rec))

@@ -39,6 +39,9 @@ pub struct NodeRecord {
     pub out_pages: u32,
     /// Number of incoming adjacency pages.
     pub in_pages: u32,
+    /// Bit `i` set: compartment `i` holds a property record for this node (so a missing one is
+    /// detected, not read as "no properties").
+    pub props: u8,
 }
 
 /// An edge as stored.
@@ -62,6 +65,8 @@ pub struct EdgeRecord {
     pub recorded_at: i64,
     /// When the store retracted the edge, if it did.
     pub retracted_at: Option<i64>,
+    /// Bit `i` set: compartment `i` holds a property record for this edge.
+    pub props: u8,
 }
 
 /// One adjacency page: a run of compactly encoded entries (see [`AdjEntry`]).

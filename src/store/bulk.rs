@@ -217,6 +217,7 @@ impl BulkLoader {
                 valid_to: p.valid_to,
                 recorded_at: now,
                 retracted_at: None,
+                props: 0,
             };
             let key = org.edge_key(p.id);
             Ok((key, org.seal_record(EDGES, &key, Compartment::Core, &rec)?))

@@ -323,7 +323,17 @@ impl ReadTxn {
             return Err(Error::Denied(c));
         }
         let key = self.org.inner.props_key(owner, c);
-        let Some(sealed) = Self::get(&self.props, PROPS.name, &key)? else { return Ok(Vec::new()) };
+        let Some(sealed) = Self::get(&self.props, PROPS.name, &key)? else {
+            // No record: fine unless the owner says this compartment holds one.
+            let mask = match owner {
+                Owner::Node(id) => self.node_record(NodeId(id))?.map(|r| r.props),
+                Owner::Edge(id) => self.edge_record(EdgeId(id))?.map(|r| r.props),
+            };
+            if mask.is_some_and(|m| m & (1 << c.index()) != 0) {
+                return Err(Error::corrupt(PROPS.name, &key));
+            }
+            return Ok(Vec::new());
+        };
         let map: PropMap = self.org.inner.open_record(PROPS, &key, c, &sealed)?;
         Ok(map.entries.into_iter().map(|(n, v)| (n, Value::from(v))).collect())
     }

@@ -389,6 +389,7 @@ impl WriteTxn {
                     in_degree: 0,
                     out_pages: 0,
                     in_pages: 0,
+                    props: 0,
                 };
                 self.nodes.insert(id, rec);
                 self.dirty_nodes.insert(id);
@@ -459,6 +460,7 @@ impl WriteTxn {
                     valid_to,
                     recorded_at: now,
                     retracted_at: None,
+                    props: 0,
                 };
                 self.edges.insert(id, rec);
                 self.dirty_edges.insert(id);
@@ -592,6 +594,28 @@ impl WriteTxn {
         let org = self.org.inner.clone();
         let mut seals: u64 = extra_seals;
         let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len());
+        // Record in each owner which compartments hold a property record.
+        let props: Vec<((Owner, Compartment), bool)> = self
+            .dirty_props
+            .iter()
+            .map(|id| (*id, self.props.get(id).is_some_and(|m| !m.entries.is_empty())))
+            .collect();
+        for ((owner, c), present) in props {
+            let bit = 1u8 << c.index();
+            let mask = match owner {
+                Owner::Node(id) => self.node_mut(id)?.map(|r| &mut r.props),
+                Owner::Edge(id) => self.edge_mut(id)?.map(|r| &mut r.props),
+            };
+            let Some(mask) = mask else { continue };
+            let before = *mask;
+            *mask = if present { before | bit } else { before & !bit };
+            if *mask != before {
+                match owner {
+                    Owner::Node(id) => self.dirty_nodes.insert(id),
+                    Owner::Edge(id) => self.dirty_edges.insert(id),
+                };
+            }
+        }
         {
             // Seal on all cores (pure CPU work), then insert each table in key order.
             let ids: Vec<u64> = self.dirty_nodes.iter().copied().collect();
