@@ -78,3 +78,24 @@ fn many_edges_span_pages() {
     assert_eq!(r.degree(hub, Direction::Out).unwrap(), Some(1400));
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Regression (fuzz `ops_vs_model`): a property set through an idempotent `add_edge` on an edge
+/// that the transaction had not loaded made `commit` fail with "transaction already finished".
+#[test]
+fn props_on_an_edge_found_again_by_its_source_commit_in_a_later_transaction() {
+    let path = tmp("edgeprops-later");
+    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    let org = db.create_org("o").unwrap();
+    let mut w = org.write().unwrap();
+    let a = w.upsert_node(NodeInput::new("n").source("s", "a")).unwrap();
+    let b = w.upsert_node(NodeInput::new("n").source("s", "b")).unwrap();
+    let e = w.add_edge(EdgeInput::new(a, b, "k").source("s", "e1")).unwrap();
+    w.commit().unwrap();
+    let mut w = org.write().unwrap();
+    assert_eq!(w.add_edge(EdgeInput::new(a, b, "k").source("s", "e1").prop("p", 1i64)).unwrap(), e);
+    w.commit().unwrap();
+    let r = org.read().unwrap();
+    assert_eq!(r.edge_props(e, Compartment::Raw).unwrap(), vec![("p".to_string(), Value::I64(1))]);
+    drop((r, org, db));
+    std::fs::remove_file(&path).unwrap();
+}

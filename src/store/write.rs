@@ -590,11 +590,8 @@ impl WriteTxn {
     /// Commits, also invalidating `extra_pages` (adjacency pages written straight into the redb
     /// transaction by the bulk loader) and counting `extra_seals`.
     pub(crate) fn commit_with(mut self, extra_pages: &[[u8; 16]], extra_seals: u64) -> Result<()> {
-        let txn = self.txn.take().ok_or_else(|| Error::invalid("transaction already finished"))?;
-        let org = self.org.inner.clone();
-        let mut seals: u64 = extra_seals;
-        let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len());
-        // Record in each owner which compartments hold a property record.
+        // First, while the transaction is still ours (owner records may need loading): record in
+        // each owner which compartments hold a property record.
         let props: Vec<((Owner, Compartment), bool)> = self
             .dirty_props
             .iter()
@@ -616,6 +613,10 @@ impl WriteTxn {
                 };
             }
         }
+        let txn = self.txn.take().ok_or_else(|| Error::invalid("transaction already finished"))?;
+        let org = self.org.inner.clone();
+        let mut seals: u64 = extra_seals;
+        let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len());
         {
             // Seal on all cores (pure CPU work), then insert each table in key order.
             let ids: Vec<u64> = self.dirty_nodes.iter().copied().collect();
