@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::Rng;
+
 use common::backend::{Fault, FaultDisk, SharedBytes};
 use common::dump::{dump_org, Dump};
 use silograph::{Compartment, Db, EdgeId, EdgeInput, Error, NodeId, NodeInput, OrgKey, RootKey};
@@ -147,17 +149,6 @@ fn reference() -> Vec<Vec<Option<Dump>>> {
         states.push(state(&db).expect("state"));
     }
     states
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Reopens the database on one post-crash disk image and checks it against the two states the

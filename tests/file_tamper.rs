@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -107,21 +109,6 @@ fn describe_difference(got: &[Dump], want: &[Dump]) -> String {
 
 /// Where the last caught panic was raised (set by the test's panic hook).
 static PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("silograph-tamper-{}-{name}", std::process::id()))

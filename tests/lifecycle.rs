@@ -1,9 +1,13 @@
 //! Key lifecycle, compartments, audit trail, verification and org portability.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
 
-use redb::{ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use common::backend::{Fault, FaultDisk, SharedBytes};
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use silograph::{
     CallbackKey, Compartment, Db, Direction, EdgeInput, EnvKey, Error, FileKey, KeyProvider, NodeId, NodeInput, OrgKey,
     RootKey, TransportKey, Value,
@@ -190,104 +194,59 @@ fn seal_counter_limit_starts_a_new_epoch_and_rotation_resumes_after_reopen() {
     std::fs::remove_file(&path).unwrap();
 }
 
-/// An in-memory disk that can be told to fail every write after the first `budget` writes: a
-/// crash at that point. What was written before survives, in order.
-#[derive(Debug, Clone, Default)]
-struct MemDisk {
-    bytes: Arc<Mutex<Vec<u8>>>,
-    budget: Arc<Mutex<Option<u64>>>,
-    writes: Arc<AtomicU64>,
-}
-
-impl MemDisk {
-    fn crash_after(&self, n: Option<u64>) {
-        *self.budget.lock().unwrap() = n;
-        self.writes.store(0, Ordering::SeqCst);
+/// The bytes of a settled database with org "acme" (30 people).
+fn prepared_image() -> Vec<u8> {
+    let mem = SharedBytes::default();
+    {
+        let db = Db::builder().open_with_backend(mem.backend(), root(1)).unwrap();
+        db.create_org("acme").unwrap();
+        fill(&db, "acme", 30);
     }
-    fn check(&self) -> std::io::Result<()> {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        match *self.budget.lock().unwrap() {
-            Some(b) if n >= b => Err(std::io::Error::other("injected crash")),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl StorageBackend for MemDisk {
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(self.bytes.lock().unwrap().len() as u64)
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        let b = self.bytes.lock().unwrap();
-        let s = offset as usize;
-        out.copy_from_slice(b.get(s..s + out.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?);
-        Ok(())
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.check()?;
-        self.bytes.lock().unwrap().resize(len as usize, 0);
-        Ok(())
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.check()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.check()?;
-        let mut b = self.bytes.lock().unwrap();
-        let s = offset as usize;
-        if b.len() < s + data.len() {
-            b.resize(s + data.len(), 0);
-        }
-        b[s..s + data.len()].copy_from_slice(data);
-        Ok(())
-    }
+    mem.snapshot()
 }
 
 #[test]
 fn rotation_survives_a_crash_at_every_write_and_resumes() {
-    let disk = MemDisk::default();
-    {
-        let db = Db::builder().open_with_backend(disk.clone(), root(1)).unwrap();
-        db.create_org("acme").unwrap();
-        fill(&db, "acme", 30);
-    }
-    let pristine = disk.bytes.lock().unwrap().clone();
-    let expected = {
-        let db = Db::builder().open_with_backend(disk.clone(), root(1)).unwrap();
-        snapshot(&db, "acme", 30)
-    };
-    // Count the writes of one full rotation.
-    *disk.bytes.lock().unwrap() = pristine.clone();
-    disk.crash_after(None);
-    {
-        let db = Db::builder().open_with_backend(disk.clone(), root(1)).unwrap();
-        disk.writes.store(0, Ordering::SeqCst);
-        db.rotate_org_key("acme").unwrap();
-    }
-    let total = disk.writes.load(Ordering::SeqCst);
+    let pristine = prepared_image();
+    let expected = snapshot(
+        &Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root(1)).unwrap(),
+        "acme",
+        30,
+    );
+    // Count the writes and syncs of one full rotation.
+    let disk = FaultDisk::from_bytes(pristine.clone());
+    let db = Db::builder().open_with_backend(disk.backend(), root(1)).unwrap();
+    let start = disk.events();
+    db.rotate_org_key("acme").unwrap();
+    let total = disk.events() - start;
+    drop(db);
     assert!(total > 10);
     let mut swept = 0;
     for n in 0..total {
-        *disk.bytes.lock().unwrap() = pristine.clone();
-        disk.crash_after(None);
-        let db = Db::builder().open_with_backend(disk.clone(), root(1)).unwrap();
-        disk.crash_after(Some(n));
-        let crashed = db.rotate_org_key("acme");
+        let disk = FaultDisk::from_bytes(pristine.clone());
+        let db = Db::builder().open_with_backend(disk.backend(), root(1)).unwrap();
+        let fault = if n % 3 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } };
+        disk.arm(n, fault);
+        let outcome = db.rotate_org_key("acme");
         drop(db);
-        disk.crash_after(None);
-        if crashed.is_ok() {
+        if !disk.crashed() {
+            assert!(outcome.is_ok(), "no fault struck at event {n}, yet rotation failed: {outcome:?}");
             continue;
         }
         swept += 1;
-        // Reboot: the state is intact, and rotating again finishes the job.
-        let db = Db::builder().open_with_backend(disk.clone(), root(1)).unwrap();
-        assert_eq!(snapshot(&db, "acme", 30), expected, "crash after write {n}");
-        db.rotate_org_key("acme").unwrap();
-        assert_eq!(db.org_info("acme").unwrap().epochs.len(), 1, "crash after write {n}");
-        assert_eq!(snapshot(&db, "acme", 30), expected, "crash after write {n}");
-        assert!(db.verify().unwrap().is_ok(), "crash after write {n}");
+        // Reboot on what a power cut could leave (every pending write, or none): the state is
+        // intact, and rotating again finishes the job.
+        for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
+            let mem = SharedBytes::from_vec(img);
+            let db = Db::builder().open_with_backend(mem.backend(), root(1)).unwrap();
+            assert_eq!(snapshot(&db, "acme", 30), expected, "crash at event {n}");
+            db.rotate_org_key("acme").unwrap();
+            assert_eq!(db.org_info("acme").unwrap().epochs.len(), 1, "crash at event {n}");
+            assert_eq!(snapshot(&db, "acme", 30), expected, "crash at event {n}");
+            assert!(db.verify().unwrap().is_ok(), "crash at event {n}");
+        }
     }
-    eprintln!("rotation crash points swept: {swept} of {total} writes");
+    eprintln!("rotation crash points swept: {swept} of {total} writes and syncs, 2 power-cut images each");
     assert!(swept > 10);
 }
 

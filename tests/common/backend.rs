@@ -126,6 +126,11 @@ impl FaultDisk {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A disk whose durable contents are `bytes` (a settled database image).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        FaultDisk(Arc::new(Mutex::new(DiskState { view: bytes.clone(), durable: bytes, ..DiskState::default() })))
+    }
+
     /// A backend writing to this disk.
     pub fn backend(&self) -> FaultBackend {
         FaultBackend(self.clone())
