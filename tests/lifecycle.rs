@@ -133,27 +133,39 @@ fn org_rotation_reseals_every_record_and_destroys_old_seeds() {
 }
 
 #[test]
-fn readers_and_writers_keep_working_while_an_org_rotates() {
+fn concurrent_readers_and_writers_keep_working_while_an_org_rotates() {
     let path = tmp("rotconc");
     let db = Db::open(&path, root(1)).unwrap();
     db.create_org("acme").unwrap();
     let ids = fill(&db, "acme", 600);
     let org = db.org("acme").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // Set once the writer's `commit()` has returned: every snapshot begun after that sees the edge.
+    let committed = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
+    let reads_after_commit = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (org, stop, reads, ids) = (org.clone(), stop.clone(), reads.clone(), ids.clone());
+        let (org, stop, committed, reads, reads_after, ids) =
+            (org.clone(), stop.clone(), committed.clone(), reads.clone(), reads_after_commit.clone(), ids.clone());
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::SeqCst) {
+                let after_commit = committed.load(Ordering::SeqCst);
                 let r = org.read().unwrap();
-                for id in ids.iter().step_by(37) {
-                    assert_eq!(
-                        r.neighbors(*id, Direction::Both).unwrap().collect::<Result<Vec<_>, _>>().unwrap().len(),
-                        2
-                    );
+                // The writer's commit is atomic: a snapshot sees its node iff it sees its edge.
+                let sees_commit = r.lookup("crm", "late").unwrap().is_some();
+                assert!(sees_commit || !after_commit, "a snapshot begun after the commit misses it");
+                for (k, id) in ids.iter().enumerate().step_by(37) {
+                    let degree =
+                        r.neighbors(*id, Direction::Both).unwrap().collect::<Result<Vec<_>, _>>().unwrap().len();
+                    // ids[0] gains the writer's edge: 2 neighbours before the commit, 3 after.
+                    let expected = if k == 0 && sees_commit { 3 } else { 2 };
+                    assert_eq!(degree, expected, "node {k}, snapshot sees the commit: {sees_commit}");
                     assert!(r.node_props(*id, Compartment::Raw).unwrap().len() == 1);
                 }
-                reads.fetch_add(1, Ordering::Relaxed);
+                reads.fetch_add(1, Ordering::SeqCst);
+                if after_commit {
+                    reads_after.fetch_add(1, Ordering::SeqCst);
+                }
             }
         })
     };
@@ -163,9 +175,15 @@ fn readers_and_writers_keep_working_while_an_org_rotates() {
     let n = w.upsert_node(NodeInput::new("person").source("crm", "late")).unwrap();
     w.add_edge(EdgeInput::new(n, ids[0], "emailed")).unwrap();
     w.commit().unwrap();
-    stop.store(true, Ordering::Relaxed);
+    committed.store(true, Ordering::SeqCst);
+    // Let the reader check at least one snapshot begun after the commit.
+    while reads_after_commit.load(Ordering::SeqCst) == 0 && !reader.is_finished() {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::SeqCst);
     reader.join().unwrap();
-    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(reads.load(Ordering::SeqCst) > 0);
+    assert!(reads_after_commit.load(Ordering::SeqCst) > 0);
     assert!(db.verify().unwrap().is_ok());
     drop((org, db));
     std::fs::remove_file(&path).unwrap();
