@@ -38,6 +38,15 @@ pub enum Error {
     /// The caller passed a value that cannot be accepted; the message says what was wrong.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Another writer changed this organization's registry entry while the transaction was
+    /// open (e.g. an administrative operation on another handle); nothing of the transaction
+    /// was written. Retry it.
+    #[error("write conflict in organization {0}: nothing was committed; retry")]
+    Conflict(String),
+    /// An internal invariant broke (a bug, or a panic contained on the way); nothing of the
+    /// operation was committed.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The storage engine (redb) failed.
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),

@@ -137,6 +137,7 @@ impl Db {
     pub fn rotate_org_key(&self, name: &str) -> Result<RotationReport> {
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
+        let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
         let wtx = inner.redb.begin_write()?;
         let resumed;
         {
@@ -155,6 +156,7 @@ impl Db {
             }
         }
         wtx.commit()?;
+        drop(writer);
         let org = self.open_org(name, None, &Compartment::ALL)?;
         let mut report = RotationReport { epoch: 0, resealed: 0, batches: 0, resumed };
         while self.rotation_batch(&org, &mut report)? {}
@@ -166,6 +168,8 @@ impl Db {
     fn rotation_batch(&self, org: &Org, report: &mut RotationReport) -> Result<bool> {
         let inner = &self.inner;
         let oi = &org.inner;
+        // Each batch changes the registry entry: writers of the org go between batches.
+        let _writer = super::commit::WriterLock::acquire(&oi.shared);
         let wtx = inner.redb.begin_write()?;
         let more;
         {
@@ -230,6 +234,7 @@ impl Db {
     pub fn delete_org(&self, name: &str) -> Result<DeleteReport> {
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
+        let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
         let wtx = inner.redb.begin_write()?;
         {
             let mut orgs = wtx.open_table(ORGS.def)?;
@@ -246,6 +251,7 @@ impl Db {
             orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
         }
         wtx.commit()?;
+        drop(writer);
         if let Some(shared) = inner.shared.lock().unwrap_or_else(|p| p.into_inner()).remove(&tag) {
             shared.cache.clear();
         }

@@ -74,6 +74,21 @@ pub(crate) fn append(
     counts: &[(&str, u64)],
     time: Timestamp,
 ) -> Result<()> {
+    let (key, sealed) = entry_row(org, entry, actor, op, counts, time)?;
+    wtx.open_table(AUDIT.def)?.insert(key.as_slice(), sealed.as_slice())?;
+    Ok(())
+}
+
+/// The next audit entry as a sealed row `(key, value)`, advancing `entry`'s chain head; the
+/// caller writes both the row and `entry` in one transaction.
+pub(crate) fn entry_row(
+    org: &OrgInner,
+    entry: &mut OrgEntry,
+    actor: &str,
+    op: &str,
+    counts: &[(&str, u64)],
+    time: Timestamp,
+) -> Result<([u8; 16], Vec<u8>)> {
     let mut rec = AuditRecord {
         seq: entry.audit_seq,
         time,
@@ -86,10 +101,9 @@ pub(crate) fn append(
     rec.mac = mac_of(org, &rec);
     let key = audit_key(org.tag, rec.seq);
     let sealed = org.seal_record(AUDIT, &key, Compartment::Core, &rec)?;
-    wtx.open_table(AUDIT.def)?.insert(key.as_slice(), sealed.as_slice())?;
     entry.audit_seq += 1;
     entry.audit_head = rec.mac;
-    Ok(())
+    Ok((key, sealed))
 }
 
 /// Appends an admin entry in its own transaction.
@@ -100,6 +114,8 @@ pub(crate) fn append_admin(db: &Db, tag: OrgTag, name: &str, op: &str, counts: &
 
 pub(crate) fn append_admin_for(org: &Org, tag: OrgTag, op: &str, counts: &[(&str, u64)], actor: &str) -> Result<()> {
     let db = &org.inner.db;
+    // Changes the org's registry entry: take the org's writer turn first.
+    let _writer = super::commit::WriterLock::acquire(&org.inner.shared);
     let wtx = db.redb.begin_write()?;
     {
         let mut orgs = wtx.open_table(ORGS.def)?;

@@ -103,7 +103,7 @@ impl Org {
     pub fn bulk_load(&self) -> Result<BulkLoader> {
         Ok(BulkLoader {
             org: self.clone(),
-            w: self.write()?,
+            w: WriteTxn::begin_exclusive(self.clone())?,
             budget: DEFAULT_BULK_BUDGET,
             pending: Vec::new(),
             changed_pages: Vec::new(),

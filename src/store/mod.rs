@@ -5,6 +5,7 @@ mod audit;
 mod bulk;
 mod bundle;
 mod cache;
+mod commit;
 mod org;
 mod overlay;
 mod read;
@@ -188,6 +189,7 @@ impl DbBuilder {
                 db_secret: meta.secret,
                 page_cache: self.page_cache,
                 shared: Mutex::new(HashMap::new()),
+                group: commit::GroupCommit::default(),
             }),
         })
     }
@@ -326,6 +328,8 @@ pub(crate) struct DbInner {
     pub page_cache: usize,
     /// Per-org state shared by all handles of one org (page cache, kind dictionary).
     pub shared: Mutex<HashMap<OrgTag, Arc<org::OrgShared>>>,
+    /// Groups concurrent commits of different orgs into one storage commit.
+    pub group: commit::GroupCommit,
 }
 
 pub(crate) struct RootState {

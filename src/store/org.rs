@@ -20,6 +20,9 @@ use crate::types::{Compartment, OrgTag};
 #[derive(Debug)]
 pub(crate) struct OrgShared {
     pub cache: PageCache,
+    /// One writer of this org at a time (write transactions, and admin operations that change
+    /// its registry entry).
+    pub writer: super::commit::WriterLock,
     /// Committed kind names, both ways. Only committed entries go in (kind ids are never reused).
     pub kinds: RwLock<KindDict>,
 }
@@ -32,7 +35,7 @@ pub(crate) struct KindDict {
 
 impl OrgShared {
     pub(crate) fn new(cache: PageCache) -> Self {
-        OrgShared { cache, kinds: RwLock::new(KindDict::default()) }
+        OrgShared { cache, writer: Default::default(), kinds: RwLock::new(KindDict::default()) }
     }
 
     pub(crate) fn kind_id(&self, name: &str) -> Option<u32> {
@@ -211,8 +214,9 @@ impl Org {
         set.keys.values().any(|e| e.keys[compartment.index() as usize].is_some())
     }
 
-    /// Begins a write transaction (one redb write transaction; dropping it without
-    /// [`WriteTxn::commit`] aborts). Writers of all orgs of a `Db` take turns.
+    /// Begins a write transaction (dropping it without [`WriteTxn::commit`] aborts). Writers of
+    /// one org take turns: this waits while another transaction of the org is open. Writers of
+    /// different orgs run in parallel, and their commits share one durable storage commit.
     pub fn write(&self) -> Result<WriteTxn> {
         WriteTxn::begin(self.clone())
     }

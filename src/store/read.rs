@@ -2,17 +2,13 @@
 
 use std::sync::Arc;
 
-use redb::{ReadOnlyTable, ReadableDatabase};
-
 use super::cache::Page;
 use super::org::Org;
 use super::records::{dir_index, Owner};
-use super::tables::{index_domain, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::tables::{index_domain, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use crate::codec::{AdjEntry, EdgeRecord, NodeRecord, PropMap};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Timestamp, Value};
-
-type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// A node as read from a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,13 +144,7 @@ pub struct ReadTxn {
     org: Org,
     gen: u64,
     cache_ok: bool,
-    nodes: RoTable,
-    edges: RoTable,
-    adj: RoTable,
-    index: RoTable,
-    props: RoTable,
-    dict: RoTable,
-    orgs: RoTable,
+    snap: Snapshot,
     /// The org's next node and edge ids in this snapshot, read on first need.
     next_ids: std::sync::OnceLock<(u64, u64)>,
 }
@@ -169,19 +159,12 @@ impl ReadTxn {
     pub(crate) fn begin(org: Org) -> Result<Self> {
         let cache = &org.inner.shared.cache;
         let g1 = cache.generation();
-        let txn = super::contain("file", &[], || Ok(org.inner.db.redb.begin_read()?))?;
+        let snap = Snapshot::begin(&org.inner.db.redb)?;
         let g2 = cache.generation();
-        let open = |t: Table| -> Result<RoTable> { super::contain(t.name, &[], || Ok(txn.open_table(t.def)?)) };
         Ok(ReadTxn {
             gen: g1,
             cache_ok: g1 == g2 && g1.is_multiple_of(2) && cache.enabled(),
-            nodes: open(NODES)?,
-            edges: open(EDGES)?,
-            adj: open(ADJ)?,
-            index: open(INDEX)?,
-            props: open(PROPS)?,
-            dict: open(DICT)?,
-            orgs: open(ORGS)?,
+            snap,
             next_ids: std::sync::OnceLock::new(),
             org,
         })
@@ -193,15 +176,15 @@ impl ReadTxn {
     }
 
     /// One value, copied out; a panic inside redb (it panics on some corrupt files) is `Corrupt`.
-    fn get(table: &RoTable, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        super::contain(name, key, || Ok(table.get(key)?.map(|v| v.value().to_vec())))
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snap.get(table, key)
     }
 
     fn next_ids(&self) -> Result<(u64, u64)> {
         if let Some(v) = self.next_ids.get() {
             return Ok(*v);
         }
-        let e = self.org.inner.db.read_entry(&self.orgs, self.org.inner.tag, &self.org.inner.name)?;
+        let e = self.org.inner.db.read_entry(self.snap.table(ORGS)?, self.org.inner.tag, &self.org.inner.name)?;
         Ok(*self.next_ids.get_or_init(|| (e.next_node, e.next_edge)))
     }
 
@@ -216,7 +199,7 @@ impl ReadTxn {
 
     fn node_record(&self, id: NodeId) -> Result<Option<NodeRecord>> {
         let key = self.org.inner.node_key(id.0);
-        let Some(sealed) = Self::get(&self.nodes, NODES.name, &key)? else {
+        let Some(sealed) = self.get(NODES, &key)? else {
             return self.absent(id.0, self.next_ids()?.0, NODES, &key);
         };
         let rec: NodeRecord = self.org.inner.open_record(NODES, &key, Compartment::Core, &sealed)?;
@@ -228,7 +211,7 @@ impl ReadTxn {
 
     fn edge_record(&self, id: EdgeId) -> Result<Option<EdgeRecord>> {
         let key = self.org.inner.edge_key(id.0);
-        let Some(sealed) = Self::get(&self.edges, EDGES.name, &key)? else {
+        let Some(sealed) = self.get(EDGES, &key)? else {
             return self.absent(id.0, self.next_ids()?.1, EDGES, &key);
         };
         let rec: EdgeRecord = self.org.inner.open_record(EDGES, &key, Compartment::Core, &sealed)?;
@@ -245,7 +228,7 @@ impl ReadTxn {
             return Ok(Some(n));
         }
         let key = self.org.inner.dict_key(kind.0);
-        let Some(sealed) = Self::get(&self.dict, DICT.name, &key)? else { return Ok(None) };
+        let Some(sealed) = self.get(DICT, &key)? else { return Ok(None) };
         let buf = self.org.inner.open(DICT, &key, Compartment::Core, &sealed)?;
         let name = String::from_utf8(buf.as_slice().to_vec()).map_err(|_| Error::corrupt(DICT.name, &key))?;
         shared.remember_kind(kind.0, &name);
@@ -259,7 +242,7 @@ impl ReadTxn {
             return Ok(Some(KindId(id)));
         }
         let key = self.org.inner.index_key(index_domain::KIND, &[name.as_bytes()]);
-        let Some(sealed) = Self::get(&self.index, INDEX.name, &key)? else { return Ok(None) };
+        let Some(sealed) = self.get(INDEX, &key)? else { return Ok(None) };
         let id = self.org.inner.open_u64(INDEX, &key, &sealed)?;
         let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &key))?;
         shared.remember_kind(id, name);
@@ -304,7 +287,7 @@ impl ReadTxn {
 
     fn lookup_in(&self, domain: &[u8], system: &str, external_id: &str) -> Result<Option<u64>> {
         let key = self.org.inner.index_key(domain, &[system.as_bytes(), external_id.as_bytes()]);
-        let Some(sealed) = Self::get(&self.index, INDEX.name, &key)? else { return Ok(None) };
+        let Some(sealed) = self.get(INDEX, &key)? else { return Ok(None) };
         Ok(Some(self.org.inner.open_u64(INDEX, &key, &sealed)?))
     }
 
@@ -323,7 +306,7 @@ impl ReadTxn {
             return Err(Error::Denied(c));
         }
         let key = self.org.inner.props_key(owner, c);
-        let Some(sealed) = Self::get(&self.props, PROPS.name, &key)? else {
+        let Some(sealed) = self.get(PROPS, &key)? else {
             // No record: fine unless the owner says this compartment holds one.
             let mask = match owner {
                 Owner::Node(id) => self.node_record(NodeId(id))?.map(|r| r.props),
@@ -361,7 +344,7 @@ impl ReadTxn {
 
     /// Node and edge counts of this snapshot (edges include retracted ones).
     pub fn counts(&self) -> Result<(u64, u64)> {
-        let e = self.org.inner.db.read_entry(&self.orgs, self.org.inner.tag, &self.org.inner.name)?;
+        let e = self.org.inner.db.read_entry(self.snap.table(ORGS)?, self.org.inner.tag, &self.org.inner.name)?;
         Ok((e.node_count, e.edge_count))
     }
 
@@ -378,7 +361,7 @@ impl ReadTxn {
                 return Ok((p > 0 || page.pages > 0).then_some(page));
             }
         }
-        let Some(sealed) = Self::get(&self.adj, ADJ.name, &key)? else {
+        let Some(sealed) = self.get(ADJ, &key)? else {
             if p > 0 {
                 return Err(Error::corrupt(ADJ.name, &key));
             }

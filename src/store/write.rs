@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use redb::ReadableTable;
 
+use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::org::Org;
-use super::records::{par_map, write_sorted, Owner};
-use super::tables::{index_domain, RecordKey, Table, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::records::{par_map, Owner};
+use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{encode_page, AdjEntry, EdgeRecord, NodeRecord, OrgEntry, PropMap, StoredValue, PAGE_CAPACITY};
 use crate::error::{Error, Result};
@@ -127,10 +128,25 @@ fn check_value(name: &str, v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// What a write transaction reads from.
+enum Base {
+    /// An MVCC snapshot (tables opened on first use); the commit goes through the group
+    /// committer. The org's writer lock makes the snapshot current for this org.
+    Snapshot(Box<Snapshot>),
+    /// A redb write transaction held from begin to commit (the bulk loader writes into it).
+    Exclusive(Box<redb::WriteTransaction>),
+}
+
 /// A write transaction of one organization. Dropping it without [`WriteTxn::commit`] aborts.
+///
+/// Writers of one org take turns (a second `write()` on the same org waits until the first
+/// commits or drops); writers of different orgs run in parallel and their commits are grouped
+/// into one durable storage commit.
 pub struct WriteTxn {
     org: Org,
-    txn: Option<redb::WriteTransaction>,
+    base: Option<Base>,
+    /// The registry entry as this transaction began from it.
+    start: OrgEntry,
     entry: OrgEntry,
     now: Timestamp,
     nodes: HashMap<u64, NodeRecord>,
@@ -144,6 +160,8 @@ pub struct WriteTxn {
     index: HashMap<RecordKey, u64>,
     new_kinds: HashMap<String, u32>,
     stats: WriteStats,
+    /// Held until the commit is durable or the transaction is dropped.
+    _writer: WriterToken,
 }
 
 /// What a write transaction did, for its audit entry.
@@ -164,16 +182,36 @@ impl std::fmt::Debug for WriteTxn {
 
 impl WriteTxn {
     pub(crate) fn begin(org: Org) -> Result<Self> {
-        let txn = super::contain("file", &[], || Ok(org.inner.db.redb.begin_write()?))?;
-        let entry = {
-            let orgs = txn.open_table(ORGS.def)?;
-            org.inner.db.read_entry(&orgs, org.inner.tag, &org.inner.name)?
+        Self::begin_in(org, false)
+    }
+
+    /// A transaction holding the storage's write lock from begin to commit (the bulk loader
+    /// writes pages into it as it goes).
+    pub(crate) fn begin_exclusive(org: Org) -> Result<Self> {
+        Self::begin_in(org, true)
+    }
+
+    fn begin_in(org: Org, exclusive: bool) -> Result<Self> {
+        let writer = WriterLock::acquire(&org.inner.shared);
+        let db = &org.inner.db;
+        let (base, entry) = if exclusive {
+            let txn = super::contain("file", &[], || Ok(db.redb.begin_write()?))?;
+            let entry = db.read_entry(&txn.open_table(ORGS.def)?, org.inner.tag, &org.inner.name)?;
+            (Base::Exclusive(Box::new(txn)), entry)
+        } else {
+            let snap = Snapshot::begin(&db.redb)?;
+            let entry = db.read_entry(snap.table(ORGS)?, org.inner.tag, &org.inner.name)?;
+            (Base::Snapshot(Box::new(snap)), entry)
         };
+        if entry.state != 0 {
+            return Err(Error::OrgNotFound(org.inner.name.clone()));
+        }
         // A rotation since this handle was opened added an epoch: learn its keys.
         org.inner.learn_epochs(&entry)?;
         Ok(WriteTxn {
             org,
-            txn: Some(txn),
+            base: Some(base),
+            start: entry.clone(),
             entry,
             now: now_ms(),
             nodes: HashMap::new(),
@@ -187,6 +225,7 @@ impl WriteTxn {
             index: HashMap::new(),
             new_kinds: HashMap::new(),
             stats: WriteStats::default(),
+            _writer: writer,
         })
     }
 
@@ -196,13 +235,23 @@ impl WriteTxn {
         self.now = now;
     }
 
+    /// The storage write transaction of an exclusive transaction (the bulk loader's).
     pub(crate) fn txn(&self) -> Result<&redb::WriteTransaction> {
-        self.txn.as_ref().ok_or_else(|| Error::invalid("transaction already finished"))
+        match &self.base {
+            Some(Base::Exclusive(txn)) => Ok(txn),
+            _ => Err(Error::Internal("not an exclusive write transaction".into())),
+        }
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self.txn()?.open_table(table.def)?;
-        super::contain(table.name, key, || Ok(t.get(key)?.map(|v| v.value().to_vec())))
+        match &self.base {
+            Some(Base::Exclusive(txn)) => {
+                let t = txn.open_table(table.def)?;
+                super::contain(table.name, key, || Ok(t.get(key)?.map(|v| v.value().to_vec())))
+            }
+            Some(Base::Snapshot(snap)) => snap.get(table, key),
+            None => Err(Error::Internal("transaction already finished".into())),
+        }
     }
 
     fn index_get(&self, key: &RecordKey) -> Result<Option<u64>> {
@@ -613,112 +662,126 @@ impl WriteTxn {
                 };
             }
         }
-        let txn = self.txn.take().ok_or_else(|| Error::invalid("transaction already finished"))?;
+        let base = self.base.take().ok_or_else(|| Error::Internal("transaction already finished".into()))?;
         let org = self.org.inner.clone();
         let mut seals: u64 = extra_seals;
-        let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len());
-        {
-            // Seal on all cores (pure CPU work), then insert each table in key order.
-            let ids: Vec<u64> = self.dirty_nodes.iter().copied().collect();
-            let mut rows = par_map(&ids, |id| {
-                let rec = self.nodes.get(id).ok_or_else(|| Error::invalid("dirty node not loaded"))?;
-                let key = org.node_key(*id);
-                Ok((key, org.seal_record(NODES, &key, Compartment::Core, rec)?))
-            })?;
-            seals += rows.len() as u64;
-            write_sorted(&txn, NODES, &mut rows)?;
+        let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len() + extra_pages.len());
+        changed_pages.extend_from_slice(extra_pages);
+        let mut puts: Vec<(Table, Rows)> = Vec::with_capacity(8);
+        let mut put = |table: Table, mut rows: Rows| {
+            // In key order: B-tree friendly (blind keys are random).
+            rows.sort_unstable_by_key(|r| r.0);
+            puts.push((table, rows));
+        };
+        // Seal on all cores (pure CPU work), on this thread's turn: the committer only writes.
+        let ids: Vec<u64> = self.dirty_nodes.iter().copied().collect();
+        let rows = par_map(&ids, |id| {
+            let rec = self.nodes.get(id).ok_or_else(|| Error::Internal("dirty node not loaded".into()))?;
+            let key = org.node_key(*id);
+            Ok((key, org.seal_record(NODES, &key, Compartment::Core, rec)?))
+        })?;
+        seals += rows.len() as u64;
+        put(NODES, rows);
 
-            let ids: Vec<u64> = self.dirty_edges.iter().copied().collect();
-            let mut rows = par_map(&ids, |id| {
-                let rec = self.edges.get(id).ok_or_else(|| Error::invalid("dirty edge not loaded"))?;
-                let key = org.edge_key(*id);
-                Ok((key, org.seal_record(EDGES, &key, Compartment::Core, rec)?))
-            })?;
-            seals += rows.len() as u64;
-            write_sorted(&txn, EDGES, &mut rows)?;
+        let ids: Vec<u64> = self.dirty_edges.iter().copied().collect();
+        let rows = par_map(&ids, |id| {
+            let rec = self.edges.get(id).ok_or_else(|| Error::Internal("dirty edge not loaded".into()))?;
+            let key = org.edge_key(*id);
+            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, rec)?))
+        })?;
+        seals += rows.len() as u64;
+        put(EDGES, rows);
 
-            let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
-            let mut rows = par_map(&ids, |id| {
-                let (node, dir, p) = *id;
-                let entries = self.pages.get(id).ok_or_else(|| Error::invalid("dirty page not loaded"))?;
-                let count = match (p, self.nodes.get(&node)) {
-                    (0, Some(n)) if dir == 0 => n.out_pages,
-                    (0, Some(n)) => n.in_pages,
-                    (0, None) => return Err(Error::invalid("page 0 changed without its node")),
-                    _ => 0,
-                };
-                let key = org.adj_key(node, dir, p);
-                Ok((key, org.seal_page(&key, &encode_page(count, entries))?))
-            })?;
-            seals += rows.len() as u64;
-            changed_pages.extend(rows.iter().map(|(key, _)| {
-                let mut opaque = [0u8; 16];
-                opaque.copy_from_slice(&key[8..]);
-                opaque
-            }));
-            write_sorted(&txn, super::tables::ADJ, &mut rows)?;
+        let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
+        let rows = par_map(&ids, |id| {
+            let (node, dir, p) = *id;
+            let entries = self.pages.get(id).ok_or_else(|| Error::Internal("dirty page not loaded".into()))?;
+            let count = match (p, self.nodes.get(&node)) {
+                (0, Some(n)) if dir == 0 => n.out_pages,
+                (0, Some(n)) => n.in_pages,
+                (0, None) => return Err(Error::Internal("page 0 changed without its node".into())),
+                _ => 0,
+            };
+            let key = org.adj_key(node, dir, p);
+            Ok((key, org.seal_page(&key, &encode_page(count, entries))?))
+        })?;
+        seals += rows.len() as u64;
+        changed_pages.extend(rows.iter().map(|(key, _)| {
+            let mut opaque = [0u8; 16];
+            opaque.copy_from_slice(&key[8..]);
+            opaque
+        }));
+        put(ADJ, rows);
 
-            let ids: Vec<(Owner, Compartment)> = self.dirty_props.iter().copied().collect();
-            let mut removed = Vec::new();
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in &ids {
-                let map = self.props.get(id).ok_or_else(|| Error::invalid("dirty props not loaded"))?;
-                let key = org.props_key(id.0, id.1);
-                if map.entries.is_empty() {
-                    removed.push(key);
-                } else {
-                    rows.push((key, org.seal_record(PROPS, &key, id.1, map)?));
-                }
+        let ids: Vec<(Owner, Compartment)> = self.dirty_props.iter().copied().collect();
+        let mut removed = Vec::new();
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let map = self.props.get(id).ok_or_else(|| Error::Internal("dirty props not loaded".into()))?;
+            let key = org.props_key(id.0, id.1);
+            if map.entries.is_empty() {
+                removed.push(key);
+            } else {
+                rows.push((key, org.seal_record(PROPS, &key, id.1, map)?));
             }
-            seals += rows.len() as u64;
-            write_sorted(&txn, PROPS, &mut rows)?;
-            if !removed.is_empty() {
-                let mut t = txn.open_table(PROPS.def)?;
-                for key in &removed {
-                    t.remove(key.as_slice())?;
-                }
-            }
-
-            let index: Vec<(RecordKey, u64)> = self.index.iter().map(|(k, v)| (*k, *v)).collect();
-            let mut rows = par_map(&index, |(key, v)| Ok((*key, org.seal_u64(INDEX, key, *v)?)))?;
-            seals += rows.len() as u64;
-            write_sorted(&txn, INDEX, &mut rows)?;
-
-            let mut t = txn.open_table(DICT.def)?;
-            for (name, id) in &self.new_kinds {
-                let key = org.dict_key(*id);
-                t.insert(key.as_slice(), org.seal(DICT, &key, Compartment::Core, name.as_bytes())?.as_slice())?;
-                seals += 1;
-            }
-            drop(t);
-            let st = self.stats;
-            let counts = [
-                ("nodes_created", st.nodes_created),
-                ("nodes_updated", st.nodes_updated),
-                ("edges_added", st.edges_added),
-                ("edges_retracted", st.edges_retracted),
-                ("props_changed", st.props_changed),
-            ];
-            super::audit::append(&txn, &org, &mut self.entry, self.org.actor(), "write", &counts, self.now)?;
-            seals += 1;
-            let current = self.entry.current_epoch;
-            let mut over_limit = false;
-            if let Some(e) = self.entry.epochs.iter_mut().find(|e| e.epoch == current) {
-                e.seal_count = e.seal_count.saturating_add(seals);
-                over_limit = e.seal_count >= org.db.rotate_after_seals;
-            }
-            if over_limit && !self.entry.byok {
-                // Near the random-nonce bound: later seals use a fresh epoch; the re-sealing of
-                // older records is finished by `Db::rotate_org_key`.
-                super::DbInner::start_epoch(&mut self.entry)?;
-            }
-            let mut t = txn.open_table(ORGS.def)?;
-            t.insert(org.tag.0.as_slice(), org.db.seal_entry(org.tag, &self.entry)?.as_slice())?;
         }
-        org.shared.cache.begin_commit();
-        let res = txn.commit();
-        org.shared.cache.end_commit(changed_pages.iter().chain(extra_pages));
-        res?;
+        seals += rows.len() as u64;
+        put(PROPS, rows);
+
+        let index: Vec<(RecordKey, u64)> = self.index.iter().map(|(k, v)| (*k, *v)).collect();
+        let rows = par_map(&index, |(key, v)| Ok((*key, org.seal_u64(INDEX, key, *v)?)))?;
+        seals += rows.len() as u64;
+        put(INDEX, rows);
+
+        let mut rows = Vec::with_capacity(self.new_kinds.len());
+        for (name, id) in &self.new_kinds {
+            let key = org.dict_key(*id);
+            rows.push((key, org.seal(DICT, &key, Compartment::Core, name.as_bytes())?));
+        }
+        seals += rows.len() as u64;
+        put(DICT, rows);
+
+        let st = self.stats;
+        let counts = [
+            ("nodes_created", st.nodes_created),
+            ("nodes_updated", st.nodes_updated),
+            ("edges_added", st.edges_added),
+            ("edges_retracted", st.edges_retracted),
+            ("props_changed", st.props_changed),
+        ];
+        let audit = super::audit::entry_row(&org, &mut self.entry, self.org.actor(), "write", &counts, self.now)?;
+        seals += 1;
+        let current = self.entry.current_epoch;
+        let mut over_limit = false;
+        if let Some(e) = self.entry.epochs.iter_mut().find(|e| e.epoch == current) {
+            e.seal_count = e.seal_count.saturating_add(seals);
+            over_limit = e.seal_count >= org.db.rotate_after_seals;
+        }
+        if over_limit && !self.entry.byok {
+            // Near the random-nonce bound: later seals use a fresh epoch; the re-sealing of
+            // older records is finished by `Db::rotate_org_key`.
+            super::DbInner::start_epoch(&mut self.entry)?;
+        }
+        let set = WriteSet {
+            org: org.clone(),
+            base: std::mem::replace(&mut self.start, self.entry.clone()),
+            entry: self.entry.clone(),
+            puts,
+            removes: vec![(PROPS, removed)],
+            audit: Some(audit),
+            changed_pages,
+        };
+        match base {
+            Base::Exclusive(txn) => {
+                set.apply(&txn)?;
+                WriteSet::commit_all(*txn, &[&set])?;
+            }
+            Base::Snapshot(snap) => {
+                // The snapshot is no longer needed: let redb reclaim what it pinned.
+                drop(snap);
+                org.db.group.commit(&org.db.redb, set)?;
+            }
+        }
         for (name, id) in &self.new_kinds {
             org.shared.remember_kind(*id, name);
         }

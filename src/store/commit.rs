@@ -1,0 +1,264 @@
+//! Group commit: write transactions of different orgs, from any threads, commit together in one
+//! redb write transaction and one fsync.
+//!
+//! A [`WriteTxn`](super::WriteTxn) reads from an MVCC snapshot and seals what it changed on its
+//! own thread; only the finished [`WriteSet`] (sealed rows, the org's new registry entry) goes
+//! to the committer. The first caller that finds no commit running becomes the leader: it takes
+//! every queued set, writes them in one redb transaction, commits once (`Durability::Immediate`)
+//! and hands each caller its own result; callers that arrive meanwhile queue for the next round.
+//! So N concurrent writers pay one fsync per round, not one each.
+//!
+//! Isolation. Two writers of one org never overlap: each holds its org's [`WriterLock`] from
+//! begin until its commit is durable (admin operations that change the org's registry entry take
+//! it too), so a writer's snapshot of its own org is always current. As a safety net the leader
+//! compares the org's registry entry with the one the writer began from and fails that set alone
+//! with [`Error::Conflict`] if it changed. A set that fails its check is left out; a storage
+//! failure of the whole round is retried set by set, so a failing set fails alone.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::org::{OrgInner, OrgShared};
+use super::tables::{RecordKey, Table, AUDIT, ORGS};
+use crate::codec::OrgEntry;
+use crate::error::{Error, Result};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below is a few assignments: a panic cannot leave them half done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serializes the writers of one org (and the admin operations that change its registry entry).
+#[derive(Debug, Default)]
+pub(crate) struct WriterLock {
+    busy: Mutex<bool>,
+    free: Condvar,
+}
+
+/// Proof that its holder is the org's only writer; released on drop.
+pub(crate) struct WriterToken {
+    shared: Arc<OrgShared>,
+}
+
+impl std::fmt::Debug for WriterToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterToken")
+    }
+}
+
+impl WriterLock {
+    /// Waits until no other writer of the org is active, then becomes it.
+    pub(crate) fn acquire(shared: &Arc<OrgShared>) -> WriterToken {
+        let mut busy = lock(&shared.writer.busy);
+        while *busy {
+            busy = shared.writer.free.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy = true;
+        WriterToken { shared: shared.clone() }
+    }
+}
+
+impl Drop for WriterToken {
+    fn drop(&mut self) {
+        *lock(&self.shared.writer.busy) = false;
+        self.shared.writer.free.notify_one();
+    }
+}
+
+/// Sealed rows of one table: `(record key, sealed value)`, sorted by key.
+pub(crate) type Rows = Vec<(RecordKey, Vec<u8>)>;
+
+/// Everything one write transaction commits: sealed rows and the org's new registry entry.
+pub(crate) struct WriteSet {
+    pub org: Arc<OrgInner>,
+    /// The registry entry as the transaction began from it (the conflict check).
+    pub base: OrgEntry,
+    /// The registry entry to store (sealed by the committer under the current root key).
+    pub entry: OrgEntry,
+    /// Rows to insert, per table, each sorted by key.
+    pub puts: Vec<(Table, Rows)>,
+    /// Keys to remove, per table.
+    pub removes: Vec<(Table, Vec<RecordKey>)>,
+    /// The audit entry the transaction appends: its key and sealed value.
+    pub audit: Option<([u8; 16], Vec<u8>)>,
+    /// Opaque keys of adjacency pages the commit changes (page-cache invalidation).
+    pub changed_pages: Vec<[u8; 16]>,
+}
+
+impl std::fmt::Debug for WriteSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteSet").field("org", &self.org.name).finish_non_exhaustive()
+    }
+}
+
+impl WriteSet {
+    /// Checks the org's entry in `wtx` against the one this set began from, then writes the set.
+    pub(crate) fn apply(&self, wtx: &redb::WriteTransaction) -> Result<()> {
+        let db = &self.org.db;
+        let tag = self.org.tag;
+        {
+            let orgs = wtx.open_table(ORGS.def)?;
+            let current = db.read_entry(&orgs, tag, &self.org.name)?;
+            if current != self.base {
+                return Err(Error::Conflict(self.org.name.clone()));
+            }
+        }
+        for (table, rows) in &self.puts {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut t = wtx.open_table(table.def)?;
+            for (k, v) in rows {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        for (table, keys) in &self.removes {
+            if keys.is_empty() {
+                continue;
+            }
+            let mut t = wtx.open_table(table.def)?;
+            for k in keys {
+                t.remove(k.as_slice())?;
+            }
+        }
+        if let Some((k, v)) = &self.audit {
+            wtx.open_table(AUDIT.def)?.insert(k.as_slice(), v.as_slice())?;
+        }
+        let sealed = db.seal_entry(tag, &self.entry)?;
+        wtx.open_table(ORGS.def)?.insert(tag.0.as_slice(), sealed.as_slice())?;
+        Ok(())
+    }
+
+    /// Commits `wtx` (holding this set and possibly others) with the page-cache protocol of every
+    /// org involved: readers stop using a cache while its org's pages change under it.
+    pub(crate) fn commit_all(wtx: redb::WriteTransaction, sets: &[&WriteSet]) -> Result<()> {
+        for s in sets {
+            s.org.shared.cache.begin_commit();
+        }
+        let res = wtx.commit();
+        for s in sets {
+            s.org.shared.cache.end_commit(s.changed_pages.iter());
+        }
+        Ok(res?)
+    }
+}
+
+type Slot = Arc<(Mutex<Option<Result<()>>>, Condvar)>;
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<(WriteSet, Slot)>,
+    leader: bool,
+}
+
+/// The group committer of one `Db`.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCommit")
+    }
+}
+
+impl GroupCommit {
+    /// Commits `set` durably, together with whatever other sets are queued; returns once this
+    /// set's own data is durable (or failed).
+    pub(crate) fn commit(&self, db: &redb::Database, set: WriteSet) -> Result<()> {
+        let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+        {
+            let mut q = lock(&self.queue);
+            q.pending.push_back((set, slot.clone()));
+            if q.leader {
+                drop(q);
+                return Self::wait(&slot);
+            }
+            q.leader = true;
+        }
+        // This thread leads until the queue is empty (its own set is in the first round).
+        loop {
+            let round: Vec<(WriteSet, Slot)> = {
+                let mut q = lock(&self.queue);
+                if q.pending.is_empty() {
+                    q.leader = false;
+                    break;
+                }
+                q.pending.drain(..).collect()
+            };
+            let slots: Vec<Slot> = round.iter().map(|(_, s)| s.clone()).collect();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::run_round(db, round)));
+            if run.is_err() {
+                // redb panicked (it does on some corrupt files): fail the round's callers, not hang them.
+                for slot in &slots {
+                    let mut r = lock(&slot.0);
+                    if r.is_none() {
+                        *r = Some(Err(Error::Internal("a group commit panicked; nothing of it was committed".into())));
+                    }
+                    slot.1.notify_all();
+                }
+            }
+        }
+        Self::wait(&slot)
+    }
+
+    fn wait(slot: &Slot) -> Result<()> {
+        let (m, cv) = &**slot;
+        let mut r = lock(m);
+        loop {
+            if let Some(res) = r.take() {
+                return res;
+            }
+            r = cv.wait(r).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn fill(slot: &Slot, res: Result<()>) {
+        *lock(&slot.0) = Some(res);
+        slot.1.notify_all();
+    }
+
+    /// One redb transaction for the whole round; on a storage failure, each set again alone.
+    fn run_round(db: &redb::Database, round: Vec<(WriteSet, Slot)>) {
+        let together = (|| -> Result<Vec<Option<Error>>> {
+            let wtx = super::contain("file", &[], || Ok(db.begin_write()?))?;
+            let mut failed = Vec::with_capacity(round.len());
+            for (set, _) in &round {
+                match set.apply(&wtx) {
+                    Ok(()) => failed.push(None),
+                    // A conflict is checked before the set writes anything: leave it out.
+                    Err(e @ Error::Conflict(_)) => failed.push(Some(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            let ok: Vec<&WriteSet> =
+                round.iter().zip(&failed).filter(|(_, f)| f.is_none()).map(|((s, _), _)| s).collect();
+            WriteSet::commit_all(wtx, &ok)?;
+            Ok(failed)
+        })();
+        match together {
+            Ok(failed) => {
+                for ((_, slot), f) in round.iter().zip(failed) {
+                    Self::fill(slot, f.map_or(Ok(()), Err));
+                }
+            }
+            Err(_) if round.len() > 1 => {
+                for (set, slot) in round {
+                    let res = (|| {
+                        let wtx = super::contain("file", &[], || Ok(db.begin_write()?))?;
+                        set.apply(&wtx)?;
+                        WriteSet::commit_all(wtx, &[&set])
+                    })();
+                    Self::fill(&slot, res);
+                }
+            }
+            Err(e) => {
+                // A round of one set: its one caller gets the error.
+                if let Some((_, slot)) = round.into_iter().next() {
+                    Self::fill(&slot, Err(e));
+                }
+            }
+        }
+    }
+}
