@@ -4,10 +4,10 @@
 //! can reach the envelope and the record decoders through the same code paths the store uses,
 //! without making those paths public.
 
-use crate::codec::{self, AdjEntry, AdjPage, EdgeRecord, NodeRecord, OrgEntry, PropMap};
+use crate::codec::{self, AdjEntry, AdjPage, BucketPage, EdgePage, NodePage, OrgEntry, PropMap};
 use crate::crypto::{self, envelope, AeadKey, Binding, BlindKey, MacKey, Secret};
 use crate::error::{Error, Result};
-use crate::store::tables::{blind_kind, record_key, ADJ, EDGES, NODES, ORGS, PROPS};
+use crate::store::tables::{blind_kind, record_key, ADJ, EDGES, INDEX, NODES, ORGS, PROPS};
 use crate::store::{Db, Org};
 use crate::types::{Compartment, OrgTag};
 
@@ -37,10 +37,12 @@ impl EnvelopeKey {
 /// The record types a sealed value can hold, for the `record_decode` target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
-    /// A `NodeRecord` in `nodes`.
+    /// A `NodePage` (page 0: ids from 1) in `nodes`.
     Node,
-    /// An `EdgeRecord` in `edges`.
+    /// An `EdgePage` (page 0) in `edges`.
     Edge,
+    /// A `BucketPage` (bucket 0) in `index`.
+    Bucket,
     /// An `AdjPage` in `adj`.
     AdjPage,
     /// A `PropMap` in `props` (Raw compartment).
@@ -52,16 +54,18 @@ pub enum RecordKind {
 /// A record decoded through the store's own read path.
 #[derive(Debug)]
 pub enum Decoded {
-    /// A node record.
-    Node(NodeRecord),
-    /// An edge record.
-    Edge(EdgeRecord),
+    /// A node page.
+    Node(NodePage),
+    /// An edge page.
+    Edge(EdgePage),
+    /// An index bucket page.
+    Bucket(BucketPage),
     /// An adjacency page: its page count and entries.
     AdjPage(u32, Vec<AdjEntry>),
     /// A property map.
     PropMap(PropMap),
     /// An org registry entry that also yielded an org handle.
-    OrgEntry(OrgEntry),
+    OrgEntry(Box<OrgEntry>),
 }
 
 /// One in-memory database with one org, whose keys seal and open records exactly as the store
@@ -88,8 +92,9 @@ impl RecordHarness {
     fn storage_key(&self, kind: RecordKind) -> Vec<u8> {
         let o = &self.org.inner;
         match kind {
-            RecordKind::Node => o.node_key(1).to_vec(),
-            RecordKind::Edge => o.edge_key(1).to_vec(),
+            RecordKind::Node => o.node_page_key(0).to_vec(),
+            RecordKind::Edge => o.edge_page_key(0).to_vec(),
+            RecordKind::Bucket => o.bucket_key(0).to_vec(),
             RecordKind::AdjPage => o.adj_key(1, 0, 0).to_vec(),
             RecordKind::PropMap => {
                 let opaque = o.structure.blind.blind(blind_kind::NODE_PROPS, Compartment::Raw.index(), 0, 1);
@@ -100,15 +105,16 @@ impl RecordHarness {
     }
 
     /// Seals `plaintext` (an archive, valid or not) with the right key for `kind`, bound to the
-    /// record's real storage key.
+    /// record's real storage key (packed — compressed and padded — as the store does).
     pub fn seal(&self, kind: RecordKind, plaintext: &[u8]) -> Result<Vec<u8>> {
         let o = &self.org.inner;
         let key = self.storage_key(kind);
         match kind {
-            RecordKind::Node => o.seal(NODES, &key, Compartment::Core, plaintext),
-            RecordKind::Edge => o.seal(EDGES, &key, Compartment::Core, plaintext),
-            RecordKind::AdjPage => o.seal(ADJ, &key, Compartment::Core, plaintext),
-            RecordKind::PropMap => o.seal(PROPS, &key, Compartment::Raw, plaintext),
+            RecordKind::Node => o.seal(NODES, &key, Compartment::Core, 1, plaintext),
+            RecordKind::Edge => o.seal(EDGES, &key, Compartment::Core, 1, plaintext),
+            RecordKind::Bucket => o.seal(INDEX, &key, Compartment::Core, 1, plaintext),
+            RecordKind::AdjPage => o.seal(ADJ, &key, Compartment::Core, 1, plaintext),
+            RecordKind::PropMap => o.seal(PROPS, &key, Compartment::Raw, 1, plaintext),
             RecordKind::OrgEntry => {
                 let db = &self.db.inner;
                 let root = db.root();
@@ -128,14 +134,15 @@ impl RecordHarness {
         let o = &self.org.inner;
         let key = self.storage_key(kind);
         match kind {
-            RecordKind::Node => o.open_record(NODES, &key, Compartment::Core, sealed).map(Decoded::Node),
-            RecordKind::Edge => o.open_record(EDGES, &key, Compartment::Core, sealed).map(Decoded::Edge),
+            RecordKind::Node => o.open_node_page(0, &key, sealed).map(Decoded::Node),
+            RecordKind::Edge => o.open_edge_page(0, &key, sealed).map(Decoded::Edge),
+            RecordKind::Bucket => o.open_bucket(&key, sealed).map(Decoded::Bucket),
             RecordKind::AdjPage => o.open_page(&key, sealed).map(|(p, e)| Decoded::AdjPage(p, e)),
             RecordKind::PropMap => o.open_record(PROPS, &key, Compartment::Raw, sealed).map(Decoded::PropMap),
             RecordKind::OrgEntry => {
                 let entry = self.db.inner.open_entry(self.tag(), sealed)?;
                 Org::from_entry(self.db.inner.clone(), self.tag(), &entry, None, &Compartment::ALL)?;
-                Ok(Decoded::OrgEntry(entry))
+                Ok(Decoded::OrgEntry(Box::new(entry)))
             }
         }
     }
@@ -144,6 +151,11 @@ impl RecordHarness {
     pub fn org_entry(&self) -> Result<OrgEntry> {
         read_org_entry(&self.org)
     }
+}
+
+/// Packs a plaintext (compression, padding) exactly as the store does before sealing.
+pub fn pack(plain: &[u8]) -> Option<Vec<u8>> {
+    codec::pack(plain).ok().map(|p| p.to_vec())
 }
 
 /// Encodes adjacency entries into a page exactly as the writer does.

@@ -30,7 +30,7 @@ const ROOT: [u8; 32] = [0x5e; 32];
 const GLOBEX_KEY: [u8; 32] = [0x6f; 32];
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/golden.silo")
 }
 
 type Sources = Vec<(String, String)>;
@@ -128,7 +128,7 @@ impl Sweep {
     }
 
     fn print(&self, len: usize) {
-        eprintln!("tamper trials: {} over the {len}-byte v1 fixture", self.trials);
+        eprintln!("tamper trials: {} over the {len}-byte v2 fixture", self.trials);
         for ((kind, outcome), n) in &self.counts {
             eprintln!("  {kind:9} {outcome:?}: {n}");
         }
@@ -150,7 +150,7 @@ impl Sweep {
 }
 
 fn sweep() -> (Sweep, usize) {
-    let original = std::fs::read(fixture()).expect("the v1 fixture is checked in");
+    let original = std::fs::read(fixture()).expect("the v2 fixture is checked in");
     let clean = temp("clean");
     std::fs::write(&clean, &original).expect("copy");
     let expected = state(&Db::open(&clean, RootKey::from_bytes(ROOT)).expect("open the clean fixture"))

@@ -1,4 +1,4 @@
-//! Golden files: databases written by an earlier build (tests/fixtures/v1/, made by the ignored
+//! Golden files: databases written by an earlier build (tests/fixtures/v2/, made by the ignored
 //! `generate` test with a fixed root key and deterministic content) must still open and read
 //! back every record exactly. A format change without a version bump fails here.
 //!
@@ -18,7 +18,7 @@ const GLOBEX_KEY: [u8; 32] = [0x6f; 32];
 const ORGS: [&str; 2] = ["acme", "globex"];
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/golden.silo")
 }
 
 fn every_value() -> Vec<Value> {
@@ -111,7 +111,7 @@ fn times() -> Vec<i64> {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/v1/golden.silo; run only to regenerate the fixture"]
+#[ignore = "writes tests/fixtures/v2/golden.silo; run only to regenerate the fixture"]
 fn generate() {
     let path = fixture();
     let _ = std::fs::remove_file(&path);
@@ -143,22 +143,22 @@ fn generate() {
 /// must stay byte-for-byte as generated.
 fn copy_of_fixture(name: &str) -> PathBuf {
     let dst = std::env::temp_dir().join(format!("silograph-golden-{}-{name}", std::process::id()));
-    std::fs::copy(fixture(), &dst).expect("the v1 fixture is checked in (tests/fixtures/v1/golden.silo)");
+    std::fs::copy(fixture(), &dst).expect("the v2 fixture is checked in (tests/fixtures/v2/golden.silo)");
     dst
 }
 
 #[test]
-fn v1_fixture_opens_and_reads_back_every_record() {
-    assert_eq!(FORMAT_VERSION, 1, "format version changed: add a tests/fixtures/vN and keep v1 readable or rejected");
+fn v2_fixture_opens_and_reads_back_every_record() {
+    assert_eq!(FORMAT_VERSION, 2, "format version changed: add a tests/fixtures/vN and keep v2 readable or rejected");
     let path = copy_of_fixture("read");
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("open the v1 fixture");
+    let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("open the v2 fixture");
     assert_eq!(db.list_orgs().expect("list"), vec!["acme".to_string(), "globex".to_string()]);
     let orgs =
         [db.org(ORGS[0]).expect("acme"), db.org_with_key(ORGS[1], &OrgKey::from_bytes(GLOBEX_KEY)).expect("globex")];
     let models = expected();
     for (i, (org, m)) in orgs.iter().zip(&models).enumerate() {
         let r = org.read().expect("read");
-        check_org(&r, m, &times(), &format!("v1 fixture org {}", ORGS[i]));
+        check_org(&r, m, &times(), &format!("v2 fixture org {}", ORGS[i]));
         // The hub's out-adjacency spans two pages.
         if i == 0 {
             assert_eq!(r.degree(NodeId(7), silograph::Direction::Out).expect("degree"), Some(520));
@@ -170,7 +170,7 @@ fn v1_fixture_opens_and_reads_back_every_record() {
 }
 
 #[test]
-fn v1_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
+fn v2_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
     let path = copy_of_fixture("keys");
     let before = std::fs::read(&path).expect("read");
     assert!(matches!(Db::open(&path, RootKey::from_bytes([0; 32])), Err(Error::WrongKey)));
@@ -182,7 +182,7 @@ fn v1_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
 }
 
 #[test]
-fn v1_fixture_accepts_new_commits_that_survive_reopen() {
+fn v2_fixture_accepts_new_commits_that_survive_reopen() {
     let path = copy_of_fixture("write");
     let mut models = expected();
     {
@@ -199,7 +199,23 @@ fn v1_fixture_accepts_new_commits_that_survive_reopen() {
         w.commit().expect("commit");
     }
     let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("reopen");
-    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v1 fixture after a write");
+    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v2 fixture after a write");
     drop(db);
+    std::fs::remove_file(&path).expect("cleanup");
+}
+
+/// The v1 format (one sealed record per node and edge, written by the build before format v2)
+/// was never released: a v1 file is refused with a typed error, before anything is written.
+#[test]
+fn v1_file_is_refused_as_an_unsupported_format_and_left_unchanged() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo");
+    let path = std::env::temp_dir().join(format!("silograph-golden-{}-v1", std::process::id()));
+    std::fs::copy(&src, &path).expect("the v1 fixture is checked in");
+    let before = std::fs::read(&path).expect("read");
+    match Db::open(&path, RootKey::from_bytes(ROOT)) {
+        Err(Error::UnsupportedFormat(msg)) => assert!(msg.contains("version 1"), "{msg}"),
+        other => panic!("a v1 file must be UnsupportedFormat, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).expect("read"), before, "refusing a v1 file changed it");
     std::fs::remove_file(&path).expect("cleanup");
 }

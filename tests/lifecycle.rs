@@ -497,7 +497,8 @@ fn verify_reports_the_exact_corrupt_record_and_its_node() {
     let db = Db::open(&path, root(1)).unwrap();
     db.create_org("acme").unwrap();
     db.create_org_with_key("byok", &OrgKey::from_bytes([4; 32])).unwrap();
-    let ids = fill(&db, "acme", 30);
+    // 150 nodes: three node pages (ids 1–63, 64–127, 128–150).
+    let ids = fill(&db, "acme", 150);
     let mut calls = 0;
     let report = db.verify_with_progress(|_, _| calls += 1).unwrap();
     assert!(report.is_ok(), "{report:?}");
@@ -505,23 +506,29 @@ fn verify_reports_the_exact_corrupt_record_and_its_node() {
     assert!(calls > 0);
     assert_eq!(report.skipped_byok, vec!["byok"]);
     drop(db);
-    // Find node 7's record: open the file raw and try each nodes value on a scratch copy.
+    // Flip a ciphertext byte of one node page (past the 25-byte envelope header).
     let rows: Vec<_> = raw_records(&path).into_iter().filter(|r| r.0 == "nodes").collect();
+    assert_eq!(rows.len(), 3, "150 nodes fill three node pages");
     with_raw_table(&path, "nodes", |t| {
-        let mut v = rows[11].2.clone();
-        v[20] ^= 0x80;
-        t.insert(rows[11].1.as_slice(), v.as_slice()).unwrap();
+        let mut v = rows[1].2.clone();
+        v[30] ^= 0x80;
+        t.insert(rows[1].1.as_slice(), v.as_slice()).unwrap();
     });
     let db = Db::open(&path, root(1)).unwrap();
     let report = db.verify().unwrap();
     assert_eq!(report.corrupt.len(), 1, "{report:?}");
     let bad = &report.corrupt[0];
     assert_eq!(bad.table, "nodes");
-    assert_eq!(bad.key, hex_of(&rows[11].1));
-    let node = bad.node.expect("a node record names its node");
+    assert_eq!(bad.key, hex_of(&rows[1].1));
+    let node = bad.node.expect("a node page names the first node it holds");
     assert!(ids.contains(&node));
+    assert!([1, 64, 128].contains(&node.0), "{node:?} does not start a page");
     let r = db.org("acme").unwrap().read().unwrap();
-    assert!(matches!(r.node(node), Err(Error::Corrupt { .. })), "the named node is the one that fails to read");
+    assert!(matches!(r.node(node), Err(Error::Corrupt { .. })), "the named node is one that fails to read");
+    let last = NodeId(if node.0 == 128 { 150 } else { node.0 + 62 });
+    assert!(matches!(r.node(last), Err(Error::Corrupt { .. })), "every node of the page fails to read");
+    let elsewhere = NodeId(if node.0 == 1 { 64 } else { 1 });
+    assert!(r.node(elsewhere).unwrap().is_some(), "nodes of other pages still read");
     drop((r, db));
     std::fs::remove_file(&path).unwrap();
 }
@@ -661,11 +668,12 @@ fn lifecycle_figures() {
 }
 
 #[test]
-fn removed_node_record_reads_as_corrupt_and_verify_counts_it() {
+fn removed_node_page_reads_as_corrupt_and_verify_counts_it() {
     let path = tmp("removed");
     let db = Db::open(&path, root(1)).unwrap();
     db.create_org("acme").unwrap();
-    fill(&db, "acme", 10);
+    // 70 nodes: two node pages (ids 1–63 and 64–70).
+    fill(&db, "acme", 70);
     drop(db);
     let victim = raw_records(&path).into_iter().find(|r| r.0 == "nodes").unwrap();
     with_raw_table(&path, "nodes", |t| {
@@ -674,14 +682,15 @@ fn removed_node_record_reads_as_corrupt_and_verify_counts_it() {
     let db = Db::open(&path, root(1)).unwrap();
     let report = db.verify().unwrap();
     assert!(
-        report.corrupt.iter().any(|c| c.table == "nodes" && c.error.contains("10 records expected, 9 found")),
+        report.corrupt.iter().any(|c| c.table == "nodes" && c.error.contains("2 records expected, 1 found")),
         "{report:?}"
     );
     let r = db.org("acme").unwrap().read().unwrap();
-    let outcomes: Vec<_> = (1..=10).map(|i| r.node(NodeId(i))).collect();
-    assert_eq!(outcomes.iter().filter(|o| matches!(o, Err(Error::Corrupt { .. }))).count(), 1);
-    assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Some(_)))).count(), 9);
-    assert_eq!(r.node(NodeId(11)).unwrap(), None, "an id never assigned is simply absent");
+    let outcomes: Vec<_> = (1..=70).map(|i| r.node(NodeId(i))).collect();
+    let corrupt = outcomes.iter().filter(|o| matches!(o, Err(Error::Corrupt { .. }))).count();
+    assert!(corrupt == 63 || corrupt == 7, "every node of the removed page, and only those: {corrupt}");
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Some(_)))).count(), 70 - corrupt);
+    assert_eq!(r.node(NodeId(71)).unwrap(), None, "an id never assigned is simply absent");
     drop((r, db));
     std::fs::remove_file(&path).unwrap();
 }

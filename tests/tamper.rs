@@ -382,7 +382,8 @@ fn every_flipped_byte_of_every_stored_value_is_an_error() {
         assert!(!rows[t].is_empty(), "fixture wrote nothing to `{t}`");
     }
     let records: usize = rows.values().map(Vec::len).sum();
-    assert!(records >= 50, "fixture has only {records} records");
+    // Format v2 packs nodes, edges and index entries into pages: fewer, larger values.
+    assert!(records >= 35, "fixture has only {records} records");
     let start = Instant::now();
     let mut flips = 0usize;
     for (table, kvs) in &rows {
@@ -446,7 +447,7 @@ fn value_moved_onto_another_key_of_the_same_table_is_rejected() {
             }
         }
     }
-    assert!(same_org >= 100 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
+    assert!(same_org >= 60 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
 }
 
 #[test]
@@ -470,7 +471,7 @@ fn value_moved_into_another_table_is_rejected() {
             }
         }
     }
-    assert!(moved >= 300, "only {moved} values moved");
+    assert!(moved >= 250, "only {moved} values moved");
 }
 
 #[test]

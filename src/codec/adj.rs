@@ -75,11 +75,6 @@ impl Reader<'_> {
     }
 }
 
-/// Size classes for padded pages: the sealed size reveals only the class.
-fn size_class(n: usize) -> usize {
-    n.max(64).next_power_of_two()
-}
-
 /// Encodes a page of entries.
 pub(crate) fn encode_page(pages: u32, entries: &[AdjEntry]) -> AdjPage {
     let mut data = Vec::with_capacity(entries.len() * 10);
@@ -113,7 +108,8 @@ pub(crate) fn encode_page(pages: u32, entries: &[AdjEntry]) -> AdjPage {
         pe = e.edge as i64;
         pr = e.recorded_at;
     }
-    let pad = vec![0u8; size_class(data.len()) - data.len()];
+    // Padding happens once, for every sealed value, after compression (`store::records`).
+    let pad = Vec::new();
     AdjPage { pages, count: entries.len() as u32, data, pad }
 }
 

@@ -44,6 +44,121 @@ pub struct NodeRecord {
     pub props: u8,
 }
 
+/// Node ids per node page (page `p` holds ids `p * 64 ..` — page 0 from id 1, as 0 is never
+/// assigned).
+pub const NODES_PER_PAGE: u64 = 64;
+/// Edge ids per edge page.
+pub const EDGES_PER_PAGE: u64 = 128;
+
+/// The page number holding record `id` (nodes or edges, `per` ids per page).
+pub fn page_of(id: u64, per: u64) -> u64 {
+    id / per
+}
+
+/// The first id page `page` holds (`per` ids per page; ids start at 1).
+pub fn first_of(page: u64, per: u64) -> u64 {
+    (page * per).max(1)
+}
+
+/// Consecutive node records, sealed as one value: `nodes[i].id == first + i`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct NodePage {
+    /// The id of `nodes[0]`.
+    pub first: u64,
+    /// The records, in id order, without gaps.
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// Consecutive edge records, sealed as one value: `edges[i].id == first + i`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct EdgePage {
+    /// The id of `edges[0]`.
+    pub first: u64,
+    /// The records, in id order, without gaps.
+    pub edges: Vec<EdgeRecord>,
+}
+
+/// Bytes of one index entry in a bucket page: a 12-byte fingerprint (the first 12 bytes of
+/// the entry's keyed hash) and the u64 it maps to (little endian).
+pub const BUCKET_ENTRY: usize = 20;
+
+/// One bucket of an org's hashed index: entries sorted by fingerprint, fingerprints unique.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct BucketPage {
+    /// `BUCKET_ENTRY`-byte entries.
+    pub entries: Vec<u8>,
+}
+
+impl BucketPage {
+    /// Checks the shape: whole entries, strictly increasing fingerprints.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        if !self.entries.len().is_multiple_of(BUCKET_ENTRY) {
+            return Err(CodecError);
+        }
+        let mut prev: Option<&[u8]> = None;
+        for e in self.entries.chunks_exact(BUCKET_ENTRY) {
+            if prev.is_some_and(|p| p >= &e[..12]) {
+                return Err(CodecError);
+            }
+            prev = Some(&e[..12]);
+        }
+        Ok(())
+    }
+
+    /// The value stored under fingerprint `fp`.
+    pub fn get(&self, fp: &[u8; 12]) -> Option<u64> {
+        let n = self.entries.len() / BUCKET_ENTRY;
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let e = &self.entries[mid * BUCKET_ENTRY..(mid + 1) * BUCKET_ENTRY];
+            match e[..12].cmp(fp.as_slice()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(&e[12..]);
+                    return Some(u64::from_le_bytes(v));
+                }
+            }
+        }
+        None
+    }
+
+    /// Every `(fingerprint, value)` entry.
+    pub fn iter(&self) -> impl Iterator<Item = ([u8; 12], u64)> + '_ {
+        self.entries.chunks_exact(BUCKET_ENTRY).map(|e| {
+            let mut fp = [0u8; 12];
+            fp.copy_from_slice(&e[..12]);
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&e[12..]);
+            (fp, u64::from_le_bytes(v))
+        })
+    }
+
+    /// A page of `entries` (any order; a later duplicate fingerprint is dropped).
+    pub fn from_entries(mut entries: Vec<([u8; 12], u64)>) -> Self {
+        entries.sort_by_key(|e| e.0);
+        entries.dedup_by(|b, a| a.0 == b.0);
+        let mut out = Vec::with_capacity(entries.len() * BUCKET_ENTRY);
+        for (fp, v) in entries {
+            out.extend_from_slice(&fp);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        BucketPage { entries: out }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len() / BUCKET_ENTRY
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// An edge as stored.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct EdgeRecord {
@@ -214,6 +329,14 @@ pub struct OrgEntry {
     pub audit_seq: u64,
     /// HMAC of the last audit entry (empty before the first).
     pub audit_head: Vec<u8>,
+    /// Commits of this org so far: the page version sealed into every value a commit writes.
+    pub commit_seq: u64,
+    /// The hashed index has `2^index_bits` bucket pages.
+    pub index_bits: u8,
+    /// Entries in the hashed index.
+    pub index_entries: u64,
+    /// Reserved for the root of the org's authenticated page tree (empty in this version).
+    pub state_root: Vec<u8>,
 }
 
 /// One audit entry: who did what to an org and how much, chained to the previous entry by HMAC.
@@ -254,6 +377,63 @@ impl Drop for OrgEntry {
             e.seed.zeroize();
         }
     }
+}
+
+/// Packed body header: format byte, raw length u32, payload length u32.
+const PACK_HEADER: usize = 9;
+/// Largest raw body a packed value may claim (a bound for decompression).
+const MAX_RAW: usize = 1 << 28;
+
+/// The padded size of a packed body of `n` bytes: at least 32, then steps of 1/8 of the next
+/// power of two, so a sealed size reveals only its class (at most 12.5% overhead).
+pub fn size_class(n: usize) -> usize {
+    let step = (n.next_power_of_two() / 8).max(16);
+    n.max(32).div_ceil(step) * step
+}
+
+/// Compresses (when it helps) and pads a plaintext before it is sealed:
+/// `format u8 (0 raw, 1 lz4) | raw_len u32 | payload_len u32 | payload | zeros`.
+pub fn pack(raw: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, CodecError> {
+    let raw_len = u32::try_from(raw.len()).map_err(|_| CodecError)?;
+    let mut compressed =
+        zeroize::Zeroizing::new(if raw.len() >= 64 { lz4_flex::block::compress(raw) } else { Vec::new() });
+    let (format, payload): (u8, &[u8]) =
+        if !compressed.is_empty() && compressed.len() < raw.len() { (1, &compressed) } else { (0, raw) };
+    let total = size_class(PACK_HEADER + payload.len());
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(total));
+    out.push(format);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.resize(total, 0);
+    compressed.zeroize();
+    Ok(out)
+}
+
+/// Reverses [`pack`] into a 16-byte aligned buffer; any malformed body is `CodecError`.
+pub fn unpack(packed: &[u8]) -> Result<AlignedVec, CodecError> {
+    let head = packed.get(..PACK_HEADER).ok_or(CodecError)?;
+    let raw_len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let payload_len = u32::from_le_bytes([head[5], head[6], head[7], head[8]]) as usize;
+    let end = PACK_HEADER.checked_add(payload_len).ok_or(CodecError)?;
+    let payload = packed.get(PACK_HEADER..end).ok_or(CodecError)?;
+    if raw_len > MAX_RAW || packed[end..].iter().any(|b| *b != 0) || packed.len() != size_class(end) {
+        return Err(CodecError);
+    }
+    let mut out = AlignedVec::<16>::with_capacity(raw_len);
+    match head[0] {
+        0 if payload_len == raw_len => out.extend_from_slice(payload),
+        1 => {
+            out.resize(raw_len, 0);
+            let n = lz4_flex::block::decompress_into(payload, out.as_mut_slice()).map_err(|_| CodecError);
+            if n != Ok(raw_len) {
+                out.as_mut_slice().zeroize();
+                return Err(CodecError);
+            }
+        }
+        _ => return Err(CodecError),
+    }
+    Ok(out)
 }
 
 /// Encodes any record into an aligned archive.

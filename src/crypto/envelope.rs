@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Envelope format version written by this build.
 #[cfg(not(feature = "bench-null-cipher"))]
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
 /// Envelope format version written by this build: 0xFF marks the INSECURE null cipher of the
 /// `bench-null-cipher` feature (benchmarks only), so its files and normal files never mix.
 #[cfg(feature = "bench-null-cipher")]
@@ -32,9 +32,9 @@ const _: () = assert!(
      set SILOGRAPH_INSECURE_NULL_CIPHER=1 in the build environment to confirm"
 );
 /// Bytes of envelope overhead: version, epoch, nonce, tag.
-pub const OVERHEAD: usize = 1 + 4 + 12 + 16;
-const HEADER: usize = 1 + 4 + 12;
-const DOMAIN: &[u8] = b"silograph/1";
+pub const OVERHEAD: usize = 1 + 4 + 8 + 12 + 16;
+const HEADER: usize = 1 + 4 + 8 + 12;
+const DOMAIN: &[u8] = b"silograph/2";
 
 /// What a sealed value is bound to: the database, the table and the full storage key.
 #[derive(Clone, Copy, Debug)]
@@ -47,26 +47,52 @@ pub struct Binding<'a> {
     pub key: &'a [u8],
 }
 
-fn aad(b: &Binding<'_>, epoch: u32) -> Vec<u8> {
-    let mut a = Vec::with_capacity(DOMAIN.len() + 16 + 1 + 4 + b.key.len() + 4);
+fn aad(b: &Binding<'_>, epoch: u32, version: u64) -> Vec<u8> {
+    let mut a = Vec::with_capacity(DOMAIN.len() + 16 + 1 + 4 + b.key.len() + 4 + 8);
     a.extend_from_slice(DOMAIN);
     a.extend_from_slice(b.db_id);
     a.push(b.table);
     a.extend_from_slice(&(b.key.len() as u32).to_le_bytes());
     a.extend_from_slice(b.key);
     a.extend_from_slice(&epoch.to_le_bytes());
+    a.extend_from_slice(&version.to_le_bytes());
     a
 }
 
 /// Seals `plaintext` under `key`, bound to `binding` and `epoch`, with a fresh random nonce.
 pub(crate) fn seal(key: &AeadKey, epoch: u32, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
-    let nonce = random_nonce()?;
-    seal_with_nonce(key, epoch, binding, plaintext, &nonce)
+    seal_versioned(key, epoch, 0, binding, plaintext)
 }
 
+/// Seals with a page version: the org's commit counter when the page was written, carried in
+/// the header and bound into the AAD (so it cannot be changed without the key).
+pub(crate) fn seal_versioned(
+    key: &AeadKey,
+    epoch: u32,
+    version: u64,
+    binding: &Binding<'_>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let nonce = random_nonce()?;
+    seal_full(key, epoch, version, binding, plaintext, &nonce)
+}
+
+#[cfg(test)]
 pub(crate) fn seal_with_nonce(
     key: &AeadKey,
     epoch: u32,
+    version: u64,
+    binding: &Binding<'_>,
+    plaintext: &[u8],
+    nonce: &[u8; 12],
+) -> Result<Vec<u8>> {
+    seal_full(key, epoch, version, binding, plaintext, nonce)
+}
+
+fn seal_full(
+    key: &AeadKey,
+    epoch: u32,
+    version: u64,
     binding: &Binding<'_>,
     plaintext: &[u8],
     nonce: &[u8; 12],
@@ -74,9 +100,10 @@ pub(crate) fn seal_with_nonce(
     let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
     out.push(ENVELOPE_VERSION);
     out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(nonce);
     out.extend_from_slice(plaintext);
-    let tag = seal_body(key, nonce, &aad(binding, epoch), &mut out[HEADER..])?;
+    let tag = seal_body(key, nonce, &aad(binding, epoch, version), &mut out[HEADER..])?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
@@ -129,15 +156,24 @@ pub(crate) fn peek_epoch(sealed: &[u8], table: &'static str, key: &[u8]) -> Resu
 ///
 /// Any failure is `Corrupt` (or `UnsupportedFormat` for an unknown version); nothing of the
 /// plaintext is returned on failure.
+/// The page version in a sealed value's header (unauthenticated until the value is opened).
+pub(crate) fn peek_version(sealed: &[u8], table: &'static str, key: &[u8]) -> Result<u64> {
+    peek_epoch(sealed, table, key)?;
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&sealed[5..13]);
+    Ok(u64::from_le_bytes(v))
+}
+
 pub(crate) fn open(key: &AeadKey, binding: &Binding<'_>, table: &'static str, sealed: &[u8]) -> Result<AlignedVec> {
     let epoch = peek_epoch(sealed, table, binding.key)?;
+    let version = peek_version(sealed, table, binding.key)?;
     let body = &sealed[HEADER..sealed.len() - 16];
     let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&sealed[5..HEADER]);
+    nonce.copy_from_slice(&sealed[13..HEADER]);
     let tag = &sealed[sealed.len() - 16..];
     let mut buf = AlignedVec::<16>::with_capacity(body.len());
     buf.extend_from_slice(body);
-    if open_body(key, &nonce, &aad(binding, epoch), buf.as_mut_slice(), tag) {
+    if open_body(key, &nonce, &aad(binding, epoch, version), buf.as_mut_slice(), tag) {
         Ok(buf)
     } else {
         zeroize::Zeroize::zeroize(buf.as_mut_slice());

@@ -226,13 +226,14 @@ fn binding(table: u8) -> Binding<'static> {
 /// The AAD exactly as `envelope.rs` documents it, rebuilt here independently of the code that
 /// computes it: "silograph/1" ‖ db_id ‖ table id ‖ len(key) u32 LE ‖ key ‖ epoch u32 LE.
 #[cfg_attr(feature = "bench-null-cipher", allow(dead_code))]
-fn documented_aad(b: &Binding<'_>, epoch: u32) -> Vec<u8> {
-    let mut a = b"silograph/1".to_vec();
+fn documented_aad(b: &Binding<'_>, epoch: u32, version: u64) -> Vec<u8> {
+    let mut a = b"silograph/2".to_vec();
     a.extend_from_slice(b.db_id);
     a.push(b.table);
     a.extend_from_slice(&(b.key.len() as u32).to_le_bytes());
     a.extend_from_slice(b.key);
     a.extend_from_slice(&epoch.to_le_bytes());
+    a.extend_from_slice(&version.to_le_bytes());
     a
 }
 
@@ -243,22 +244,36 @@ fn assert_corrupt<T: std::fmt::Debug>(r: crate::Result<T>, what: &str) {
 
 #[cfg(not(feature = "bench-null-cipher"))]
 #[test]
-fn envelope_layout_is_version_epoch_nonce_then_gcm_over_the_documented_aad() {
+fn envelope_layout_is_version_epoch_page_version_nonce_then_gcm_over_the_documented_aad() {
     let key_bytes = [0x42u8; 32];
     let key = aead(key_bytes);
     let nonce = *b"nonce-12byte";
     let b = binding(5);
     let plaintext = b"a record of some length, not a multiple of 16";
-    let sealed = envelope::seal_with_nonce(&key, 7, &b, plaintext, &nonce).unwrap();
+    let sealed = envelope::seal_with_nonce(&key, 7, 0x0102_0304_0506_0708, &b, plaintext, &nonce).unwrap();
     assert_eq!(sealed.len(), plaintext.len() + envelope::OVERHEAD);
     assert_eq!(sealed[0], ENVELOPE_VERSION);
-    assert_eq!(ENVELOPE_VERSION, 1);
+    assert_eq!(ENVELOPE_VERSION, 2);
     assert_eq!(&sealed[1..5], &7u32.to_le_bytes());
-    assert_eq!(&sealed[5..17], &nonce);
-    let (body, tag) = sealed[17..].split_at(plaintext.len());
+    assert_eq!(&sealed[5..13], &0x0102_0304_0506_0708u64.to_le_bytes());
+    assert_eq!(&sealed[13..25], &nonce);
+    let (body, tag) = sealed[25..].split_at(plaintext.len());
     // An independent AES-256-GCM instance over the documented AAD opens it.
-    let opened = gcm_decrypt(&aead(key_bytes), nonce, &documented_aad(&b, 7), body, tag);
+    let opened = gcm_decrypt(&aead(key_bytes), nonce, &documented_aad(&b, 7, 0x0102_0304_0506_0708), body, tag);
     assert_eq!(opened.as_deref(), Some(plaintext.as_slice()));
+}
+
+#[cfg(not(feature = "bench-null-cipher"))]
+#[test]
+fn envelope_with_another_page_version_is_rejected() {
+    let key = aead([1; 32]);
+    let sealed = envelope::seal_versioned(&key, 0, 41, &binding(3), b"node page").unwrap();
+    assert_eq!(envelope::peek_version(&sealed, "t", RECORD_KEY).unwrap(), 41);
+    for version in [0u64, 40, 42, u64::MAX] {
+        let mut moved = sealed.clone();
+        moved[5..13].copy_from_slice(&version.to_le_bytes());
+        assert_corrupt(envelope::open(&key, &binding(3), "t", &moved), &format!("version {version}"));
+    }
 }
 
 #[cfg(not(feature = "bench-null-cipher"))]
@@ -280,7 +295,7 @@ fn each_seal_uses_a_fresh_nonce() {
     let key = aead([1; 32]);
     let a = envelope::seal(&key, 0, &binding(3), b"same").unwrap();
     let b = envelope::seal(&key, 0, &binding(3), b"same").unwrap();
-    assert_ne!(a[5..17], b[5..17]);
+    assert_ne!(a[13..25], b[13..25]);
     assert_ne!(a, b);
 }
 

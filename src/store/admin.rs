@@ -191,7 +191,9 @@ impl Db {
                 }
                 let c = compartment_of(org, table, k);
                 let mut plain = oi.open(table, k, c, v)?;
-                let sealed = oi.seal_at(rot.target_epoch, table, k, c, plain.as_slice());
+                // Re-sealing keeps the page version: the content is the same page.
+                let version = envelope::peek_version(v, table.name, k)?;
+                let sealed = oi.seal_at(rot.target_epoch, version, table, k, c, plain.as_slice());
                 plain.as_mut_slice().zeroize();
                 resealed.push((k.clone(), sealed?));
             }

@@ -74,7 +74,9 @@ pub(crate) fn append(
     counts: &[(&str, u64)],
     time: Timestamp,
 ) -> Result<()> {
-    let (key, sealed) = entry_row(org, entry, actor, op, counts, time)?;
+    entry.commit_seq += 1;
+    let version = entry.commit_seq;
+    let (key, sealed) = entry_row(org, entry, actor, op, counts, time, version)?;
     wtx.open_table(AUDIT.def)?.insert(key.as_slice(), sealed.as_slice())?;
     Ok(())
 }
@@ -88,6 +90,7 @@ pub(crate) fn entry_row(
     op: &str,
     counts: &[(&str, u64)],
     time: Timestamp,
+    version: u64,
 ) -> Result<([u8; 16], Vec<u8>)> {
     let mut rec = AuditRecord {
         seq: entry.audit_seq,
@@ -100,7 +103,7 @@ pub(crate) fn entry_row(
     };
     rec.mac = mac_of(org, &rec);
     let key = audit_key(org.tag, rec.seq);
-    let sealed = org.seal_record(AUDIT, &key, Compartment::Core, &rec)?;
+    let sealed = org.seal_record(AUDIT, &key, Compartment::Core, version, &rec)?;
     entry.audit_seq += 1;
     entry.audit_head = rec.mac;
     Ok((key, sealed))

@@ -13,7 +13,7 @@ use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
 use super::tables::{ADJ, EDGES};
 use super::write::{NodeInput, WriteTxn};
-use crate::codec::{encode_page, AdjEntry, EdgeRecord, PAGE_CAPACITY};
+use crate::codec::{encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE, PAGE_CAPACITY};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
@@ -206,23 +206,44 @@ impl BulkLoader {
         let (_, now) = self.w.entry_and_now();
         let pending = std::mem::take(&mut self.pending);
         self.w.count_bulk_edges(pending.len() as u64);
-        let mut rows = par_map(&pending, |p| {
-            let rec = EdgeRecord {
-                id: p.id,
-                from: p.from,
-                to: p.to,
-                kind: p.kind,
-                source: None,
-                valid_from: p.valid_from,
-                valid_to: p.valid_to,
-                recorded_at: now,
-                retracted_at: None,
-                props: 0,
-            };
-            let key = org.edge_key(p.id);
-            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, &rec)?))
+        let version = self.w.version();
+        // Edge records go into edge pages of consecutive ids; a page this load already started
+        // (or one stored before it) is read back and extended.
+        let mut pages: Vec<EdgePage> = Vec::new();
+        let mut i = 0;
+        while i < pending.len() {
+            let page = page_of(pending[i].id, EDGES_PER_PAGE);
+            let first = first_of(page, EDGES_PER_PAGE);
+            let end = first_of(page + 1, EDGES_PER_PAGE);
+            let mut edges = if pending[i].id > first { self.read_edge_page(page)? } else { Vec::new() };
+            if first + edges.len() as u64 != pending[i].id {
+                return Err(Error::corrupt(EDGES.name, &org.edge_page_key(page)));
+            }
+            while i < pending.len() && pending[i].id < end {
+                let p = &pending[i];
+                edges.push(EdgeRecord {
+                    id: p.id,
+                    from: p.from,
+                    to: p.to,
+                    kind: p.kind,
+                    source: None,
+                    valid_from: p.valid_from,
+                    valid_to: p.valid_to,
+                    recorded_at: now,
+                    retracted_at: None,
+                    props: 0,
+                });
+                i += 1;
+            }
+            pages.push(EdgePage { first, edges });
+        }
+        let mut rows = par_map(&pages, |p| {
+            let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
+            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
         })?;
+        drop(pages);
         self.seals += rows.len() as u64;
+        self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
         write_sorted(self.w.txn()?, EDGES, &mut rows)?;
         drop(rows);
 
@@ -236,16 +257,12 @@ impl BulkLoader {
         drop(entries);
         let mut rows = par_map(&jobs, |j| {
             let key = org.adj_key(j.node, j.dir, j.page);
-            Ok((key, org.seal_page(&key, &encode_page(j.count, &j.entries))?))
+            Ok((key, org.seal_page(&key, version, &encode_page(j.count, &j.entries))?))
         })?;
         drop(jobs);
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
-        for (k, _) in &rows {
-            let mut opaque = [0u8; 16];
-            opaque.copy_from_slice(&k[8..]);
-            self.changed_pages.push(opaque);
-        }
+        self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
         write_sorted(self.w.txn()?, ADJ, &mut rows)
     }
 
@@ -309,6 +326,15 @@ impl BulkLoader {
         let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(ADJ.name, &key))?;
         let (_, entries) = org.open_page(&key, sealed.value())?;
         Ok(entries)
+    }
+
+    /// Edge page `page` as this transaction sees it (an earlier flush's or the stored one).
+    fn read_edge_page(&self, page: u64) -> Result<Vec<EdgeRecord>> {
+        let org = &self.org.inner;
+        let key = org.edge_page_key(page);
+        let table = self.w.txn()?.open_table(EDGES.def)?;
+        let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
+        Ok(org.open_edge_page(page, &key, sealed.value())?.edges)
     }
 
     /// Flushes what is buffered and commits everything durably (one redb commit).

@@ -21,7 +21,7 @@ use super::admin::{org_keys_after, ADMIN_BATCH};
 use super::org::Org;
 use super::tables::{blind_kind, index_domain, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
-use crate::codec::{self, AuditRecord, EdgeRecord, EpochEntry, NodeRecord, OrgEntry};
+use crate::codec::{self, AuditRecord, EdgePage, EpochEntry, NodePage, OrgEntry};
 use crate::crypto::{self, sealed, AeadKey, Secret, TransportKey};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, OrgTag};
@@ -301,8 +301,12 @@ struct Importer {
     tag: OrgTag,
     entry: OrgEntry,
     wtx: redb::WriteTransaction,
-    index: Vec<(Vec<u8>, u64)>,
+    index: Vec<(super::records::IndexHash, u64)>,
 }
+
+/// The page version of every value an import writes (its data is one commit; the audit
+/// entries it replays come after).
+const IMPORT_VERSION: u64 = 1;
 
 impl Importer {
     fn begin(db: &Db, meta: BundleOrg) -> Result<Importer> {
@@ -330,6 +334,10 @@ impl Importer {
             rotation: None,
             audit_seq: 0,
             audit_head: Vec::new(),
+            commit_seq: IMPORT_VERSION,
+            index_bits: 0,
+            index_entries: 0,
+            state_root: Vec::new(),
         };
         let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
         Ok(Importer { org, tag, entry, wtx, index: Vec::new() })
@@ -357,8 +365,8 @@ impl Importer {
             return Err(bad_bundle("bad record address"));
         }
         let key = match table.id {
-            t if t == NODES.id => oi.node_key(id),
-            t if t == EDGES.id => oi.edge_key(id),
+            t if t == NODES.id => oi.node_page_key(id),
+            t if t == EDGES.id => oi.edge_page_key(id),
             t if t == ADJ.id => oi.adj_key(id, sub, page),
             t if t == DICT.id => oi.dict_key(u32::try_from(id).map_err(|_| bad_bundle("bad kind id"))?),
             _ => {
@@ -374,17 +382,29 @@ impl Importer {
         // Validate what the record is before storing it, and collect what the index needs.
         match table.id {
             t if t == NODES.id => {
-                let n: NodeRecord = decode_aligned(plain)?;
-                for (system, ext) in &n.sources {
-                    let k = oi.index_key(index_domain::NODE_SOURCE, &[system.as_bytes(), ext.as_bytes()]);
-                    self.index.push((k.to_vec(), n.id));
+                let p: NodePage = decode_aligned(plain)?;
+                let first = codec::first_of(id, codec::NODES_PER_PAGE);
+                if p.first != first || p.nodes.iter().enumerate().any(|(i, n)| n.id != first + i as u64) {
+                    return Err(bad_bundle("bad node page"));
+                }
+                for n in &p.nodes {
+                    for (system, ext) in &n.sources {
+                        let h = oi.index_hash(index_domain::NODE_SOURCE, &[system.as_bytes(), ext.as_bytes()]);
+                        self.index.push((h, n.id));
+                    }
                 }
             }
             t if t == EDGES.id => {
-                let e: EdgeRecord = decode_aligned(plain)?;
-                if let Some((system, ext)) = &e.source {
-                    let k = oi.index_key(index_domain::EDGE_SOURCE, &[system.as_bytes(), ext.as_bytes()]);
-                    self.index.push((k.to_vec(), e.id));
+                let p: EdgePage = decode_aligned(plain)?;
+                let first = codec::first_of(id, codec::EDGES_PER_PAGE);
+                if p.first != first || p.edges.iter().enumerate().any(|(i, e)| e.id != first + i as u64) {
+                    return Err(bad_bundle("bad edge page"));
+                }
+                for e in &p.edges {
+                    if let Some((system, ext)) = &e.source {
+                        let h = oi.index_hash(index_domain::EDGE_SOURCE, &[system.as_bytes(), ext.as_bytes()]);
+                        self.index.push((h, e.id));
+                    }
                 }
             }
             t if t == ADJ.id => {
@@ -396,15 +416,15 @@ impl Importer {
             }
             t if t == DICT.id => {
                 let name = std::str::from_utf8(plain).map_err(|_| bad_bundle("bad kind name"))?;
-                let k = oi.index_key(index_domain::KIND, &[name.as_bytes()]);
-                self.index.push((k.to_vec(), id));
+                let h = oi.index_hash(index_domain::KIND, &[name.as_bytes()]);
+                self.index.push((h, id));
             }
             _ => {
                 decode_aligned::<codec::PropMap>(plain)?;
             }
         }
         let c = if table.id == PROPS.id { Compartment::ALL[sub as usize] } else { Compartment::Core };
-        let sealed = oi.seal(table, &key, c, plain)?;
+        let sealed = oi.seal(table, &key, c, IMPORT_VERSION, plain)?;
         self.wtx.open_table(table.def)?.insert(key.as_slice(), sealed.as_slice())?;
         Ok(())
     }
@@ -421,9 +441,15 @@ impl Importer {
     fn finish(mut self) -> Result<()> {
         let oi = self.org.inner.clone();
         {
+            let entries = std::mem::take(&mut self.index);
+            self.entry.index_entries = entries.len() as u64;
+            let (bits, buckets) = super::records::build_index(entries);
+            self.entry.index_bits = bits;
             let mut t = self.wtx.open_table(INDEX.def)?;
-            for (k, v) in &self.index {
-                t.insert(k.as_slice(), oi.seal_u64(INDEX, k, *v)?.as_slice())?;
+            for (b, page) in &buckets {
+                let key = oi.bucket_key(*b);
+                let sealed = oi.seal_record(INDEX, &key, Compartment::Core, IMPORT_VERSION, page)?;
+                t.insert(key.as_slice(), sealed.as_slice())?;
             }
         }
         let actor = oi.db.actor.clone();

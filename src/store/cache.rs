@@ -1,4 +1,5 @@
-//! A bounded cache of decrypted, validated adjacency pages, one per organization.
+//! A bounded cache of decrypted, validated pages (adjacency, node, edge and index bucket pages),
+//! one per organization.
 //!
 //! Keys are blind record keys, which only a holder of the org's keys can compute. Entries are
 //! zeroized when the last reference goes (eviction or invalidation).
@@ -8,15 +9,13 @@
 //! uses the cache only while the generation equals the even value it saw around the start of
 //! its snapshot; otherwise it reads from its snapshot, never from the cache.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::read::NeighborFilter;
-use crate::codec::AdjEntry;
+use crate::codec::{AdjEntry, BucketPage, EdgeRecord, NodeRecord};
 
 /// A decoded adjacency page.
 #[derive(Debug)]
@@ -45,7 +44,7 @@ impl Page {
         Page { pages, entries: Zeroizing::new(entries), neighbors, all_current, all_unbounded, kind }
     }
 
-    fn cost(&self) -> usize {
+    pub(crate) fn cost(&self) -> usize {
         64 + self.entries.len() * (std::mem::size_of::<AdjEntry>() + std::mem::size_of::<u64>())
     }
 
@@ -69,53 +68,113 @@ impl Page {
     }
 }
 
-/// Hashes a blind key by its first 8 bytes: blind keys are outputs of a keyed permutation, so
-/// without the org's keys nobody can choose keys that collide.
-#[derive(Default)]
-struct BlindKeyHasher(u64);
-
-impl Hasher for BlindKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut b = [0u8; 8];
-        let n = bytes.len().min(8);
-        b[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(b);
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    map: HashMap<[u8; 16], Arc<Page>, BuildHasherDefault<BlindKeyHasher>>,
-    order: VecDeque<[u8; 16]>,
-    bytes: usize,
-}
-
-/// The page cache of one organization.
+/// The records of one node or edge page, zeroized when the last reference goes.
 #[derive(Debug)]
+pub(crate) struct Records<T: Scrub>(pub Vec<T>);
+
+/// Wipes the strings a record holds (external ids).
+pub(crate) trait Scrub {
+    fn scrub(&mut self);
+}
+
+impl Scrub for NodeRecord {
+    fn scrub(&mut self) {
+        for (s, e) in &mut self.sources {
+            s.zeroize();
+            e.zeroize();
+        }
+    }
+}
+
+impl Scrub for EdgeRecord {
+    fn scrub(&mut self) {
+        if let Some((s, e)) = &mut self.source {
+            s.zeroize();
+            e.zeroize();
+        }
+    }
+}
+
+impl<T: Scrub> Drop for Records<T> {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(Scrub::scrub);
+    }
+}
+
+/// A bucket page's entries, zeroized when dropped.
+#[derive(Debug)]
+pub(crate) struct Bucket(pub BucketPage);
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        self.0.entries.zeroize();
+    }
+}
+
+/// One decrypted, validated page as the cache holds it.
+#[derive(Debug, Clone)]
+pub(crate) enum Cached {
+    Adj(Arc<Page>),
+    Nodes(Arc<Records<NodeRecord>>),
+    Edges(Arc<Records<EdgeRecord>>),
+    Bucket(Arc<Bucket>),
+}
+
+impl Cached {
+    /// Approximate bytes held (the cache's weight).
+    fn cost(&self) -> u64 {
+        let strings = |s: &(String, String)| s.0.len() + s.1.len() + 48;
+        let bytes = match self {
+            Cached::Adj(p) => p.cost(),
+            Cached::Nodes(r) => r.0.iter().map(|n| 96 + n.sources.iter().map(strings).sum::<usize>()).sum(),
+            Cached::Edges(r) => r.0.iter().map(|e| 104 + e.source.as_ref().map_or(0, strings)).sum(),
+            Cached::Bucket(b) => b.0.entries.len(),
+        };
+        64 + bytes as u64
+    }
+}
+
+#[derive(Clone)]
+struct Weight;
+
+impl quick_cache::Weighter<[u8; 16], Cached> for Weight {
+    fn weight(&self, _key: &[u8; 16], val: &Cached) -> u64 {
+        val.cost()
+    }
+}
+
+/// The page cache of one organization: bounded by bytes (decoded size), scan resistant
+/// (quick_cache's S3-FIFO-like policy), keyed by the opaque part of blind record keys.
 pub(crate) struct PageCache {
-    capacity: usize,
     gen: AtomicU64,
-    /// Readers share the lock (lookups run in parallel); inserts and commits take it alone, so
-    /// a lookup's generation check cannot interleave with a commit's.
-    inner: RwLock<Inner>,
+    /// Lookups and inserts share the lock (the map is concurrent); a commit's generation steps
+    /// take it alone, so no lookup or insert interleaves with them.
+    lock: RwLock<()>,
+    map: Option<quick_cache::sync::Cache<[u8; 16], Cached, Weight>>,
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageCache").field("gen", &self.gen).finish_non_exhaustive()
+    }
 }
 
 impl PageCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        PageCache { capacity, gen: AtomicU64::new(0), inner: RwLock::new(Inner::default()) }
+        let map = (capacity > 0).then(|| {
+            let items = (capacity / 2048).clamp(16, 1 << 20);
+            quick_cache::sync::Cache::with_weighter(items, capacity as u64, Weight)
+        });
+        PageCache { gen: AtomicU64::new(0), lock: RwLock::new(()), map }
     }
 
-    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
-        // A panic while holding the lock leaves a consistent map (every mutation is one step).
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, ()> {
+        // The guarded data is `()`: poison carries no broken state.
+        self.lock.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, ()> {
+        self.lock.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The generation to remember before beginning a snapshot.
@@ -124,63 +183,113 @@ impl PageCache {
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        self.capacity > 0
+        self.map.is_some()
     }
 
-    pub(crate) fn get(&self, key: &[u8; 16], gen: u64) -> Option<Arc<Page>> {
-        let inner = self.read();
+    pub(crate) fn get(&self, key: &[u8; 16], gen: u64) -> Option<Cached> {
+        let map = self.map.as_ref()?;
+        let _g = self.read();
         if self.gen.load(Ordering::Acquire) != gen {
             return None;
         }
-        inner.map.get(key).cloned()
+        map.get(key)
     }
 
-    pub(crate) fn insert(&self, key: [u8; 16], page: Arc<Page>, gen: u64) {
-        let cost = page.cost();
-        if cost > self.capacity {
-            return;
-        }
-        let mut inner = self.lock();
+    pub(crate) fn insert(&self, key: [u8; 16], page: Cached, gen: u64) {
+        let Some(map) = self.map.as_ref() else { return };
+        let _g = self.read();
         if self.gen.load(Ordering::Acquire) != gen {
             return;
         }
-        while inner.bytes + cost > self.capacity {
-            let Some(old) = inner.order.pop_front() else { break };
-            if let Some(p) = inner.map.remove(&old) {
-                inner.bytes -= p.cost();
-            }
-        }
-        if let Some(p) = inner.map.insert(key, page) {
-            inner.bytes -= p.cost();
-        }
-        inner.bytes += cost;
-        inner.order.push_back(key);
+        map.insert(key, page);
     }
 
     /// Marks a commit as in progress: readers stop using the cache.
     pub(crate) fn begin_commit(&self) {
-        let _inner = self.lock();
+        let _g = self.write();
         self.gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Ends a commit: drops what it changed and lets new snapshots use the cache again.
     pub(crate) fn end_commit<'a>(&self, changed: impl Iterator<Item = &'a [u8; 16]>) {
-        let mut inner = self.lock();
-        for k in changed {
-            if let Some(p) = inner.map.remove(k) {
-                inner.bytes -= p.cost();
+        let _g = self.write();
+        if let Some(map) = &self.map {
+            for k in changed {
+                map.remove(k);
             }
         }
         self.gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Drops every entry (after rotation or deletion).
-    #[allow(dead_code)]
     pub(crate) fn clear(&self) {
-        let mut inner = self.lock();
-        inner.map.clear();
-        inner.order.clear();
-        inner.bytes = 0;
+        let _g = self.write();
+        if let Some(map) = &self.map {
+            map.clear();
+        }
         self.gen.fetch_add(2, Ordering::AcqRel);
+    }
+
+    /// Entries and bytes held (tests).
+    #[cfg(test)]
+    fn usage(&self) -> (usize, u64) {
+        self.map.as_ref().map_or((0, 0), |m| (m.len(), m.weight()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(n: u64) -> Cached {
+        let entries = (0..n)
+            .map(|i| AdjEntry {
+                neighbor: i,
+                edge: i,
+                kind: 0,
+                valid_from: i64::MIN,
+                valid_to: i64::MAX,
+                recorded_at: 0,
+                retracted_at: i64::MAX,
+            })
+            .collect();
+        Cached::Adj(Arc::new(Page::new(1, entries)))
+    }
+
+    #[test]
+    fn many_invalidations_do_not_grow_the_cache_past_its_bound() {
+        let cache = PageCache::new(64 << 10);
+        for round in 0..20_000u64 {
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&round.to_le_bytes());
+            let gen = cache.generation();
+            cache.insert(key, page(8), gen);
+            // Every commit invalidates what was just inserted (the leak this replaces kept a
+            // queue entry per invalidated insert forever).
+            cache.begin_commit();
+            cache.end_commit(std::iter::once(&key));
+        }
+        let (items, bytes) = cache.usage();
+        assert_eq!(items, 0, "invalidated entries stay");
+        assert_eq!(bytes, 0);
+        for round in 0..20_000u64 {
+            let mut key = [0u8; 16];
+            key[8..].copy_from_slice(&round.to_le_bytes());
+            cache.insert(key, page(8), cache.generation());
+        }
+        let (items, bytes) = cache.usage();
+        assert!(bytes <= 64 << 10, "{bytes} bytes held, bound 64 KiB");
+        assert!(items > 0 && items < 20_000);
+    }
+
+    #[test]
+    fn a_lookup_with_a_stale_generation_misses_and_its_insert_is_dropped() {
+        let cache = PageCache::new(1 << 20);
+        let gen = cache.generation();
+        cache.begin_commit();
+        cache.insert([1; 16], page(1), gen);
+        cache.end_commit(std::iter::empty());
+        assert!(cache.get(&[1; 16], cache.generation()).is_none());
+        assert!(cache.get(&[1; 16], gen).is_none());
     }
 }

@@ -38,7 +38,7 @@ use cache::PageCache;
 use tables::{ALL, META, ORGS};
 
 /// On-disk format version of the database file.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 10] = b"SILOGRAPH\0";
 const HEADER_KEY: &[u8] = b"header";
 const ROOT_CHECK_KEY: &[u8] = b"root-check";
@@ -430,6 +430,10 @@ impl Db {
             rotation: None,
             audit_seq: 0,
             audit_head: Vec::new(),
+            commit_seq: 0,
+            index_bits: 0,
+            index_entries: 0,
+            state_root: Vec::new(),
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;

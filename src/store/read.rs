@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use super::cache::Page;
+use super::cache::{Bucket, Cached, Page, Records};
 use super::org::Org;
-use super::records::{dir_index, Owner};
-use super::tables::{index_domain, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
-use crate::codec::{AdjEntry, EdgeRecord, NodeRecord, PropMap};
+use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner};
+use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::write::opaque_of;
+use crate::codec::{first_of, page_of, AdjEntry, EdgeRecord, NodeRecord, PropMap, EDGES_PER_PAGE, NODES_PER_PAGE};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Timestamp, Value};
 
@@ -139,14 +140,23 @@ impl NeighborFilter {
     }
 }
 
+/// What a snapshot needs from its org's registry entry.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    next_node: u64,
+    next_edge: u64,
+    index_bits: u8,
+    index_entries: u64,
+}
+
 /// A read snapshot of one organization.
 pub struct ReadTxn {
     org: Org,
     gen: u64,
     cache_ok: bool,
     snap: Snapshot,
-    /// The org's next node and edge ids in this snapshot, read on first need.
-    next_ids: std::sync::OnceLock<(u64, u64)>,
+    /// The org's registry facts in this snapshot, read on first need.
+    facts: std::sync::OnceLock<Facts>,
 }
 
 impl std::fmt::Debug for ReadTxn {
@@ -165,7 +175,7 @@ impl ReadTxn {
             gen: g1,
             cache_ok: g1 == g2 && g1.is_multiple_of(2) && cache.enabled(),
             snap,
-            next_ids: std::sync::OnceLock::new(),
+            facts: std::sync::OnceLock::new(),
             org,
         })
     }
@@ -180,45 +190,121 @@ impl ReadTxn {
         self.snap.get(table, key)
     }
 
-    fn next_ids(&self) -> Result<(u64, u64)> {
-        if let Some(v) = self.next_ids.get() {
+    /// The registry facts of this snapshot: next ids and index shape.
+    fn facts(&self) -> Result<Facts> {
+        if let Some(v) = self.facts.get() {
             return Ok(*v);
         }
         let e = self.org.inner.db.read_entry(self.snap.table(ORGS)?, self.org.inner.tag, &self.org.inner.name)?;
-        Ok(*self.next_ids.get_or_init(|| (e.next_node, e.next_edge)))
+        let f = Facts {
+            next_node: e.next_node,
+            next_edge: e.next_edge,
+            index_bits: e.index_bits,
+            index_entries: e.index_entries,
+        };
+        Ok(*self.facts.get_or_init(|| f))
     }
 
-    /// A record that is not there: fine for an id this org never assigned, `Corrupt` for one it
-    /// did (ids are never deleted, so its record was removed from the file).
-    fn absent<T>(&self, id: u64, next: u64, table: Table, key: &[u8]) -> Result<Option<T>> {
-        if id > 0 && id < next {
-            return Err(Error::corrupt(table.name, key));
+    /// A cached page, if the cache may serve this snapshot.
+    fn cached(&self, key: &RecordKey) -> Option<Cached> {
+        if !self.cache_ok {
+            return None;
         }
-        Ok(None)
+        self.org.inner.shared.cache.get(&opaque_of(key), self.gen)
+    }
+
+    fn remember(&self, key: &RecordKey, page: Cached) {
+        if self.cache_ok {
+            self.org.inner.shared.cache.insert(opaque_of(key), page, self.gen);
+        }
+    }
+
+    /// Node page `page`, holding exactly the ids this snapshot's org has there (a page with
+    /// fewer or more records, or a missing page below the next id, is `Corrupt`).
+    fn node_page(&self, page: u64) -> Result<Arc<Records<NodeRecord>>> {
+        let key = self.org.inner.node_page_key(page);
+        if let Some(Cached::Nodes(r)) = self.cached(&key) {
+            return Ok(r);
+        }
+        let first = first_of(page, NODES_PER_PAGE);
+        let expected = self.facts()?.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
+        let sealed = self.get(NODES, &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
+        let p = self.org.inner.open_node_page(page, &key, &sealed)?;
+        if p.nodes.len() as u64 != expected {
+            return Err(Error::corrupt(NODES.name, &key));
+        }
+        let r = Arc::new(Records(p.nodes));
+        self.remember(&key, Cached::Nodes(r.clone()));
+        Ok(r)
+    }
+
+    /// Edge page `page` (as [`ReadTxn::node_page`]).
+    fn edge_page(&self, page: u64) -> Result<Arc<Records<EdgeRecord>>> {
+        let key = self.org.inner.edge_page_key(page);
+        if let Some(Cached::Edges(r)) = self.cached(&key) {
+            return Ok(r);
+        }
+        let first = first_of(page, EDGES_PER_PAGE);
+        let expected = self.facts()?.next_edge.min(first_of(page + 1, EDGES_PER_PAGE)).saturating_sub(first);
+        let sealed = self.get(EDGES, &key)?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
+        let p = self.org.inner.open_edge_page(page, &key, &sealed)?;
+        if p.edges.len() as u64 != expected {
+            return Err(Error::corrupt(EDGES.name, &key));
+        }
+        let r = Arc::new(Records(p.edges));
+        self.remember(&key, Cached::Edges(r.clone()));
+        Ok(r)
+    }
+
+    /// Calls `f` with node `id`'s record, read in place from its (cached) page; `None` for an
+    /// id this org never assigned.
+    fn with_node<T>(&self, id: NodeId, f: impl FnOnce(&NodeRecord) -> T) -> Result<Option<T>> {
+        if id.0 == 0 || id.0 >= self.facts()?.next_node {
+            return Ok(None);
+        }
+        let page = page_of(id.0, NODES_PER_PAGE);
+        let r = self.node_page(page)?;
+        let rec = r.0.get((id.0 - first_of(page, NODES_PER_PAGE)) as usize);
+        let rec = rec.ok_or_else(|| Error::corrupt(NODES.name, &self.org.inner.node_page_key(page)))?;
+        Ok(Some(f(rec)))
+    }
+
+    /// As [`ReadTxn::with_node`], for edges.
+    fn with_edge<T>(&self, id: EdgeId, f: impl FnOnce(&EdgeRecord) -> T) -> Result<Option<T>> {
+        if id.0 == 0 || id.0 >= self.facts()?.next_edge {
+            return Ok(None);
+        }
+        let page = page_of(id.0, EDGES_PER_PAGE);
+        let r = self.edge_page(page)?;
+        let rec = r.0.get((id.0 - first_of(page, EDGES_PER_PAGE)) as usize);
+        let rec = rec.ok_or_else(|| Error::corrupt(EDGES.name, &self.org.inner.edge_page_key(page)))?;
+        Ok(Some(f(rec)))
     }
 
     fn node_record(&self, id: NodeId) -> Result<Option<NodeRecord>> {
-        let key = self.org.inner.node_key(id.0);
-        let Some(sealed) = self.get(NODES, &key)? else {
-            return self.absent(id.0, self.next_ids()?.0, NODES, &key);
-        };
-        let rec: NodeRecord = self.org.inner.open_record(NODES, &key, Compartment::Core, &sealed)?;
-        if rec.id != id.0 {
-            return Err(Error::corrupt(NODES.name, &key));
-        }
-        Ok(Some(rec))
+        self.with_node(id, NodeRecord::clone)
     }
 
     fn edge_record(&self, id: EdgeId) -> Result<Option<EdgeRecord>> {
-        let key = self.org.inner.edge_key(id.0);
-        let Some(sealed) = self.get(EDGES, &key)? else {
-            return self.absent(id.0, self.next_ids()?.1, EDGES, &key);
-        };
-        let rec: EdgeRecord = self.org.inner.open_record(EDGES, &key, Compartment::Core, &sealed)?;
-        if rec.id != id.0 {
-            return Err(Error::corrupt(EDGES.name, &key));
+        self.with_edge(id, EdgeRecord::clone)
+    }
+
+    /// The value the hashed index holds for `h`, if any.
+    fn index_lookup(&self, h: &IndexHash) -> Result<Option<u64>> {
+        let facts = self.facts()?;
+        if facts.index_entries == 0 {
+            return Ok(None);
         }
-        Ok(Some(rec))
+        let fp = fingerprint(h);
+        let key = self.org.inner.bucket_key(bucket_of(&fp, facts.index_bits));
+        if let Some(Cached::Bucket(b)) = self.cached(&key) {
+            return Ok(b.0.get(&fp));
+        }
+        let sealed = self.get(INDEX, &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+        let b = Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?));
+        let found = b.0.get(&fp);
+        self.remember(&key, Cached::Bucket(b));
+        Ok(found)
     }
 
     /// The name of a kind id, `None` if the id is unknown.
@@ -241,10 +327,9 @@ impl ReadTxn {
         if let Some(id) = shared.kind_id(name) {
             return Ok(Some(KindId(id)));
         }
-        let key = self.org.inner.index_key(index_domain::KIND, &[name.as_bytes()]);
-        let Some(sealed) = self.get(INDEX, &key)? else { return Ok(None) };
-        let id = self.org.inner.open_u64(INDEX, &key, &sealed)?;
-        let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &key))?;
+        let h = self.org.inner.index_hash(index_domain::KIND, &[name.as_bytes()]);
+        let Some(id) = self.index_lookup(&h)? else { return Ok(None) };
+        let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &[]))?;
         shared.remember_kind(id, name);
         Ok(Some(KindId(id)))
     }
@@ -256,7 +341,8 @@ impl ReadTxn {
     /// Reads a node; `None` if this org has no such node.
     pub fn node(&self, id: NodeId) -> Result<Option<NodeView>> {
         let Some(rec) = self.node_record(id)? else { return Ok(None) };
-        let kind = self.kind_name_or_corrupt(rec.kind, NODES, &self.org.inner.node_key(id.0))?;
+        let kind =
+            self.kind_name_or_corrupt(rec.kind, NODES, &self.org.inner.node_page_key(page_of(id.0, NODES_PER_PAGE)))?;
         Ok(Some(NodeView {
             id,
             kind,
@@ -271,7 +357,8 @@ impl ReadTxn {
     /// Reads an edge; `None` if this org has no such edge.
     pub fn edge(&self, id: EdgeId) -> Result<Option<EdgeView>> {
         let Some(rec) = self.edge_record(id)? else { return Ok(None) };
-        let kind = self.kind_name_or_corrupt(rec.kind, EDGES, &self.org.inner.edge_key(id.0))?;
+        let kind =
+            self.kind_name_or_corrupt(rec.kind, EDGES, &self.org.inner.edge_page_key(page_of(id.0, EDGES_PER_PAGE)))?;
         Ok(Some(EdgeView {
             id,
             from: NodeId(rec.from),
@@ -286,9 +373,8 @@ impl ReadTxn {
     }
 
     fn lookup_in(&self, domain: &[u8], system: &str, external_id: &str) -> Result<Option<u64>> {
-        let key = self.org.inner.index_key(domain, &[system.as_bytes(), external_id.as_bytes()]);
-        let Some(sealed) = self.get(INDEX, &key)? else { return Ok(None) };
-        Ok(Some(self.org.inner.open_u64(INDEX, &key, &sealed)?))
+        let h = self.org.inner.index_hash(domain, &[system.as_bytes(), external_id.as_bytes()]);
+        self.index_lookup(&h)
     }
 
     /// The node known by `(system, external_id)`, if any.
@@ -309,8 +395,8 @@ impl ReadTxn {
         let Some(sealed) = self.get(PROPS, &key)? else {
             // No record: fine unless the owner says this compartment holds one.
             let mask = match owner {
-                Owner::Node(id) => self.node_record(NodeId(id))?.map(|r| r.props),
-                Owner::Edge(id) => self.edge_record(EdgeId(id))?.map(|r| r.props),
+                Owner::Node(id) => self.with_node(NodeId(id), |r| r.props)?,
+                Owner::Edge(id) => self.with_edge(EdgeId(id), |r| r.props)?,
             };
             if mask.is_some_and(|m| m & (1 << c.index()) != 0) {
                 return Err(Error::corrupt(PROPS.name, &key));
@@ -335,11 +421,11 @@ impl ReadTxn {
     /// A node's degree in `dir` (retracted edges included), read from the node record without
     /// touching adjacency pages. `None` for an unknown node.
     pub fn degree(&self, node: NodeId, dir: Direction) -> Result<Option<u64>> {
-        Ok(self.node_record(node)?.map(|r| match dir {
+        self.with_node(node, |r| match dir {
             Direction::Out => r.out_degree,
             Direction::In => r.in_degree,
             Direction::Both => r.out_degree + r.in_degree,
-        }))
+        })
     }
 
     /// Node and edge counts of this snapshot (edges include retracted ones).
@@ -351,15 +437,10 @@ impl ReadTxn {
     /// One adjacency page; `None` if the node has no page there.
     pub(crate) fn page(&self, node: u64, dir: u8, p: u32) -> Result<Option<Arc<Page>>> {
         let key = self.org.inner.adj_key(node, dir, p);
-        let mut opaque = [0u8; 16];
-        opaque.copy_from_slice(&key[8..]);
-        let cache = &self.org.inner.shared.cache;
-        if self.cache_ok {
-            if let Some(page) = cache.get(&opaque, self.gen) {
-                // In page 0, a page count of 0 marks a checked absence (no page there); later
-                // pages always carry 0.
-                return Ok((p > 0 || page.pages > 0).then_some(page));
-            }
+        if let Some(Cached::Adj(page)) = self.cached(&key) {
+            // In page 0, a page count of 0 marks a checked absence (no page there); later
+            // pages always carry 0.
+            return Ok((p > 0 || page.pages > 0).then_some(page));
         }
         let Some(sealed) = self.get(ADJ, &key)? else {
             if p > 0 {
@@ -367,14 +448,11 @@ impl ReadTxn {
             }
             // No page 0 is fine only if the node has no pages there (or was never assigned):
             // a removed page must not read as "no neighbors".
-            if let Some(rec) = self.node_record(NodeId(node))? {
-                if (if dir == 0 { rec.out_pages } else { rec.in_pages }) > 0 {
-                    return Err(Error::corrupt(ADJ.name, &key));
-                }
+            let pages = self.with_node(NodeId(node), |r| if dir == 0 { r.out_pages } else { r.in_pages })?;
+            if pages.unwrap_or(0) > 0 {
+                return Err(Error::corrupt(ADJ.name, &key));
             }
-            if self.cache_ok {
-                cache.insert(opaque, Arc::new(Page::new(0, Vec::new())), self.gen);
-            }
+            self.remember(&key, Cached::Adj(Arc::new(Page::new(0, Vec::new()))));
             return Ok(None);
         };
         let (pages, entries) = self.org.inner.open_page(&key, &sealed)?;
@@ -382,9 +460,7 @@ impl ReadTxn {
             return Err(Error::corrupt(ADJ.name, &key));
         }
         let page = Arc::new(Page::new(pages, entries));
-        if self.cache_ok {
-            cache.insert(opaque, page.clone(), self.gen);
-        }
+        self.remember(&key, Cached::Adj(page.clone()));
         Ok(Some(page))
     }
 

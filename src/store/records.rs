@@ -7,8 +7,11 @@ use rkyv::util::AlignedVec;
 use zeroize::Zeroize;
 
 use super::org::OrgInner;
-use super::tables::{blind_kind, record_key, RecordKey, Table};
-use crate::codec::{self, AdjPage, ArchivedAdjPage, CodecError};
+use super::tables::{blind_kind, record_key, RecordKey, Table, EDGES, INDEX, NODES};
+use crate::codec::{
+    self, first_of, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, NodePage, EDGES_PER_PAGE,
+    NODES_PER_PAGE,
+};
 use crate::crypto::{envelope, AeadKey, Binding, EpochKeys};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction};
@@ -32,12 +35,19 @@ impl OrgInner {
         record_key(self.tag, &self.structure.blind.blind(kind, sub, page, id))
     }
 
-    pub(crate) fn node_key(&self, id: u64) -> RecordKey {
-        self.blind(blind_kind::NODE, 0, 0, id)
+    /// The key of node page `page` (ids `page * NODES_PER_PAGE ..`).
+    pub(crate) fn node_page_key(&self, page: u64) -> RecordKey {
+        self.blind(blind_kind::NODE, 0, 0, page)
     }
 
-    pub(crate) fn edge_key(&self, id: u64) -> RecordKey {
-        self.blind(blind_kind::EDGE, 0, 0, id)
+    /// The key of edge page `page` (ids `page * EDGES_PER_PAGE ..`).
+    pub(crate) fn edge_page_key(&self, page: u64) -> RecordKey {
+        self.blind(blind_kind::EDGE, 0, 0, page)
+    }
+
+    /// The key of index bucket `bucket`.
+    pub(crate) fn bucket_key(&self, bucket: u32) -> RecordKey {
+        self.blind(blind_kind::BUCKET, 0, 0, u64::from(bucket))
     }
 
     pub(crate) fn adj_key(&self, node: u64, dir: u8, page: u32) -> RecordKey {
@@ -55,46 +65,61 @@ impl OrgInner {
         self.blind(blind_kind::DICT, 0, 0, u64::from(kind_id))
     }
 
-    /// Index key: tag ‖ first 16 bytes of HMAC(index key, domain ‖ parts).
-    pub(crate) fn index_key(&self, domain: &[u8], parts: &[&[u8]]) -> RecordKey {
+    /// The keyed hash of an index entry: the first 16 bytes of HMAC(index key, domain ‖ parts).
+    /// Bytes 0..12 are the entry's fingerprint (which also chooses its bucket).
+    pub(crate) fn index_hash(&self, domain: &[u8], parts: &[&[u8]]) -> IndexHash {
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(domain);
         all.extend_from_slice(parts);
         let mac = self.structure.index.mac(&all);
-        let mut opaque = [0u8; 16];
-        opaque.copy_from_slice(&mac[..16]);
-        record_key(self.tag, &opaque)
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&mac[..16]);
+        h
     }
 
     fn epoch(&self, epoch: u32, table: Table, key: &[u8]) -> Result<Arc<EpochKeys>> {
         self.epoch_keys(epoch)?.ok_or_else(|| Error::corrupt(table.name, key))
     }
 
-    /// Seals under the current epoch's key of compartment `c`.
-    pub(crate) fn seal(&self, table: Table, key: &[u8], c: Compartment, plaintext: &[u8]) -> Result<Vec<u8>> {
+    /// Packs (compresses, pads) and seals under the current epoch's key of compartment `c`,
+    /// with page version `version` (the org's commit counter).
+    pub(crate) fn seal(&self, table: Table, key: &[u8], c: Compartment, version: u64, plain: &[u8]) -> Result<Vec<u8>> {
         let epoch = self.current_epoch();
-        self.seal_at(epoch, table, key, c, plaintext)
+        self.seal_at(epoch, version, table, key, c, plain)
     }
 
-    /// Seals under `epoch`'s key of compartment `c`.
+    /// Packs and seals under `epoch`'s key of compartment `c`.
     pub(crate) fn seal_at(
         &self,
         epoch: u32,
+        version: u64,
         table: Table,
         key: &[u8],
         c: Compartment,
-        plaintext: &[u8],
+        plain: &[u8],
     ) -> Result<Vec<u8>> {
         let keys = self.epoch(epoch, table, key)?;
         let aead: &AeadKey = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
-        envelope::seal(aead, epoch, &Binding { db_id: &self.db.db_id, table: table.id, key }, plaintext)
+        let packed = codec::pack(plain).map_err(|_| Error::invalid(format!("value for `{}` too large", table.name)))?;
+        envelope::seal_versioned(
+            aead,
+            epoch,
+            version,
+            &Binding { db_id: &self.db.db_id, table: table.id, key },
+            &packed,
+        )
     }
 
+    /// Opens a sealed value and unpacks it (16-byte aligned, ready for validation).
     pub(crate) fn open(&self, table: Table, key: &[u8], c: Compartment, sealed: &[u8]) -> Result<AlignedVec> {
         let epoch = envelope::peek_epoch(sealed, table.name, key)?;
         let keys = self.epoch(epoch, table, key)?;
         let aead: &AeadKey = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
-        envelope::open(aead, &Binding { db_id: &self.db.db_id, table: table.id, key }, table.name, sealed)
+        let mut packed =
+            envelope::open(aead, &Binding { db_id: &self.db.db_id, table: table.id, key }, table.name, sealed)?;
+        let out = codec::unpack(packed.as_slice()).map_err(|_| Error::corrupt(table.name, key));
+        packed.as_mut_slice().zeroize();
+        out
     }
 
     /// What a record key addresses: `(kind, sub, page, id)` as given to the blind PRP.
@@ -104,7 +129,14 @@ impl OrgInner {
     }
 
     /// Encodes and seals a record.
-    pub(crate) fn seal_record<T>(&self, table: Table, key: &[u8], c: Compartment, value: &T) -> Result<Vec<u8>>
+    pub(crate) fn seal_record<T>(
+        &self,
+        table: Table,
+        key: &[u8],
+        c: Compartment,
+        version: u64,
+        value: &T,
+    ) -> Result<Vec<u8>>
     where
         T: for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>,
@@ -112,7 +144,7 @@ impl OrgInner {
     {
         let mut bytes =
             codec::encode(value).map_err(|_| Error::invalid(format!("record for `{}` too large", table.name)))?;
-        let sealed = self.seal(table, key, c, &bytes);
+        let sealed = self.seal(table, key, c, version, &bytes);
         bytes.as_mut_slice().zeroize();
         sealed
     }
@@ -130,6 +162,39 @@ impl OrgInner {
         out
     }
 
+    /// Opens node page `page`: validated, and holding exactly ids `first ..` without gaps.
+    pub(crate) fn open_node_page(&self, page: u64, key: &[u8], sealed: &[u8]) -> Result<NodePage> {
+        let p: NodePage = self.open_record(NODES, key, Compartment::Core, sealed)?;
+        let first = codec::first_of(page, NODES_PER_PAGE);
+        let fits = p.first == first
+            && p.nodes.len() as u64 <= first_of(page + 1, NODES_PER_PAGE) - first
+            && p.nodes.iter().enumerate().all(|(i, n)| n.id == first + i as u64);
+        if !fits {
+            return Err(Error::corrupt(NODES.name, key));
+        }
+        Ok(p)
+    }
+
+    /// Opens edge page `page` (as [`OrgInner::open_node_page`]).
+    pub(crate) fn open_edge_page(&self, page: u64, key: &[u8], sealed: &[u8]) -> Result<EdgePage> {
+        let p: EdgePage = self.open_record(EDGES, key, Compartment::Core, sealed)?;
+        let first = codec::first_of(page, EDGES_PER_PAGE);
+        let fits = p.first == first
+            && p.edges.len() as u64 <= first_of(page + 1, EDGES_PER_PAGE) - first
+            && p.edges.iter().enumerate().all(|(i, e)| e.id == first + i as u64);
+        if !fits {
+            return Err(Error::corrupt(EDGES.name, key));
+        }
+        Ok(p)
+    }
+
+    /// Opens an index bucket page and checks its shape.
+    pub(crate) fn open_bucket(&self, key: &[u8], sealed: &[u8]) -> Result<BucketPage> {
+        let b: BucketPage = self.open_record(INDEX, key, Compartment::Core, sealed)?;
+        b.validate().map_err(|_| Error::corrupt(INDEX.name, key))?;
+        Ok(b)
+    }
+
     /// Opens an adjacency page: validated zero-copy access, then the entries decoded.
     pub(crate) fn open_page(&self, key: &[u8], sealed: &[u8]) -> Result<(u32, Vec<codec::AdjEntry>)> {
         let table = super::tables::ADJ;
@@ -141,20 +206,58 @@ impl OrgInner {
         out
     }
 
-    pub(crate) fn seal_page(&self, key: &[u8], page: &AdjPage) -> Result<Vec<u8>> {
-        self.seal_record(super::tables::ADJ, key, Compartment::Core, page)
+    pub(crate) fn seal_page(&self, key: &[u8], version: u64, page: &AdjPage) -> Result<Vec<u8>> {
+        self.seal_record(super::tables::ADJ, key, Compartment::Core, version, page)
     }
+}
 
-    /// Seals a bare u64 (index values).
-    pub(crate) fn seal_u64(&self, table: Table, key: &[u8], v: u64) -> Result<Vec<u8>> {
-        self.seal(table, key, Compartment::Core, &v.to_le_bytes())
-    }
+/// A keyed index hash (see [`OrgInner::index_hash`]).
+pub(crate) type IndexHash = [u8; 16];
 
-    pub(crate) fn open_u64(&self, table: Table, key: &[u8], sealed: &[u8]) -> Result<u64> {
-        let buf = self.open(table, key, Compartment::Core, sealed)?;
-        let arr: [u8; 8] = buf.as_slice().try_into().map_err(|_| Error::corrupt(table.name, key))?;
-        Ok(u64::from_le_bytes(arr))
+/// The fingerprint of an index entry in its bucket.
+pub(crate) fn fingerprint(h: &IndexHash) -> [u8; 12] {
+    let mut fp = [0u8; 12];
+    fp.copy_from_slice(&h[..12]);
+    fp
+}
+
+/// The bucket of an index entry in an index of `2^bits` buckets: the low bits of its
+/// fingerprint's first four bytes, so a bucket can be split from its entries alone.
+pub(crate) fn bucket_of(fp: &[u8; 12], bits: u8) -> u32 {
+    let b = u32::from_le_bytes([fp[0], fp[1], fp[2], fp[3]]);
+    if bits >= 32 {
+        b
+    } else {
+        b & ((1u32 << bits) - 1)
     }
+}
+
+/// Average entries per bucket above which the index doubles its bucket count.
+pub(crate) const BUCKET_LOAD: u64 = 256;
+
+/// An index built from scratch: its bucket bits and every bucket page (all `2^bits` of them,
+/// empty ones included, so a missing bucket is always detectable). A fingerprint listed twice
+/// keeps its first value.
+pub(crate) fn build_index(entries: Vec<(IndexHash, u64)>) -> (u8, Vec<(u32, BucketPage)>) {
+    if entries.is_empty() {
+        return (0, Vec::new());
+    }
+    let bits = bits_for(entries.len() as u64, 0);
+    let mut split: Vec<Vec<([u8; 12], u64)>> = vec![Vec::new(); 1usize << bits];
+    for (h, v) in entries {
+        let fp = fingerprint(&h);
+        split[bucket_of(&fp, bits) as usize].push((fp, v));
+    }
+    (bits, split.into_iter().enumerate().map(|(b, e)| (b as u32, BucketPage::from_entries(e))).collect())
+}
+
+/// The bucket bits an index of `entries` entries needs.
+pub(crate) fn bits_for(entries: u64, current: u8) -> u8 {
+    let mut bits = current;
+    while bits < 32 && entries > (1u64 << bits) * BUCKET_LOAD {
+        bits += 1;
+    }
+    bits
 }
 
 /// Maps `f` over `items` on all cores (sealing is pure CPU work), keeping the order; the first
@@ -172,7 +275,7 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R>
             .collect();
         let mut out = Vec::with_capacity(items.len());
         for h in handles {
-            out.extend(h.join().map_err(|_| Error::invalid("a sealing thread panicked"))??);
+            out.extend(h.join().map_err(|_| Error::Internal("a sealing thread panicked".into()))??);
         }
         Ok(out)
     })

@@ -45,6 +45,7 @@ pub(crate) mod blind_kind {
     pub const NODE_PROPS: u8 = 4;
     pub const EDGE_PROPS: u8 = 5;
     pub const DICT: u8 = 6;
+    pub const BUCKET: u8 = 7;
 }
 
 /// Index domains (first field of the index HMAC).

@@ -7,7 +7,7 @@ use super::admin::{org_keys_after, ORG_TABLES};
 use super::org::Org;
 use super::tables::{blind_kind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::Db;
-use crate::codec::{AuditRecord, EdgeRecord, NodeRecord, PropMap};
+use crate::codec::{self, AuditRecord, PropMap};
 use crate::error::{Error, Result};
 use crate::types::{EdgeId, NodeId, OrgTag};
 
@@ -65,19 +65,16 @@ impl VerifyReport {
 fn check_record(org: &Org, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
     let oi = &org.inner;
     let c = super::admin::compartment_of(org, table, key);
-    let id = oi.unblind(key).map(|(_, _, _, id)| id);
+    let addressed = |kind: u8| match oi.unblind(key) {
+        Some((k, 0, 0, page)) if k == kind => Ok(page),
+        _ => Err(Error::corrupt(table.name, key)),
+    };
     match table.id {
         t if t == NODES.id => {
-            let r: NodeRecord = oi.open_record(table, key, c, value)?;
-            if Some(r.id) != id {
-                return Err(Error::corrupt(table.name, key));
-            }
+            oi.open_node_page(addressed(blind_kind::NODE)?, key, value)?;
         }
         t if t == EDGES.id => {
-            let r: EdgeRecord = oi.open_record(table, key, c, value)?;
-            if Some(r.id) != id {
-                return Err(Error::corrupt(table.name, key));
-            }
+            oi.open_edge_page(addressed(blind_kind::EDGE)?, key, value)?;
         }
         t if t == ADJ.id => {
             oi.open_page(key, value)?;
@@ -89,7 +86,8 @@ fn check_record(org: &Org, table: Table, key: &[u8], value: &[u8]) -> Result<()>
             oi.open_record::<PropMap>(table, key, c, value)?;
         }
         t if t == INDEX.id => {
-            oi.open_u64(table, key, value)?;
+            addressed(blind_kind::BUCKET)?;
+            oi.open_bucket(key, value)?;
         }
         t if t == DICT.id => {
             let b = oi.open(table, key, c, value)?;
@@ -108,8 +106,11 @@ fn owner(org: &Org, table: Table, key: &[u8]) -> (Option<NodeId>, Option<EdgeId>
         return (None, None);
     }
     match org.inner.unblind(key) {
-        Some((blind_kind::NODE | blind_kind::ADJ | blind_kind::NODE_PROPS, _, _, id)) => (Some(NodeId(id)), None),
-        Some((blind_kind::EDGE | blind_kind::EDGE_PROPS, _, _, id)) => (None, Some(EdgeId(id))),
+        // A node or edge page names the first id it holds.
+        Some((blind_kind::NODE, _, _, page)) => (Some(NodeId(codec::first_of(page, codec::NODES_PER_PAGE))), None),
+        Some((blind_kind::EDGE, _, _, page)) => (None, Some(EdgeId(codec::first_of(page, codec::EDGES_PER_PAGE)))),
+        Some((blind_kind::ADJ | blind_kind::NODE_PROPS, _, _, id)) => (Some(NodeId(id)), None),
+        Some((blind_kind::EDGE_PROPS, _, _, id)) => (None, Some(EdgeId(id))),
         _ => (None, None),
     }
 }
@@ -172,10 +173,16 @@ impl Org {
             }
         }
         progress(done);
-        // Nodes and edges are never deleted: a record count below the registry's means records
-        // were removed from the file.
+        // Nodes and edges are never deleted, and every bucket of a non-empty index exists: a page
+        // count below the registry's means pages were removed from the file.
         let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, &oi.name)?;
-        for (table, expected) in [(NODES, entry.node_count), (EDGES, entry.edge_count)] {
+        let pages = |next: u64, per: u64| if next <= 1 { 0 } else { codec::page_of(next - 1, per) + 1 };
+        let buckets = if entry.index_entries > 0 { 1u64 << entry.index_bits } else { 0 };
+        for (table, expected) in [
+            (NODES, pages(entry.next_node, codec::NODES_PER_PAGE)),
+            (EDGES, pages(entry.next_edge, codec::EDGES_PER_PAGE)),
+            (INDEX, buckets),
+        ] {
             let found = counted.iter().find(|(t, _)| *t == table.name).map_or(0, |(_, n)| *n);
             if found != expected {
                 report.corrupt.push(CorruptRecord {

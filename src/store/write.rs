@@ -1,16 +1,20 @@
 //! Write transactions: one redb write transaction per `WriteTxn`, with records decoded once,
 //! changed in memory, and sealed and written once at commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use redb::ReadableTable;
 
 use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::org::Org;
-use super::records::{par_map, Owner};
+use super::records::{bits_for, bucket_of, fingerprint, par_map, IndexHash, Owner};
 use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
-use crate::codec::{encode_page, AdjEntry, EdgeRecord, NodeRecord, OrgEntry, PropMap, StoredValue, PAGE_CAPACITY};
+use crate::codec::{
+    encode_page, first_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage, NodeRecord, OrgEntry,
+    PropMap, StoredValue, EDGES_PER_PAGE, NODES_PER_PAGE, PAGE_CAPACITY,
+};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, EdgeId, NodeId, SourceRef, Timestamp, Value};
 
@@ -157,7 +161,13 @@ pub struct WriteTxn {
     dirty_pages: HashSet<PageId>,
     props: HashMap<(Owner, Compartment), PropMap>,
     dirty_props: HashSet<(Owner, Compartment)>,
-    index: HashMap<RecordKey, u64>,
+    /// Node and edge pages as stored when this transaction began, loaded on first use.
+    node_pages: HashMap<u64, Vec<NodeRecord>>,
+    edge_pages: HashMap<u64, Vec<EdgeRecord>>,
+    /// Index entries this transaction adds (keyed hash → id).
+    index: HashMap<IndexHash, u64>,
+    /// Index buckets as stored when this transaction began, loaded on first use.
+    buckets: Mutex<HashMap<u32, Arc<BucketPage>>>,
     new_kinds: HashMap<String, u32>,
     stats: WriteStats,
     /// Held until the commit is durable or the transaction is dropped.
@@ -222,7 +232,10 @@ impl WriteTxn {
             dirty_pages: HashSet::new(),
             props: HashMap::new(),
             dirty_props: HashSet::new(),
+            node_pages: HashMap::new(),
+            edge_pages: HashMap::new(),
             index: HashMap::new(),
+            buckets: Mutex::new(HashMap::new()),
             new_kinds: HashMap::new(),
             stats: WriteStats::default(),
             _writer: writer,
@@ -254,14 +267,66 @@ impl WriteTxn {
         }
     }
 
-    fn index_get(&self, key: &RecordKey) -> Result<Option<u64>> {
-        if let Some(v) = self.index.get(key) {
+    /// Bucket `b` of the index as stored when this transaction began (empty if the index had
+    /// no entries; a missing bucket of a non-empty index is `Corrupt`).
+    fn stored_bucket(&self, b: u32) -> Result<Arc<BucketPage>> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(page) = buckets.get(&b) {
+            return Ok(page.clone());
+        }
+        let page = if self.start.index_entries == 0 {
+            BucketPage::default()
+        } else {
+            let key = self.org.inner.bucket_key(b);
+            let sealed = self.get(INDEX, &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+            self.org.inner.open_bucket(&key, &sealed)?
+        };
+        let page = Arc::new(page);
+        buckets.insert(b, page.clone());
+        Ok(page)
+    }
+
+    fn index_get(&self, h: &IndexHash) -> Result<Option<u64>> {
+        if let Some(v) = self.index.get(h) {
             return Ok(Some(*v));
         }
-        match self.get(INDEX, key)? {
-            Some(s) => Ok(Some(self.org.inner.open_u64(INDEX, key, &s)?)),
-            None => Ok(None),
+        let fp = fingerprint(h);
+        Ok(self.stored_bucket(bucket_of(&fp, self.start.index_bits))?.get(&fp))
+    }
+
+    /// Node page `page` as stored when this transaction began (empty if it held no node then).
+    fn stored_node_page(&mut self, page: u64) -> Result<&Vec<NodeRecord>> {
+        if !self.node_pages.contains_key(&page) {
+            let recs = if first_of(page, NODES_PER_PAGE) < self.start.next_node {
+                let key = self.org.inner.node_page_key(page);
+                let sealed = self.get(NODES, &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
+                self.org.inner.open_node_page(page, &key, &sealed)?.nodes
+            } else {
+                Vec::new()
+            };
+            self.node_pages.insert(page, recs);
         }
+        self.node_pages.get(&page).ok_or_else(|| Error::Internal("node page not loaded".into()))
+    }
+
+    /// Edge page `page` as stored when this transaction began.
+    fn stored_edge_page(&mut self, page: u64) -> Result<&Vec<EdgeRecord>> {
+        if !self.edge_pages.contains_key(&page) {
+            let recs = if first_of(page, EDGES_PER_PAGE) < self.start.next_edge {
+                let key = self.org.inner.edge_page_key(page);
+                let sealed = self.get(EDGES, &key)?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
+                self.org.inner.open_edge_page(page, &key, &sealed)?.edges
+            } else {
+                Vec::new()
+            };
+            self.edge_pages.insert(page, recs);
+        }
+        self.edge_pages.get(&page).ok_or_else(|| Error::Internal("edge page not loaded".into()))
+    }
+
+    /// The page version every value this transaction writes is sealed with.
+    pub(crate) fn version(&self) -> u64 {
+        self.start.commit_seq + 1
     }
 
     /// A node record to change (marked dirty); `InvalidInput` for an unknown node. Used by the
@@ -289,12 +354,10 @@ impl WriteTxn {
             if id == 0 || id >= self.entry.next_node {
                 return Ok(None);
             }
-            let key = self.org.inner.node_key(id);
-            let Some(sealed) = self.get(NODES, &key)? else { return Ok(None) };
-            let rec: NodeRecord = self.org.inner.open_record(NODES, &key, Compartment::Core, &sealed)?;
-            if rec.id != id {
-                return Err(Error::corrupt(NODES.name, &key));
-            }
+            let page = page_of(id, NODES_PER_PAGE);
+            let slot = (id - first_of(page, NODES_PER_PAGE)) as usize;
+            let rec = self.stored_node_page(page)?.get(slot).cloned();
+            let rec = rec.ok_or_else(|| Error::corrupt(NODES.name, &self.org.inner.node_page_key(page)))?;
             self.nodes.insert(id, rec);
         }
         Ok(self.nodes.get_mut(&id))
@@ -305,12 +368,10 @@ impl WriteTxn {
             if id == 0 || id >= self.entry.next_edge {
                 return Ok(None);
             }
-            let key = self.org.inner.edge_key(id);
-            let Some(sealed) = self.get(EDGES, &key)? else { return Ok(None) };
-            let rec: EdgeRecord = self.org.inner.open_record(EDGES, &key, Compartment::Core, &sealed)?;
-            if rec.id != id {
-                return Err(Error::corrupt(EDGES.name, &key));
-            }
+            let page = page_of(id, EDGES_PER_PAGE);
+            let slot = (id - first_of(page, EDGES_PER_PAGE)) as usize;
+            let rec = self.stored_edge_page(page)?.get(slot).cloned();
+            let rec = rec.ok_or_else(|| Error::corrupt(EDGES.name, &self.org.inner.edge_page_key(page)))?;
             self.edges.insert(id, rec);
         }
         Ok(self.edges.get_mut(&id))
@@ -351,9 +412,9 @@ impl WriteTxn {
         if let Some(id) = self.org.inner.shared.kind_id(name) {
             return Ok(id);
         }
-        let key = self.org.inner.index_key(index_domain::KIND, &[name.as_bytes()]);
+        let key = self.org.inner.index_hash(index_domain::KIND, &[name.as_bytes()]);
         if let Some(id) = self.index_get(&key)? {
-            let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &key))?;
+            let id = u32::try_from(id).map_err(|_| Error::corrupt(INDEX.name, &[]))?;
             self.org.inner.shared.remember_kind(id, name);
             return Ok(id);
         }
@@ -364,8 +425,8 @@ impl WriteTxn {
         Ok(id)
     }
 
-    fn source_key(&self, domain: &[u8], s: &SourceRef) -> RecordKey {
-        self.org.inner.index_key(domain, &[s.system.as_bytes(), s.external_id.as_bytes()])
+    fn source_key(&self, domain: &[u8], s: &SourceRef) -> IndexHash {
+        self.org.inner.index_hash(domain, &[s.system.as_bytes(), s.external_id.as_bytes()])
     }
 
     /// Looks a node up by a source reference, seeing this transaction's own writes.
@@ -400,7 +461,7 @@ impl WriteTxn {
         let now = self.now;
         let id = match existing {
             Some(id) => {
-                let rec = self.node_mut(id)?.ok_or_else(|| Error::corrupt(INDEX.name, &keys[0]))?;
+                let rec = self.node_mut(id)?.ok_or_else(|| Error::corrupt(INDEX.name, &[]))?;
                 let mut changed = rec.kind != kind;
                 rec.kind = kind;
                 for s in &input.sources {
@@ -631,6 +692,89 @@ impl WriteTxn {
         Ok(self.props_mut(Owner::Edge(edge.0), c)?.remove(name))
     }
 
+    /// The node pages this transaction changes: each stored page with its changed and new
+    /// records put in.
+    fn merged_node_pages(&mut self) -> Result<Vec<NodePage>> {
+        let mut by_page: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for id in &self.dirty_nodes {
+            by_page.entry(page_of(*id, NODES_PER_PAGE)).or_default().push(*id);
+        }
+        let mut out = Vec::with_capacity(by_page.len());
+        for (page, mut ids) in by_page {
+            ids.sort_unstable();
+            let mut nodes = self.stored_node_page(page)?.clone();
+            let first = first_of(page, NODES_PER_PAGE);
+            for id in ids {
+                let rec = self.nodes.get(&id).ok_or_else(|| Error::Internal("dirty node not loaded".into()))?;
+                put_in_page(&mut nodes, (id - first) as usize, rec.clone())?;
+            }
+            out.push(NodePage { first, nodes });
+        }
+        Ok(out)
+    }
+
+    /// The edge pages this transaction changes (as [`WriteTxn::merged_node_pages`]).
+    fn merged_edge_pages(&mut self) -> Result<Vec<EdgePage>> {
+        let mut by_page: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for id in &self.dirty_edges {
+            by_page.entry(page_of(*id, EDGES_PER_PAGE)).or_default().push(*id);
+        }
+        let mut out = Vec::with_capacity(by_page.len());
+        for (page, mut ids) in by_page {
+            ids.sort_unstable();
+            let mut edges = self.stored_edge_page(page)?.clone();
+            let first = first_of(page, EDGES_PER_PAGE);
+            for id in ids {
+                let rec = self.edges.get(&id).ok_or_else(|| Error::Internal("dirty edge not loaded".into()))?;
+                put_in_page(&mut edges, (id - first) as usize, rec.clone())?;
+            }
+            out.push(EdgePage { first, edges });
+        }
+        Ok(out)
+    }
+
+    /// The index buckets this transaction changes, with its new entries merged in; when the
+    /// index outgrows its bucket count, every bucket of the doubled (or more) index. Updates the
+    /// entry's index size and bucket bits.
+    fn merged_buckets(&mut self) -> Result<Vec<(u32, BucketPage)>> {
+        let bits = self.start.index_bits;
+        let mut adds: BTreeMap<u32, Vec<([u8; 12], u64)>> = BTreeMap::new();
+        let mut inserted = 0u64;
+        for (h, v) in &self.index {
+            let fp = fingerprint(h);
+            let b = bucket_of(&fp, bits);
+            // A source already indexed (an existing node's) is not added twice.
+            if self.stored_bucket(b)?.get(&fp).is_none() {
+                adds.entry(b).or_default().push((fp, *v));
+                inserted += 1;
+            }
+        }
+        let total = self.start.index_entries + inserted;
+        let new_bits = bits_for(total, bits);
+        self.entry.index_entries = total;
+        self.entry.index_bits = new_bits;
+        if new_bits == bits {
+            let mut out = Vec::with_capacity(adds.len());
+            for (b, add) in adds {
+                let mut all: Vec<([u8; 12], u64)> = self.stored_bucket(b)?.iter().collect();
+                all.extend(add);
+                out.push((b, BucketPage::from_entries(all)));
+            }
+            return Ok(out);
+        }
+        let mut split: Vec<Vec<([u8; 12], u64)>> = vec![Vec::new(); 1usize << new_bits];
+        let stored = if self.start.index_entries > 0 { 1u32 << bits } else { 0 };
+        for b in 0..stored {
+            for (fp, v) in self.stored_bucket(b)?.iter() {
+                split[bucket_of(&fp, new_bits) as usize].push((fp, v));
+            }
+        }
+        for (fp, v) in adds.into_values().flatten() {
+            split[bucket_of(&fp, new_bits) as usize].push((fp, v));
+        }
+        Ok(split.into_iter().enumerate().map(|(b, e)| (b as u32, BucketPage::from_entries(e))).collect())
+    }
+
     /// Seals everything this transaction changed, writes it, and commits durably.
     pub fn commit(self) -> Result<()> {
         self.commit_with(&[], 0)
@@ -662,6 +806,10 @@ impl WriteTxn {
                 };
             }
         }
+        // Everything that reads stored pages happens before the snapshot is released.
+        let node_pages = self.merged_node_pages()?;
+        let edge_pages = self.merged_edge_pages()?;
+        let buckets = self.merged_buckets()?;
         let base = self.base.take().ok_or_else(|| Error::Internal("transaction already finished".into()))?;
         let org = self.org.inner.clone();
         let mut seals: u64 = extra_seals;
@@ -673,23 +821,25 @@ impl WriteTxn {
             rows.sort_unstable_by_key(|r| r.0);
             puts.push((table, rows));
         };
+        let version = self.version();
+        self.entry.commit_seq = version;
         // Seal on all cores (pure CPU work), on this thread's turn: the committer only writes.
-        let ids: Vec<u64> = self.dirty_nodes.iter().copied().collect();
-        let rows = par_map(&ids, |id| {
-            let rec = self.nodes.get(id).ok_or_else(|| Error::Internal("dirty node not loaded".into()))?;
-            let key = org.node_key(*id);
-            Ok((key, org.seal_record(NODES, &key, Compartment::Core, rec)?))
+        let rows = par_map(&node_pages, |p| {
+            let key = org.node_page_key(page_of(p.first, NODES_PER_PAGE));
+            Ok((key, org.seal_record(NODES, &key, Compartment::Core, version, p)?))
         })?;
+        drop(node_pages);
         seals += rows.len() as u64;
+        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(NODES, rows);
 
-        let ids: Vec<u64> = self.dirty_edges.iter().copied().collect();
-        let rows = par_map(&ids, |id| {
-            let rec = self.edges.get(id).ok_or_else(|| Error::Internal("dirty edge not loaded".into()))?;
-            let key = org.edge_key(*id);
-            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, rec)?))
+        let rows = par_map(&edge_pages, |p| {
+            let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
+            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
         })?;
+        drop(edge_pages);
         seals += rows.len() as u64;
+        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(EDGES, rows);
 
         let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
@@ -703,14 +853,10 @@ impl WriteTxn {
                 _ => 0,
             };
             let key = org.adj_key(node, dir, p);
-            Ok((key, org.seal_page(&key, &encode_page(count, entries))?))
+            Ok((key, org.seal_page(&key, version, &encode_page(count, entries))?))
         })?;
         seals += rows.len() as u64;
-        changed_pages.extend(rows.iter().map(|(key, _)| {
-            let mut opaque = [0u8; 16];
-            opaque.copy_from_slice(&key[8..]);
-            opaque
-        }));
+        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(ADJ, rows);
 
         let ids: Vec<(Owner, Compartment)> = self.dirty_props.iter().copied().collect();
@@ -722,21 +868,25 @@ impl WriteTxn {
             if map.entries.is_empty() {
                 removed.push(key);
             } else {
-                rows.push((key, org.seal_record(PROPS, &key, id.1, map)?));
+                rows.push((key, org.seal_record(PROPS, &key, id.1, version, map)?));
             }
         }
         seals += rows.len() as u64;
         put(PROPS, rows);
 
-        let index: Vec<(RecordKey, u64)> = self.index.iter().map(|(k, v)| (*k, *v)).collect();
-        let rows = par_map(&index, |(key, v)| Ok((*key, org.seal_u64(INDEX, key, *v)?)))?;
+        let rows = par_map(&buckets, |(b, page)| {
+            let key = org.bucket_key(*b);
+            Ok((key, org.seal_record(INDEX, &key, Compartment::Core, version, page)?))
+        })?;
+        drop(buckets);
         seals += rows.len() as u64;
+        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(INDEX, rows);
 
         let mut rows = Vec::with_capacity(self.new_kinds.len());
         for (name, id) in &self.new_kinds {
             let key = org.dict_key(*id);
-            rows.push((key, org.seal(DICT, &key, Compartment::Core, name.as_bytes())?));
+            rows.push((key, org.seal(DICT, &key, Compartment::Core, version, name.as_bytes())?));
         }
         seals += rows.len() as u64;
         put(DICT, rows);
@@ -749,7 +899,8 @@ impl WriteTxn {
             ("edges_retracted", st.edges_retracted),
             ("props_changed", st.props_changed),
         ];
-        let audit = super::audit::entry_row(&org, &mut self.entry, self.org.actor(), "write", &counts, self.now)?;
+        let audit =
+            super::audit::entry_row(&org, &mut self.entry, self.org.actor(), "write", &counts, self.now, version)?;
         seals += 1;
         let current = self.entry.current_epoch;
         let mut over_limit = false;
@@ -787,4 +938,22 @@ impl WriteTxn {
         }
         Ok(())
     }
+}
+
+/// The opaque (cache) part of a record key.
+pub(crate) fn opaque_of(key: &RecordKey) -> [u8; 16] {
+    let mut opaque = [0u8; 16];
+    opaque.copy_from_slice(&key[8..]);
+    opaque
+}
+
+/// Puts `rec` at `slot` of a page's dense record list: replaces a stored record, or appends the
+/// next new one. A gap means a record was not loaded (a bug): `Internal`.
+fn put_in_page<T>(records: &mut Vec<T>, slot: usize, rec: T) -> Result<()> {
+    match slot.cmp(&records.len()) {
+        std::cmp::Ordering::Less => records[slot] = rec,
+        std::cmp::Ordering::Equal => records.push(rec),
+        std::cmp::Ordering::Greater => return Err(Error::Internal("a gap in a record page".into())),
+    }
+    Ok(())
 }
