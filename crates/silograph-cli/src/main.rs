@@ -59,7 +59,7 @@ struct Cli {
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 struct KeyArgs {
-    /// A file holding the root key as 64 hex digits.
+    /// A file holding the root key as 64 hex digits (private to its owner: chmod 600).
     #[arg(long, value_name = "F")]
     root_key_file: Option<PathBuf>,
     /// An environment variable holding the root key as 64 hex digits.
@@ -72,7 +72,7 @@ struct KeyArgs {
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 struct OrgKeyArgs {
-    /// A file holding the organization's own key as 64 hex digits (BYOK).
+    /// A file holding the organization's own key as 64 hex digits (BYOK; chmod 600).
     #[arg(long, global = true, value_name = "F", help_heading = "Global options")]
     org_key_file: Option<PathBuf>,
     /// An environment variable holding the organization's own key as 64 hex digits (BYOK).
@@ -269,7 +269,7 @@ struct ImportArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 struct TransportArgs {
-    /// A file holding the transport key as 64 hex digits.
+    /// A file holding the transport key as 64 hex digits (chmod 600).
     #[arg(long, value_name = "F")]
     transport_key_file: Option<PathBuf>,
     /// An environment variable holding the transport key as 64 hex digits.
