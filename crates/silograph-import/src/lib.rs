@@ -83,6 +83,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 /// Input file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// Tab-separated values, no quoting.
     Tsv,
@@ -118,6 +119,7 @@ impl FromStr for Format {
 
 /// The unit of the numbers in a time column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeUnit {
     /// Seconds since the Unix epoch.
     Seconds,
@@ -386,6 +388,7 @@ pub enum Phase {
 
 /// Progress of an import, reported after every few thousand rows and at the end of each pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Progress {
     /// The current pass.
     pub phase: Phase,
@@ -397,6 +400,7 @@ pub struct Progress {
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ImportReport {
     /// Data rows read (header and blank lines excluded).
     pub rows: u64,
