@@ -684,7 +684,13 @@ fn init(cli: &Cli, generate: Option<&Path>) -> Outcome {
         Some(f) => write_new_key_file(f)?,
         None => root_key(&cli.key)?,
     };
-    Db::open(&cli.db, key)?;
+    if let Err(e) = Db::open(&cli.db, key) {
+        if let Some(f) = generate {
+            // The new key protects nothing yet: remove it, so that running `init` again works.
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(e.into());
+    }
     let report = Initialized {
         db: cli.db.display().to_string(),
         generated_key: generate.is_some(),

@@ -574,3 +574,15 @@ fn a_row_with_the_wrong_number_of_fields_is_refused_unless_flexible() {
     flexible.push("--flexible");
     assert_eq!(env.json(&flexible)["edges_added"], 2);
 }
+
+#[test]
+fn a_failed_init_leaves_no_generated_key_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = (dir.path().join("missing-dir").join("ctx.silo"), dir.path().join("root.key"));
+    let out = Command::new(env!("CARGO_BIN_EXE_silograph"))
+        .args(["--db", db.to_str().unwrap(), "init", "--generate-key-file", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(!key.exists(), "a key that protects nothing is removed, so init can be run again");
+}

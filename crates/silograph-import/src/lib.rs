@@ -77,6 +77,11 @@ pub enum Error {
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Compiles the README's Rust example as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::Input(msg.into())
 }
