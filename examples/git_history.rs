@@ -1,7 +1,7 @@
 //! Who touched what when, on two years of the Git project's real history (2015–2016, see
 //! examples/data/README.md): "who else worked on the files I changed in a given year?"
 //!
-//! The graph, imported with [`silograph::import`] straight from the two TSV slices:
+//! The graph, imported with [`silograph_import`] straight from the two TSV slices:
 //!
 //! ```text
 //! person:<email-hash> -authored(valid from author time)-> commit:<sha> -touched-> path:<file>
@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
-use silograph::import::{import_edges, parse_timestamp, EdgeImport, Format};
 use silograph::{Db, Direction, NeighborFilter, NodeId, ReadTxn, RootKey, Timestamp};
+use silograph_import::{import_edges, parse_timestamp, EdgeImport, Format};
 
 /// Neighbors of `node` in `dir` over edges of `kind`; with a window `[start, end)`, only edges
 /// whose valid time starts inside it (the event happened then: an `authored` edge is valid from

@@ -21,8 +21,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-use silograph::import::{import_edges, parse_timestamp, EdgeImport, Format};
 use silograph::{Db, Direction, NeighborFilter, NodeId, PathOptions, ReadTxn, RootKey, Timestamp};
+use silograph_import::{import_edges, parse_timestamp, EdgeImport, Format};
 
 /// Earliest time each node can have heard from `start` (which knows at `t0`), using only
 /// messages sent at or after the sender heard, up to `until`.

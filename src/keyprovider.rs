@@ -46,6 +46,10 @@ impl KeyProvider for EnvKey {
 
 /// The root key in a file: either 64 hex digits (whitespace around them ignored) or exactly 32
 /// raw bytes.
+///
+/// On Unix the file must be private to its owner, as ssh requires of private keys: a key file
+/// readable or writable by its group or by others (`mode & 0o077 != 0`, e.g. 0644) is refused with
+/// [`Error::InvalidInput`] saying how to fix it (`chmod 600 FILE`).
 #[derive(Debug, Clone)]
 pub struct FileKey {
     path: PathBuf,
@@ -60,7 +64,23 @@ impl FileKey {
 
 impl KeyProvider for FileKey {
     fn root_key(&self) -> Result<RootKey> {
-        let bytes = Zeroizing::new(std::fs::read(&self.path)?);
+        let mut file = std::fs::File::open(&self.path)?;
+        // The mode of the file actually opened (not of whatever the path names a moment later).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file.metadata()?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(Error::invalid(format!(
+                    "key file {path} is accessible by group or others (mode {:04o}); a key file must be \
+                     private to its owner: run `chmod 600 {path}`",
+                    mode & 0o7777,
+                    path = self.path.display()
+                )));
+            }
+        }
+        let mut bytes = Zeroizing::new(Vec::new());
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
         if bytes.len() == KEY_LEN {
             return RootKey::from_slice(&bytes);
         }
@@ -101,5 +121,44 @@ impl crate::DbBuilder {
         provider: &dyn KeyProvider,
     ) -> Result<crate::Db> {
         self.open(path, provider.root_key()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn write_key_file(path: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, "11".repeat(32)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_readable_by_group_or_others_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        for mode in [0o644, 0o640, 0o604, 0o666, 0o660, 0o602, 0o620] {
+            write_key_file(&path, mode);
+            let err = FileKey::new(&path).root_key().unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{mode:o}: {err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{mode:o}: {msg}");
+            assert!(msg.contains(&format!("{mode:04o}")), "{mode:o}: {msg}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_private_to_its_owner_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        for mode in [0o600, 0o400] {
+            write_key_file(&path, mode);
+            let key = FileKey::new(&path).root_key().unwrap();
+            assert_eq!(key.to_hex().as_str(), "11".repeat(32));
+        }
     }
 }

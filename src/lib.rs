@@ -16,7 +16,6 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod graph;
-pub mod import;
 mod keyprovider;
 mod store;
 mod types;

@@ -342,6 +342,8 @@ fn key_providers_supply_the_root_key() {
     let key_hex = "11".repeat(32);
     let file = tmp("providers.key");
     std::fs::write(&file, format!("{key_hex}\n")).unwrap();
+    #[cfg(unix)] // FileKey refuses a key file that group or others can read
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     Db::builder().open_with_provider(&path, &FileKey::new(&file)).unwrap().create_org("acme").unwrap();
     std::env::set_var("SILOGRAPH_TEST_ROOT_KEY", &key_hex);
     let db = Db::builder().open_with_provider(&path, &EnvKey::new("SILOGRAPH_TEST_ROOT_KEY")).unwrap();

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use redb::StorageBackend;
@@ -39,6 +38,38 @@ fn poisoned() -> BackendIoError {
     std::io::Error::other("overlay lock poisoned")
 }
 
+/// Reads exactly `buf.len()` bytes at `offset` without a shared cursor (positional read).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` (`seek_read` may return fewer: loop).
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Portable fallback: seek, then read. Safe because every caller holds the overlay's mutex, so no
+/// other read moves the file's cursor in between.
+#[cfg(not(any(unix, windows)))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
 impl Overlay {
     fn read_block(&self, file: &File, index: u64) -> std::io::Result<Box<[u8]>> {
         if let Some(b) = self.blocks.get(&index) {
@@ -48,7 +79,7 @@ impl Overlay {
         let start = index * BLOCK;
         if start < self.file_len {
             let n = (self.file_len - start).min(BLOCK) as usize;
-            file.read_exact_at(&mut buf[..n], start)?;
+            read_exact_at(file, &mut buf[..n], start)?;
         }
         Ok(buf)
     }

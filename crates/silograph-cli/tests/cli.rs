@@ -1,7 +1,6 @@
 //! End-to-end tests of the `silograph` command-line tool: every command run as a process on real
-//! data shipped in `examples/data/`, JSON output parsed and checked against the input file, and
-//! the exit codes (0 ok, 1 integrity failure, 2 usage, 3 wrong key).
-#![cfg(feature = "cli")]
+//! data shipped in the repository's `examples/data/`, JSON output parsed and checked against the
+//! input file, and the exit codes (0 ok, 1 integrity failure, 2 usage, 3 wrong key).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -75,7 +74,20 @@ fn assert_ok(o: &Output) {
 }
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data").join(name)
+}
+
+/// Writes `hex` as a key file private to its owner (the CLI refuses any other).
+fn write_key(path: &Path, hex: &str) {
+    std::fs::write(path, hex).unwrap();
+    set_mode(path, 0o600);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    #[cfg(not(unix))]
+    let _ = (path, mode);
 }
 
 /// The first `rows` messages of the shipped CollegeMsg slice, as a file in `env`.
@@ -94,10 +106,11 @@ fn messages(env: &Env, rows: usize) -> (PathBuf, Vec<(String, String, i64)>) {
     (path, parsed)
 }
 
-fn import_messages(env: &Env, path: &Path) -> Value {
-    env.json(&[
+/// The arguments that import the messages file at `path` into `org`, then `extra` ones.
+fn import_messages<'a>(org: &'a str, path: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "import",
-        "uci",
+        org,
         "--edges",
         path.to_str().unwrap(),
         "--system",
@@ -108,7 +121,9 @@ fn import_messages(env: &Env, path: &Path) -> Value {
         "ts",
         "--time-unit",
         "s",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// An env with org `uci` holding the first `rows` messages.
@@ -116,10 +131,29 @@ fn loaded(rows: usize) -> (Env, Vec<(String, String, i64)>) {
     let env = Env::new();
     assert_ok(&env.run(&["org", "create", "uci"]));
     let (path, msgs) = messages(&env, rows);
-    let report = import_messages(&env, &path);
+    let report = env.json(&import_messages("uci", &path, &[]));
     assert_eq!(report["rows"], rows as u64);
     assert_eq!(report["edges_added"], rows as u64);
     (env, msgs)
+}
+
+/// Flips one ciphertext byte of the first record of `table` with plain redb, bypassing silograph.
+fn flip_a_byte_of_the_first_record(db: &Path, table: &str) {
+    use redb::ReadableTable;
+    let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+    let raw = redb::Database::create(db).unwrap();
+    let wtx = raw.begin_write().unwrap();
+    {
+        let mut t = wtx.open_table(def).unwrap();
+        let (k, mut v) = {
+            let (k, v) = t.first().unwrap().unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        };
+        let mid = v.len() / 2;
+        v[mid] ^= 1;
+        t.insert(k.as_slice(), v.as_slice()).unwrap();
+    }
+    wtx.commit().unwrap();
 }
 
 fn names(v: &Value) -> BTreeSet<String> {
@@ -166,22 +200,7 @@ fn import_of_real_messages_matches_the_file_and_a_second_import_changes_nothing(
 
     // Again, with tiny caches (the memory bound of a big import): same answer, nothing added.
     let (path, _) = messages(&env, 1500);
-    let again = env.json(&[
-        "--page-cache-mb",
-        "1",
-        "--storage-cache-mb",
-        "1",
-        "import",
-        "uci",
-        "--edges",
-        path.to_str().unwrap(),
-        "--system",
-        "user",
-        "--kind",
-        "messaged",
-        "--time-col",
-        "ts",
-    ]);
+    let again = env.json(&import_messages("uci", &path, &["--page-cache-mb", "1", "--storage-cache-mb", "1"]));
     assert_eq!((again["nodes_added"].as_u64(), again["edges_added"].as_u64()), (Some(0), Some(0)));
     assert_eq!(env.json(&["stats", "uci"]), stats);
 }
@@ -272,7 +291,7 @@ fn wrong_root_key_exits_3_and_leaves_the_file_unchanged() {
     let (env, _) = loaded(200);
     let before = std::fs::read(env.db()).unwrap();
     let wrong = env.path("wrong.key");
-    std::fs::write(&wrong, "11".repeat(32)).unwrap();
+    write_key(&wrong, &"11".repeat(32));
     let out =
         env.run_raw(&["--db", env.db().to_str().unwrap(), "--root-key-file", wrong.to_str().unwrap(), "stats", "uci"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -386,7 +405,7 @@ fn rotation_keeps_every_answer_and_the_audit_chain_and_verify_pass() {
 fn export_then_import_org_into_another_database_gives_the_same_answers() {
     let (env, _) = loaded(500);
     let tk = env.path("transport.key");
-    std::fs::write(&tk, "ab".repeat(32)).unwrap();
+    write_key(&tk, &"ab".repeat(32));
     let bundle = env.path("uci.bundle");
     let e =
         env.json(&["export", "uci", "--out", bundle.to_str().unwrap(), "--transport-key-file", tk.to_str().unwrap()]);
@@ -400,7 +419,7 @@ fn export_then_import_org_into_another_database_gives_the_same_answers() {
     assert_eq!(other.json(&["neighbors", "uci", "user:1"]), before);
 
     let wrong = env.path("wrong-transport.key");
-    std::fs::write(&wrong, "cd".repeat(32)).unwrap();
+    write_key(&wrong, &"cd".repeat(32));
     let third = Env::new();
     let out = third.run(&["import-org", bundle.to_str().unwrap(), "--transport-key-file", wrong.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "a wrong transport key is a wrong key: {}", stderr(&out));
@@ -420,25 +439,8 @@ fn deleted_org_disappears_and_its_name_can_be_reused_empty() {
 
 #[test]
 fn a_tampered_record_fails_verify_with_exit_1_and_is_named() {
-    use silograph::fuzzing::redb::{self, ReadableTable};
     let (env, _) = loaded(300);
-    {
-        // Flip one ciphertext byte of one edge record with plain redb, bypassing silograph.
-        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("edges");
-        let raw = redb::Database::create(env.db()).unwrap();
-        let wtx = raw.begin_write().unwrap();
-        {
-            let mut t = wtx.open_table(def).unwrap();
-            let (k, mut v) = {
-                let (k, v) = t.first().unwrap().unwrap();
-                (k.value().to_vec(), v.value().to_vec())
-            };
-            let mid = v.len() / 2;
-            v[mid] ^= 1;
-            t.insert(k.as_slice(), v.as_slice()).unwrap();
-        }
-        wtx.commit().unwrap();
-    }
+    flip_a_byte_of_the_first_record(&env.db(), "edges");
     let out = env.run(&["verify", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -453,19 +455,7 @@ fn bulk_import_answers_like_the_ordinary_import_and_refuses_a_second_run() {
     let (env, _) = loaded(1000);
     assert_ok(&env.run(&["org", "create", "fast"]));
     let (path, _) = messages(&env, 1000);
-    let args = [
-        "import",
-        "fast",
-        "--edges",
-        path.to_str().unwrap(),
-        "--system",
-        "user",
-        "--kind",
-        "messaged",
-        "--time-col",
-        "ts",
-        "--bulk",
-    ];
+    let args = import_messages("fast", &path, &["--bulk"]);
     let r = env.json(&args);
     assert_eq!(r["edges_added"], 1000);
     let strip = |v: Value| -> BTreeSet<(String, u64)> {
@@ -489,9 +479,9 @@ fn bulk_import_answers_like_the_ordinary_import_and_refuses_a_second_run() {
 fn a_byok_org_opens_only_with_its_own_key_and_a_wrong_one_exits_3() {
     let env = Env::new();
     let ok = env.path("globex.key");
-    std::fs::write(&ok, "42".repeat(32)).unwrap();
+    write_key(&ok, &"42".repeat(32));
     let bad = env.path("bad-org.key");
-    std::fs::write(&bad, "43".repeat(32)).unwrap();
+    write_key(&bad, &"43".repeat(32));
     let created = env.json(&["--org-key-file", ok.to_str().unwrap(), "org", "create", "globex"]);
     assert_eq!(created["byok"], true);
     let (path, msgs) = messages(&env, 100);
@@ -517,25 +507,82 @@ fn a_byok_org_opens_only_with_its_own_key_and_a_wrong_one_exits_3() {
 
 #[test]
 fn a_tampered_audit_entry_fails_audit_verify_with_exit_1() {
-    use silograph::fuzzing::redb::{self, ReadableTable};
     let (env, _) = loaded(100);
     assert_eq!(env.json(&["audit", "uci", "verify"])["ok"], true);
-    {
-        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
-        let raw = redb::Database::create(env.db()).unwrap();
-        let wtx = raw.begin_write().unwrap();
-        {
-            let mut t = wtx.open_table(def).unwrap();
-            let (k, mut v) = {
-                let (k, v) = t.first().unwrap().unwrap();
-                (k.value().to_vec(), v.value().to_vec())
-            };
-            let mid = v.len() / 2;
-            v[mid] ^= 1;
-            t.insert(k.as_slice(), v.as_slice()).unwrap();
-        }
-        wtx.commit().unwrap();
-    }
+    flip_a_byte_of_the_first_record(&env.db(), "audit");
     let out = env.run(&["audit", "uci", "verify"]);
     assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_key_file_readable_by_group_or_others_is_refused_with_how_to_fix_it() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "acme"]));
+    for mode in [0o644, 0o640, 0o666] {
+        set_mode(&env.key(), mode);
+        let out = env.run(&["org", "list"]);
+        assert_eq!(out.status.code(), Some(2), "mode {mode:o}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("chmod 600 {}", env.key().display())), "mode {mode:o}: {err}");
+    }
+    set_mode(&env.key(), 0o600);
+    assert_eq!(env.json(&["org", "list"]), serde_json::json!(["acme"]));
+
+    // The same rule for every key file: a transport key too.
+    let tk = env.path("transport.key");
+    std::fs::write(&tk, "ab".repeat(32)).unwrap();
+    set_mode(&tk, 0o644);
+    let bundle = env.path("acme.bundle");
+    let out =
+        env.run(&["export", "acme", "--out", bundle.to_str().unwrap(), "--transport-key-file", tk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert!(!bundle.exists());
+}
+
+#[test]
+fn init_refuses_an_existing_generate_key_file_and_creates_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = (dir.path().join("ctx.silo"), dir.path().join("planted.key"));
+    let planted = "5a".repeat(32);
+    write_key(&key, &planted);
+    let out = Command::new(env!("CARGO_BIN_EXE_silograph"))
+        .args(["--db", db.to_str().unwrap(), "init", "--generate-key-file", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), planted, "the existing file is left alone");
+    assert!(!db.exists(), "no database is created with a key someone else may have written");
+}
+
+#[test]
+fn a_row_with_the_wrong_number_of_fields_is_refused_unless_flexible() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "uci"]));
+    let f = env.path("ragged.tsv");
+    std::fs::write(&f, "src\tdst\tts\n1\t2\t1082040961\n2\t3\t1082040962\t9\t9\t9\n").unwrap();
+    let args = ["import", "uci", "--edges", f.to_str().unwrap(), "--system", "user", "--time-col", "ts"];
+    let out = env.run(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ragged.tsv:3:") && err.contains("6 fields") && err.contains("header has 3"), "{err}");
+    assert_eq!(env.json(&["stats", "uci"])["edges"], 0, "nothing of a refused import is committed");
+
+    let mut flexible = args.to_vec();
+    flexible.push("--flexible");
+    assert_eq!(env.json(&flexible)["edges_added"], 2);
+}
+
+#[test]
+fn a_failed_init_leaves_no_generated_key_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = (dir.path().join("missing-dir").join("ctx.silo"), dir.path().join("root.key"));
+    let out = Command::new(env!("CARGO_BIN_EXE_silograph"))
+        .args(["--db", db.to_str().unwrap(), "init", "--generate-key-file", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(!key.exists(), "a key that protects nothing is removed, so init can be run again");
 }

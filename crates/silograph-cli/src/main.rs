@@ -1,11 +1,13 @@
-//! `silograph`: the command-line tool (feature `cli`).
+//! `silograph`: the command-line tool (crate `silograph-cli`).
 //!
 //! ```text
 //! silograph --db FILE (--root-key-file F | --root-key-env VAR) <command>
 //! ```
 //!
-//! The root key is read from a file or an environment variable (64 hex digits), never from the
-//! command line, where it would end up in shell history and `ps` output.
+//! The root key is read from a file or an environment variable (64 hex digits) through the
+//! library's key providers ([`silograph::FileKey`], [`silograph::EnvKey`]), never from the command
+//! line, where it would end up in shell history and `ps` output. A key file readable by group or
+//! others is refused.
 //!
 //! Exit codes: 0 ok; 1 integrity or verification failure (and storage/I/O failures); 2 usage
 //! (bad arguments, a malformed input file, an unknown organization); 3 wrong key.
@@ -19,13 +21,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{json, Value as Json};
-use silograph::import::{self, Column, EdgeImport, Format, ImportReport, NodeImport, Phase, TimeUnit};
+use serde::Serialize;
 use silograph::{
-    Db, Direction, Error, NeighborFilter, NodeId, Org, OrgKey, PathOptions, ReadTxn, RootKey, TransportKey,
+    Db, Direction, EnvKey, Error, FileKey, KeyProvider, NeighborFilter, NodeId, Org, OrgKey, PathOptions, ReadTxn,
+    RootKey, Timestamp, TransportKey,
 };
+use silograph_import::{self as import, Column, EdgeImport, Format, ImportReport, NodeImport, Phase, TimeUnit};
 
 /// An embedded, encrypted, multi-tenant context-graph store.
 #[derive(Debug, Parser)]
@@ -55,7 +59,7 @@ struct Cli {
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 struct KeyArgs {
-    /// A file holding the root key as 64 hex digits.
+    /// A file holding the root key as 64 hex digits (private to its owner: chmod 600).
     #[arg(long, value_name = "F")]
     root_key_file: Option<PathBuf>,
     /// An environment variable holding the root key as 64 hex digits.
@@ -68,7 +72,7 @@ struct KeyArgs {
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 struct OrgKeyArgs {
-    /// A file holding the organization's own key as 64 hex digits (BYOK).
+    /// A file holding the organization's own key as 64 hex digits (BYOK; chmod 600).
     #[arg(long, global = true, value_name = "F", help_heading = "Global options")]
     org_key_file: Option<PathBuf>,
     /// An environment variable holding the organization's own key as 64 hex digits (BYOK).
@@ -80,7 +84,7 @@ struct OrgKeyArgs {
 enum Command {
     /// Create a new database file.
     Init {
-        /// Write a fresh random root key to this file (mode 0600) if it does not exist, and use it.
+        /// Write a fresh random root key to this new file (mode 0600; it must not exist), and use it.
         #[arg(long, value_name = "F")]
         generate_key_file: Option<PathBuf>,
     },
@@ -96,8 +100,8 @@ enum Command {
         /// The node, as system:external_id.
         node: String,
         /// Which edges to follow.
-        #[arg(long, value_enum, default_value_t = Dir::Out)]
-        direction: Dir,
+        #[arg(long, default_value = "out", value_parser = direction_parser())]
+        direction: Direction,
         #[command(flatten)]
         filter: FilterArgs,
     },
@@ -111,8 +115,8 @@ enum Command {
         #[arg(long)]
         depth: u32,
         /// Which edges to follow.
-        #[arg(long, value_enum, default_value_t = Dir::Out)]
-        direction: Dir,
+        #[arg(long, default_value = "out", value_parser = direction_parser())]
+        direction: Direction,
         #[command(flatten)]
         filter: FilterArgs,
     },
@@ -125,8 +129,8 @@ enum Command {
         /// The end node, as system:external_id.
         to: String,
         /// Which edges to follow from the start towards the end.
-        #[arg(long, value_enum, default_value_t = Dir::Out)]
-        direction: Dir,
+        #[arg(long, default_value = "out", value_parser = direction_parser())]
+        direction: Direction,
         /// Longest path to look for, in edges.
         #[arg(long)]
         max_depth: Option<u32>,
@@ -203,30 +207,33 @@ struct ImportArgs {
     /// The node file (imported before the edges).
     #[arg(long, value_name = "F")]
     nodes: Option<PathBuf>,
-    /// Input format (default: from the file extension; .csv, .jsonl, otherwise tsv).
-    #[arg(long, value_enum)]
-    format: Option<Fmt>,
+    /// Input format: tsv, csv or jsonl (default: from the file extension; .csv, .jsonl, otherwise tsv).
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<Format>,
     /// The files have no header line (TSV/CSV).
     #[arg(long)]
     no_header: bool,
+    /// Accept TSV/CSV rows with more or fewer fields than the header (or the first row).
+    #[arg(long)]
+    flexible: bool,
     /// Source column (1-based position or header name).
     #[arg(long, default_value = "1")]
-    src_col: String,
+    src_col: Column,
     /// Target column (1-based position or header name).
     #[arg(long, default_value = "2")]
-    dst_col: String,
+    dst_col: Column,
     /// Valid-from time column.
     #[arg(long)]
-    time_col: Option<String>,
+    time_col: Option<Column>,
     /// Column holding each edge's kind.
     #[arg(long, conflicts_with = "kind")]
-    kind_col: Option<String>,
+    kind_col: Option<Column>,
     /// Kind of every edge (default "edge").
     #[arg(long)]
     kind: Option<String>,
     /// Column holding each edge's own id (its identity on re-import; default: file:line).
     #[arg(long)]
-    id_col: Option<String>,
+    id_col: Option<Column>,
     /// System of the nodes' external ids (default: the file's stem).
     #[arg(long)]
     system: Option<String>,
@@ -236,12 +243,12 @@ struct ImportArgs {
     /// System of the target endpoints (overrides --system).
     #[arg(long)]
     dst_system: Option<String>,
-    /// Unit of the time column.
-    #[arg(long, value_enum, default_value_t = Unit::S)]
-    time_unit: Unit,
+    /// Unit of the time column: s or ms.
+    #[arg(long, default_value = "s", value_name = "UNIT")]
+    time_unit: TimeUnit,
     /// Column holding each node's id in the node file.
     #[arg(long, default_value = "1")]
-    node_id_col: String,
+    node_id_col: Column,
     /// Kind of every node in the node file (default: its system).
     #[arg(long)]
     node_kind: Option<String>,
@@ -262,7 +269,7 @@ struct ImportArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 struct TransportArgs {
-    /// A file holding the transport key as 64 hex digits.
+    /// A file holding the transport key as 64 hex digits (chmod 600).
     #[arg(long, value_name = "F")]
     transport_key_file: Option<PathBuf>,
     /// An environment variable holding the transport key as 64 hex digits.
@@ -276,38 +283,29 @@ struct FilterArgs {
     #[arg(long)]
     kind: Vec<String>,
     /// Follow only edges valid at this time (milliseconds since the epoch, or YYYY-MM-DD).
-    #[arg(long, value_name = "T")]
-    valid_at: Option<String>,
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    valid_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Dir {
-    Out,
-    In,
-    Both,
+/// `out`, `in` or `both`, parsed into the library's [`Direction`] (listed in `--help`).
+fn direction_parser() -> impl TypedValueParser<Value = Direction> {
+    PossibleValuesParser::new(["out", "in", "both"]).map(|s| match s.as_str() {
+        "in" => Direction::In,
+        "both" => Direction::Both,
+        _ => Direction::Out,
+    })
 }
 
-impl From<Dir> for Direction {
-    fn from(d: Dir) -> Direction {
-        match d {
-            Dir::Out => Direction::Out,
-            Dir::In => Direction::In,
-            Dir::Both => Direction::Both,
-        }
+fn parse_time(s: &str) -> Result<Timestamp, import::Error> {
+    import::parse_timestamp(s)
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::In => "in",
+        Direction::Both => "both",
+        _ => "out",
     }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Fmt {
-    Tsv,
-    Csv,
-    Jsonl,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Unit {
-    S,
-    Ms,
 }
 
 /// Why the command failed, mapped to the exit code.
@@ -324,6 +322,15 @@ enum Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Store(e)
+    }
+}
+
+impl From<import::Error> for Failure {
+    fn from(e: import::Error) -> Self {
+        match e {
+            import::Error::Store(e) => Failure::Store(e),
+            other => Failure::Usage(other.to_string()),
+        }
     }
 }
 
@@ -376,12 +383,9 @@ fn run(cli: Cli) -> Outcome {
         builder = builder.storage_cache_size(mb << 20);
     }
     let db = builder.open(&cli.db, root_key(&cli.key)?)?;
-    let org_key = read_secret(
-        cli.org_key.org_key_file.as_deref(),
-        cli.org_key.org_key_env.as_deref(),
-        "org key",
-        OrgKey::from_hex,
-    )?;
+    let org_key = read_key(cli.org_key.org_key_file.as_deref(), cli.org_key.org_key_env.as_deref(), "org key", |k| {
+        OrgKey::from_hex(&k.to_hex())
+    })?;
     let open = |name: &str| -> Outcome<Org> {
         match &org_key {
             Some(k) => db.org_with_key(name, k).map_err(|e| match e {
@@ -407,18 +411,18 @@ fn run(cli: Cli) -> Outcome {
                 None => db.create_org(&name)?,
             };
             let byok = org_key.is_some();
-            emit(json, json!({ "created": name, "byok": byok }), || {
+            emit(json, &OrgCreated { byok, created: &name }, || {
                 let how = if byok { "with the host's own key (BYOK)" } else { "with a managed key" };
                 format!("created organization {name} {how}")
             })
         }
         Command::Org(OrgCommand::List) => {
             let names = db.list_orgs()?;
-            emit(json, json!(names), || names.join("\n"))
+            emit(json, &names, || names.join("\n"))
         }
         Command::Org(OrgCommand::Delete { name }) => {
             let report = with_spinner(format!("deleting {name}"), || db.delete_org(&name))?;
-            emit(json, json!({ "deleted": name, "purged": report.purged }), || {
+            emit(json, &OrgDeleted { deleted: &name, purged: report.purged }, || {
                 format!("deleted organization {name}: keys shredded, {} records purged", report.purged)
             })
         }
@@ -426,7 +430,13 @@ fn run(cli: Cli) -> Outcome {
             let r = with_spinner(format!("rotating {name}"), || db.rotate_org_key(&name))?;
             emit(
                 json,
-                json!({ "org": name, "epoch": r.epoch, "resealed": r.resealed, "batches": r.batches, "resumed": r.resumed }),
+                &OrgRotated {
+                    batches: r.batches,
+                    epoch: r.epoch,
+                    org: &name,
+                    resealed: r.resealed,
+                    resumed: r.resumed,
+                },
                 || {
                     let resumed = if r.resumed { " (finished an interrupted rotation)" } else { "" };
                     format!(
@@ -458,8 +468,14 @@ fn run(cli: Cli) -> Outcome {
             };
             emit(
                 json,
-                json!({ "org": r.org, "records": r.records, "audit_entries": r.audit_entries,
-                        "chunks": r.chunks, "bytes": r.bytes, "out": out.display().to_string() }),
+                &Exported {
+                    audit_entries: r.audit_entries,
+                    bytes: r.bytes,
+                    chunks: r.chunks,
+                    org: &r.org,
+                    out: out.display().to_string(),
+                    records: r.records,
+                },
                 || {
                     format!(
                         "exported {} to {}: {} records, {} audit entries, {} bytes sealed",
@@ -483,7 +499,7 @@ fn run(cli: Cli) -> Outcome {
             let r = res?;
             emit(
                 json,
-                json!({ "org": r.org, "records": r.records, "audit_entries": r.audit_entries, "bytes": r.bytes }),
+                &ImportedOrg { audit_entries: r.audit_entries, bytes: r.bytes, org: &r.org, records: r.records },
                 || format!("imported organization {} under fresh keys: {} records", r.org, r.records),
             )
         }
@@ -491,8 +507,13 @@ fn run(cli: Cli) -> Outcome {
             let report = open(&org)?.audit().verify()?;
             emit(
                 json,
-                json!({ "org": org, "ok": report.is_ok(), "valid_entries": report.valid_entries,
-                        "first_bad": report.first_bad, "reason": report.reason }),
+                &AuditVerified {
+                    first_bad: report.first_bad,
+                    ok: report.is_ok(),
+                    org: &org,
+                    reason: report.reason.as_deref(),
+                    valid_entries: report.valid_entries,
+                },
                 || match (&report.first_bad, &report.reason) {
                     (None, _) => format!("audit chain of {org}: ok, {} entries verified", report.valid_entries),
                     (Some(seq), why) => format!(
@@ -511,64 +532,63 @@ fn run(cli: Cli) -> Outcome {
         Command::Neighbors { org, node, direction, filter } => {
             let r = open(&org)?.read()?;
             let id = resolve(&r, &node)?;
-            neighbors_cmd(&r, id, direction.into(), &filter, json)
+            neighbors_cmd(&r, id, direction, &filter, json)
         }
         Command::Khop { org, node, depth, direction, filter } => {
             let r = open(&org)?.read()?;
             let id = resolve(&r, &node)?;
-            let mut t = r.traverse(id).max_depth(depth).direction(direction.into());
+            let mut t = r.traverse(id).max_depth(depth).direction(direction);
             if !filter.kind.is_empty() {
                 t = t.kinds(&filter.kind);
             }
-            if let Some(at) = valid_at(&filter)? {
+            if let Some(at) = filter.valid_at {
                 t = t.valid_at(at);
             }
             let hits = t.run()?;
             let rows = hits
                 .iter()
-                .map(|(n, d)| Ok(json!({ "node": node_name(&r, *n)?, "id": n.0, "depth": d })))
-                .collect::<Outcome<Vec<Json>>>()?;
-            emit(json, Json::Array(rows.clone()), || {
-                rows.iter().map(|v| format!("{}\t{}", v["depth"], text(&v["node"]))).collect::<Vec<_>>().join("\n")
-            })
+                .map(|(n, d)| Ok(Hop { depth: *d, id: n.0, node: node_name(&r, *n)? }))
+                .collect::<Outcome<Vec<Hop>>>()?;
+            emit(json, &rows, || rows.iter().map(|h| format!("{}\t{}", h.depth, h.node)).collect::<Vec<_>>().join("\n"))
         }
         Command::Path { org, from, to, direction, max_depth, filter } => {
             let r = open(&org)?.read()?;
             let (a, b) = (resolve(&r, &from)?, resolve(&r, &to)?);
-            let mut opts = PathOptions::new().direction(direction.into());
+            let mut opts = PathOptions::new().direction(direction);
             if let Some(k) = max_depth {
                 opts = opts.max_depth(k);
             }
             if !filter.kind.is_empty() {
                 opts = opts.kinds(&filter.kind);
             }
-            if let Some(at) = valid_at(&filter)? {
+            if let Some(at) = filter.valid_at {
                 opts = opts.valid_at(at);
             }
             match r.shortest_path(a, b, &opts)? {
-                None => emit(json, Json::Null, || format!("no path from {from} to {to}")),
+                None => emit(json, &None::<FoundPath>, || format!("no path from {from} to {to}")),
                 Some(p) => {
-                    let names = p.nodes.iter().map(|n| node_name(&r, *n)).collect::<Outcome<Vec<_>>>()?;
-                    let edges = p.edges.iter().map(|e| e.0).collect::<Vec<_>>();
-                    emit(json, json!({ "length": p.edges.len(), "nodes": names, "edges": edges }), || {
-                        names.join(" -> ")
-                    })
+                    let nodes = p.nodes.iter().map(|n| node_name(&r, *n)).collect::<Outcome<Vec<_>>>()?;
+                    let found =
+                        FoundPath { edges: p.edges.iter().map(|e| e.0).collect(), length: p.edges.len(), nodes };
+                    emit(json, &found, || found.nodes.join(" -> "))
                 }
             }
         }
         Command::Stats { org } => {
             let o = open(&org)?;
             let (nodes, edges) = o.counts()?;
-            emit(json, json!({ "org": org, "nodes": nodes, "edges": edges }), || {
-                format!("org\t{org}\nnodes\t{nodes}\nedges\t{edges}")
-            })
+            emit(json, &Stats { edges, nodes, org: &org }, || format!("org\t{org}\nnodes\t{nodes}\nedges\t{edges}"))
         }
     }
 }
 
 /// Prints `value` as JSON, or the text `human` makes.
-fn emit(json: bool, value: Json, human: impl FnOnce() -> String) -> Outcome {
-    let out = if json { value.to_string() } else { human() };
+fn emit(json: bool, value: &impl Serialize, human: impl FnOnce() -> String) -> Outcome {
+    let out = if json {
+        serde_json::to_string(value).map_err(|e| Failure::Store(Error::Io(std::io::Error::other(e))))?
+    } else {
+        human()
+    };
     let mut stdout = std::io::stdout().lock();
     if !out.is_empty() {
         match writeln!(stdout, "{out}") {
@@ -589,42 +609,25 @@ fn counted(n: u64, thing: &str) -> String {
     }
 }
 
-/// A JSON string value without its quotes (other values as JSON).
-fn text(v: &Json) -> String {
-    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
-}
-
-/// Reads a 64-hex-digit secret from a file or an environment variable.
-fn read_secret<K>(
+/// A 32-byte key from a file ([`FileKey`]: 64 hex digits or 32 raw bytes, private to its owner)
+/// or an environment variable ([`EnvKey`]: 64 hex digits); `None` if neither is given. The
+/// providers yield a [`RootKey`]; `convert` turns it into the key type needed (org, transport).
+fn read_key<K>(
     file: Option<&Path>,
     env: Option<&str>,
     what: &str,
-    from_hex: impl Fn(&str) -> silograph::Result<K>,
+    convert: impl Fn(RootKey) -> silograph::Result<K>,
 ) -> Outcome<Option<K>> {
-    if let Some(path) = file {
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| Failure::Usage(format!("cannot read {what} file {}: {e}", path.display())))?,
-        );
-        return from_hex(&text).map(Some).map_err(|e| Failure::Usage(format!("{what} file {}: {e}", path.display())));
-    }
-    if let Some(var) = env {
-        let text = zeroize::Zeroizing::new(
-            std::env::var(var)
-                .map_err(|_| Failure::Usage(format!("environment variable {var} is not set (or not valid UTF-8)")))?,
-        );
-        return from_hex(&text).map(Some).map_err(|e| Failure::Usage(format!("environment variable {var}: {e}")));
-    }
-    Ok(None)
-}
-
-fn read_key_file(path: &Path) -> Outcome<RootKey> {
-    read_secret(Some(path), None, "key", RootKey::from_hex)?
-        .ok_or_else(|| Failure::Usage(format!("no key in {}", path.display())))
+    let (key, from) = match (file, env) {
+        (Some(path), _) => (FileKey::new(path).root_key(), format!("{what} file {}", path.display())),
+        (None, Some(var)) => (EnvKey::new(var).root_key(), format!("{what} in environment variable {var}")),
+        (None, None) => return Ok(None),
+    };
+    key.and_then(convert).map(Some).map_err(|e| Failure::Usage(format!("{from}: {e}")))
 }
 
 fn root_key(k: &KeyArgs) -> Outcome<RootKey> {
-    match read_secret(k.root_key_file.as_deref(), k.root_key_env.as_deref(), "root key", RootKey::from_hex)? {
+    match read_key(k.root_key_file.as_deref(), k.root_key_env.as_deref(), "root key", Ok)? {
         Some(key) => Ok(key),
         None => {
             let mut cmd = Cli::command();
@@ -638,58 +641,71 @@ fn root_key(k: &KeyArgs) -> Outcome<RootKey> {
 }
 
 fn transport_key(t: &TransportArgs) -> Outcome<TransportKey> {
-    read_secret(
-        t.transport_key_file.as_deref(),
-        t.transport_key_env.as_deref(),
-        "transport key",
-        TransportKey::from_hex,
-    )?
+    read_key(t.transport_key_file.as_deref(), t.transport_key_env.as_deref(), "transport key", |k| {
+        TransportKey::from_hex(&k.to_hex())
+    })?
     .ok_or_else(|| Failure::Usage("give --transport-key-file F or --transport-key-env VAR".into()))
 }
 
-/// Writes a fresh key to `path`, readable by its owner only; refuses to overwrite.
+/// Writes a fresh key to a new file at `path`, readable by its owner only. The file is created
+/// exclusively: an existing file (perhaps a key planted by someone else) is refused, never adopted.
 fn write_new_key_file(path: &Path) -> Outcome<RootKey> {
     let key = RootKey::generate()?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f =
-        opts.open(path).map_err(|e| Failure::Usage(format!("cannot create key file {}: {e}", path.display())))?;
+    let mut f = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Failure::Usage(format!(
+            "key file {} already exists: --generate-key-file writes a new file only (to use that key, give \
+             --root-key-file {0})",
+            path.display()
+        )),
+        _ => Failure::Usage(format!("cannot create key file {}: {e}", path.display())),
+    })?;
     let hex = key.to_hex();
     f.write_all(hex.as_bytes()).and_then(|()| f.write_all(b"\n")).and_then(|()| f.sync_all()).map_err(Error::from)?;
     Ok(key)
+}
+
+/// What `init` reports in JSON.
+#[derive(Serialize)]
+struct Initialized {
+    db: String,
+    generated_key: bool,
+    key_file: Option<String>,
 }
 
 fn init(cli: &Cli, generate: Option<&Path>) -> Outcome {
     if std::fs::metadata(&cli.db).map(|m| m.len() > 0).unwrap_or(false) {
         return Err(Failure::Usage(format!("{} already exists", cli.db.display())));
     }
-    let (key, generated) = match generate {
-        Some(f) if f.exists() => (read_key_file(f)?, false),
-        Some(f) => (write_new_key_file(f)?, true),
-        None => (root_key(&cli.key)?, false),
+    let key = match generate {
+        Some(f) => write_new_key_file(f)?,
+        None => root_key(&cli.key)?,
     };
-    Db::open(&cli.db, key)?;
-    let key_file = generate.map(|f| f.display().to_string());
-    emit(
-        cli.json,
-        json!({ "db": cli.db.display().to_string(), "key_file": key_file, "generated_key": generated }),
-        || match (generate, generated) {
-            (Some(f), true) => {
-                format!("created {} with a new root key in {} (mode 0600)", cli.db.display(), f.display())
-            }
-            (Some(f), false) => format!("created {} with the root key in {}", cli.db.display(), f.display()),
-            (None, _) => format!("created {}", cli.db.display()),
-        },
-    )
+    if let Err(e) = Db::open(&cli.db, key) {
+        if let Some(f) = generate {
+            // The new key protects nothing yet: remove it, so that running `init` again works.
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(e.into());
+    }
+    let report = Initialized {
+        db: cli.db.display().to_string(),
+        generated_key: generate.is_some(),
+        key_file: generate.map(|f| f.display().to_string()),
+    };
+    emit(cli.json, &report, || match generate {
+        Some(f) => format!("created {} with a new root key in {} (mode 0600)", cli.db.display(), f.display()),
+        None => format!("created {}", cli.db.display()),
+    })
 }
 
 fn resolve(r: &ReadTxn, name: &str) -> Outcome<NodeId> {
     let s = import::parse_node_ref(name)?;
-    r.lookup(&s.system, &s.external_id)?.ok_or_else(|| {
-        Failure::Store(Error::InvalidInput(format!("no node {name} in organization {}", r.org().name())))
-    })
+    r.lookup(&s.system, &s.external_id)?
+        .ok_or_else(|| Failure::Usage(format!("invalid input: no node {name} in organization {}", r.org().name())))
 }
 
 fn node_name(r: &ReadTxn, id: NodeId) -> Outcome<String> {
@@ -699,12 +715,8 @@ fn node_name(r: &ReadTxn, id: NodeId) -> Outcome<String> {
     })
 }
 
-fn valid_at(f: &FilterArgs) -> Outcome<Option<i64>> {
-    Ok(f.valid_at.as_deref().map(import::parse_timestamp).transpose()?)
-}
-
 fn neighbors_cmd(r: &ReadTxn, id: NodeId, dir: Direction, f: &FilterArgs, json: bool) -> Outcome {
-    let mut filter = NeighborFilter { valid_at: valid_at(f)?, ..NeighborFilter::default() };
+    let mut filter = NeighborFilter { valid_at: f.valid_at, ..NeighborFilter::default() };
     if !f.kind.is_empty() {
         let mut ids = Vec::new();
         for k in &f.kind {
@@ -715,22 +727,21 @@ fn neighbors_cmd(r: &ReadTxn, id: NodeId, dir: Direction, f: &FilterArgs, json: 
     let mut rows = Vec::new();
     for n in r.neighbors_filtered(id, dir, filter)? {
         let n = n?;
-        let kind = r.kind_name(n.kind)?.unwrap_or_default();
-        rows.push(json!({
-            "node": node_name(r, n.node)?,
-            "id": n.node.0,
-            "edge": n.edge.0,
-            "kind": kind,
-            "direction": match n.direction { Direction::In => "in", _ => "out" },
-            "valid_from": n.valid_from,
-            "valid_to": n.valid_to,
-        }));
+        rows.push(NeighborRow {
+            direction: direction_name(n.direction),
+            edge: n.edge.0,
+            id: n.node.0,
+            kind: r.kind_name(n.kind)?.unwrap_or_default(),
+            node: node_name(r, n.node)?,
+            valid_from: n.valid_from,
+            valid_to: n.valid_to,
+        });
     }
-    emit(json, Json::Array(rows.clone()), || {
+    emit(json, &rows, || {
         rows.iter()
-            .map(|v| {
-                let from = v["valid_from"].as_i64().map(|t| format!("\tvalid_from={t}")).unwrap_or_default();
-                format!("{}\t{}\t{}{from}", text(&v["direction"]), text(&v["kind"]), text(&v["node"]))
+            .map(|n| {
+                let from = n.valid_from.map(|t| format!("\tvalid_from={t}")).unwrap_or_default();
+                format!("{}\t{}\t{}{from}", n.direction, n.kind, n.node)
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -758,45 +769,50 @@ fn verify_cmd(db: &Db, json: bool) -> Outcome {
     });
     bar.finish_and_clear();
     let r = res?;
-    let corrupt: Vec<Json> = r
-        .corrupt
-        .iter()
-        .map(|c| {
-            json!({ "org": c.org, "table": c.table, "key": c.key, "node": c.node.map(|n| n.0),
-                         "edge": c.edge.map(|e| e.0), "error": c.error })
-        })
-        .collect();
-    let bad_audit: Vec<Json> = r.bad_audit.iter().map(|(o, seq)| json!({ "org": o, "first_bad": seq })).collect();
-    emit(
-        json,
-        json!({ "ok": r.is_ok(), "records": r.records(), "orgs": r.orgs, "skipped_byok": r.skipped_byok,
-                "corrupt": corrupt, "bad_audit": bad_audit }),
-        || {
-            let mut lines = vec![format!(
-                "checked {} records of {} organizations{}",
-                r.records(),
-                r.orgs.len(),
-                if r.skipped_byok.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (skipped BYOK: {})", r.skipped_byok.join(", "))
-                }
-            )];
-            for c in &r.corrupt {
-                let at = match (c.node, c.edge) {
-                    (Some(n), _) => format!(" (node {})", n.0),
-                    (_, Some(e)) => format!(" (edge {})", e.0),
-                    _ => String::new(),
-                };
-                lines.push(format!("CORRUPT org={} table={} key={}{at}: {}", c.org, c.table, c.key, c.error));
+    let report = Verified {
+        bad_audit: r.bad_audit.iter().map(|(org, seq)| BadAudit { first_bad: *seq, org }).collect(),
+        corrupt: r
+            .corrupt
+            .iter()
+            .map(|c| Corrupt {
+                edge: c.edge.map(|e| e.0),
+                error: &c.error,
+                key: &c.key,
+                node: c.node.map(|n| n.0),
+                org: &c.org,
+                table: c.table,
+            })
+            .collect(),
+        ok: r.is_ok(),
+        orgs: &r.orgs,
+        records: r.records(),
+        skipped_byok: &r.skipped_byok,
+    };
+    emit(json, &report, || {
+        let mut lines = vec![format!(
+            "checked {} records of {} organizations{}",
+            r.records(),
+            r.orgs.len(),
+            if r.skipped_byok.is_empty() {
+                String::new()
+            } else {
+                format!(" (skipped BYOK: {})", r.skipped_byok.join(", "))
             }
-            for (o, seq) in &r.bad_audit {
-                lines.push(format!("BROKEN audit chain of {o} at entry {seq}"));
-            }
-            lines.push(if r.is_ok() { "ok".into() } else { "FAILED".into() });
-            lines.join("\n")
-        },
-    )?;
+        )];
+        for c in &r.corrupt {
+            let at = match (c.node, c.edge) {
+                (Some(n), _) => format!(" (node {})", n.0),
+                (_, Some(e)) => format!(" (edge {})", e.0),
+                _ => String::new(),
+            };
+            lines.push(format!("CORRUPT org={} table={} key={}{at}: {}", c.org, c.table, c.key, c.error));
+        }
+        for (o, seq) in &r.bad_audit {
+            lines.push(format!("BROKEN audit chain of {o} at entry {seq}"));
+        }
+        lines.push(if r.is_ok() { "ok".into() } else { "FAILED".into() });
+        lines.join("\n")
+    })?;
     if r.is_ok() {
         Ok(())
     } else {
@@ -834,7 +850,7 @@ fn file_bar(len: u64, msg: &'static str) -> ProgressBar {
 /// Runs one import with a progress bar per pass.
 fn with_progress(
     path: &Path,
-    f: impl FnOnce(&mut dyn FnMut(import::Progress)) -> silograph::Result<ImportReport>,
+    f: impl FnOnce(&mut dyn FnMut(import::Progress)) -> import::Result<ImportReport>,
 ) -> Outcome<ImportReport> {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let check = file_bar(len, "checking");
@@ -859,20 +875,11 @@ fn with_progress(
     Ok(res?)
 }
 
-fn col(s: &str) -> Outcome<Column> {
-    Ok(s.parse::<Column>()?)
-}
-
 fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
     if a.edges.is_none() && a.nodes.is_none() {
         return Err(Failure::Usage("import needs --edges F and/or --nodes F".into()));
     }
-    let format = |p: &Path| match a.format {
-        Some(Fmt::Tsv) => Format::Tsv,
-        Some(Fmt::Csv) => Format::Csv,
-        Some(Fmt::Jsonl) => Format::Jsonl,
-        None => Format::from_path(p),
-    };
+    let format = |p: &Path| a.format.unwrap_or_else(|| Format::from_path(p));
     let started = Instant::now();
     let mut total = ImportReport::default();
     let mut add = |r: ImportReport| {
@@ -882,8 +889,11 @@ fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
         total.batches += r.batches;
     };
     if let Some(p) = &a.nodes {
-        let mut o =
-            NodeImport::new(format(p)).header(!a.no_header).id_col(col(&a.node_id_col)?).batch_size(a.batch_size);
+        let mut o = NodeImport::new(format(p))
+            .header(!a.no_header)
+            .flexible(a.flexible)
+            .id_col(a.node_id_col.clone())
+            .batch_size(a.batch_size);
         if let Some(s) = &a.system {
             o = o.system(s);
         }
@@ -895,21 +905,19 @@ fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
     if let Some(p) = &a.edges {
         let mut o = EdgeImport::new(format(p))
             .header(!a.no_header)
-            .src_col(col(&a.src_col)?)
-            .dst_col(col(&a.dst_col)?)
-            .time_unit(match a.time_unit {
-                Unit::S => TimeUnit::Seconds,
-                Unit::Ms => TimeUnit::Millis,
-            })
+            .flexible(a.flexible)
+            .src_col(a.src_col.clone())
+            .dst_col(a.dst_col.clone())
+            .time_unit(a.time_unit)
             .batch_size(a.batch_size);
         if let Some(c) = &a.time_col {
-            o = o.time_col(col(c)?);
+            o = o.time_col(c.clone());
         }
         if let Some(c) = &a.id_col {
-            o = o.id_col(col(c)?);
+            o = o.id_col(c.clone());
         }
         if let Some(c) = &a.kind_col {
-            o = o.kind_col(col(c)?);
+            o = o.kind_col(c.clone());
         }
         if let Some(k) = &a.kind {
             o = o.kind(k);
@@ -932,14 +940,14 @@ fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
     let rate = if secs > 0.0 { total.rows as f64 / secs } else { 0.0 };
     emit(
         json,
-        json!({
-            "org": a.org,
-            "rows": total.rows,
-            "nodes_added": total.nodes_added,
-            "edges_added": total.edges_added,
-            "batches": total.batches,
-            "seconds": secs,
-        }),
+        &Imported {
+            batches: total.batches,
+            edges_added: total.edges_added,
+            nodes_added: total.nodes_added,
+            org: &a.org,
+            rows: total.rows,
+            seconds: secs,
+        },
         || {
             format!(
                 "imported {} into {}: {} and {} added ({}, {secs:.1} s, {rate:.0} rows/s)",
@@ -951,4 +959,137 @@ fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
             )
         },
     )
+}
+
+// What the commands print with `--json`: one struct per output, fields in alphabetical order
+// (the order the JSON objects have always had).
+
+/// `org create`.
+#[derive(Serialize)]
+struct OrgCreated<'a> {
+    byok: bool,
+    created: &'a str,
+}
+
+/// `org delete`.
+#[derive(Serialize)]
+struct OrgDeleted<'a> {
+    deleted: &'a str,
+    purged: u64,
+}
+
+/// `org rotate`.
+#[derive(Serialize)]
+struct OrgRotated<'a> {
+    batches: u64,
+    epoch: u32,
+    org: &'a str,
+    resealed: u64,
+    resumed: bool,
+}
+
+/// `export`.
+#[derive(Serialize)]
+struct Exported<'a> {
+    audit_entries: u64,
+    bytes: u64,
+    chunks: u64,
+    org: &'a str,
+    out: String,
+    records: u64,
+}
+
+/// `import-org`.
+#[derive(Serialize)]
+struct ImportedOrg<'a> {
+    audit_entries: u64,
+    bytes: u64,
+    org: &'a str,
+    records: u64,
+}
+
+/// `audit ORG verify`.
+#[derive(Serialize)]
+struct AuditVerified<'a> {
+    first_bad: Option<u64>,
+    ok: bool,
+    org: &'a str,
+    reason: Option<&'a str>,
+    valid_entries: u64,
+}
+
+/// One node of `khop`.
+#[derive(Serialize)]
+struct Hop {
+    depth: u32,
+    id: u64,
+    node: String,
+}
+
+/// `path` (a missing path prints `null`).
+#[derive(Serialize)]
+struct FoundPath {
+    edges: Vec<u64>,
+    length: usize,
+    nodes: Vec<String>,
+}
+
+/// `stats`.
+#[derive(Serialize)]
+struct Stats<'a> {
+    edges: u64,
+    nodes: u64,
+    org: &'a str,
+}
+
+/// One neighbor of `neighbors`.
+#[derive(Serialize)]
+struct NeighborRow {
+    direction: &'static str,
+    edge: u64,
+    id: u64,
+    kind: String,
+    node: String,
+    valid_from: Option<Timestamp>,
+    valid_to: Option<Timestamp>,
+}
+
+/// `verify`.
+#[derive(Serialize)]
+struct Verified<'a> {
+    bad_audit: Vec<BadAudit<'a>>,
+    corrupt: Vec<Corrupt<'a>>,
+    ok: bool,
+    orgs: &'a [String],
+    records: u64,
+    skipped_byok: &'a [String],
+}
+
+/// A corrupt record in `verify`.
+#[derive(Serialize)]
+struct Corrupt<'a> {
+    edge: Option<u64>,
+    error: &'a str,
+    key: &'a str,
+    node: Option<u64>,
+    org: &'a str,
+    table: &'a str,
+}
+
+/// A broken audit chain in `verify`.
+#[derive(Serialize)]
+struct BadAudit<'a> {
+    first_bad: u64,
+    org: &'a str,
+}
+
+/// `import`.
+#[derive(Serialize)]
+struct Imported<'a> {
+    batches: u64,
+    edges_added: u64,
+    nodes_added: u64,
+    org: &'a str,
+    rows: u64,
+    seconds: f64,
 }

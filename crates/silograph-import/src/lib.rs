@@ -14,20 +14,27 @@
 //!
 //! # Atomicity and memory
 //!
-//! An import reads its file twice, line by line (bounded memory). The first pass parses and
-//! checks every row without touching the store: a malformed row is an error naming the file, the
-//! line and the column, and nothing of that import is committed. The second pass writes the rows
-//! in batches of [`EdgeImport::batch_size`] rows, one write transaction per batch, because a write
-//! transaction buffers every record it touches until commit. If the second pass fails midway (a
-//! storage error, a crash), the committed batches stay; running the same import again is the
-//! resume: committed rows are recognized by their identity and skipped, the rest is added.
+//! An import reads its file line by line (bounded memory) in batches of
+//! [`EdgeImport::batch_size`] rows, one write transaction per batch, because a write transaction
+//! buffers every record it touches until commit. The first pass is a check: it parses every row
+//! and applies it in a write transaction that is then dropped, so the store's own validation
+//! (`WriteTxn`: name and value limits, time intervals) is the one that judges each row. A
+//! malformed or refused row is an error naming the file, the line and (for parse errors) the
+//! column, and nothing of that import is committed. A file that fits in one batch is committed by
+//! that first pass; a longer one is read a second time and written batch by batch. If that second
+//! pass fails midway (a storage error, a crash), the committed batches stay; running the same
+//! import again is the resume: committed rows are recognized by their identity and skipped, the
+//! rest is added.
+//!
+//! Every row of a TSV/CSV file must have as many fields as the header (or, without a header, the
+//! first row); [`EdgeImport::flexible`] accepts rows of other lengths.
 //!
 //! ```
-//! # fn main() -> silograph::Result<()> {
-//! # let dir = std::env::temp_dir().join(format!("silograph-doc-import-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir)?;
-//! use silograph::import::{import_edges, EdgeImport, Format};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # let dir = tmp.path();
 //! use silograph::{Db, RootKey};
+//! use silograph_import::{import_edges, EdgeImport, Format};
 //! let edges = dir.join("msgs.tsv");
 //! std::fs::write(&edges, "src\tdst\tts\n1\t2\t1082040961\n2\t3\t1082040999\n")?;
 //! let db = Db::open(dir.join("db.silo"), RootKey::from_bytes([1; 32]))?;
@@ -37,9 +44,13 @@
 //! assert_eq!((report.nodes_added, report.edges_added), (3, 2));
 //! let again = import_edges(&org, &edges, &opts, &mut |_| {})?;
 //! assert_eq!((again.nodes_added, again.edges_added), (0, 0));
-//! # drop(org); drop(db); std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::fs::File;
 #[cfg(feature = "jsonl")]
@@ -48,12 +59,36 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
-use crate::store::{check_name, EdgeInput, NodeInput, Org, WriteTxn, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
-use crate::types::{NodeId, SourceRef, Timestamp, Value};
+use silograph::{EdgeInput, NodeId, NodeInput, Org, SourceRef, Timestamp, Value, WriteTxn};
+
+/// Why an import, or parsing one of its settings, failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input cannot be imported as it is: a malformed or refused row (named by file, line and,
+    /// where known, column), a missing file, an unknown column name or setting.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The store failed (storage, I/O, a wrong key, …) on something not tied to one row.
+    #[error(transparent)]
+    Store(#[from] silograph::Error),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Compiles the README's Rust example as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Input(msg.into())
+}
 
 /// Input file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// Tab-separated values, no quoting.
     Tsv,
@@ -82,13 +117,14 @@ impl FromStr for Format {
             "tsv" => Ok(Format::Tsv),
             "csv" => Ok(Format::Csv),
             "jsonl" => Ok(Format::Jsonl),
-            other => Err(Error::invalid(format!("unknown format `{other}` (tsv, csv or jsonl)"))),
+            other => Err(invalid(format!("unknown format `{other}` (tsv, csv or jsonl)"))),
         }
     }
 }
 
 /// The unit of the numbers in a time column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeUnit {
     /// Seconds since the Unix epoch.
     Seconds,
@@ -112,7 +148,7 @@ impl FromStr for TimeUnit {
         match s {
             "s" => Ok(TimeUnit::Seconds),
             "ms" => Ok(TimeUnit::Millis),
-            other => Err(Error::invalid(format!("unknown time unit `{other}` (s or ms)"))),
+            other => Err(invalid(format!("unknown time unit `{other}` (s or ms)"))),
         }
     }
 }
@@ -132,9 +168,9 @@ impl FromStr for Column {
     /// A number is a 1-based position, anything else a header name.
     fn from_str(s: &str) -> Result<Self> {
         match s.parse::<usize>() {
-            Ok(0) => Err(Error::invalid("column positions start at 1")),
+            Ok(0) => Err(invalid("column positions start at 1")),
             Ok(n) => Ok(Column::Position(n)),
-            Err(_) if s.is_empty() => Err(Error::invalid("empty column name")),
+            Err(_) if s.is_empty() => Err(invalid("empty column name")),
             Err(_) => Ok(Column::Name(s.to_owned())),
         }
     }
@@ -156,14 +192,14 @@ impl From<usize> for Column {
 /// contain one but the id can).
 ///
 /// ```
-/// let s = silograph::import::parse_node_ref("path:src/main.rs").unwrap();
+/// let s = silograph_import::parse_node_ref("path:src/main.rs").unwrap();
 /// assert_eq!((s.system.as_str(), s.external_id.as_str()), ("path", "src/main.rs"));
-/// assert!(silograph::import::parse_node_ref("no-colon").is_err());
+/// assert!(silograph_import::parse_node_ref("no-colon").is_err());
 /// ```
 pub fn parse_node_ref(s: &str) -> Result<SourceRef> {
     match s.split_once(':') {
         Some((sys, id)) if !sys.is_empty() && !id.is_empty() => Ok(SourceRef::new(sys, id)),
-        _ => Err(Error::invalid(format!("`{s}` is not a node name of the form system:external_id"))),
+        _ => Err(invalid(format!("`{s}` is not a node name of the form system:external_id"))),
     }
 }
 
@@ -176,6 +212,7 @@ enum KindSpec {
 
 /// How to read an edge file: format, column mapping, naming and batching.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct EdgeImport {
     format: Format,
     header: bool,
@@ -189,6 +226,7 @@ pub struct EdgeImport {
     kind: KindSpec,
     time_unit: TimeUnit,
     batch_size: usize,
+    flexible: bool,
 }
 
 impl EdgeImport {
@@ -208,13 +246,8 @@ impl EdgeImport {
             kind: KindSpec::Fixed("edge".into()),
             time_unit: TimeUnit::Seconds,
             batch_size: 50_000,
+            flexible: false,
         }
-    }
-
-    /// Whether the first line is a header (TSV/CSV).
-    pub fn header(mut self, yes: bool) -> Self {
-        self.header = yes;
-        self
     }
 
     /// The system of both endpoints' external ids (default: the file's stem).
@@ -259,34 +292,58 @@ impl EdgeImport {
         self
     }
 
-    /// Every edge of the file has this kind.
-    pub fn kind(mut self, k: impl Into<String>) -> Self {
-        self.kind = KindSpec::Fixed(k.into());
-        self
-    }
-
-    /// The column holding each edge's kind.
-    pub fn kind_col(mut self, c: impl Into<Column>) -> Self {
-        self.kind = KindSpec::Column(c.into());
-        self
-    }
-
     /// The unit of the time column.
     pub fn time_unit(mut self, u: TimeUnit) -> Self {
         self.time_unit = u;
         self
     }
-
-    /// Rows per write transaction in the write pass (at least 1).
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
-        self
-    }
 }
+
+/// The setters [`EdgeImport`] and [`NodeImport`] share: header, kind, batching, strictness.
+macro_rules! row_setters {
+    ($t:ty, $row:literal) => {
+        impl $t {
+            /// Whether the first line is a header (TSV/CSV).
+            pub fn header(mut self, yes: bool) -> Self {
+                self.header = yes;
+                self
+            }
+
+            #[doc = concat!("Every ", $row, " of the file has this kind.")]
+            pub fn kind(mut self, k: impl Into<String>) -> Self {
+                self.kind = KindSpec::Fixed(k.into());
+                self
+            }
+
+            #[doc = concat!("The column holding each ", $row, "'s kind.")]
+            pub fn kind_col(mut self, c: impl Into<Column>) -> Self {
+                self.kind = KindSpec::Column(c.into());
+                self
+            }
+
+            /// Rows per write transaction (at least 1).
+            pub fn batch_size(mut self, n: usize) -> Self {
+                self.batch_size = n.max(1);
+                self
+            }
+
+            /// Accept TSV/CSV rows with more or fewer fields than the header (default: such a row
+            /// is an error naming its file, line and field count).
+            pub fn flexible(mut self, yes: bool) -> Self {
+                self.flexible = yes;
+                self
+            }
+        }
+    };
+}
+
+row_setters!(EdgeImport, "edge");
+row_setters!(NodeImport, "node");
 
 /// How to read a node file (TSV/CSV: one node per row, the other columns become `Raw`
 /// properties named by the header; JSONL: `{"kind":..,"source":{"system":..,"id":..},"props":{..}}`).
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct NodeImport {
     format: Format,
     header: bool,
@@ -294,6 +351,7 @@ pub struct NodeImport {
     id_col: Column,
     kind: KindSpec,
     batch_size: usize,
+    flexible: bool,
 }
 
 impl NodeImport {
@@ -306,13 +364,8 @@ impl NodeImport {
             id_col: Column::Position(1),
             kind: KindSpec::Fixed(String::new()),
             batch_size: 50_000,
+            flexible: false,
         }
-    }
-
-    /// Whether the first line is a header (TSV/CSV).
-    pub fn header(mut self, yes: bool) -> Self {
-        self.header = yes;
-        self
     }
 
     /// The system of the nodes' external ids (default: the file's stem).
@@ -326,30 +379,13 @@ impl NodeImport {
         self.id_col = c.into();
         self
     }
-
-    /// Every node of the file has this kind.
-    pub fn kind(mut self, k: impl Into<String>) -> Self {
-        self.kind = KindSpec::Fixed(k.into());
-        self
-    }
-
-    /// The column holding each node's kind.
-    pub fn kind_col(mut self, c: impl Into<Column>) -> Self {
-        self.kind = KindSpec::Column(c.into());
-        self
-    }
-
-    /// Rows per write transaction in the write pass (at least 1).
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
-        self
-    }
 }
 
 /// Which pass an import is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Parsing and checking every row; nothing is written.
+    /// Parsing every row and checking it in a write transaction that is dropped (or, for a
+    /// file that fits in one batch, committed).
     Check,
     /// Writing rows in batches.
     Write,
@@ -357,6 +393,7 @@ pub enum Phase {
 
 /// Progress of an import, reported after every few thousand rows and at the end of each pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Progress {
     /// The current pass.
     pub phase: Phase,
@@ -368,6 +405,7 @@ pub struct Progress {
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ImportReport {
     /// Data rows read (header and blank lines excluded).
     pub rows: u64,
@@ -408,11 +446,15 @@ fn file_stem(path: &Path) -> Result<String> {
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Error::invalid(format!("{}: cannot name a system after this file", path.display())))
+        .ok_or_else(|| invalid(format!("{}: cannot name a system after this file", path.display())))
 }
 
 fn at(path: &Path, line: u64, col: u64, msg: impl std::fmt::Display) -> Error {
-    Error::invalid(format!("{}:{line}:{col}: {msg}", path.display()))
+    invalid(format!("{}:{line}:{col}: {msg}", path.display()))
+}
+
+fn at_line(path: &Path, line: u64, msg: impl std::fmt::Display) -> Error {
+    invalid(format!("{}:{line}: {msg}", path.display()))
 }
 
 /// Counts bytes consumed by the reader it wraps, for progress.
@@ -430,7 +472,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 fn open_counting(path: &Path) -> Result<(Counting<File>, std::rc::Rc<std::cell::Cell<u64>>)> {
-    let file = File::open(path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    let file = File::open(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     let count = std::rc::Rc::new(std::cell::Cell::new(0));
     Ok((Counting { inner: file, count: count.clone() }, count))
 }
@@ -457,7 +499,7 @@ impl Layout {
 fn for_each_delimited<T>(
     path: &Path,
     format: Format,
-    header: bool,
+    (header, flexible): (bool, bool),
     phase: Phase,
     progress: &mut dyn FnMut(Progress),
     setup: impl FnOnce(&Layout) -> Result<T>,
@@ -465,7 +507,7 @@ fn for_each_delimited<T>(
 ) -> Result<u64> {
     let (reader, bytes) = open_counting(path)?;
     let mut b = csv::ReaderBuilder::new();
-    b.has_headers(header).flexible(true);
+    b.has_headers(header).flexible(flexible);
     if format == Format::Tsv {
         b.delimiter(b'\t').quoting(false);
     }
@@ -473,8 +515,16 @@ fn for_each_delimited<T>(
     let csv_err = |e: csv::Error| -> Error {
         let line = e.position().map(|p| p.line()).unwrap_or(0);
         match e.kind() {
-            csv::ErrorKind::Io(_) => Error::invalid(format!("{}: {e}", path.display())),
+            csv::ErrorKind::Io(_) => invalid(format!("{}: {e}", path.display())),
             csv::ErrorKind::Utf8 { err, .. } => at(path, line, err.field() as u64 + 1, "not valid UTF-8"),
+            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => at_line(
+                path,
+                line,
+                format!(
+                    "the row has {len} fields, the {} has {expected_len} (a flexible import accepts this)",
+                    if header { "header" } else { "first row" }
+                ),
+            ),
             _ => at(path, line, 1, e),
         }
     };
@@ -515,7 +565,7 @@ fn for_each_line(
         buf.clear();
         let n = r.read_line(&mut buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => at(path, line + 1, 1, "not valid UTF-8"),
-            _ => Error::invalid(format!("{}: {e}", path.display())),
+            _ => invalid(format!("{}: {e}", path.display())),
         })?;
         if n == 0 {
             break;
@@ -571,7 +621,7 @@ fn delimited_edges(
     for_each_delimited(
         path,
         o.format,
-        o.header,
+        (o.header, o.flexible),
         phase,
         progress,
         |l| {
@@ -621,7 +671,7 @@ fn delimited_nodes(
     for_each_delimited(
         path,
         o.format,
-        o.header,
+        (o.header, o.flexible),
         phase,
         progress,
         |l| {
@@ -794,7 +844,7 @@ mod jsonl {
     use super::*;
 
     fn refuse(path: &Path) -> Error {
-        Error::invalid(format!("{}: JSON Lines input needs silograph's `jsonl` feature", path.display()))
+        invalid(format!("{}: JSON Lines input needs silograph-import's `jsonl` feature", path.display()))
     }
 
     pub(super) fn edges(
@@ -843,36 +893,65 @@ fn read_nodes(
     }
 }
 
-/// Writes rows in batches of `batch` rows, one write transaction per batch.
+/// What a parsed row needs to be written: the line it came from, for errors.
+trait Row {
+    fn line(&self) -> u64;
+}
+
+impl Row for EdgeRow {
+    fn line(&self) -> u64 {
+        self.line
+    }
+}
+
+impl Row for NodeRow {
+    fn line(&self) -> u64 {
+        self.line
+    }
+}
+
+/// Writes rows in batches of `batch` rows, one write transaction per batch. In the check pass a
+/// full batch is dropped instead of committed; only a file that never fills a batch is committed
+/// by the check pass.
 struct Batcher<'o> {
     org: &'o Org,
     txn: Option<WriteTxn>,
     in_batch: usize,
     batch: usize,
     batches: u64,
+    check: bool,
+    /// The check pass dropped a full batch: the file needs the write pass.
+    spilled: bool,
 }
 
 impl<'o> Batcher<'o> {
-    fn new(org: &'o Org, batch: usize) -> Self {
-        Batcher { org, txn: None, in_batch: 0, batch, batches: 0 }
+    fn new(org: &'o Org, batch: usize, check: bool) -> Self {
+        Batcher { org, txn: None, in_batch: 0, batch, batches: 0, check, spilled: false }
     }
 
     fn txn(&mut self) -> Result<&mut WriteTxn> {
-        if self.txn.is_none() {
-            self.txn = Some(self.org.write()?);
+        match &mut self.txn {
+            Some(t) => Ok(t),
+            empty => Ok(empty.insert(self.org.write()?)),
         }
-        self.txn.as_mut().ok_or_else(|| Error::invalid("no write transaction"))
     }
 
     fn row_done(&mut self) -> Result<()> {
         self.in_batch += 1;
         if self.in_batch >= self.batch {
-            self.flush()?;
+            if self.check {
+                // Dropping the transaction aborts it: the rows were checked, nothing is written.
+                self.txn = None;
+                self.in_batch = 0;
+                self.spilled = true;
+            } else {
+                self.commit()?;
+            }
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<()> {
         if let Some(t) = self.txn.take() {
             t.commit()?;
             self.batches += 1;
@@ -882,64 +961,81 @@ impl<'o> Batcher<'o> {
     }
 }
 
+/// Reads the file with `read` (once per pass) and applies each row with `apply`: the check pass
+/// in dropped write transactions, then, if the file did not fit in one batch, the write pass.
+fn import_batched<R: Row>(
+    org: &Org,
+    path: &Path,
+    batch: usize,
+    progress: &mut dyn FnMut(Progress),
+    mut read: impl FnMut(Phase, &mut dyn FnMut(Progress), &mut dyn FnMut(R) -> Result<()>) -> Result<u64>,
+    apply: impl Fn(&mut WriteTxn, R) -> Result<()>,
+) -> Result<ImportReport> {
+    let (n0, e0) = org.counts()?;
+    let mut rows = 0;
+    let mut batches = 0;
+    for phase in [Phase::Check, Phase::Write] {
+        let mut b = Batcher::new(org, batch, phase == Phase::Check);
+        rows = read(phase, progress, &mut |r: R| {
+            let line = r.line();
+            apply(b.txn()?, r).map_err(|e| row_error(path, line, e))?;
+            b.row_done()
+        })?;
+        if b.check && b.spilled {
+            continue;
+        }
+        b.commit()?;
+        batches = b.batches;
+        break;
+    }
+    let (n1, e1) = org.counts()?;
+    Ok(ImportReport { rows, nodes_added: n1.saturating_sub(n0), edges_added: e1.saturating_sub(e0), batches })
+}
+
 /// The node known by `s`, created with kind `s.system` if missing (an existing node keeps its
 /// kind: an edge file does not say what its endpoints are).
 fn endpoint(w: &mut WriteTxn, s: &SourceRef) -> Result<NodeId> {
     match w.lookup(&s.system, &s.external_id)? {
         Some(id) => Ok(id),
-        None => w.upsert_node(NodeInput::new(s.system.as_str()).source(s.system.as_str(), s.external_id.as_str())),
+        None => Ok(w.upsert_node(NodeInput::new(s.system.as_str()).source(s.system.as_str(), s.external_id.as_str()))?),
     }
 }
 
-fn check_source(s: &SourceRef) -> Result<()> {
-    check_name("system", &s.system, MAX_NAME_LEN)?;
-    check_name("external id", &s.external_id, MAX_EXTERNAL_ID_LEN)
-}
-
-fn check_props(props: &[(String, Value)]) -> Result<()> {
-    for (k, v) in props {
-        check_name("property name", k, MAX_NAME_LEN)?;
-        if let Value::Str(s) = v {
-            if s.len() > MAX_VALUE_LEN {
-                return Err(Error::invalid(format!(
-                    "property `{k}` is {} bytes, the limit is {MAX_VALUE_LEN}",
-                    s.len()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Everything the store would refuse about a row, checked before anything is written.
-fn check_edge_row(r: &EdgeRow) -> Result<()> {
-    check_source(&r.from)?;
-    check_source(&r.to)?;
-    check_source(&r.source)?;
-    check_name("kind", &r.kind, MAX_NAME_LEN)?;
-    check_props(&r.props)?;
-    if let (Some(a), Some(b)) = (r.time, r.valid_to) {
-        if a >= b {
-            return Err(Error::invalid("valid_to must be after time"));
-        }
-    }
-    Ok(())
-}
-
-fn check_node_row(r: &NodeRow) -> Result<()> {
-    check_source(&r.source)?;
-    check_name("kind", &r.kind, MAX_NAME_LEN)?;
-    check_props(&r.props)
-}
-
+/// A row the store refused, named by its file and line (the store's message says what is wrong).
 fn row_error(path: &Path, line: u64, e: Error) -> Error {
     match e {
-        Error::InvalidInput(msg) => at(path, line, 1, msg),
+        Error::Store(silograph::Error::InvalidInput(msg)) => at_line(path, line, msg),
         other => other,
     }
 }
 
-/// Imports an edge file into `org`; see the [module docs](self) for identity, atomicity and
+fn write_edge(w: &mut WriteTxn, r: EdgeRow) -> Result<()> {
+    let from = endpoint(w, &r.from)?;
+    let to = endpoint(w, &r.to)?;
+    let mut e = EdgeInput::new(from, to, r.kind).source(r.source.system, r.source.external_id);
+    if let Some(t) = r.time {
+        e = e.valid_from(t);
+    }
+    if let Some(t) = r.valid_to {
+        e = e.valid_to(t);
+    }
+    for (k, v) in r.props {
+        e = e.prop(k, v);
+    }
+    w.add_edge(e)?;
+    Ok(())
+}
+
+fn write_node(w: &mut WriteTxn, r: NodeRow) -> Result<()> {
+    let mut n = NodeInput::new(r.kind).source(r.source.system, r.source.external_id);
+    for (k, v) in r.props {
+        n = n.prop(k, v);
+    }
+    w.upsert_node(n)?;
+    Ok(())
+}
+
+/// Imports an edge file into `org`; see the [crate docs](crate) for identity, atomicity and
 /// memory. `progress` is called during both passes.
 pub fn import_edges(
     org: &Org,
@@ -948,34 +1044,14 @@ pub fn import_edges(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ImportReport> {
     let path = path.as_ref();
-    read_edges(path, opts, Phase::Check, progress, |r| check_edge_row(&r).map_err(|e| row_error(path, r.line, e)))?;
-    let (n0, e0) = org.counts()?;
-    let mut b = Batcher::new(org, opts.batch_size);
-    let rows = read_edges(path, opts, Phase::Write, progress, |r| {
-        let w = b.txn()?;
-        let from = endpoint(w, &r.from)?;
-        let to = endpoint(w, &r.to)?;
-        let mut e = EdgeInput::new(from, to, r.kind).source(r.source.system, r.source.external_id);
-        if let Some(t) = r.time {
-            e = e.valid_from(t);
-        }
-        if let Some(t) = r.valid_to {
-            e = e.valid_to(t);
-        }
-        for (k, v) in r.props {
-            e = e.prop(k, v);
-        }
-        w.add_edge(e)?;
-        b.row_done()
-    })?;
-    b.flush()?;
-    let (n1, e1) = org.counts()?;
-    Ok(ImportReport {
-        rows,
-        nodes_added: n1.saturating_sub(n0),
-        edges_added: e1.saturating_sub(e0),
-        batches: b.batches,
-    })
+    import_batched(
+        org,
+        path,
+        opts.batch_size,
+        progress,
+        |phase, progress, sink| read_edges(path, opts, phase, progress, sink),
+        write_edge,
+    )
 }
 
 /// Imports an edge file into an org that has no edges yet through the bulk loader
@@ -986,7 +1062,8 @@ pub fn import_edges(
 /// therefore refuses an org that already has edges (so running it twice is an error, not a
 /// duplicate graph), and refuses rows with properties (the bulk loader stores none). Nodes are
 /// still upserted by `(system, id)`. Memory: the loader flushes edges past `memory_budget`
-/// bytes; node records stay in memory until the commit.
+/// bytes; node records stay in memory until the commit. The check pass only parses: a row the
+/// store refuses fails the one transaction, so nothing is committed either.
 pub fn import_edges_bulk(
     org: &Org,
     path: impl AsRef<Path>,
@@ -996,16 +1073,15 @@ pub fn import_edges_bulk(
 ) -> Result<ImportReport> {
     let path = path.as_ref();
     read_edges(path, opts, Phase::Check, progress, |r| {
-        check_edge_row(&r).map_err(|e| row_error(path, r.line, e))?;
         if r.props.is_empty() {
             Ok(())
         } else {
-            Err(at(path, r.line, 1, "a bulk import stores no edge properties: use the ordinary import"))
+            Err(at_line(path, r.line, "a bulk import stores no edge properties: use the ordinary import"))
         }
     })?;
     let (n0, e0) = org.counts()?;
     if e0 > 0 {
-        return Err(Error::invalid(format!(
+        return Err(invalid(format!(
             "org `{}` already has {e0} edges: a bulk import is for a first load (it is not idempotent); \
              use the ordinary import",
             org.name()
@@ -1013,16 +1089,20 @@ pub fn import_edges_bulk(
     }
     let mut bulk = org.bulk_load()?.memory_budget(memory_budget);
     let rows = read_edges(path, opts, Phase::Write, progress, |r| {
-        let mut end = |s: &SourceRef| -> Result<NodeId> {
-            match bulk.lookup(&s.system, &s.external_id)? {
-                Some(id) => Ok(id),
-                None => {
-                    bulk.add_node(NodeInput::new(s.system.as_str()).source(s.system.as_str(), s.external_id.as_str()))
+        let line = r.line;
+        let mut add = || -> Result<()> {
+            let mut end = |s: &SourceRef| -> Result<NodeId> {
+                match bulk.lookup(&s.system, &s.external_id)? {
+                    Some(id) => Ok(id),
+                    None => Ok(bulk.add_node(
+                        NodeInput::new(s.system.as_str()).source(s.system.as_str(), s.external_id.as_str()),
+                    )?),
                 }
-            }
+            };
+            let (from, to) = (end(&r.from)?, end(&r.to)?);
+            Ok(bulk.add_edge_valid(from, to, &r.kind, r.time, r.valid_to)?)
         };
-        let (from, to) = (end(&r.from)?, end(&r.to)?);
-        bulk.add_edge_valid(from, to, &r.kind, r.time, r.valid_to)
+        add().map_err(|e| row_error(path, line, e))
     })?;
     bulk.finish()?;
     let (n1, e1) = org.counts()?;
@@ -1038,32 +1118,21 @@ pub fn import_nodes(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ImportReport> {
     let path = path.as_ref();
-    read_nodes(path, opts, Phase::Check, progress, |r| check_node_row(&r).map_err(|e| row_error(path, r.line, e)))?;
-    let (n0, e0) = org.counts()?;
-    let mut b = Batcher::new(org, opts.batch_size);
-    let rows = read_nodes(path, opts, Phase::Write, progress, |r| {
-        let mut n = NodeInput::new(r.kind).source(r.source.system, r.source.external_id);
-        for (k, v) in r.props {
-            n = n.prop(k, v);
-        }
-        b.txn()?.upsert_node(n)?;
-        b.row_done()
-    })?;
-    b.flush()?;
-    let (n1, e1) = org.counts()?;
-    Ok(ImportReport {
-        rows,
-        nodes_added: n1.saturating_sub(n0),
-        edges_added: e1.saturating_sub(e0),
-        batches: b.batches,
-    })
+    import_batched(
+        org,
+        path,
+        opts.batch_size,
+        progress,
+        |phase, progress, sink| read_nodes(path, opts, phase, progress, sink),
+        write_node,
+    )
 }
 
 /// Parses a time given by a person: an integer is milliseconds since the Unix epoch,
 /// `YYYY-MM-DD` is that day's midnight UTC.
 ///
 /// ```
-/// use silograph::import::parse_timestamp;
+/// use silograph_import::parse_timestamp;
 /// assert_eq!(parse_timestamp("2004-04-15").unwrap(), 1_081_987_200_000);
 /// assert_eq!(parse_timestamp("1082040961000").unwrap(), 1_082_040_961_000);
 /// assert!(parse_timestamp("2004-02-30").is_err());
@@ -1073,7 +1142,7 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let bad = || Error::invalid(format!("`{s}` is neither milliseconds since the epoch nor a YYYY-MM-DD date"));
+    let bad = || invalid(format!("`{s}` is neither milliseconds since the epoch nor a YYYY-MM-DD date"));
     let mut parts = s.splitn(3, '-');
     let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
     if y.len() != 4 || m.len() != 2 || d.len() != 2 {
@@ -1108,7 +1177,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Db, Direction, RootKey};
+    use silograph::{Compartment, Db, Direction, RootKey, MAX_EXTERNAL_ID_LEN};
 
     fn org(dir: &Path) -> Org {
         let db = Db::open(dir.join("t.silo"), RootKey::from_bytes([4; 32])).unwrap();
@@ -1154,22 +1223,94 @@ mod tests {
         import(&org, &f, &o).unwrap();
         let r = org.read().unwrap();
         let jane = r.lookup("name", "Doe, Jane").unwrap().unwrap();
-        let out: Vec<_> = r.neighbors(jane, Direction::Out).unwrap().collect::<Result<_>>().unwrap();
+        let out: Vec<_> = r.neighbors(jane, Direction::Out).unwrap().collect::<silograph::Result<_>>().unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(r.kind_name(out[0].kind).unwrap().as_deref(), Some("knows"));
         assert_eq!(Some(out[0].node), r.lookup("name", "Roe, Rick").unwrap());
     }
 
     #[test]
-    fn a_missing_field_is_named_by_line_and_column_and_nothing_is_written() {
+    fn a_missing_field_of_a_flexible_import_is_named_by_line_and_column_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let org = org(dir.path());
         let f = dir.path().join("short.tsv");
         std::fs::write(&f, "1\t2\n2\t3\n3\n").unwrap();
-        let o = EdgeImport::new(Format::Tsv).header(false).batch_size(1);
+        let o = EdgeImport::new(Format::Tsv).header(false).batch_size(1).flexible(true);
         let err = import(&org, &f, &o).unwrap_err().to_string();
         assert!(err.contains("short.tsv:3:2"), "{err}");
         assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_row_longer_than_the_header_is_refused_with_file_line_and_field_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("wide.tsv");
+        std::fs::write(&f, "src\tdst\tts\n1\t2\t3\n4\t5\t6\t7\t8\t9\n").unwrap();
+        let err = import(&org, &f, &EdgeImport::new(Format::Tsv).batch_size(1)).unwrap_err().to_string();
+        assert!(err.contains("wide.tsv:3:") && err.contains("6 fields") && err.contains("header has 3"), "{err}");
+        assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_row_shorter_than_the_first_row_is_refused_without_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("short.csv");
+        std::fs::write(&f, "1,2,x\n2,3\n").unwrap();
+        let err = import(&org, &f, &EdgeImport::new(Format::Csv).header(false)).unwrap_err().to_string();
+        assert!(err.contains("short.csv:2:") && err.contains("2 fields") && err.contains("first row has 3"), "{err}");
+        assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_flexible_import_accepts_rows_of_other_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("ragged.tsv");
+        std::fs::write(&f, "src\tdst\tts\n1\t2\n2\t3\t4\t5\n").unwrap();
+        let r = import(&org, &f, &EdgeImport::new(Format::Tsv).flexible(true)).unwrap();
+        assert_eq!((r.rows, r.edges_added), (2, 2));
+        let n = dir.path().join("ragged-nodes.tsv");
+        std::fs::write(&n, "id\ttitle\nalice\nbob\tCTO\textra\n").unwrap();
+        assert!(import_nodes(&org, &n, &NodeImport::new(Format::Tsv), &mut |_| {}).is_err());
+        let r = import_nodes(&org, &n, &NodeImport::new(Format::Tsv).flexible(true), &mut |_| {}).unwrap();
+        assert_eq!(r.nodes_added, 2);
+    }
+
+    #[test]
+    fn a_row_the_store_refuses_is_named_by_file_and_line_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("people.tsv");
+        // The third column's header is one byte longer than a property name may be: the store's
+        // own validation refuses it on the first row that has a value in that column.
+        let long = "p".repeat(silograph::MAX_NAME_LEN + 1);
+        std::fs::write(&f, format!("id\ttitle\t{long}\nalice\tCTO\t\nbob\tCFO\tx\n")).unwrap();
+        let o = NodeImport::new(Format::Tsv).batch_size(1);
+        let err = import_nodes(&org, &f, &o, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err:?}");
+        let err = err.to_string();
+        assert!(err.contains("people.tsv:3: ") && err.contains("property name"), "{err}");
+        assert_eq!(org.counts().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_file_that_fits_in_one_batch_is_committed_by_the_check_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = org(dir.path());
+        let f = dir.path().join("small.tsv");
+        std::fs::write(&f, "a\tb\n1\t2\n2\t3\n").unwrap();
+        let mut phases = Vec::new();
+        let r = import_edges(&org, &f, &EdgeImport::new(Format::Tsv), &mut |p| phases.push(p.phase)).unwrap();
+        assert_eq!((r.edges_added, r.batches), (2, 1));
+        assert!(!phases.contains(&Phase::Write), "one pass: {phases:?}");
+        let mut phases = Vec::new();
+        let o = EdgeImport::new(Format::Tsv).batch_size(1);
+        std::fs::write(&f, "a\tb\n1\t2\n2\t3\n3\t4\n").unwrap();
+        let r = import_edges(&org, &f, &o, &mut |p| phases.push(p.phase)).unwrap();
+        assert_eq!((r.edges_added, r.batches), (1, 3));
+        assert!(phases.contains(&Phase::Check) && phases.contains(&Phase::Write), "{phases:?}");
     }
 
     #[test]
@@ -1220,7 +1361,7 @@ mod tests {
         let t = org.read().unwrap();
         let id = t.lookup("mail", "alice@x").unwrap().unwrap();
         assert_eq!(t.node(id).unwrap().unwrap().kind, "person");
-        assert_eq!(t.node_props(id, crate::Compartment::Raw).unwrap(), vec![("title".to_owned(), Value::from("CTO"))]);
+        assert_eq!(t.node_props(id, Compartment::Raw).unwrap(), vec![("title".to_owned(), Value::from("CTO"))]);
     }
 
     #[test]
