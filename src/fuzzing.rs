@@ -128,6 +128,24 @@ impl RecordHarness {
         }
     }
 
+    /// Seals `body` as it is — no packing — so a fuzzer can damage the packed layer (format
+    /// byte, lengths, lz4 stream, padding) that every read unpacks.
+    pub fn seal_unpacked(&self, kind: RecordKind, body: &[u8]) -> Result<Vec<u8>> {
+        let o = &self.org.inner;
+        let key = self.storage_key(kind);
+        let (table, c) = match kind {
+            RecordKind::Node => (NODES, Compartment::Core),
+            RecordKind::Edge => (EDGES, Compartment::Core),
+            RecordKind::Bucket => (INDEX, Compartment::Core),
+            RecordKind::AdjPage => (ADJ, Compartment::Core),
+            RecordKind::PropMap => (PROPS, Compartment::Raw),
+            RecordKind::OrgEntry => return self.seal(kind, body),
+        };
+        let keys = o.epoch_keys(o.current_epoch())?.ok_or_else(|| Error::corrupt(table.name, &key))?;
+        let aead = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
+        envelope::seal_versioned(aead, o.current_epoch(), 1, &Binding { db_id: &o.db.db_id, table: table.id, key: &key }, body)
+    }
+
     /// Opens and decodes a sealed value through the store's read path for `kind`. An org entry
     /// is also turned into an org handle (which checks its seeds).
     pub fn open(&self, kind: RecordKind, sealed: &[u8]) -> Result<Decoded> {

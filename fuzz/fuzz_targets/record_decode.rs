@@ -1,15 +1,19 @@
-//! Arbitrary bytes sealed WITH THE RIGHT KEY as each record type (node, edge, adjacency page,
-//! property map, org registry entry), opened through the store's own read path: the result is
-//! an error or a valid value, never a panic. Inputs start from a valid archive built from the
-//! input, which the input's mutations then damage, so the fuzzer reaches deep into validation.
+//! Arbitrary bytes sealed WITH THE RIGHT KEY as each v2 page type (node page, edge page, index
+//! bucket page, adjacency page, property map, org registry entry), opened through the store's
+//! own read path: the result is an error or a valid value, never a panic. Inputs start from a
+//! valid archive built from the input, which the input's mutations then damage — before packing
+//! (the archive) or after it (the compressed, padded body) — so the fuzzer reaches deep into
+//! validation and decompression.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use silograph::codec::{self, AdjEntry, EdgeRecord, EpochEntry, NodeRecord, PropMap, StoredValue};
-use silograph::fuzzing::{encode_adj_page, Decoded, RecordHarness, RecordKind};
+use silograph::codec::{
+    self, AdjEntry, BucketPage, EdgePage, EdgeRecord, EpochEntry, NodePage, NodeRecord, PropMap, StoredValue,
+};
+use silograph::fuzzing::{encode_adj_page, pack, Decoded, RecordHarness, RecordKind};
 
 #[derive(Arbitrary, Debug)]
 enum Mutation {
@@ -60,7 +64,8 @@ struct Entry {
 #[derive(Arbitrary, Debug)]
 enum Base {
     Node {
-        id: u64,
+        /// Records in the page (ids from 1, as page 0 holds).
+        count: u8,
         kind: u32,
         sources: Vec<(String, String)>,
         times: (i64, i64),
@@ -68,6 +73,7 @@ enum Base {
         pages: (u32, u32),
     },
     Edge {
+        count: u8,
         ids: (u64, u64, u64),
         kind: u32,
         source: Option<(String, String)>,
@@ -81,6 +87,9 @@ enum Base {
     },
     PropMap {
         entries: Vec<(String, Value)>,
+    },
+    Bucket {
+        entries: Vec<([u8; 12], u64)>,
     },
     OrgEntry {
         name: Option<String>,
@@ -98,6 +107,8 @@ enum Base {
 #[derive(Arbitrary, Debug)]
 struct Input {
     base: Base,
+    /// Damage the packed body (after compression and padding) instead of the archive.
+    after_packing: bool,
     mutations: Vec<Mutation>,
 }
 
@@ -121,8 +132,9 @@ fn stored(v: Value) -> StoredValue {
 /// What an unmutated archive must decode to.
 #[derive(Debug, PartialEq)]
 enum Expect {
-    Node(NodeRecord),
-    Edge(EdgeRecord),
+    Node(NodePage),
+    Edge(EdgePage),
+    Bucket(BucketPage),
     Page(u32, Vec<AdjEntry>),
     Props(PropMap),
     Nothing,
@@ -131,8 +143,8 @@ enum Expect {
 fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
     let h = harness();
     match base {
-        Base::Node { id, kind, sources, times, degrees, pages } => {
-            let rec = NodeRecord {
+        Base::Node { count, kind, sources, times, degrees, pages } => {
+            let rec = |id| NodeRecord {
                 id,
                 kind,
                 sources,
@@ -144,24 +156,26 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 in_pages: pages.1,
                 props: (kind & 7) as u8,
             };
-            let bytes = codec::encode(&rec).expect("encode").to_vec();
-            (RecordKind::Node, bytes, Expect::Node(rec))
+            let page = NodePage { first: 1, nodes: (1..=u64::from(count % 64)).map(rec).collect() };
+            let bytes = codec::encode(&page).expect("encode").to_vec();
+            (RecordKind::Node, bytes, Expect::Node(page))
         }
-        Base::Edge { ids, kind, source, times, retracted } => {
-            let rec = EdgeRecord {
-                id: ids.0,
-                from: ids.1,
+        Base::Edge { count, ids, kind, source, times, retracted } => {
+            let rec = |id| EdgeRecord {
+                id,
+                from: ids.1 ^ ids.0,
                 to: ids.2,
                 kind,
-                source,
+                source: source.clone(),
                 valid_from: times.0,
                 valid_to: times.1,
                 recorded_at: times.2,
                 retracted_at: retracted,
                 props: (kind & 7) as u8,
             };
-            let bytes = codec::encode(&rec).expect("encode").to_vec();
-            (RecordKind::Edge, bytes, Expect::Edge(rec))
+            let page = EdgePage { first: 1, edges: (1..=u64::from(count % 128)).map(rec).collect() };
+            let bytes = codec::encode(&page).expect("encode").to_vec();
+            (RecordKind::Edge, bytes, Expect::Edge(page))
         }
         Base::AdjPage { pages, entries, repeat } => {
             let mut all: Vec<AdjEntry> = entries
@@ -194,6 +208,11 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             let bytes = codec::encode(&map).expect("encode").to_vec();
             (RecordKind::PropMap, bytes, Expect::Props(map))
         }
+        Base::Bucket { entries } => {
+            let page = BucketPage::from_entries(entries);
+            let bytes = codec::encode(&page).expect("encode").to_vec();
+            (RecordKind::Bucket, bytes, Expect::Bucket(page))
+        }
         Base::OrgEntry { name, seed_len, epochs, counters } => {
             let mut entry = h.org_entry().expect("org entry");
             if let Some(n) = name {
@@ -214,8 +233,14 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             (RecordKind::OrgEntry, bytes, Expect::Nothing)
         }
         Base::Raw { kind, bytes } => {
-            let kinds =
-                [RecordKind::Node, RecordKind::Edge, RecordKind::AdjPage, RecordKind::PropMap, RecordKind::OrgEntry];
+            let kinds = [
+                RecordKind::Node,
+                RecordKind::Edge,
+                RecordKind::Bucket,
+                RecordKind::AdjPage,
+                RecordKind::PropMap,
+                RecordKind::OrgEntry,
+            ];
             (kinds[usize::from(kind) % kinds.len()], bytes, Expect::Nothing)
         }
     }
@@ -246,17 +271,20 @@ fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
 
 fuzz_target!(|input: Input| {
     let h = harness();
-    let (kind, mut bytes, expect) = build(input.base);
-    let original = bytes.clone();
+    let (kind, archive, expect) = build(input.base);
+    let after = input.after_packing && kind != RecordKind::OrgEntry;
+    let original = if after { pack(&archive).expect("pack") } else { archive };
+    let mut bytes = original.clone();
     for m in &input.mutations {
         mutate(&mut bytes, m);
     }
-    let sealed = h.seal(kind, &bytes).expect("seal");
+    let sealed = if after { h.seal_unpacked(kind, &bytes) } else { h.seal(kind, &bytes) }.expect("seal");
     let res = h.open(kind, &sealed);
     if bytes == original {
         let got = match res {
             Ok(Decoded::Node(r)) => Expect::Node(r),
             Ok(Decoded::Edge(r)) => Expect::Edge(r),
+            Ok(Decoded::Bucket(b)) => Expect::Bucket(b),
             Ok(Decoded::AdjPage(p, e)) => Expect::Page(p, e),
             Ok(Decoded::PropMap(m)) => Expect::Props(m),
             Ok(Decoded::OrgEntry(_)) | Err(_) => Expect::Nothing,

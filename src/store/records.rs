@@ -233,7 +233,7 @@ pub(crate) fn bucket_of(fp: &[u8; 12], bits: u8) -> u32 {
 }
 
 /// Average entries per bucket above which the index doubles its bucket count.
-pub(crate) const BUCKET_LOAD: u64 = 256;
+pub(crate) const BUCKET_LOAD: u64 = 32;
 
 /// An index built from scratch: its bucket bits and every bucket page (all `2^bits` of them,
 /// empty ones included, so a missing bucket is always detectable). A fingerprint listed twice
