@@ -146,8 +146,8 @@ impl ReadTxn {
     ///
     /// ```
     /// # fn main() -> silograph::Result<()> {
-    /// # let path = std::env::temp_dir().join(format!("silograph-doc-path-{}", std::process::id()));
-    /// # let _ = std::fs::remove_file(&path);
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("ctx.silo");
     /// use silograph::{Db, EdgeInput, NodeInput, PathOptions, RootKey};
     /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
     /// let org = db.create_org("acme")?;
@@ -162,7 +162,6 @@ impl ReadTxn {
     /// let p = org.read()?.shortest_path(a, c, &PathOptions::new())?.expect("a path");
     /// assert_eq!(p.nodes, vec![a, b, c]);
     /// assert_eq!(p.edges, vec![ab, bc]);
-    /// # drop(org); drop(db); std::fs::remove_file(&path)?;
     /// # Ok(()) }
     /// ```
     pub fn shortest_path(&self, a: NodeId, b: NodeId, opts: &PathOptions) -> Result<Option<Path>> {

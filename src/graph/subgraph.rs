@@ -24,8 +24,8 @@ pub struct SubgraphEdge {
 ///
 /// ```
 /// # fn main() -> silograph::Result<()> {
-/// # let path = std::env::temp_dir().join(format!("silograph-doc-subgraph-{}", std::process::id()));
-/// # let _ = std::fs::remove_file(&path);
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("ctx.silo");
 /// use silograph::{Db, EdgeInput, NodeInput, RootKey};
 /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
 /// let org = db.create_org("acme")?;
@@ -39,7 +39,6 @@ pub struct SubgraphEdge {
 /// let g = org.read()?.subgraph(a, 1)?.to_petgraph();
 /// assert_eq!((g.node_count(), g.edge_count()), (2, 2));
 /// assert_eq!(petgraph::algo::kosaraju_scc(&g).len(), 1);
-/// # drop(org); drop(db); std::fs::remove_file(&path)?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -2,22 +2,16 @@
 //! the published LDBC Graphalytics BFS / SSSP answers, and a corrupted file.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 
+use crate::common::{mem_db, root, tmp};
 use proptest::prelude::*;
-use silograph::{Db, Direction, EdgeId, EdgeInput, Error, NodeId, NodeInput, Org, PathOptions, RootKey};
+use silograph::{Db, Direction, EdgeId, EdgeInput, Error, NodeId, NodeInput, Org, PathOptions};
 
 const LDBC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ldbc");
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("silograph-traversal-{}-{}", std::process::id(), name));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
 fn mem_org() -> (Db, Org) {
-    let db =
-        Db::builder().open_with_backend(redb::backends::InMemoryBackend::new(), RootKey::from_bytes([7; 32])).unwrap();
+    let db = mem_db();
     let org = db.create_org("t").unwrap();
     (db, org)
 }
@@ -609,7 +603,6 @@ fn adj_keys(path: &FsPath) -> HashSet<Vec<u8>> {
 #[test]
 fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
     let path = tmp("corrupt");
-    let root = || RootKey::from_bytes([3; 32]);
     let (a, b, c);
     {
         let db = Db::open(&path, root()).unwrap();
@@ -656,7 +649,6 @@ fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
     assert!(matches!(r.subgraph(a, 1), Err(Error::Corrupt { .. })));
     drop(r);
     drop(db);
-    std::fs::remove_file(&path).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -672,7 +664,7 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 /// petgraph `Csr` of the same edges (which also checks every count). With
 /// `SILOGRAPH_ENRON=path/to/enron.tsv` it loads the real SNAP file and checks the published
 /// checksums with the seeds in `tests/data/traversal_enron_seeds.txt`; otherwise it uses an
-/// Enron-sized synthetic graph. `cargo test --release --test traversal -- --ignored --nocapture`
+/// Enron-sized synthetic graph. `cargo test --release --test it traversal:: -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn enron_khop_timing() {
@@ -732,7 +724,7 @@ fn enron_khop_timing() {
 
     for cache in [256usize << 20, 0] {
         let path = tmp(&format!("enron-{cache}"));
-        let db = Db::builder().cache_size(cache).open(&path, RootKey::from_bytes([1; 32])).unwrap();
+        let db = Db::builder().cache_size(cache).open(&path, root()).unwrap();
         let org = db.create_org("enron").unwrap();
         let t = std::time::Instant::now();
         let mut bulk = org.bulk_load().unwrap();
@@ -790,7 +782,6 @@ fn enron_khop_timing() {
         drop(r);
         drop(org);
         drop(db);
-        std::fs::remove_file(&path).unwrap();
     }
 }
 
