@@ -8,8 +8,10 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use silograph::codec::{self, AdjEntry, EdgeRecord, EpochEntry, NodeRecord, PropMap, StoredValue};
-use silograph::fuzzing::{encode_adj_page, Decoded, RecordHarness, RecordKind};
+use silograph::fuzzing::{
+    encode, encode_adj_page, AdjEntry, Decoded, EdgeRecord, EpochEntry, NodeRecord, PropMap, RecordHarness, RecordKind,
+    StoredValue, PAGE_CAPACITY,
+};
 
 #[derive(Arbitrary, Debug)]
 enum Mutation {
@@ -144,7 +146,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 in_pages: pages.1,
                 props: (kind & 7) as u8,
             };
-            let bytes = codec::encode(&rec).expect("encode").to_vec();
+            let bytes = encode(&rec).expect("encode").to_vec();
             (RecordKind::Node, bytes, Expect::Node(rec))
         }
         Base::Edge { ids, kind, source, times, retracted } => {
@@ -160,7 +162,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 retracted_at: retracted,
                 props: (kind & 7) as u8,
             };
-            let bytes = codec::encode(&rec).expect("encode").to_vec();
+            let bytes = encode(&rec).expect("encode").to_vec();
             (RecordKind::Edge, bytes, Expect::Edge(rec))
         }
         Base::AdjPage { pages, entries, repeat } => {
@@ -181,9 +183,9 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 all.extend(std::iter::repeat_n(last, usize::from(repeat % 600)));
             }
             let page = encode_adj_page(pages, &all);
-            let bytes = codec::encode(&page).expect("encode").to_vec();
+            let bytes = encode(&page).expect("encode").to_vec();
             let expect =
-                if all.len() <= silograph::codec::PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
+                if all.len() <= PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
             (RecordKind::AdjPage, bytes, expect)
         }
         Base::PropMap { entries } => {
@@ -191,7 +193,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             for (n, v) in entries {
                 map.set(&n, stored(v));
             }
-            let bytes = codec::encode(&map).expect("encode").to_vec();
+            let bytes = encode(&map).expect("encode").to_vec();
             (RecordKind::PropMap, bytes, Expect::Props(map))
         }
         Base::OrgEntry { name, seed_len, epochs, counters } => {
@@ -210,7 +212,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 entry.next_edge = e;
                 entry.next_kind = k;
             }
-            let bytes = codec::encode(&entry).expect("encode").to_vec();
+            let bytes = encode(&entry).expect("encode").to_vec();
             (RecordKind::OrgEntry, bytes, Expect::Nothing)
         }
         Base::Raw { kind, bytes } => {

@@ -13,6 +13,7 @@ use crate::types::{Direction, EdgeId, NodeId};
 /// use silograph::{Direction, PathOptions};
 /// let opts = PathOptions::new().direction(Direction::Both).kinds(["emailed"]).max_depth(6);
 /// ```
+#[must_use = "options do nothing until passed to `shortest_path`"]
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathOptions {
     dir: Direction,
@@ -49,6 +50,7 @@ impl PathOptions {
 
 /// A path: `nodes[0]` is the start, `nodes[len]` the end, and `edges[i]` joins `nodes[i]` and
 /// `nodes[i + 1]` (followed in the direction the options allow).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
     /// The nodes along the path, both ends included.

@@ -43,6 +43,7 @@ use crate::types::{Direction, NodeId};
 /// assert_eq!(hits, vec![(a, 0), (b, 1), (c, 2)]);
 /// # Ok(()) }
 /// ```
+#[must_use = "a traversal does nothing until `run` is called"]
 #[derive(Debug, Clone)]
 pub struct Traversal<'r> {
     txn: &'r ReadTxn,

@@ -35,6 +35,7 @@ struct Pending {
 }
 
 /// What a finished bulk load wrote.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BulkStats {
     /// Nodes passed to [`BulkLoader::add_node`] (new or updated).

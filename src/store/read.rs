@@ -15,6 +15,7 @@ use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Ti
 type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// A node as read from a snapshot.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
     /// The node's id.
@@ -34,6 +35,7 @@ pub struct NodeView {
 }
 
 /// An edge as read from a snapshot.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeView {
     /// The edge's id.
@@ -58,6 +60,7 @@ pub struct EdgeView {
 
 /// One adjacency entry seen from a node: the neighbor and the edge that leads there, with
 /// everything needed to filter by kind and time without fetching the edge record.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbor {
     /// The node at the other end.
@@ -95,6 +98,7 @@ impl Neighbor {
 
 /// Which adjacency entries a walk keeps. The default keeps current (not retracted) edges of
 /// every kind, valid at any time.
+#[must_use = "a filter does nothing until passed to `neighbors_filtered`"]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NeighborFilter {
     /// Keep only these kinds (`None`: all kinds).
@@ -110,7 +114,7 @@ pub struct NeighborFilter {
 
 impl NeighborFilter {
     /// Whether `e` passes the filter.
-    pub fn accepts(&self, e: &AdjEntry) -> bool {
+    pub(crate) fn accepts(&self, e: &AdjEntry) -> bool {
         if let Some(kinds) = &self.kinds {
             if !kinds.iter().any(|k| k.0 == e.kind) {
                 return false;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::common::{mem_db, root, tmp};
-use silograph::codec::PAGE_CAPACITY;
+use silograph::fuzzing::PAGE_CAPACITY;
 use silograph::{BulkLoader, Db, Direction, EdgeId, EdgeInput, NeighborFilter, NodeId, NodeInput, Org};
 
 /// `(from, to, kind, valid_from, valid_to)` by node index.

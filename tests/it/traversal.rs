@@ -365,6 +365,7 @@ fn ldbc_example_directed_graph_gives_published_depths() {
     check_ldbc_bfs("example/example-directed-input", "example/example-directed-BFS");
 }
 
+#[cfg(feature = "petgraph")]
 #[test]
 fn petgraph_dijkstra_on_exported_subgraph_gives_published_ldbc_distances() {
     let vertices: Vec<u64> = read("example/example-directed.v").lines().map(|l| l.trim().parse().unwrap()).collect();
@@ -409,6 +410,7 @@ fn two_cycles() -> (Db, Org, Vec<NodeId>) {
     (db, org, n)
 }
 
+#[cfg(feature = "petgraph")]
 #[test]
 fn exported_subgraph_has_the_induced_edges_and_scc_finds_both_cycles() {
     let (_db, org, n) = two_cycles();
@@ -435,6 +437,7 @@ fn exported_subgraph_has_the_induced_edges_and_scc_finds_both_cycles() {
     assert_eq!(near.edges.len(), 4);
 }
 
+#[cfg(feature = "petgraph")]
 #[test]
 fn pagerank_on_exported_subgraph_ranks_the_sink_side_highest() {
     let (_db, org, n) = two_cycles();
@@ -654,6 +657,7 @@ fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
 // ---------------------------------------------------------------------------------------------
 // Timing on the Enron workload of ANCHORS.md (ignored: run it in release by hand).
 
+#[cfg(feature = "petgraph")]
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
@@ -665,6 +669,7 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 /// `SILOGRAPH_ENRON=path/to/enron.tsv` it loads the real SNAP file and checks the published
 /// checksums with the seeds in `tests/data/traversal_enron_seeds.txt`; otherwise it uses an
 /// Enron-sized synthetic graph. `cargo test --release --test it traversal:: -- --ignored --nocapture`
+#[cfg(feature = "petgraph")]
 #[test]
 #[ignore]
 fn enron_khop_timing() {
@@ -785,6 +790,7 @@ fn enron_khop_timing() {
     }
 }
 
+#[cfg(feature = "petgraph")]
 fn read_seeds() -> Vec<u32> {
     let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/traversal_enron_seeds.txt");
     std::fs::read_to_string(p).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect()
