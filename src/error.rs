@@ -47,9 +47,10 @@ pub enum Error {
     /// operation was committed.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The storage engine (redb) failed.
+    /// The storage engine underneath failed (a lock held by another process, an I/O failure,
+    /// a damaged file); see [`StorageError`].
     #[error("storage error: {0}")]
-    Storage(#[from] redb::Error),
+    Storage(#[from] StorageError),
     /// An I/O operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -65,17 +66,62 @@ impl Error {
     }
 }
 
+/// A failure of the storage engine underneath silograph.
+///
+/// Opaque on purpose: the engine is an implementation detail, so its error types are not part of
+/// silograph's API. `Display` names the kind of failure; the engine's own error, with the details
+/// (which lock, which I/O error), is the [`source`](std::error::Error::source), for logs. Print
+/// the whole chain to see both.
+///
+/// ```
+/// use std::error::Error as _;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("ctx.silo");
+/// let root = || silograph::RootKey::from_bytes([1; 32]);
+/// let _first = silograph::Db::open(&path, root())?;
+/// // The file is locked by the first handle.
+/// let err = silograph::Db::open(&path, root()).unwrap_err();
+/// let silograph::Error::Storage(storage) = &err else { panic!("expected a storage error, got {err}") };
+/// assert_eq!(storage.to_string(), "the database file is already open");
+/// assert!(storage.source().is_some(), "the engine's error is kept for logs");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct StorageError(redb::Error);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match &self.0 {
+            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => "the database file is already open",
+            redb::Error::Io(_) | redb::Error::PreviousIo => "an I/O operation failed",
+            redb::Error::Backend(_) => "the storage backend failed",
+            redb::Error::Corrupted(_) => "the storage engine found the file damaged",
+            redb::Error::UpgradeRequired(_) => "the file is in an older storage format",
+            redb::Error::ValueTooLarge(_) => "a value exceeds the storage engine's size limit",
+            _ => "the storage engine failed",
+        })
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(redb::Error::from(e))
+                Error::Storage(StorageError(redb::Error::from(e)))
             }
         }
     )*};
 }
 
 storage_from!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

@@ -4,7 +4,7 @@
 //! can reach the envelope and the record decoders through the same code paths the store uses,
 //! without making those paths public.
 
-use crate::codec::{self, AdjEntry, AdjPage, BucketPage, EdgePage, NodePage, OrgEntry, PropMap};
+use crate::codec::{self, AdjPage};
 use crate::crypto::{self, envelope, AeadKey, Binding, BlindKey, MacKey, Secret};
 use crate::error::{Error, Result};
 use crate::store::tables::{blind_kind, record_key, ADJ, EDGES, INDEX, NODES, ORGS, PROPS};
@@ -12,6 +12,12 @@ use crate::store::{Db, Org};
 use crate::types::{Compartment, OrgTag};
 
 pub use redb;
+
+// The record types and the codec entry points the `record_decode` target builds inputs with.
+pub use crate::codec::{
+    encode, AdjEntry, BucketPage, EdgePage, EdgeRecord, EpochEntry, NodePage, NodeRecord, OrgEntry, PropMap,
+    StoredValue, PAGE_CAPACITY,
+};
 
 /// An AES-256-GCM envelope key built from 32 raw bytes.
 #[derive(Debug)]

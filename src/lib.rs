@@ -8,9 +8,15 @@
 //! derived from that organization's own random seed; a handle for one organization cannot
 //! address, let alone decrypt, another's records; every failure to authenticate is an error,
 //! never data. See the README and `docs/design.md`.
+//!
+//! # Features
+//!
+//! - `petgraph` (on by default): [`Subgraph::to_petgraph`] exports a traversal's subgraph to a
+//!   petgraph `Graph`. Turn default features off to build without petgraph.
+//! - `fuzzing`: internal hooks for the fuzz targets and the hardening tests; not part of the API.
 
-pub mod codec;
-pub mod crypto;
+mod codec;
+mod crypto;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -21,7 +27,7 @@ mod store;
 mod types;
 
 pub use crypto::{OrgKey, RootKey, TransportKey};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
 pub use store::{

@@ -38,6 +38,7 @@ pub enum Direction {
 
 /// A compartment: properties of different sensitivity are sealed under different subkeys and
 /// stored in different records.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Compartment {
     /// Structure: kinds, times, adjacency and structural properties.
@@ -62,6 +63,7 @@ impl Compartment {
 }
 
 /// A property value. Keep them small: large blobs belong in the source system.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// No value.

@@ -1,12 +1,12 @@
 //! An arbitrary sequence of operations over two orgs (create, upsert node, add/retract edge,
 //! set/remove properties, commit/abort, reopen, neighbors, lookup, wrong-key opens), applied to
-//! an in-memory database and to the `BTreeMap` model of tests/common/model.rs; any difference
+//! an in-memory database and to the `BTreeMap` model of tests/it/common/model.rs; any difference
 //! panics.
 #![no_main]
 
-#[path = "../../tests/common/backend.rs"]
+#[path = "../../tests/it/common/backend.rs"]
 mod backend;
-#[path = "../../tests/common/model.rs"]
+#[path = "../../tests/it/common/model.rs"]
 mod model;
 
 use libfuzzer_sys::fuzz_target;

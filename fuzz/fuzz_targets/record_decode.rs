@@ -10,10 +10,10 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use silograph::codec::{
-    self, AdjEntry, BucketPage, EdgePage, EdgeRecord, EpochEntry, NodePage, NodeRecord, PropMap, StoredValue,
+use silograph::fuzzing::{
+    encode, encode_adj_page, pack, AdjEntry, BucketPage, Decoded, EdgePage, EdgeRecord, EpochEntry, NodePage,
+    NodeRecord, PropMap, RecordHarness, RecordKind, StoredValue, PAGE_CAPACITY,
 };
-use silograph::fuzzing::{encode_adj_page, pack, Decoded, RecordHarness, RecordKind};
 
 #[derive(Arbitrary, Debug)]
 enum Mutation {
@@ -157,7 +157,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 props: (kind & 7) as u8,
             };
             let page = NodePage { first: 1, nodes: (1..=u64::from(count % 64)).map(rec).collect() };
-            let bytes = codec::encode(&page).expect("encode").to_vec();
+            let bytes = encode(&page).expect("encode").to_vec();
             (RecordKind::Node, bytes, Expect::Node(page))
         }
         Base::Edge { count, ids, kind, source, times, retracted } => {
@@ -174,7 +174,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 props: (kind & 7) as u8,
             };
             let page = EdgePage { first: 1, edges: (1..=u64::from(count % 128)).map(rec).collect() };
-            let bytes = codec::encode(&page).expect("encode").to_vec();
+            let bytes = encode(&page).expect("encode").to_vec();
             (RecordKind::Edge, bytes, Expect::Edge(page))
         }
         Base::AdjPage { pages, entries, repeat } => {
@@ -195,9 +195,9 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 all.extend(std::iter::repeat_n(last, usize::from(repeat % 600)));
             }
             let page = encode_adj_page(pages, &all);
-            let bytes = codec::encode(&page).expect("encode").to_vec();
+            let bytes = encode(&page).expect("encode").to_vec();
             let expect =
-                if all.len() <= silograph::codec::PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
+                if all.len() <= PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
             (RecordKind::AdjPage, bytes, expect)
         }
         Base::PropMap { entries } => {
@@ -205,12 +205,12 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             for (n, v) in entries {
                 map.set(&n, stored(v));
             }
-            let bytes = codec::encode(&map).expect("encode").to_vec();
+            let bytes = encode(&map).expect("encode").to_vec();
             (RecordKind::PropMap, bytes, Expect::Props(map))
         }
         Base::Bucket { entries } => {
             let page = BucketPage::from_entries(entries);
-            let bytes = codec::encode(&page).expect("encode").to_vec();
+            let bytes = encode(&page).expect("encode").to_vec();
             (RecordKind::Bucket, bytes, Expect::Bucket(page))
         }
         Base::OrgEntry { name, seed_len, epochs, counters } => {
@@ -229,7 +229,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 entry.next_edge = e;
                 entry.next_kind = k;
             }
-            let bytes = codec::encode(&entry).expect("encode").to_vec();
+            let bytes = encode(&entry).expect("encode").to_vec();
             (RecordKind::OrgEntry, bytes, Expect::Nothing)
         }
         Base::Raw { kind, bytes } => {

@@ -283,8 +283,8 @@ impl PropMap {
     }
 }
 
-/// One key epoch of an organization.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+/// One key epoch of an organization. Holds a seed: no `Clone`, and `Debug` redacts it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, PartialEq)]
 pub struct EpochEntry {
     /// The epoch number.
     pub epoch: u32,
@@ -294,8 +294,9 @@ pub struct EpochEntry {
     pub seal_count: u64,
 }
 
-/// An organization's registry entry (sealed under the KEK).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+/// An organization's registry entry (sealed under the KEK). Holds seeds: no `Clone`, and `Debug`
+/// redacts them.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, PartialEq)]
 pub struct OrgEntry {
     /// The organization's name.
     pub name: String,
@@ -368,6 +369,48 @@ pub struct RotationState {
     pub table: u8,
     /// The last key re-sealed in that table (empty: start of the table).
     pub cursor: Vec<u8>,
+}
+
+/// Prints the length of a seed, never its bytes.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}
+
+impl std::fmt::Debug for EpochEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochEntry")
+            .field("epoch", &self.epoch)
+            .field("seed", &Redacted(self.seed.len()))
+            .field("seal_count", &self.seal_count)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OrgEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgEntry")
+            .field("name", &self.name)
+            .field("byok", &self.byok)
+            .field("key_check", &self.key_check)
+            .field("current_epoch", &self.current_epoch)
+            .field("epochs", &self.epochs)
+            .field("structure_seed", &Redacted(self.structure_seed.len()))
+            .field("next_node", &self.next_node)
+            .field("next_edge", &self.next_edge)
+            .field("next_kind", &self.next_kind)
+            .field("node_count", &self.node_count)
+            .field("edge_count", &self.edge_count)
+            .field("created_at", &self.created_at)
+            .field("state", &self.state)
+            .field("rotation", &self.rotation)
+            .field("audit_seq", &self.audit_seq)
+            .field("audit_head", &self.audit_head)
+            .finish()
+    }
 }
 
 impl Drop for OrgEntry {

@@ -18,6 +18,8 @@ macro_rules! secret_key_type {
         #[derive(Zeroize, ZeroizeOnDrop)]
         pub struct $name([u8; KEY_LEN]);
 
+        // The crate-private `Secret` needs only some of these constructors.
+        #[allow(dead_code)]
         impl $name {
             /// Wraps 32 key bytes. The caller should zeroize its own copy.
             pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {

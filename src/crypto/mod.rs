@@ -11,7 +11,6 @@ mod tests;
 
 pub(crate) use blind::BlindKey;
 pub(crate) use envelope::Binding;
-pub use envelope::{ENVELOPE_VERSION, OVERHEAD};
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
 pub use keys::{OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
 

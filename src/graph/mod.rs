@@ -1,5 +1,5 @@
 //! Graph queries over a read snapshot: breadth-first traversal, shortest paths, subgraphs and
-//! their export to petgraph.
+//! their export to petgraph (feature `petgraph`).
 //!
 //! Every query walks adjacency pages through the snapshot's page cache and applies the same
 //! edge filter ([`NeighborFilter`](crate::NeighborFilter) semantics: kinds, valid time, record

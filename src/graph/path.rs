@@ -13,6 +13,7 @@ use crate::types::{Direction, EdgeId, NodeId};
 /// use silograph::{Direction, PathOptions};
 /// let opts = PathOptions::new().direction(Direction::Both).kinds(["emailed"]).max_depth(6);
 /// ```
+#[must_use = "options do nothing until passed to `shortest_path`"]
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathOptions {
     dir: Direction,
@@ -49,6 +50,7 @@ impl PathOptions {
 
 /// A path: `nodes[0]` is the start, `nodes[len]` the end, and `edges[i]` joins `nodes[i]` and
 /// `nodes[i + 1]` (followed in the direction the options allow).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
     /// The nodes along the path, both ends included.
@@ -146,8 +148,8 @@ impl ReadTxn {
     ///
     /// ```
     /// # fn main() -> silograph::Result<()> {
-    /// # let path = std::env::temp_dir().join(format!("silograph-doc-path-{}", std::process::id()));
-    /// # let _ = std::fs::remove_file(&path);
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("ctx.silo");
     /// use silograph::{Db, EdgeInput, NodeInput, PathOptions, RootKey};
     /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
     /// let org = db.create_org("acme")?;
@@ -162,7 +164,6 @@ impl ReadTxn {
     /// let p = org.read()?.shortest_path(a, c, &PathOptions::new())?.expect("a path");
     /// assert_eq!(p.nodes, vec![a, b, c]);
     /// assert_eq!(p.edges, vec![ab, bc]);
-    /// # drop(org); drop(db); std::fs::remove_file(&path)?;
     /// # Ok(()) }
     /// ```
     pub fn shortest_path(&self, a: NodeId, b: NodeId, opts: &PathOptions) -> Result<Option<Path>> {

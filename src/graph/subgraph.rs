@@ -1,13 +1,15 @@
-//! Subgraphs reached by a traversal, and their export to petgraph.
+//! Subgraphs reached by a traversal, and their export to petgraph (feature `petgraph`).
 
+#[cfg(feature = "petgraph")]
 use petgraph::graph::{Graph, NodeIndex};
 
-use super::visited::{IdMap, Visited};
+use super::visited::Visited;
 use crate::error::Result;
 use crate::store::{NeighborFilter, ReadTxn};
 use crate::types::{Direction, EdgeId, KindId, NodeId};
 
 /// An edge of a [`Subgraph`].
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubgraphEdge {
     /// The edge.
@@ -24,8 +26,8 @@ pub struct SubgraphEdge {
 ///
 /// ```
 /// # fn main() -> silograph::Result<()> {
-/// # let path = std::env::temp_dir().join(format!("silograph-doc-subgraph-{}", std::process::id()));
-/// # let _ = std::fs::remove_file(&path);
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("ctx.silo");
 /// use silograph::{Db, EdgeInput, NodeInput, RootKey};
 /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
 /// let org = db.create_org("acme")?;
@@ -36,16 +38,16 @@ pub struct SubgraphEdge {
 /// w.add_edge(EdgeInput::new(b, a, "emailed"))?;
 /// w.commit()?;
 ///
-/// let g = org.read()?.subgraph(a, 1)?.to_petgraph();
-/// assert_eq!((g.node_count(), g.edge_count()), (2, 2));
-/// assert_eq!(petgraph::algo::kosaraju_scc(&g).len(), 1);
-/// # drop(org); drop(db); std::fs::remove_file(&path)?;
+/// let sub = org.read()?.subgraph(a, 1)?;
+/// assert_eq!(sub.nodes, vec![(a, 0), (b, 1)]);
+/// assert_eq!(sub.edges.len(), 2);
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Subgraph {
-    /// The nodes with their BFS depth, in BFS order. In [`Subgraph::to_petgraph`], node `i` of
-    /// this list has `NodeIndex::new(i)`.
+    /// The nodes with their BFS depth, in BFS order. In `Subgraph::to_petgraph` (feature
+    /// `petgraph`), node `i` of this list has `NodeIndex::new(i)`.
     pub nodes: Vec<(NodeId, u32)>,
     /// Every edge between two of the nodes that passes the traversal's filter, each once.
     pub edges: Vec<SubgraphEdge>,
@@ -85,16 +87,40 @@ impl Subgraph {
     }
 
     /// The position of `node` in [`Subgraph::nodes`] as a petgraph index, if it is there (a
-    /// linear search: build a map for many look-ups).
+    /// linear search: build a map for many look-ups). Feature `petgraph` (on by default).
+    #[cfg(feature = "petgraph")]
     pub fn index_of(&self, node: NodeId) -> Option<NodeIndex> {
         self.nodes.iter().position(|(n, _)| *n == node).map(NodeIndex::new)
     }
 
     /// A directed petgraph `Graph` with node weights `NodeId` and edge weights `EdgeId`, ready for
-    /// petgraph's algorithms (PageRank, strongly connected components, Dijkstra, …).
+    /// petgraph's algorithms (PageRank, strongly connected components, Dijkstra, …). Feature
+    /// `petgraph` (on by default): petgraph's types are part of this function's signature, so a
+    /// build without the feature does not depend on petgraph at all.
+    ///
+    /// ```
+    /// # fn main() -> silograph::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("ctx.silo");
+    /// use silograph::{Db, EdgeInput, NodeInput, RootKey};
+    /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
+    /// let org = db.create_org("acme")?;
+    /// let mut w = org.write()?;
+    /// let a = w.upsert_node(NodeInput::new("person").source("mail", "a"))?;
+    /// let b = w.upsert_node(NodeInput::new("person").source("mail", "b"))?;
+    /// w.add_edge(EdgeInput::new(a, b, "emailed"))?;
+    /// w.add_edge(EdgeInput::new(b, a, "emailed"))?;
+    /// w.commit()?;
+    ///
+    /// let g = org.read()?.subgraph(a, 1)?.to_petgraph();
+    /// assert_eq!((g.node_count(), g.edge_count()), (2, 2));
+    /// assert_eq!(petgraph::algo::kosaraju_scc(&g).len(), 1);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "petgraph")]
     pub fn to_petgraph(&self) -> Graph<NodeId, EdgeId> {
         let mut g = Graph::with_capacity(self.nodes.len(), self.edges.len());
-        let mut index: IdMap<NodeIndex> = IdMap::default();
+        let mut index: super::visited::IdMap<NodeIndex> = Default::default();
         index.reserve(self.nodes.len());
         for &(n, _) in &self.nodes {
             index.insert(n.0, g.add_node(n));

@@ -24,8 +24,8 @@ use crate::types::{Direction, NodeId};
 ///
 /// ```
 /// # fn main() -> silograph::Result<()> {
-/// # let path = std::env::temp_dir().join(format!("silograph-doc-traverse-{}", std::process::id()));
-/// # let _ = std::fs::remove_file(&path);
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("ctx.silo");
 /// use silograph::{Db, Direction, EdgeInput, NodeInput, RootKey};
 /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
 /// let org = db.create_org("acme")?;
@@ -41,9 +41,9 @@ use crate::types::{Direction, NodeId};
 /// let r = org.read()?;
 /// let hits = r.traverse(a).max_depth(2).kinds(["emailed"]).direction(Direction::Out).run()?;
 /// assert_eq!(hits, vec![(a, 0), (b, 1), (c, 2)]);
-/// # drop(r); drop(org); drop(db); std::fs::remove_file(&path)?;
 /// # Ok(()) }
 /// ```
+#[must_use = "a traversal does nothing until `run` is called"]
 #[derive(Debug, Clone)]
 pub struct Traversal<'r> {
     txn: &'r ReadTxn,

@@ -21,6 +21,7 @@ pub(crate) const ORG_TABLES: [Table; 7] = [NODES, PROPS, EDGES, ADJ, INDEX, DICT
 pub const ADMIN_BATCH: usize = 2048;
 
 /// What an org key rotation did.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationReport {
     /// The epoch every record is now sealed under.
@@ -34,6 +35,7 @@ pub struct RotationReport {
 }
 
 /// What deleting an org did.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteReport {
     /// Records removed from the org tables.
@@ -340,6 +342,8 @@ pub(crate) fn compartment_of(org: &Org, table: Table, key: &[u8]) -> Compartment
 }
 
 /// Key and lifecycle facts about one org (no secrets).
+#[must_use]
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgInfo {
     /// The org's name.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{Compartment, OrgTag, Timestamp};
 
 /// One audit entry as read back.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     /// Position in the chain, from 0.
@@ -26,6 +27,8 @@ pub struct AuditEntry {
 }
 
 /// The result of checking an org's audit chain.
+#[must_use = "an audit check finds nothing unless its report is read"]
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReport {
     /// Entries that checked out before the first bad one (all of them if none is bad).

@@ -35,6 +35,7 @@ struct Pending {
 }
 
 /// What a finished bulk load wrote.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BulkStats {
     /// Nodes passed to [`BulkLoader::add_node`] (new or updated).
@@ -65,8 +66,8 @@ pub struct BulkStats {
 ///
 /// ```
 /// # fn main() -> silograph::Result<()> {
-/// # let path = std::env::temp_dir().join(format!("silograph-doc-bulk-{}", std::process::id()));
-/// # let _ = std::fs::remove_file(&path);
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("ctx.silo");
 /// use silograph::{Db, Direction, NodeInput, RootKey};
 /// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
 /// let org = db.create_org("acme")?;
@@ -78,7 +79,6 @@ pub struct BulkStats {
 /// let stats = bulk.finish()?;
 /// assert_eq!((stats.nodes, stats.edges), (2, 2));
 /// assert_eq!(org.read()?.traverse(a).max_depth(1).run()?, vec![(a, 0), (b, 1)]);
-/// # drop(org); drop(db); std::fs::remove_file(&path)?;
 /// # Ok(()) }
 /// ```
 pub struct BulkLoader {

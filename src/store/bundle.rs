@@ -50,6 +50,7 @@ struct BundleOrg {
 }
 
 /// What an export or import moved.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BundleReport {
     /// The org's name.

@@ -71,6 +71,7 @@ pub(crate) fn check_name(what: &str, s: &str, max: usize) -> Result<()> {
 /// let db = silograph::Db::builder().cache_size(256 << 20).open("ctx.silo", root)?;
 /// # Ok(()) }
 /// ```
+#[must_use = "a builder does nothing until `open` is called"]
 #[derive(Debug, Clone)]
 pub struct DbBuilder {
     page_cache: usize,
@@ -161,6 +162,10 @@ impl DbBuilder {
     /// A wrong root key is still `Error::WrongKey`, but unlike [`DbBuilder::open`] this path does
     /// not first check the key on a read-only overlay, so redb's own open-time writes (recovery
     /// flags) may already have reached the backend.
+    ///
+    /// Hidden: the test and fault-injection hook. It takes a redb type, and the storage engine is
+    /// not part of silograph's API.
+    #[doc(hidden)]
     pub fn open_with_backend(self, backend: impl redb::StorageBackend, root: RootKey) -> Result<Db> {
         check_name("actor", &self.actor, MAX_NAME_LEN)?;
         contain("file", &[], || {

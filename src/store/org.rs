@@ -58,10 +58,10 @@ impl OrgShared {
 ///
 /// ```
 /// # fn main() -> silograph::Result<()> {
-/// # let dir = std::env::temp_dir().join(format!("silograph-doc-org-{}", std::process::id()));
-/// # let _ = std::fs::remove_file(&dir);
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("ctx.silo");
 /// use silograph::{Db, Direction, EdgeInput, NodeInput, RootKey};
-/// let db = Db::open(&dir, RootKey::from_bytes([1; 32]))?;
+/// let db = Db::open(&path, RootKey::from_bytes([1; 32]))?;
 /// let acme = db.create_org("acme")?;
 /// let mut w = acme.write()?;
 /// let alice = w.upsert_node(NodeInput::new("person").source("gmail", "alice@acme.com").prop("title", "CTO"))?;
@@ -73,7 +73,6 @@ impl OrgShared {
 /// assert_eq!(r.lookup("gmail", "alice@acme.com")?, Some(alice));
 /// let out: Vec<_> = r.neighbors(alice, Direction::Out)?.collect::<Result<_, _>>()?;
 /// assert_eq!(out[0].node, deal);
-/// # drop(r); drop(acme); drop(db); std::fs::remove_file(&dir)?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Timestamp, Value};
 
 /// A node as read from a snapshot.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
     /// The node's id.
@@ -31,6 +32,7 @@ pub struct NodeView {
 }
 
 /// An edge as read from a snapshot.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeView {
     /// The edge's id.
@@ -55,6 +57,7 @@ pub struct EdgeView {
 
 /// One adjacency entry seen from a node: the neighbor and the edge that leads there, with
 /// everything needed to filter by kind and time without fetching the edge record.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbor {
     /// The node at the other end.
@@ -92,6 +95,7 @@ impl Neighbor {
 
 /// Which adjacency entries a walk keeps. The default keeps current (not retracted) edges of
 /// every kind, valid at any time.
+#[must_use = "a filter does nothing until passed to `neighbors_filtered`"]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NeighborFilter {
     /// Keep only these kinds (`None`: all kinds).
@@ -107,7 +111,7 @@ pub struct NeighborFilter {
 
 impl NeighborFilter {
     /// Whether `e` passes the filter.
-    pub fn accepts(&self, e: &AdjEntry) -> bool {
+    pub(crate) fn accepts(&self, e: &AdjEntry) -> bool {
         if let Some(kinds) = &self.kinds {
             if !kinds.iter().any(|k| k.0 == e.kind) {
                 return false;

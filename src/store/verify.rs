@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::types::{EdgeId, NodeId, OrgTag};
 
 /// One record that failed verification.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorruptRecord {
     /// The org it belongs to.
@@ -29,6 +30,8 @@ pub struct CorruptRecord {
 }
 
 /// What a verification found.
+#[must_use = "a verification finds nothing unless its report is read"]
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Records checked, per table.

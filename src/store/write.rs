@@ -30,6 +30,7 @@ type PageId = (u64, u8, u32);
 ///     .label("segment", "enterprise")      // Labels: the host's annotation
 ///     .prop_in(Compartment::Core, "tier", 1i64);
 /// ```
+#[must_use = "an input does nothing until it is passed to `upsert_node`"]
 #[derive(Debug, Clone)]
 pub struct NodeInput {
     kind: String,
@@ -67,6 +68,7 @@ impl NodeInput {
 }
 
 /// What to add as an edge: endpoints, kind, bi-temporal validity, source and properties.
+#[must_use = "an input does nothing until it is passed to `add_edge`"]
 #[derive(Debug, Clone)]
 pub struct EdgeInput {
     from: NodeId,

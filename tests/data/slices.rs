@@ -1,5 +1,5 @@
 //! Parsers and loaders for the real-data slices of `tests/data` (see its README), shared by the
-//! tests (`#[path = "data/slices.rs"] mod slices;`) and `examples/quickstart.rs`.
+//! tests (`tests/it/common/mod.rs` includes it with `#[path]`) and `examples/quickstart.rs`.
 //!
 //! CollegeMsg rows become `person` nodes known by `("collegemsg", user id)` and `messaged` edges
 //! known by `("collegemsg", "row-N")`, valid from the message time. Git rows become `person`,

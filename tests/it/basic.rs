@@ -1,17 +1,12 @@
 //! Basic behaviour of the public API: open, orgs, upsert, edges, reads.
 
-use silograph::{Compartment, Db, Direction, EdgeInput, Error, NodeInput, OrgKey, RootKey, Value};
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("silograph-test-{}-{}", std::process::id(), name));
-    let _ = std::fs::remove_file(&dir);
-    dir
-}
+use crate::common::{root, root_key, tmp};
+use silograph::{Compartment, Db, Direction, EdgeInput, Error, NodeInput, OrgKey, Value};
 
 #[test]
 fn round_trip_nodes_edges_props() {
     let path = tmp("roundtrip");
-    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     let acme = db.create_org("acme").unwrap();
     let mut w = acme.write().unwrap();
     let a = w.upsert_node(NodeInput::new("person").source("gmail", "a@x").prop("title", "CTO")).unwrap();
@@ -35,25 +30,24 @@ fn round_trip_nodes_edges_props() {
     drop(r);
     drop(acme);
     drop(db);
-    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     assert_eq!(db.list_orgs().unwrap(), vec!["acme".to_string()]);
     let r = db.org("acme").unwrap().read().unwrap();
     assert_eq!(r.lookup("sf", "1").unwrap(), Some(b));
     drop(r);
     drop(db);
-    assert!(matches!(Db::open(&path, RootKey::from_bytes([2; 32])), Err(Error::WrongKey)));
-    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    assert!(matches!(Db::open(&path, root_key(2)), Err(Error::WrongKey)));
+    let db = Db::open(&path, root()).unwrap();
     let k = OrgKey::from_bytes([9; 32]);
     db.create_org_with_key("globex", &k).unwrap();
     assert!(matches!(db.org_with_key("globex", &OrgKey::from_bytes([8; 32])), Err(Error::WrongKey)));
     db.org_with_key("globex", &k).unwrap();
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn many_edges_span_pages() {
     let path = tmp("pages");
-    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     let org = db.create_org("o").unwrap();
     let mut w = org.write().unwrap();
     let hub = w.upsert_node(NodeInput::new("hub").source("s", "hub")).unwrap();
@@ -76,7 +70,6 @@ fn many_edges_span_pages() {
     assert_eq!(r.neighbors(hub, Direction::In).unwrap().count(), 100);
     assert_eq!(r.neighbors(hub, Direction::Both).unwrap().count(), 1500);
     assert_eq!(r.degree(hub, Direction::Out).unwrap(), Some(1400));
-    std::fs::remove_file(&path).unwrap();
 }
 
 /// Regression (fuzz `ops_vs_model`): a property set through an idempotent `add_edge` on an edge
@@ -84,7 +77,7 @@ fn many_edges_span_pages() {
 #[test]
 fn props_on_an_edge_found_again_by_its_source_commit_in_a_later_transaction() {
     let path = tmp("edgeprops-later");
-    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     let org = db.create_org("o").unwrap();
     let mut w = org.write().unwrap();
     let a = w.upsert_node(NodeInput::new("n").source("s", "a")).unwrap();
@@ -97,5 +90,4 @@ fn props_on_an_edge_found_again_by_its_source_commit_in_a_later_transaction() {
     let r = org.read().unwrap();
     assert_eq!(r.edge_props(e, Compartment::Raw).unwrap(), vec![("p".to_string(), Value::I64(1))]);
     drop((r, org, db));
-    std::fs::remove_file(&path).unwrap();
 }

@@ -2,9 +2,7 @@
 //! including commit, abort, reopen and wrong-key opens, checked read by read against a
 //! `BTreeMap` model. The operation language is the one the `ops_vs_model` fuzz target uses.
 
-mod common;
-
-use common::model::{read_program, run_program, Runner, Top, WOp};
+use crate::common::model::{node_source, read_program, run_program, Runner, Top, WOp};
 use proptest::prelude::*;
 
 proptest! {
@@ -23,7 +21,7 @@ fn aborted_transaction_leaves_committed_state_unchanged_across_reopen() {
     r.run(&Top::Create(0));
     let up = |i: u8| WOp::Upsert {
         kind: "person",
-        sources: vec![common::model::node_source(i)],
+        sources: vec![node_source(i)],
         props: vec![(silograph::Compartment::Raw, "title".into(), silograph::Value::from("x"))],
     };
     r.run(&Top::Txn { org: 0, ops: vec![up(0), up(1)], commit: true });

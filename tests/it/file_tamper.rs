@@ -15,23 +15,14 @@
 //!   record counts with the registry.
 #![cfg(not(feature = "bench-null-cipher"))]
 
-mod common;
-
-use common::Rng;
-
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Once;
 
-use common::dump::{dump_org, Dump};
+use crate::common::dump::{dump_org, Dump};
+use crate::common::{copy_of_golden, golden_fixture, tmp, Rng, GOLDEN_GLOBEX_KEY, GOLDEN_ROOT};
 use silograph::{Db, Error, OrgKey, RootKey};
-
-// The keys of the v1 golden fixture (tests/golden.rs).
-const ROOT: [u8; 32] = [0x5e; 32];
-const GLOBEX_KEY: [u8; 32] = [0x6f; 32];
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/golden.silo")
-}
 
 type Sources = Vec<(String, String)>;
 
@@ -46,7 +37,7 @@ fn sources() -> (Sources, Sources) {
 fn state(db: &Db) -> Result<Vec<Dump>, Error> {
     let (ns, es) = sources();
     let acme = db.org("acme")?;
-    let globex = db.org_with_key("globex", &OrgKey::from_bytes(GLOBEX_KEY))?;
+    let globex = db.org_with_key("globex", &OrgKey::from_bytes(GOLDEN_GLOBEX_KEY))?;
     Ok(vec![dump_org(&acme, &ns, &es)?, dump_org(&globex, &ns, &es)?])
 }
 
@@ -63,7 +54,7 @@ fn trial(path: &Path, bytes: &[u8], expected: &[Dump]) -> (Outcome, String) {
     std::fs::write(path, bytes).expect("write the tampered file");
     let phase = std::cell::Cell::new("Db::open");
     let res = catch_unwind(AssertUnwindSafe(|| {
-        let db = match Db::open(path, RootKey::from_bytes(ROOT)) {
+        let db = match Db::open(path, RootKey::from_bytes(GOLDEN_ROOT)) {
             Ok(db) => db,
             Err(e) => return (Outcome::OpenError, e.to_string()),
         };
@@ -75,7 +66,7 @@ fn trial(path: &Path, bytes: &[u8], expected: &[Dump]) -> (Outcome, String) {
         }
     }));
     res.unwrap_or_else(|p| {
-        let at = PANIC_AT.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        let at = PANIC_AT.with(|at| at.take()).unwrap_or_default();
         let msg = p
             .downcast_ref::<String>()
             .cloned()
@@ -107,11 +98,31 @@ fn describe_difference(got: &[Dump], want: &[Dump]) -> String {
     }
 }
 
-/// Where the last caught panic was raised (set by the test's panic hook).
-static PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+thread_local! {
+    /// Set while this thread runs trials: its panics are counted, not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+    /// Where this thread's last caught panic was raised (set by the panic hook).
+    static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
 
-fn temp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("silograph-tamper-{}-{name}", std::process::id()))
+/// Keeps the panics of the calling thread out of the test output (noting where each was raised)
+/// until [`QUIET`] is cleared. The hook is process-wide and other tests of this binary run in
+/// parallel, so it is installed once, for good, and hands every other thread's panic to the
+/// previous hook: their failures still print.
+fn quiet_panics_on_this_thread() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(Cell::get) {
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                PANIC_AT.with(|p| *p.borrow_mut() = Some(at));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
 }
 
 /// The outcome counts and the bad trials of one sweep.
@@ -150,24 +161,19 @@ impl Sweep {
 }
 
 fn sweep() -> (Sweep, usize) {
-    let original = std::fs::read(fixture()).expect("the v2 fixture is checked in");
-    let clean = temp("clean");
-    std::fs::write(&clean, &original).expect("copy");
-    let expected = state(&Db::open(&clean, RootKey::from_bytes(ROOT)).expect("open the clean fixture"))
+    let original = std::fs::read(golden_fixture()).expect("the v2 fixture is checked in");
+    let clean = copy_of_golden("clean.silo");
+    let expected = state(&Db::open(&clean, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the clean fixture"))
         .expect("read the clean fixture");
-    std::fs::remove_file(&clean).expect("cleanup");
+    drop(clean);
     // Offsets of bytes in use (non-zero): flips there hit headers, B-tree pages and sealed values
     // far more often than uniform offsets in a file that is mostly free space.
     let used: Vec<usize> = original.iter().enumerate().filter(|(_, b)| **b != 0).map(|(i, _)| i).collect();
     assert!(!used.is_empty());
 
     // Panics are caught and counted per trial; keep their messages out of the test output.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| {
-        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        *PANIC_AT.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
-    }));
-    let path = temp("trial");
+    quiet_panics_on_this_thread();
+    let path = tmp("trial.silo");
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut sw = Sweep { trials: 0, counts: std::collections::BTreeMap::new(), bad: Vec::new() };
     let run = |kind: &'static str, bytes: Vec<u8>, note: String, sw: &mut Sweep| {
@@ -204,8 +210,7 @@ fn sweep() -> (Sweep, usize) {
         let len = if i % 2 == 0 { rng.below(original.len() / 4096 + 1) * 4096 } else { rng.below(original.len()) };
         run("truncate", original[..len.min(original.len())].to_vec(), format!("to {len}"), &mut sw);
     }
-    let _ = std::fs::remove_file(&path);
-    std::panic::set_hook(default_hook);
+    QUIET.with(|q| q.set(false));
     (sw, original.len())
 }
 

@@ -2,22 +2,16 @@
 //! the published LDBC Graphalytics BFS / SSSP answers, and a corrupted file.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 
+use crate::common::{mem_db, root, tmp};
 use proptest::prelude::*;
-use silograph::{Db, Direction, EdgeId, EdgeInput, Error, NodeId, NodeInput, Org, PathOptions, RootKey};
+use silograph::{Db, Direction, EdgeId, EdgeInput, Error, NodeId, NodeInput, Org, PathOptions};
 
 const LDBC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ldbc");
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("silograph-traversal-{}-{}", std::process::id(), name));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
 fn mem_org() -> (Db, Org) {
-    let db =
-        Db::builder().open_with_backend(redb::backends::InMemoryBackend::new(), RootKey::from_bytes([7; 32])).unwrap();
+    let db = mem_db();
     let org = db.create_org("t").unwrap();
     (db, org)
 }
@@ -371,6 +365,7 @@ fn ldbc_example_directed_graph_gives_published_depths() {
     check_ldbc_bfs("example/example-directed-input", "example/example-directed-BFS");
 }
 
+#[cfg(feature = "petgraph")]
 #[test]
 fn petgraph_dijkstra_on_exported_subgraph_gives_published_ldbc_distances() {
     let vertices: Vec<u64> = read("example/example-directed.v").lines().map(|l| l.trim().parse().unwrap()).collect();
@@ -415,6 +410,7 @@ fn two_cycles() -> (Db, Org, Vec<NodeId>) {
     (db, org, n)
 }
 
+#[cfg(feature = "petgraph")]
 #[test]
 fn exported_subgraph_has_the_induced_edges_and_scc_finds_both_cycles() {
     let (_db, org, n) = two_cycles();
@@ -441,6 +437,7 @@ fn exported_subgraph_has_the_induced_edges_and_scc_finds_both_cycles() {
     assert_eq!(near.edges.len(), 4);
 }
 
+#[cfg(feature = "petgraph")]
 #[test]
 fn pagerank_on_exported_subgraph_ranks_the_sink_side_highest() {
     let (_db, org, n) = two_cycles();
@@ -609,7 +606,6 @@ fn adj_keys(path: &FsPath) -> HashSet<Vec<u8>> {
 #[test]
 fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
     let path = tmp("corrupt");
-    let root = || RootKey::from_bytes([3; 32]);
     let (a, b, c);
     {
         let db = Db::open(&path, root()).unwrap();
@@ -656,12 +652,12 @@ fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
     assert!(matches!(r.subgraph(a, 1), Err(Error::Corrupt { .. })));
     drop(r);
     drop(db);
-    std::fs::remove_file(&path).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Timing on the Enron workload of ANCHORS.md (ignored: run it in release by hand).
 
+#[cfg(feature = "petgraph")]
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
@@ -672,7 +668,8 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 /// petgraph `Csr` of the same edges (which also checks every count). With
 /// `SILOGRAPH_ENRON=path/to/enron.tsv` it loads the real SNAP file and checks the published
 /// checksums with the seeds in `tests/data/traversal_enron_seeds.txt`; otherwise it uses an
-/// Enron-sized synthetic graph. `cargo test --release --test traversal -- --ignored --nocapture`
+/// Enron-sized synthetic graph. `cargo test --release --test it traversal:: -- --ignored --nocapture`
+#[cfg(feature = "petgraph")]
 #[test]
 #[ignore]
 fn enron_khop_timing() {
@@ -732,7 +729,7 @@ fn enron_khop_timing() {
 
     for cache in [256usize << 20, 0] {
         let path = tmp(&format!("enron-{cache}"));
-        let db = Db::builder().cache_size(cache).open(&path, RootKey::from_bytes([1; 32])).unwrap();
+        let db = Db::builder().cache_size(cache).open(&path, root()).unwrap();
         let org = db.create_org("enron").unwrap();
         let t = std::time::Instant::now();
         let mut bulk = org.bulk_load().unwrap();
@@ -790,10 +787,10 @@ fn enron_khop_timing() {
         drop(r);
         drop(org);
         drop(db);
-        std::fs::remove_file(&path).unwrap();
     }
 }
 
+#[cfg(feature = "petgraph")]
 fn read_seeds() -> Vec<u32> {
     let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/traversal_enron_seeds.txt");
     std::fs::read_to_string(p).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect()

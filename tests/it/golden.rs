@@ -3,23 +3,12 @@
 //! back every record exactly. A format change without a version bump fails here.
 //!
 //! Regenerate (only together with a deliberate format change and a `FORMAT_VERSION` bump, into a
-//! new `vN` directory): `cargo test --test golden -- --ignored generate`.
+//! new `vN` directory): `cargo test --test it -- --ignored golden::generate`.
 #![cfg(not(feature = "bench-null-cipher"))]
 
-mod common;
-
-use std::path::{Path, PathBuf};
-
-use common::model::{apply_real, check_org, node_source, OrgModel, Outcome, WOp};
+use crate::common::model::{apply_real, check_org, node_source, OrgModel, Outcome, WOp, ORG_NAMES as ORGS};
+use crate::common::{copy_of_golden, golden_fixture, GOLDEN_GLOBEX_KEY, GOLDEN_ROOT};
 use silograph::{Compartment, Db, Error, NodeId, OrgKey, RootKey, Value, FORMAT_VERSION};
-
-const ROOT: [u8; 32] = [0x5e; 32];
-const GLOBEX_KEY: [u8; 32] = [0x6f; 32];
-const ORGS: [&str; 2] = ["acme", "globex"];
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/golden.silo")
-}
 
 fn every_value() -> Vec<Value> {
     vec![
@@ -113,12 +102,12 @@ fn times() -> Vec<i64> {
 #[test]
 #[ignore = "writes tests/fixtures/v2/golden.silo; run only to regenerate the fixture"]
 fn generate() {
-    let path = fixture();
+    let path = golden_fixture();
     let _ = std::fs::remove_file(&path);
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("create");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("create");
     let orgs = [
         db.create_org(ORGS[0]).expect("org"),
-        db.create_org_with_key(ORGS[1], &OrgKey::from_bytes(GLOBEX_KEY)).expect("byok org"),
+        db.create_org_with_key(ORGS[1], &OrgKey::from_bytes(GOLDEN_GLOBEX_KEY)).expect("byok org"),
     ];
     for (org, t, ops) in program() {
         let mut w = orgs[org].write().expect("write");
@@ -139,22 +128,16 @@ fn generate() {
     while redb.compact().expect("compact") {}
 }
 
-/// A private copy of the fixture: opening may write (recovery flags), and the committed fixture
-/// must stay byte-for-byte as generated.
-fn copy_of_fixture(name: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("silograph-golden-{}-{name}", std::process::id()));
-    std::fs::copy(fixture(), &dst).expect("the v2 fixture is checked in (tests/fixtures/v2/golden.silo)");
-    dst
-}
-
 #[test]
 fn v2_fixture_opens_and_reads_back_every_record() {
     assert_eq!(FORMAT_VERSION, 2, "format version changed: add a tests/fixtures/vN and keep v2 readable or rejected");
-    let path = copy_of_fixture("read");
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("open the v2 fixture");
+    let path = copy_of_golden("read");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v2 fixture");
     assert_eq!(db.list_orgs().expect("list"), vec!["acme".to_string(), "globex".to_string()]);
-    let orgs =
-        [db.org(ORGS[0]).expect("acme"), db.org_with_key(ORGS[1], &OrgKey::from_bytes(GLOBEX_KEY)).expect("globex")];
+    let orgs = [
+        db.org(ORGS[0]).expect("acme"),
+        db.org_with_key(ORGS[1], &OrgKey::from_bytes(GOLDEN_GLOBEX_KEY)).expect("globex"),
+    ];
     let models = expected();
     for (i, (org, m)) in orgs.iter().zip(&models).enumerate() {
         let r = org.read().expect("read");
@@ -164,29 +147,24 @@ fn v2_fixture_opens_and_reads_back_every_record() {
             assert_eq!(r.degree(NodeId(7), silograph::Direction::Out).expect("degree"), Some(520));
         }
     }
-    drop(orgs);
-    drop(db);
-    std::fs::remove_file(&path).expect("cleanup");
 }
 
 #[test]
 fn v2_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
-    let path = copy_of_fixture("keys");
+    let path = copy_of_golden("keys");
     let before = std::fs::read(&path).expect("read");
     assert!(matches!(Db::open(&path, RootKey::from_bytes([0; 32])), Err(Error::WrongKey)));
     assert_eq!(std::fs::read(&path).expect("read"), before, "a wrong root key changed the file");
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("open");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open");
     assert!(matches!(db.org_with_key(ORGS[1], &OrgKey::from_bytes([0; 32])), Err(Error::WrongKey)));
-    drop(db);
-    std::fs::remove_file(&path).expect("cleanup");
 }
 
 #[test]
 fn v2_fixture_accepts_new_commits_that_survive_reopen() {
-    let path = copy_of_fixture("write");
+    let path = copy_of_golden("write");
     let mut models = expected();
     {
-        let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("open");
+        let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open");
         let org = db.org(ORGS[0]).expect("acme");
         let mut w = org.write().expect("write");
         w.set_time(9_000);
@@ -198,24 +176,22 @@ fn v2_fixture_accepts_new_commits_that_survive_reopen() {
         assert_eq!(apply_real(&mut w, &op), models[0].apply(&op, 9_000));
         w.commit().expect("commit");
     }
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).expect("reopen");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("reopen");
     check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v2 fixture after a write");
-    drop(db);
-    std::fs::remove_file(&path).expect("cleanup");
 }
 
 /// The v1 format (one sealed record per node and edge, written by the build before format v2)
 /// was never released: a v1 file is refused with a typed error, before anything is written.
 #[test]
 fn v1_file_is_refused_as_an_unsupported_format_and_left_unchanged() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo");
-    let path = std::env::temp_dir().join(format!("silograph-golden-{}-v1", std::process::id()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.silo");
     std::fs::copy(&src, &path).expect("the v1 fixture is checked in");
     let before = std::fs::read(&path).expect("read");
-    match Db::open(&path, RootKey::from_bytes(ROOT)) {
+    match Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)) {
         Err(Error::UnsupportedFormat(msg)) => assert!(msg.contains("version 1"), "{msg}"),
         other => panic!("a v1 file must be UnsupportedFormat, got {other:?}"),
     }
     assert_eq!(std::fs::read(&path).expect("read"), before, "refusing a v1 file changed it");
-    std::fs::remove_file(&path).expect("cleanup");
 }

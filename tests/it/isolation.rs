@@ -2,39 +2,35 @@
 //! or edges by B's external ids, and reading B's ids through A yields A's own records (ids are
 //! per org) or nothing — never B's data. A restricted scope holds no key for what it excludes.
 
-#[path = "data/slices.rs"]
-mod slices;
-
-use silograph::{Compartment, Db, Direction, EdgeId, EdgeInput, Error, NodeId, NodeInput, Org, RootKey};
-
-const ROOT: [u8; 32] = [0x3c; 32];
+use crate::common::{collegemsg, git_commits, git_touches, root, slices, tmp, TmpPath};
+use silograph::{Compartment, Db, Direction, EdgeId, EdgeInput, Error, NodeId, NodeInput, Org};
 
 /// Two orgs in one file: "acme" holds 300 CollegeMsg messages, "globex" 60 git commits with their
-/// touches — more nodes than acme, so some of globex's ids do not exist in acme at all.
-fn two_orgs(dir: &tempfile::TempDir) -> (Db, Org, Org) {
-    let db = Db::open(dir.path().join("ctx.silo"), RootKey::from_bytes(ROOT)).unwrap();
+/// touches — more nodes than acme, so some of globex's ids do not exist in acme at all. The
+/// file's path comes first, so that it is dropped last.
+fn two_orgs() -> (TmpPath, Db, Org, Org) {
+    let path = tmp("ctx.silo");
+    let db = Db::open(&path, root()).unwrap();
     let acme = db.create_org("acme").unwrap();
-    let mut messages = slices::parse_collegemsg(include_str!("data/collegemsg-first6000.tsv")).unwrap();
+    let mut messages = collegemsg();
     messages.truncate(300);
     let mut w = acme.write().unwrap();
     slices::ingest_messages(&mut w, &messages).unwrap();
     w.commit().unwrap();
     let globex = db.create_org("globex").unwrap();
-    let mut commits = slices::parse_commits(include_str!("data/git-commits-first1000.tsv")).unwrap();
+    let mut commits = git_commits();
     commits.truncate(60);
-    let touches = slices::parse_touches(include_str!("data/git-touches-first1000.tsv")).unwrap();
     let mut w = globex.write().unwrap();
-    slices::ingest_git(&mut w, &commits, &touches).unwrap();
+    slices::ingest_git(&mut w, &commits, &git_touches()).unwrap();
     w.commit().unwrap();
     assert!(globex.counts().unwrap().0 > acme.counts().unwrap().0, "globex must have more nodes than acme");
-    (db, acme, globex)
+    (path, db, acme, globex)
 }
 
 #[test]
 fn lookup_by_another_orgs_external_id_finds_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, acme, globex) = two_orgs(&dir);
-    let commits = slices::parse_commits(include_str!("data/git-commits-first1000.tsv")).unwrap();
+    let (_path, _db, acme, globex) = two_orgs();
+    let commits = git_commits();
     let (a, g) = (acme.read().unwrap(), globex.read().unwrap());
     for c in &commits[..60] {
         assert!(g.lookup("git", &c.sha).unwrap().is_some(), "globex knows its own commit");
@@ -42,7 +38,7 @@ fn lookup_by_another_orgs_external_id_finds_nothing() {
         assert_eq!(a.lookup("git-email-sha256", &c.author).unwrap(), None);
         assert_eq!(a.lookup_edge("git", &format!("authored/{}", c.sha)).unwrap(), None);
     }
-    let messages = slices::parse_collegemsg(include_str!("data/collegemsg-first6000.tsv")).unwrap();
+    let messages = collegemsg();
     for m in &messages[..300] {
         assert!(a.lookup("collegemsg", &m.src.to_string()).unwrap().is_some());
         assert_eq!(g.lookup("collegemsg", &m.src.to_string()).unwrap(), None, "globex found acme's user");
@@ -55,8 +51,7 @@ fn lookup_by_another_orgs_external_id_finds_nothing() {
 
 #[test]
 fn reading_another_orgs_node_ids_never_returns_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, acme, globex) = two_orgs(&dir);
+    let (_path, _db, acme, globex) = two_orgs();
     let (a, g) = (acme.read().unwrap(), globex.read().unwrap());
     let (acme_nodes, _) = acme.counts().unwrap();
     let (globex_nodes, _) = globex.counts().unwrap();
@@ -81,8 +76,7 @@ fn reading_another_orgs_node_ids_never_returns_its_data() {
 
 #[test]
 fn neighbors_of_another_orgs_node_id_are_not_its_neighbors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, acme, globex) = two_orgs(&dir);
+    let (_path, _db, acme, globex) = two_orgs();
     let (a, g) = (acme.read().unwrap(), globex.read().unwrap());
     let (acme_nodes, _) = acme.counts().unwrap();
     let (globex_nodes, _) = globex.counts().unwrap();
@@ -116,8 +110,7 @@ fn neighbors_of_another_orgs_node_id_are_not_its_neighbors() {
 
 #[test]
 fn same_external_id_in_two_orgs_names_two_independent_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, acme, globex) = two_orgs(&dir);
+    let (_path, _db, acme, globex) = two_orgs();
     let mut ids = Vec::new();
     for (org, title) in [(&acme, "CTO at acme"), (&globex, "CEO at globex")] {
         let mut w = org.write().unwrap();
@@ -143,8 +136,7 @@ fn same_external_id_in_two_orgs_names_two_independent_nodes() {
 
 #[test]
 fn writes_of_one_org_do_not_change_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, acme, globex) = two_orgs(&dir);
+    let (_path, _db, acme, globex) = two_orgs();
     let before = globex.counts().unwrap();
     let g_before: Vec<_> = {
         let g = globex.read().unwrap();
@@ -164,8 +156,7 @@ fn writes_of_one_org_do_not_change_another() {
 
 #[test]
 fn scoped_handle_holds_no_key_for_excluded_compartments() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, acme, _globex) = two_orgs(&dir);
+    let (_path, db, acme, _globex) = two_orgs();
     let mut w = acme.write().unwrap();
     let n = w
         .upsert_node(NodeInput::new("person").source("gmail", "sam@acme").prop("salary", 100i64).label("team", "core"))

@@ -1,13 +1,11 @@
 //! Group commit: concurrent writers of different orgs share storage commits, lose nothing, and
 //! fail alone; writers of one org take turns.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::Duration;
 
-use common::backend::{MemBackend, SharedBytes};
+use crate::common::backend::{MemBackend, SharedBytes};
 use silograph::{Db, Direction, EdgeInput, Error, NodeInput, RootKey};
 
 fn root() -> RootKey {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::common::tmp;
 use silograph::{Compartment, Db, EdgeInput, NodeInput, OrgKey, RootKey, Value};
 
 const MARKER: &str = "CANARY-7f3a9";
@@ -86,8 +87,7 @@ fn write_canaries(org: &silograph::Org) {
 
 #[test]
 fn canary_strings_never_reach_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ctx.silo");
+    let path = tmp("ctx.silo");
     let db = Db::open(&path, RootKey::from_bytes(ROOT)).unwrap();
     let managed = db.create_org(ORG).unwrap();
     write_canaries(&managed);

@@ -4,12 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use silograph::codec::PAGE_CAPACITY;
-use silograph::{BulkLoader, Db, Direction, EdgeId, EdgeInput, NeighborFilter, NodeId, NodeInput, Org, RootKey};
-
-fn mem_db() -> Db {
-    Db::builder().open_with_backend(redb::backends::InMemoryBackend::new(), RootKey::from_bytes([5; 32])).unwrap()
-}
+use crate::common::{mem_db, root, tmp};
+use silograph::fuzzing::PAGE_CAPACITY;
+use silograph::{BulkLoader, Db, Direction, EdgeId, EdgeInput, NeighborFilter, NodeId, NodeInput, Org};
 
 /// `(from, to, kind, valid_from, valid_to)` by node index.
 type Edge = (u64, u64, &'static str, Option<i64>, Option<i64>);
@@ -234,7 +231,7 @@ fn bulk_edge_to_unknown_node_or_with_empty_validity_is_rejected() {
 }
 
 /// Throughput on an Enron-sized synthetic graph (36,692 nodes, 367,662 edges) into a real file.
-/// `cargo test --release --test bulk -- --ignored --nocapture`; set `SILOGRAPH_ENRON=path/to/enron.tsv`
+/// `cargo test --release --test it bulk:: -- --ignored --nocapture`; set `SILOGRAPH_ENRON=path/to/enron.tsv`
 /// to load the real SNAP file instead.
 #[test]
 #[ignore]
@@ -252,9 +249,8 @@ fn bulk_load_throughput() {
         Err(_) => edge_list(36_692, 367_662, 1, false).into_iter().map(|(a, b, ..)| (a, b)).collect(),
     };
     let max = edges.iter().map(|(a, b)| *a.max(b)).max().unwrap_or(0);
-    let path = std::env::temp_dir().join(format!("silograph-bulk-bench-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let db = Db::open(&path, RootKey::from_bytes([1; 32])).unwrap();
+    let path = tmp("bulk-bench.silo");
+    let db = Db::open(&path, root()).unwrap();
     let org = db.create_org("enron").unwrap();
     let t0 = Instant::now();
     let mut bulk = org.bulk_load().unwrap();
@@ -277,7 +273,4 @@ fn bulk_load_throughput() {
         stats.flushes,
         std::fs::metadata(&path).unwrap().len() as f64 / 1e6
     );
-    drop(org);
-    drop(db);
-    std::fs::remove_file(&path).unwrap();
 }

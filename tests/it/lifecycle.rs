@@ -1,12 +1,10 @@
 //! Key lifecycle, compartments, audit trail, verification and org portability.
 
-mod common;
-
-use common::backend::{Fault, FaultDisk, SharedBytes};
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::common::backend::{Fault, FaultDisk, SharedBytes};
+use crate::common::{root_key, tmp, TmpPath};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use silograph::{
     CallbackKey, Compartment, Db, Direction, EdgeInput, EnvKey, Error, FileKey, KeyProvider, NodeId, NodeInput, OrgKey,
@@ -14,16 +12,6 @@ use silograph::{
 };
 
 type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("silograph-life-{}-{}", std::process::id(), name));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
-fn root(b: u8) -> RootKey {
-    RootKey::from_bytes([b; 32])
-}
 
 /// A little graph: `n` people in a ring with labelled and raw properties.
 fn fill(db: &Db, org: &str, n: u64) -> Vec<NodeId> {
@@ -74,21 +62,20 @@ fn snapshot(db: &Db, org: &str, n: u64) -> Vec<String> {
 #[test]
 fn root_rotation_rewraps_seeds_and_only_the_new_root_opens() {
     let path = tmp("rootrot");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     for name in ["a", "b", "c"] {
         db.create_org(name).unwrap();
         fill(&db, name, 20);
     }
     let before = snapshot(&db, "b", 20);
-    db.rotate_root_key(root(2)).unwrap();
+    db.rotate_root_key(root_key(2)).unwrap();
     assert_eq!(snapshot(&db, "b", 20), before, "the live handle keeps reading after root rotation");
     drop(db);
-    assert!(matches!(Db::open(&path, root(1)), Err(Error::WrongKey)));
-    let db = Db::open(&path, root(2)).unwrap();
+    assert!(matches!(Db::open(&path, root_key(1)), Err(Error::WrongKey)));
+    let db = Db::open(&path, root_key(2)).unwrap();
     assert_eq!(db.list_orgs().unwrap(), vec!["a", "b", "c"]);
     assert_eq!(snapshot(&db, "b", 20), before);
     drop(db);
-    std::fs::remove_file(&path).unwrap();
 }
 
 /// Every envelope of every org record, as (table, epoch).
@@ -110,7 +97,7 @@ fn envelope_epochs(path: &std::path::Path) -> Vec<(String, u32)> {
 #[test]
 fn org_rotation_reseals_every_record_and_destroys_old_seeds() {
     let path = tmp("orgrot");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     // More records than one batch, so rotation spans several transactions.
     fill(&db, "acme", 900);
@@ -129,13 +116,12 @@ fn org_rotation_reseals_every_record_and_destroys_old_seeds() {
     let epochs = envelope_epochs(&path);
     assert!(epochs.len() > 4000);
     assert!(epochs.iter().all(|(_, e)| *e == 1), "a record is still under the old epoch");
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn concurrent_readers_and_writers_keep_working_while_an_org_rotates() {
     let path = tmp("rotconc");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     let ids = fill(&db, "acme", 600);
     let org = db.org("acme").unwrap();
@@ -186,13 +172,12 @@ fn concurrent_readers_and_writers_keep_working_while_an_org_rotates() {
     assert!(reads_after_commit.load(Ordering::SeqCst) > 0);
     assert!(db.verify().unwrap().is_ok());
     drop((org, db));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn seal_counter_limit_starts_a_new_epoch_and_rotation_resumes_after_reopen() {
     let path = tmp("autorot");
-    let db = Db::builder().rotate_after_seals(50).open(&path, root(1)).unwrap();
+    let db = Db::builder().rotate_after_seals(50).open(&path, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     fill(&db, "acme", 40);
     let info = db.org_info("acme").unwrap();
@@ -201,7 +186,7 @@ fn seal_counter_limit_starts_a_new_epoch_and_rotation_resumes_after_reopen() {
     let before = snapshot(&db, "acme", 40);
     drop(db);
     // Reopen mid-rotation: both epochs still open everything.
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     assert_eq!(snapshot(&db, "acme", 40), before);
     let report = db.rotate_org_key("acme").unwrap();
     assert!(report.resumed);
@@ -209,14 +194,13 @@ fn seal_counter_limit_starts_a_new_epoch_and_rotation_resumes_after_reopen() {
     assert_eq!(info.epochs.len(), 1);
     assert_eq!(snapshot(&db, "acme", 40), before);
     drop(db);
-    std::fs::remove_file(&path).unwrap();
 }
 
 /// The bytes of a settled database with org "acme" (30 people).
 fn prepared_image() -> Vec<u8> {
     let mem = SharedBytes::default();
     {
-        let db = Db::builder().open_with_backend(mem.backend(), root(1)).unwrap();
+        let db = Db::builder().open_with_backend(mem.backend(), root_key(1)).unwrap();
         db.create_org("acme").unwrap();
         fill(&db, "acme", 30);
     }
@@ -227,13 +211,13 @@ fn prepared_image() -> Vec<u8> {
 fn rotation_survives_a_crash_at_every_write_and_resumes() {
     let pristine = prepared_image();
     let expected = snapshot(
-        &Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root(1)).unwrap(),
+        &Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root_key(1)).unwrap(),
         "acme",
         30,
     );
     // Count the writes and syncs of one full rotation.
     let disk = FaultDisk::from_bytes(pristine.clone());
-    let db = Db::builder().open_with_backend(disk.backend(), root(1)).unwrap();
+    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
     let start = disk.events();
     db.rotate_org_key("acme").unwrap();
     let total = disk.events() - start;
@@ -242,7 +226,7 @@ fn rotation_survives_a_crash_at_every_write_and_resumes() {
     let mut swept = 0;
     for n in 0..total {
         let disk = FaultDisk::from_bytes(pristine.clone());
-        let db = Db::builder().open_with_backend(disk.backend(), root(1)).unwrap();
+        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
         let fault = if n % 3 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } };
         disk.arm(n, fault);
         let outcome = db.rotate_org_key("acme");
@@ -256,7 +240,7 @@ fn rotation_survives_a_crash_at_every_write_and_resumes() {
         // intact, and rotating again finishes the job.
         for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
             let mem = SharedBytes::from_vec(img);
-            let db = Db::builder().open_with_backend(mem.backend(), root(1)).unwrap();
+            let db = Db::builder().open_with_backend(mem.backend(), root_key(1)).unwrap();
             assert_eq!(snapshot(&db, "acme", 30), expected, "crash at event {n}");
             db.rotate_org_key("acme").unwrap();
             assert_eq!(db.org_info("acme").unwrap().epochs.len(), 1, "crash at event {n}");
@@ -290,13 +274,13 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn deleted_org_is_shredded_and_compaction_removes_its_bytes() {
     let path = tmp("shred");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("victim").unwrap();
     fill(&db, "victim", 50);
     drop(db);
     let victim = raw_records(&path);
     assert!(victim.len() > 200);
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("keeper").unwrap();
     fill(&db, "keeper", 50);
     let keeper = snapshot(&db, "keeper", 50);
@@ -316,24 +300,22 @@ fn deleted_org_is_shredded_and_compaction_removes_its_bytes() {
         }
     }
     // Re-created under the same name: a new org that sees nothing of the old one.
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let again = db.create_org("victim").unwrap();
     let r = again.read().unwrap();
     assert_eq!(r.counts().unwrap(), (0, 0));
     assert_eq!(r.lookup("crm", "victim-0").unwrap(), None);
     assert_eq!(r.node(NodeId(1)).unwrap(), None);
     drop((r, again, db));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn compact_refuses_while_other_handles_are_open() {
     let path = tmp("compactbusy");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let org = db.create_org("acme").unwrap();
     assert!(matches!(db.compact(), Err(Error::InvalidInput(_))));
     drop(org);
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
@@ -344,7 +326,7 @@ fn key_providers_supply_the_root_key() {
     std::fs::write(&file, format!("{key_hex}\n")).unwrap();
     #[cfg(unix)] // FileKey refuses a key file that group or others can read
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    Db::builder().open_with_provider(&path, &FileKey::new(&file)).unwrap().create_org("acme").unwrap();
+    Db::builder().open_with_provider(&path, &FileKey::new(file.to_path_buf())).unwrap().create_org("acme").unwrap();
     std::env::set_var("SILOGRAPH_TEST_ROOT_KEY", &key_hex);
     let db = Db::builder().open_with_provider(&path, &EnvKey::new("SILOGRAPH_TEST_ROOT_KEY")).unwrap();
     assert_eq!(db.list_orgs().unwrap(), vec!["acme"]);
@@ -355,15 +337,13 @@ fn key_providers_supply_the_root_key() {
     assert!(matches!(Db::builder().open_with_provider(&path, &wrong), Err(Error::WrongKey)));
     assert!(matches!(EnvKey::new("SILOGRAPH_TEST_UNSET_VAR").root_key(), Err(Error::InvalidInput(_))));
     std::fs::write(&file, "not hex").unwrap();
-    assert!(matches!(FileKey::new(&file).root_key(), Err(Error::InvalidInput(_))));
-    std::fs::remove_file(&path).unwrap();
-    std::fs::remove_file(&file).unwrap();
+    assert!(matches!(FileKey::new(file.to_path_buf()).root_key(), Err(Error::InvalidInput(_))));
 }
 
 #[test]
 fn scoped_handle_holds_no_key_outside_its_scope() {
     let path = tmp("scope");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     let ids = fill(&db, "acme", 5);
     let scoped = db.org_scoped("acme", None, &[Compartment::Core, Compartment::Labels]).unwrap();
@@ -383,13 +363,12 @@ fn scoped_handle_holds_no_key_outside_its_scope() {
     assert!(matches!("secret".parse::<Compartment>(), Err(Error::InvalidInput(_))));
     assert!(db.audit("acme").unwrap().entries().unwrap().iter().any(|e| e.op == "scoped-open"));
     drop((scoped, db));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn byok_org_needs_its_key_and_rotation_of_unknown_org_fails() {
     let path = tmp("byok");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let key = OrgKey::from_bytes([5; 32]);
     db.create_org_with_key("globex", &key).unwrap();
     assert!(matches!(db.org_with_key("globex", &OrgKey::from_bytes([6; 32])), Err(Error::WrongKey)));
@@ -397,7 +376,6 @@ fn byok_org_needs_its_key_and_rotation_of_unknown_org_fails() {
     assert!(matches!(db.rotate_org_key("nobody"), Err(Error::OrgNotFound(_))));
     assert!(matches!(db.create_org("globex"), Err(Error::OrgExists(_))));
     drop(db);
-    std::fs::remove_file(&path).unwrap();
 }
 
 /// The org's audit keys and values, in order (the only org in the file).
@@ -419,9 +397,9 @@ fn with_raw_table(
     wtx.commit().unwrap();
 }
 
-fn audited_db(name: &str) -> std::path::PathBuf {
+fn audited_db(name: &str) -> TmpPath {
     let path = tmp(name);
-    let db = Db::builder().actor("ingest-svc").open(&path, root(1)).unwrap();
+    let db = Db::builder().actor("ingest-svc").open(&path, root_key(1)).unwrap();
     let org = db.create_org("acme").unwrap();
     for i in 0..5 {
         let mut w = org.as_actor(&format!("user-{i}")).unwrap().write().unwrap();
@@ -441,7 +419,7 @@ fn audited_db(name: &str) -> std::path::PathBuf {
 }
 
 fn audit_verdict(path: &std::path::Path) -> Option<u64> {
-    let db = Db::open(path, root(1)).unwrap();
+    let db = Db::open(path, root_key(1)).unwrap();
     let report = db.audit("acme").unwrap().verify().unwrap();
     report.first_bad
 }
@@ -457,7 +435,6 @@ fn audit_chain_names_the_first_edited_removed_reordered_or_replayed_entry() {
         t.insert(rows[3].0.as_slice(), v.as_slice()).unwrap();
     });
     assert_eq!(audit_verdict(&path), Some(3));
-    std::fs::remove_file(&path).unwrap();
     // removed
     let path = audited_db("audit-remove");
     let rows = audit_rows(&path);
@@ -465,7 +442,6 @@ fn audit_chain_names_the_first_edited_removed_reordered_or_replayed_entry() {
         t.remove(rows[2].0.as_slice()).unwrap();
     });
     assert_eq!(audit_verdict(&path), Some(2));
-    std::fs::remove_file(&path).unwrap();
     // removed at the end
     let path = audited_db("audit-truncate");
     let rows = audit_rows(&path);
@@ -473,7 +449,6 @@ fn audit_chain_names_the_first_edited_removed_reordered_or_replayed_entry() {
         t.remove(rows[5].0.as_slice()).unwrap();
     });
     assert_eq!(audit_verdict(&path), Some(5));
-    std::fs::remove_file(&path).unwrap();
     // reordered
     let path = audited_db("audit-reorder");
     let rows = audit_rows(&path);
@@ -482,7 +457,6 @@ fn audit_chain_names_the_first_edited_removed_reordered_or_replayed_entry() {
         t.insert(rows[2].0.as_slice(), rows[1].1.as_slice()).unwrap();
     });
     assert_eq!(audit_verdict(&path), Some(1));
-    std::fs::remove_file(&path).unwrap();
     // replayed: an old entry written again in place of a later one
     let path = audited_db("audit-replay");
     let rows = audit_rows(&path);
@@ -490,13 +464,12 @@ fn audit_chain_names_the_first_edited_removed_reordered_or_replayed_entry() {
         t.insert(rows[4].0.as_slice(), rows[1].1.as_slice()).unwrap();
     });
     assert_eq!(audit_verdict(&path), Some(4));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn verify_reports_the_exact_corrupt_record_and_its_node() {
     let path = tmp("verify");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     db.create_org_with_key("byok", &OrgKey::from_bytes([4; 32])).unwrap();
     // 150 nodes: three node pages (ids 1–63, 64–127, 128–150).
@@ -516,7 +489,7 @@ fn verify_reports_the_exact_corrupt_record_and_its_node() {
         v[30] ^= 0x80;
         t.insert(rows[1].1.as_slice(), v.as_slice()).unwrap();
     });
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let report = db.verify().unwrap();
     assert_eq!(report.corrupt.len(), 1, "{report:?}");
     let bad = &report.corrupt[0];
@@ -532,7 +505,6 @@ fn verify_reports_the_exact_corrupt_record_and_its_node() {
     let elsewhere = NodeId(if node.0 == 1 { 64 } else { 1 });
     assert!(r.node(elsewhere).unwrap().is_some(), "nodes of other pages still read");
     drop((r, db));
-    std::fs::remove_file(&path).unwrap();
 }
 
 fn hex_of(b: &[u8]) -> String {
@@ -542,7 +514,7 @@ fn hex_of(b: &[u8]) -> String {
 #[test]
 fn export_import_round_trips_every_record_and_audit_entry() {
     let (src, dst) = (tmp("export-src"), tmp("export-dst"));
-    let db = Db::open(&src, root(1)).unwrap();
+    let db = Db::open(&src, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     fill(&db, "acme", 400);
     let expected = snapshot(&db, "acme", 400);
@@ -551,7 +523,7 @@ fn export_import_round_trips_every_record_and_audit_entry() {
     let out = db.export_org("acme", &transport, &mut bundle).unwrap();
     assert!(out.chunks >= 2, "{out:?}");
     let src_audit = db.audit("acme").unwrap().entries().unwrap();
-    let target = Db::open(&dst, root(2)).unwrap();
+    let target = Db::open(&dst, root_key(2)).unwrap();
     let got = target.import_org(bundle.as_slice(), &transport).unwrap();
     assert_eq!(got.records, out.records);
     assert_eq!(snapshot(&target, "acme", 400), expected);
@@ -564,20 +536,18 @@ fn export_import_round_trips_every_record_and_audit_entry() {
     assert!(matches!(target.import_org(bundle.as_slice(), &transport), Err(Error::OrgExists(_))));
     assert_eq!(snapshot(&target, "acme", 400), expected);
     drop((db, target));
-    std::fs::remove_file(&src).unwrap();
-    std::fs::remove_file(&dst).unwrap();
 }
 
 #[test]
 fn truncated_reordered_or_tampered_bundles_import_nothing() {
     let (src, dst) = (tmp("bundle-bad-src"), tmp("bundle-bad-dst"));
-    let db = Db::open(&src, root(1)).unwrap();
+    let db = Db::open(&src, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     fill(&db, "acme", 400);
     let transport = TransportKey::from_bytes([9; 32]);
     let mut bundle = Vec::new();
     db.export_org("acme", &transport, &mut bundle).unwrap();
-    let target = Db::open(&dst, root(2)).unwrap();
+    let target = Db::open(&dst, root_key(2)).unwrap();
     let rejected = |b: &[u8], key: &TransportKey| {
         let r = target.import_org(b, key);
         assert!(r.is_err(), "a bad bundle was accepted");
@@ -608,24 +578,22 @@ fn truncated_reordered_or_tampered_bundles_import_nothing() {
     rejected(&dropped, &transport);
     assert!(target.import_org(bundle.as_slice(), &transport).is_ok(), "the intact bundle still imports");
     drop((db, target));
-    std::fs::remove_file(&src).unwrap();
-    std::fs::remove_file(&dst).unwrap();
 }
 
-/// The figures of the key-lifecycle issue. `cargo test --release --test lifecycle -- --ignored --nocapture`
+/// The figures of the key-lifecycle issue. `cargo test --release --test it lifecycle:: -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn lifecycle_figures() {
     use std::time::Instant;
     let path = tmp("figures");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let t = Instant::now();
     for i in 0..10_000 {
         db.create_org(&format!("org-{i}")).unwrap();
     }
     eprintln!("created 10k orgs in {:?}", t.elapsed());
     let t = Instant::now();
-    db.rotate_root_key(root(2)).unwrap();
+    db.rotate_root_key(root_key(2)).unwrap();
     eprintln!("root rotation, 10k orgs: {:?}", t.elapsed());
     db.create_org("big").unwrap();
     fill(&db, "big", 20_000);
@@ -659,20 +627,18 @@ fn lifecycle_figures() {
     let el = t.elapsed();
     eprintln!("export: {} bytes in {:?} = {:.1} MB/s", bundle.len(), el, bundle.len() as f64 / 1e6 / el.as_secs_f64());
     let dst = tmp("figures-dst");
-    let target = Db::open(&dst, root(3)).unwrap();
+    let target = Db::open(&dst, root_key(3)).unwrap();
     let t = Instant::now();
     target.import_org(bundle.as_slice(), &transport).unwrap();
     let el = t.elapsed();
     eprintln!("import: {} bytes in {:?} = {:.1} MB/s", bundle.len(), el, bundle.len() as f64 / 1e6 / el.as_secs_f64());
     drop((org, db, target));
-    std::fs::remove_file(&path).unwrap();
-    std::fs::remove_file(&dst).unwrap();
 }
 
 #[test]
 fn removed_node_page_reads_as_corrupt_and_verify_counts_it() {
     let path = tmp("removed");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("acme").unwrap();
     // 70 nodes: two node pages (ids 1–63 and 64–70).
     fill(&db, "acme", 70);
@@ -681,7 +647,7 @@ fn removed_node_page_reads_as_corrupt_and_verify_counts_it() {
     with_raw_table(&path, "nodes", |t| {
         t.remove(victim.1.as_slice()).unwrap();
     });
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let report = db.verify().unwrap();
     assert!(
         report.corrupt.iter().any(|c| c.table == "nodes" && c.error.contains("2 records expected, 1 found")),
@@ -694,26 +660,24 @@ fn removed_node_page_reads_as_corrupt_and_verify_counts_it() {
     assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Some(_)))).count(), 70 - corrupt);
     assert_eq!(r.node(NodeId(71)).unwrap(), None, "an id never assigned is simply absent");
     drop((r, db));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn a_source_listed_twice_is_stored_once() {
     let path = tmp("dupsource");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let org = db.create_org("acme").unwrap();
     let mut w = org.write().unwrap();
     let n = w.upsert_node(NodeInput::new("person").source("crm", "1").source("crm", "1").source("mail", "a")).unwrap();
     w.commit().unwrap();
     assert_eq!(org.read().unwrap().node(n).unwrap().unwrap().sources.len(), 2);
     drop((org, db));
-    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]
 fn removed_property_record_reads_as_corrupt_not_as_no_properties() {
     let path = tmp("removedprops");
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let org = db.create_org("acme").unwrap();
     let mut w = org.write().unwrap();
     let n = w.upsert_node(NodeInput::new("person").source("crm", "1").prop("email", "a@b")).unwrap();
@@ -725,11 +689,10 @@ fn removed_property_record_reads_as_corrupt_not_as_no_properties() {
     with_raw_table(&path, "props", |t| {
         t.remove(props[0].1.as_slice()).unwrap();
     });
-    let db = Db::open(&path, root(1)).unwrap();
+    let db = Db::open(&path, root_key(1)).unwrap();
     let r = db.org("acme").unwrap().read().unwrap();
     assert!(matches!(r.node_props(n, Compartment::Raw), Err(Error::Corrupt { .. })));
     assert_eq!(r.node_props(n, Compartment::Labels).unwrap(), vec![], "a compartment never written is empty");
     assert_eq!(r.node_props(m, Compartment::Raw).unwrap(), vec![]);
     drop((r, db));
-    std::fs::remove_file(&path).unwrap();
 }

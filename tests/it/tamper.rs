@@ -6,24 +6,16 @@
 //! starts from a copy of the pristine bytes, changes one stored value (in the raw bytes, or with
 //! a plain `redb::Database`), opens the copy and reads everything back.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::time::Instant;
 
-use common::backend::SharedBytes;
+use crate::common::backend::SharedBytes;
+use crate::common::open_on as open_db;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use silograph::{
-    Compartment, Db, Direction, EdgeId, EdgeInput, Error, KindId, Neighbor, NodeId, NodeInput, RootKey, Value,
-};
+use silograph::{Compartment, Db, Direction, EdgeId, EdgeInput, Error, KindId, Neighbor, NodeId, NodeInput, Value};
 
-const ROOT: [u8; 32] = [0x5a; 32];
 const ORG_TABLES: &[&str] = &["orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit"];
-
-fn open_db(disk: &SharedBytes) -> silograph::Result<Db> {
-    Db::builder().open_with_backend(disk.backend(), RootKey::from_bytes(ROOT))
-}
 
 fn table_def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)

@@ -2,11 +2,10 @@
 //! rotation before the random-nonce limit) is durable, and no key type prints its bytes.
 #![cfg(not(feature = "bench-null-cipher"))]
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::backend::SharedBytes;
+use crate::common::backend::SharedBytes;
+use crate::common::open_on;
 use silograph::fuzzing::{internal_key_debug_strings, seal_count, EnvelopeKey};
 use silograph::{Db, NodeInput, OrgKey, RootKey};
 
@@ -37,7 +36,7 @@ fn identical_plaintexts_seal_to_distinct_ciphertexts() {
 }
 
 fn open(disk: &SharedBytes) -> Db {
-    Db::builder().open_with_backend(disk.backend(), RootKey::from_bytes([4; 32])).expect("open")
+    open_on(disk).expect("open")
 }
 
 #[test]

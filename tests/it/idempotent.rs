@@ -2,34 +2,29 @@
 //! same transaction, or after reopening the database — changes no count, no node, no edge, no
 //! neighbor list, and stores no new record.
 
-mod common;
-#[path = "data/slices.rs"]
-mod slices;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::backend::SharedBytes;
+use crate::common::backend::SharedBytes;
+use crate::common::slices::{self, Commit, Message, Touch};
+use crate::common::{collegemsg, git_commits, git_touches, open_on, root, tmp};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use silograph::{Compartment, Db, Direction, EdgeId, NodeId, Org, RootKey};
-use slices::{Commit, Message, Touch};
+use silograph::{Compartment, Db, Direction, EdgeId, NodeId, Org};
 
-const ROOT: [u8; 32] = [0x77; 32];
 const T1: i64 = 1_800_000_000_000;
 const T2: i64 = 1_800_000_360_000;
 const DATA_TABLES: &[&str] = &["nodes", "props", "edges", "adj", "index", "dict"];
 
 /// The first 2,000 CollegeMsg messages and the first 200 commits with their touches.
 fn input() -> (Vec<Message>, Vec<Commit>, Vec<Touch>) {
-    let mut messages = slices::parse_collegemsg(include_str!("data/collegemsg-first6000.tsv")).unwrap();
+    let mut messages = collegemsg();
     messages.truncate(2000);
-    let mut commits = slices::parse_commits(include_str!("data/git-commits-first1000.tsv")).unwrap();
+    let mut commits = git_commits();
     commits.truncate(200);
-    let touches = slices::parse_touches(include_str!("data/git-touches-first1000.tsv")).unwrap();
-    (messages, commits, touches)
+    (messages, commits, git_touches())
 }
 
 fn open(disk: &SharedBytes) -> Db {
-    Db::builder().open_with_backend(disk.backend(), RootKey::from_bytes(ROOT)).unwrap()
+    open_on(disk).unwrap()
 }
 
 /// Ingests the input into `org`, `times` times within one write transaction stamped `now`.
@@ -136,15 +131,14 @@ fn ingesting_twice_in_one_transaction_equals_ingesting_once() {
 #[test]
 fn reingesting_after_reopen_keeps_ids_and_neighbors() {
     let input = input();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ctx.silo");
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).unwrap();
+    let path = tmp("ctx.silo");
+    let db = Db::open(&path, root()).unwrap();
     let org = db.create_org("acme").unwrap();
     ingest(&org, &input, 1, T1);
     let first = snapshot(&org, &input);
     drop((org, db));
     // A fresh process: no cached kinds, pages or index entries.
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     let org = db.org("acme").unwrap();
     ingest(&org, &input, 1, T2);
     assert_eq!(snapshot(&org, &input), first);

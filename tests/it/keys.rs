@@ -3,16 +3,12 @@
 //! opened the wrong way (managed with a key, BYOK without one) is `InvalidInput`.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
-mod common;
-
-use common::backend::SharedBytes;
+use crate::common::backend::SharedBytes;
+use crate::common::{byok, open_on, root, tmp, BYOK, ROOT};
 use silograph::{Compartment, Db, EdgeInput, Error, NodeInput, OrgKey, RootKey};
-
-const ROOT: [u8; 32] = [0x11; 32];
-const BYOK: [u8; 32] = [0x22; 32];
 
 /// Wrong root keys worth trying: all zeros, one flipped bit in the first and last byte, all ones.
 fn wrong_roots() -> Vec<RootKey> {
@@ -30,14 +26,14 @@ fn wrong_roots() -> Vec<RootKey> {
 
 /// A database at `path` with a managed org "acme" (two nodes, one edge) and a BYOK org "globex".
 fn populate(path: &Path) -> Db {
-    let db = Db::open(path, RootKey::from_bytes(ROOT)).unwrap();
+    let db = Db::open(path, root()).unwrap();
     let acme = db.create_org("acme").unwrap();
     let mut w = acme.write().unwrap();
     let a = w.upsert_node(NodeInput::new("person").source("gmail", "alice")).unwrap();
     let b = w.upsert_node(NodeInput::new("deal").source("sf", "006")).unwrap();
     w.add_edge(EdgeInput::new(a, b, "owns")).unwrap();
     w.commit().unwrap();
-    let globex = db.create_org_with_key("globex", &OrgKey::from_bytes(BYOK)).unwrap();
+    let globex = db.create_org_with_key("globex", &byok()).unwrap();
     let mut w = globex.write().unwrap();
     w.upsert_node(NodeInput::new("person").source("gmail", "gina")).unwrap();
     w.commit().unwrap();
@@ -50,7 +46,7 @@ fn assert_populated(db: &Db) {
     let a = r.lookup("gmail", "alice").unwrap().expect("alice");
     assert_eq!(r.node(a).unwrap().unwrap().kind, "person");
     assert_eq!(r.counts().unwrap(), (2, 1));
-    let r = db.org_with_key("globex", &OrgKey::from_bytes(BYOK)).unwrap().read().unwrap();
+    let r = db.org_with_key("globex", &byok()).unwrap().read().unwrap();
     assert!(r.lookup("gmail", "gina").unwrap().is_some());
 }
 
@@ -62,14 +58,9 @@ fn assert_invalid_input<T: std::fmt::Debug>(r: silograph::Result<T>, what: &str)
     assert!(matches!(r, Err(Error::InvalidInput(_))), "{what}: expected InvalidInput, got {r:?}");
 }
 
-fn db_path(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("ctx.silo")
-}
-
 #[test]
 fn wrong_root_key_is_refused_at_open_and_leaves_the_file_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
+    let path = tmp("ctx.silo");
     drop(populate(&path));
     let before = std::fs::read(&path).unwrap();
     for (i, wrong) in wrong_roots().into_iter().enumerate() {
@@ -78,7 +69,7 @@ fn wrong_root_key_is_refused_at_open_and_leaves_the_file_unchanged() {
     }
     assert_wrong_key(Db::builder().cache_size(0).open(&path, wrong_roots().remove(0)), "builder");
     assert!(std::fs::read(&path).unwrap() == before, "builder open changed the file");
-    assert_populated(&Db::open(&path, RootKey::from_bytes(ROOT)).unwrap());
+    assert_populated(&Db::open(&path, root()).unwrap());
 }
 
 #[test]
@@ -98,36 +89,35 @@ fn wrong_root_key_leaves_an_uncleanly_closed_file_unchanged() {
     drop(redb::Database::builder().set_repair_callback(move |_| flag.set(true)).create(&probe).unwrap());
     assert!(repaired.get(), "the forgotten database was closed cleanly after all");
 
-    let path = db_path(&dir);
+    let path = dir.path().join("ctx.silo");
     std::fs::write(&path, &crashed).unwrap();
     for (i, wrong) in wrong_roots().into_iter().enumerate() {
         assert_wrong_key(Db::open(&path, wrong), &format!("wrong root {i}"));
         assert!(std::fs::read(&path).unwrap() == crashed, "wrong root {i} changed the crashed file");
     }
     // The right key repairs it and reads everything committed before the crash.
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     assert_populated(&db);
 }
 
 #[test]
 fn wrong_root_key_on_a_custom_backend_is_refused() {
     let disk = SharedBytes::default();
-    let db = Db::builder().open_with_backend(disk.backend(), RootKey::from_bytes(ROOT)).unwrap();
+    let db = open_on(&disk).unwrap();
     db.create_org("acme").unwrap();
     drop(db);
     for (i, wrong) in wrong_roots().into_iter().enumerate() {
         assert_wrong_key(Db::builder().open_with_backend(disk.backend(), wrong), &format!("wrong root {i}"));
     }
-    let db = Db::builder().open_with_backend(disk.backend(), RootKey::from_bytes(ROOT)).unwrap();
+    let db = open_on(&disk).unwrap();
     assert_eq!(db.list_orgs().unwrap(), vec!["acme".to_string()]);
 }
 
 #[test]
 fn wrong_byok_key_is_refused_without_writing_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
+    let path = tmp("ctx.silo");
     let db = populate(&path);
-    let right = OrgKey::from_bytes(BYOK);
+    let right = byok();
     let audit_before = db.org_with_key("globex", &right).unwrap().audit().entries().unwrap();
     let mut near = BYOK;
     near[17] ^= 0x04;
@@ -142,16 +132,16 @@ fn wrong_byok_key_is_refused_without_writing_anything() {
     assert_eq!(globex.counts().unwrap(), (1, 0));
     drop((globex, db));
     // Also refused on a fresh open of the file (nothing cached from the right key).
-    let db = Db::open(&path, RootKey::from_bytes(ROOT)).unwrap();
+    let db = Db::open(&path, root()).unwrap();
     assert_wrong_key(db.org_with_key("globex", &OrgKey::from_bytes(near)), "after reopen");
     assert_populated(&db);
 }
 
 #[test]
 fn managed_org_opened_with_a_key_is_invalid_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = populate(&db_path(&dir));
-    let key = OrgKey::from_bytes(BYOK);
+    let path = tmp("ctx.silo");
+    let db = populate(&path);
+    let key = byok();
     assert_invalid_input(db.org_with_key("acme", &key), "org_with_key on a managed org");
     assert_invalid_input(db.org_scoped("acme", Some(&key), &Compartment::ALL), "org_scoped with a key");
     assert!(db.org("acme").is_ok());
@@ -159,30 +149,30 @@ fn managed_org_opened_with_a_key_is_invalid_input() {
 
 #[test]
 fn byok_org_opened_without_its_key_is_invalid_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = populate(&db_path(&dir));
+    let path = tmp("ctx.silo");
+    let db = populate(&path);
     assert_invalid_input(db.org("globex"), "org on a BYOK org");
     assert_invalid_input(db.org_scoped("globex", None, &Compartment::ALL), "org_scoped without a key");
-    assert!(db.org_with_key("globex", &OrgKey::from_bytes(BYOK)).is_ok());
+    assert!(db.org_with_key("globex", &byok()).is_ok());
 }
 
 #[test]
 fn unknown_org_is_org_not_found_whatever_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = populate(&db_path(&dir));
+    let path = tmp("ctx.silo");
+    let db = populate(&path);
     assert!(matches!(db.org("initech"), Err(Error::OrgNotFound(_))));
-    assert!(matches!(db.org_with_key("initech", &OrgKey::from_bytes(BYOK)), Err(Error::OrgNotFound(_))));
+    assert!(matches!(db.org_with_key("initech", &byok()), Err(Error::OrgNotFound(_))));
 }
 
 #[test]
 fn byok_org_created_twice_is_org_exists_and_keeps_its_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = populate(&db_path(&dir));
+    let path = tmp("ctx.silo");
+    let db = populate(&path);
     let other = OrgKey::from_bytes([0x33; 32]);
     assert!(matches!(db.create_org_with_key("globex", &other), Err(Error::OrgExists(_))));
     assert!(matches!(db.create_org("globex"), Err(Error::OrgExists(_))));
     assert_wrong_key(db.org_with_key("globex", &other), "the second key did not replace the first");
-    assert!(db.org_with_key("globex", &OrgKey::from_bytes(BYOK)).is_ok());
+    assert!(db.org_with_key("globex", &byok()).is_ok());
 }
 
 #[test]
@@ -191,8 +181,7 @@ fn key_types_and_key_errors_never_print_key_bytes() {
     let org = OrgKey::from_bytes([0xcd; 32]);
     assert_eq!(format!("{root:?}"), "RootKey(<redacted>)");
     assert_eq!(format!("{org:?}"), "OrgKey(<redacted>)");
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
+    let path = tmp("ctx.silo");
     let db = populate(&path);
     let err = db.org_with_key("globex", &org).unwrap_err();
     drop(db);

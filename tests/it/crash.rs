@@ -6,25 +6,11 @@
 //! the one being committed (each commit is atomic), with no `Corrupt` error anywhere, and must
 //! accept new commits.
 
-mod common;
-
-use common::Rng;
-
-use common::backend::{Fault, FaultDisk, SharedBytes};
-use common::dump::{dump_org, Dump};
-use silograph::{Compartment, Db, EdgeId, EdgeInput, Error, NodeId, NodeInput, OrgKey, RootKey};
-
-const ROOT: [u8; 32] = [0x61; 32];
-const GLOBEX_KEY: [u8; 32] = [0x62; 32];
-const ORGS: [&str; 2] = ["acme", "globex"];
-
-fn root() -> RootKey {
-    RootKey::from_bytes(ROOT)
-}
-
-fn globex_key() -> OrgKey {
-    OrgKey::from_bytes(GLOBEX_KEY)
-}
+use crate::common::backend::{Fault, FaultDisk, SharedBytes};
+use crate::common::dump::{dump_org, Dump};
+use crate::common::model::ORG_NAMES as ORGS;
+use crate::common::{byok as globex_key, root, Rng};
+use silograph::{Compartment, Db, EdgeId, EdgeInput, Error, NodeId, NodeInput};
 
 fn node_sources() -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = (0..22).map(|i| ("gmail".to_string(), format!("n{i}"))).collect();

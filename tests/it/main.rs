@@ -1,0 +1,22 @@
+//! The integration tests, one module per concern, linked into one test binary (one link instead
+//! of one per file). Run one concern with a name filter: `cargo test --test it crash::`.
+//! `tests/cli.rs` stays a binary of its own: it needs the `cli` feature and runs the tool.
+
+mod common;
+
+mod basic;
+mod bulk;
+mod canary;
+mod crash;
+mod file_tamper;
+mod golden;
+mod group_commit;
+mod idempotent;
+mod isolation;
+mod keys;
+mod leakage;
+mod lifecycle;
+mod model;
+mod nonce;
+mod tamper;
+mod traversal;
