@@ -149,7 +149,13 @@ impl RecordHarness {
         };
         let keys = o.epoch_keys(o.current_epoch())?.ok_or_else(|| Error::corrupt(table.name, &key))?;
         let aead = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
-        envelope::seal_versioned(aead, o.current_epoch(), 1, &Binding { db_id: &o.db.db_id, table: table.id, key: &key }, body)
+        envelope::seal_versioned(
+            aead,
+            o.current_epoch(),
+            1,
+            &Binding { db_id: &o.db.db_id, table: table.id, key: &key },
+            body,
+        )
     }
 
     /// Opens and decodes a sealed value through the store's read path for `kind`. An org entry
@@ -226,4 +232,10 @@ pub fn internal_key_debug_strings(secret: [u8; 32]) -> Vec<String> {
         format!("{epoch:?}"),
         format!("{epoch:#?}"),
     ]
+}
+
+/// Commits write transactions of different orgs as one group commit round (one storage commit),
+/// returning each one's result: the crash sweep uses it to strike a group commit at every write.
+pub fn commit_together(txns: Vec<crate::WriteTxn>) -> Result<Vec<Result<()>>> {
+    crate::WriteTxn::commit_together(txns)
 }

@@ -71,8 +71,8 @@ pub(crate) type Rows = Vec<(RecordKey, Vec<u8>)>;
 /// Everything one write transaction commits: sealed rows and the org's new registry entry.
 pub(crate) struct WriteSet {
     pub org: Arc<OrgInner>,
-    /// The registry entry as the transaction began from it (the conflict check).
-    pub base: OrgEntry,
+    /// Digest of the registry entry the transaction began from (the conflict check).
+    pub base: [u8; 32],
     /// The registry entry to store (sealed by the committer under the current root key).
     pub entry: OrgEntry,
     /// Rows to insert, per table, each sorted by key.
@@ -99,7 +99,7 @@ impl WriteSet {
         {
             let orgs = wtx.open_table(ORGS.def)?;
             let current = db.read_entry(&orgs, tag, &self.org.name)?;
-            if current != self.base {
+            if entry_digest(&current)? != self.base {
                 return Err(Error::Conflict(self.org.name.clone()));
             }
         }
@@ -143,6 +143,15 @@ impl WriteSet {
     }
 }
 
+/// SHA-256 of an entry's archive: equal digests, equal entries (the encoding is deterministic).
+pub(crate) fn entry_digest(entry: &OrgEntry) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut bytes = crate::codec::encode(entry).map_err(|_| Error::Internal("org entry does not encode".into()))?;
+    let digest: [u8; 32] = sha2::Sha256::digest(bytes.as_slice()).into();
+    zeroize::Zeroize::zeroize(bytes.as_mut_slice());
+    Ok(digest)
+}
+
 type Slot = Arc<(Mutex<Option<Result<()>>>, Condvar)>;
 
 #[derive(Default)]
@@ -167,13 +176,19 @@ impl GroupCommit {
     /// Commits `set` durably, together with whatever other sets are queued; returns once this
     /// set's own data is durable (or failed).
     pub(crate) fn commit(&self, db: &redb::Database, set: WriteSet) -> Result<()> {
-        let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+        self.commit_many(db, vec![set]).pop().unwrap_or_else(|| Err(Error::Internal("no commit result".into())))
+    }
+
+    /// Queues `sets` together (they land in the same round unless a round is running, then in
+    /// the next one together) and returns each set's result once it is durable or failed.
+    pub(crate) fn commit_many(&self, db: &redb::Database, sets: Vec<WriteSet>) -> Vec<Result<()>> {
+        let slots: Vec<Slot> = sets.iter().map(|_| Arc::new((Mutex::new(None), Condvar::new()))).collect();
         {
             let mut q = lock(&self.queue);
-            q.pending.push_back((set, slot.clone()));
+            q.pending.extend(sets.into_iter().zip(slots.iter().cloned()));
             if q.leader {
                 drop(q);
-                return Self::wait(&slot);
+                return slots.iter().map(Self::wait).collect();
             }
             q.leader = true;
         }
@@ -187,11 +202,11 @@ impl GroupCommit {
                 }
                 q.pending.drain(..).collect()
             };
-            let slots: Vec<Slot> = round.iter().map(|(_, s)| s.clone()).collect();
+            let round_slots: Vec<Slot> = round.iter().map(|(_, s)| s.clone()).collect();
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::run_round(db, round)));
             if run.is_err() {
                 // redb panicked (it does on some corrupt files): fail the round's callers, not hang them.
-                for slot in &slots {
+                for slot in &round_slots {
                     let mut r = lock(&slot.0);
                     if r.is_none() {
                         *r = Some(Err(Error::Internal("a group commit panicked; nothing of it was committed".into())));
@@ -200,7 +215,7 @@ impl GroupCommit {
                 }
             }
         }
-        Self::wait(&slot)
+        slots.iter().map(Self::wait).collect()
     }
 
     fn wait(slot: &Slot) -> Result<()> {

@@ -134,6 +134,44 @@ fn check_value(name: &str, v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// What a write transaction needs of the registry entry it began from.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    next_node: u64,
+    next_edge: u64,
+    index_bits: u8,
+    index_entries: u64,
+    commit_seq: u64,
+    /// Digest of the whole entry (the commit's conflict check).
+    digest: [u8; 32],
+}
+
+/// An empty entry left behind in a transaction whose entry went to the committer.
+fn placeholder_entry() -> OrgEntry {
+    OrgEntry {
+        name: String::new(),
+        byok: false,
+        key_check: Vec::new(),
+        current_epoch: 0,
+        epochs: Vec::new(),
+        structure_seed: Vec::new(),
+        next_node: 0,
+        next_edge: 0,
+        next_kind: 0,
+        node_count: 0,
+        edge_count: 0,
+        created_at: 0,
+        state: 0,
+        rotation: None,
+        audit_seq: 0,
+        audit_head: Vec::new(),
+        commit_seq: 0,
+        index_bits: 0,
+        index_entries: 0,
+        state_root: Vec::new(),
+    }
+}
+
 /// What a write transaction reads from.
 enum Base {
     /// An MVCC snapshot (tables opened on first use); the commit goes through the group
@@ -152,7 +190,7 @@ pub struct WriteTxn {
     org: Org,
     base: Option<Base>,
     /// The registry entry as this transaction began from it.
-    start: OrgEntry,
+    start: Start,
     entry: OrgEntry,
     now: Timestamp,
     nodes: HashMap<u64, NodeRecord>,
@@ -223,7 +261,14 @@ impl WriteTxn {
         Ok(WriteTxn {
             org,
             base: Some(base),
-            start: entry.clone(),
+            start: Start {
+                next_node: entry.next_node,
+                next_edge: entry.next_edge,
+                index_bits: entry.index_bits,
+                index_entries: entry.index_entries,
+                commit_seq: entry.commit_seq,
+                digest: super::commit::entry_digest(&entry)?,
+            },
             entry,
             now: now_ms(),
             nodes: HashMap::new(),
@@ -784,7 +829,62 @@ impl WriteTxn {
 
     /// Commits, also invalidating `extra_pages` (adjacency pages written straight into the redb
     /// transaction by the bulk loader) and counting `extra_seals`.
-    pub(crate) fn commit_with(mut self, extra_pages: &[[u8; 16]], extra_seals: u64) -> Result<()> {
+    pub(crate) fn commit_with(self, extra_pages: &[[u8; 16]], extra_seals: u64) -> Result<()> {
+        let (set, base, new_kinds, writer) = self.prepare(extra_pages, extra_seals)?;
+        let org = set.org.clone();
+        match base {
+            Base::Exclusive(txn) => {
+                set.apply(&txn)?;
+                WriteSet::commit_all(*txn, &[&set])?;
+            }
+            Base::Snapshot(snap) => {
+                // The snapshot is no longer needed: let redb reclaim what it pinned.
+                drop(snap);
+                org.db.group.commit(&org.db.redb, set)?;
+            }
+        }
+        for (name, id) in &new_kinds {
+            org.shared.remember_kind(*id, name);
+        }
+        drop(writer);
+        Ok(())
+    }
+
+    /// Commits several transactions (of different orgs) as one group commit round, in one storage
+    /// commit; each result is its transaction's. The fault-injection sweep uses it to crash a
+    /// group commit at every write deterministically.
+    pub(crate) fn commit_together(txns: Vec<WriteTxn>) -> Result<Vec<Result<()>>> {
+        let mut sets = Vec::with_capacity(txns.len());
+        let mut held = Vec::with_capacity(txns.len());
+        let mut db = None;
+        for t in txns {
+            let (set, base, new_kinds, writer) = t.prepare(&[], 0)?;
+            if matches!(base, Base::Exclusive(_)) {
+                return Err(Error::invalid("a bulk load cannot join a group commit"));
+            }
+            db = Some(set.org.db.clone());
+            held.push((set.org.clone(), new_kinds, writer));
+            sets.push(set);
+        }
+        let Some(db) = db else { return Ok(Vec::new()) };
+        let results = db.group.commit_many(&db.redb, sets);
+        for ((org, new_kinds, _), res) in held.iter().zip(&results) {
+            if res.is_ok() {
+                for (name, id) in new_kinds {
+                    org.shared.remember_kind(*id, name);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Seals everything this transaction changed into a write set for the committer.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        mut self,
+        extra_pages: &[[u8; 16]],
+        extra_seals: u64,
+    ) -> Result<(WriteSet, Base, HashMap<String, u32>, WriterToken)> {
         // First, while the transaction is still ours (owner records may need loading): record in
         // each owner which compartments hold a property record.
         let props: Vec<((Owner, Compartment), bool)> = self
@@ -917,28 +1017,14 @@ impl WriteTxn {
         }
         let set = WriteSet {
             org: org.clone(),
-            base: std::mem::replace(&mut self.start, self.entry.clone()),
-            entry: self.entry.clone(),
+            base: self.start.digest,
+            entry: std::mem::replace(&mut self.entry, placeholder_entry()),
             puts,
             removes: vec![(PROPS, removed)],
             audit: Some(audit),
             changed_pages,
         };
-        match base {
-            Base::Exclusive(txn) => {
-                set.apply(&txn)?;
-                WriteSet::commit_all(*txn, &[&set])?;
-            }
-            Base::Snapshot(snap) => {
-                // The snapshot is no longer needed: let redb reclaim what it pinned.
-                drop(snap);
-                org.db.group.commit(&org.db.redb, set)?;
-            }
-        }
-        for (name, id) in &self.new_kinds {
-            org.shared.remember_kind(*id, name);
-        }
-        Ok(())
+        Ok((set, base, std::mem::take(&mut self.new_kinds), self._writer))
     }
 }
 

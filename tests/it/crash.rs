@@ -203,3 +203,76 @@ fn crash_at_every_write_and_sync_recovers_the_last_or_the_committing_state() {
     assert!(recovered[0] > 0 && recovered[1] > 0, "both outcomes of a crash during commit should occur");
     assert!(points > 100, "the workload should have many crash points, swept {points}");
 }
+
+/// Two orgs' transactions committed as one group commit round: a crash at any write or sync of
+/// that one storage commit leaves both orgs as before it or both as after it — never one org's
+/// half of the round.
+#[test]
+fn crash_during_a_group_commit_of_two_orgs_recovers_both_or_neither() {
+    let names = ["north", "south"];
+    let pristine = {
+        let mem = SharedBytes::default();
+        let db = Db::builder().open_with_backend(mem.backend(), root()).unwrap();
+        for name in names {
+            let org = db.create_org(name).unwrap();
+            let mut w = org.write().unwrap();
+            for i in 0..30 {
+                w.upsert_node(NodeInput::new("person").source("crm", format!("{name}-{i}"))).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        drop(db);
+        mem.snapshot()
+    };
+    // Each org's view: how many of the round's nodes it holds (0 before, 40 after).
+    let seen = |db: &Db| -> Vec<usize> {
+        names
+            .iter()
+            .map(|name| {
+                let r = db.org(name).unwrap().read().unwrap();
+                (0..40).filter(|i| r.lookup("round", &format!("{name}-{i}")).unwrap().is_some()).count()
+            })
+            .collect()
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut points, mut outcomes) = (0u64, [0u64; 2]);
+    for n in 0.. {
+        let disk = FaultDisk::from_bytes(pristine.clone());
+        let db = open(&disk);
+        let fault = if n % 3 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } };
+        // Armed after the open: the sweep strikes the round's own writes and syncs.
+        disk.arm(n, fault);
+        let mut txns = Vec::new();
+        for name in names {
+            let org = db.org(name).unwrap();
+            let mut w = org.write().unwrap();
+            let hub = w.lookup("crm", &format!("{name}-0")).unwrap().unwrap();
+            for i in 0..40 {
+                let node = w.upsert_node(NodeInput::new("person").source("round", format!("{name}-{i}"))).unwrap();
+                w.add_edge(EdgeInput::new(hub, node, "knows")).unwrap();
+            }
+            txns.push(w);
+        }
+        let results = silograph::fuzzing::commit_together(txns).unwrap();
+        drop(db);
+        if !disk.crashed() {
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            break;
+        }
+        points += 1;
+        for (i, img) in disk.images_after_power_cut(&[u64::MAX, 0, rng.next()]).into_iter().enumerate() {
+            let what = format!("group commit crash point {n} ({fault:?}), image {i}");
+            let db = Db::builder()
+                .cache_size(0)
+                .open_with_backend(SharedBytes::from_vec(img).backend(), root())
+                .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+            let counts = seen(&db);
+            assert!(counts == [0, 0] || counts == [40, 40], "{what}: orgs recovered to {counts:?}");
+            outcomes[usize::from(counts == [40, 40])] += 1;
+            assert!(db.verify().unwrap().is_ok(), "{what}: verify failed");
+        }
+    }
+    eprintln!("group commit crash points: {points}; images before the round: {}, after: {}", outcomes[0], outcomes[1]);
+    assert!(points > 5, "the round should have several writes and syncs, swept {points}");
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "both outcomes of a crash during the round should occur");
+}
