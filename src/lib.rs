@@ -11,7 +11,7 @@
 //!
 //! # Features
 //!
-//! - `petgraph` (on by default): [`Subgraph::to_petgraph`] exports a traversal's subgraph to a
+//! - `petgraph` (on by default): `Subgraph::to_petgraph` exports a traversal's subgraph to a
 //!   petgraph `Graph`. Turn default features off to build without petgraph.
 //! - `fuzzing`: internal hooks for the fuzz targets and the hardening tests; not part of the API.
 

@@ -196,8 +196,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             }
             let page = encode_adj_page(pages, &all);
             let bytes = encode(&page).expect("encode").to_vec();
-            let expect =
-                if all.len() <= PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
+            let expect = if all.len() <= PAGE_CAPACITY { Expect::Page(pages, all) } else { Expect::Nothing };
             (RecordKind::AdjPage, bytes, expect)
         }
         Base::PropMap { entries } => {
