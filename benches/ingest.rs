@@ -1,86 +1,77 @@
-//! Ingest benchmark: Enron from nothing to a closed, durable store.
+//! Write-path benchmarks.
 //!
-//! A one-off pass per system prints edges/s, file size and peak memory (each system in a child
-//! process; VmHWM growth over the RSS before the ingest); then criterion times the same ingests
-//! side by side in the group `ingest_enron` (throughput in edges).
+//! `ingest_enron`: Enron from nothing to a closed, durable store. A one-off pass per system
+//! prints edges/s, file size and peak memory (each system in a child process; VmHWM growth over
+//! the RSS before the ingest) and the ratios to redb plaintext; then criterion times the same
+//! ingests side by side (throughput in edges). Systems: silograph with the bulk loader
+//! (`Org::bulk_load`, one durable transaction) and with write transactions of 10k rows each,
+//! sources on nodes and edges, every commit durable (`common::silo_ingest_rows`; one-off pass
+//! only); redb plaintext `(src, dst)` in one transaction; SQLite clustered `(src, dst)` in one
+//! transaction (WAL, synchronous=FULL, checkpointed); SQLCipher (feature `bench-sqlcipher`).
 //!
-//! Systems: silograph with the bulk loader (`Org::bulk_load`, one durable transaction) and with
-//! batched write transactions (50k operations per transaction, every
-//! commit durable); redb plaintext `(src, dst)` in one transaction; SQLite clustered
-//! `(src, dst)` in one transaction (WAL, synchronous=FULL, checkpointed); SQLCipher (feature
-//! `bench-sqlcipher`).
+//! `commits_parallel`: durable commits/s of 1 writer thread on 1 org against 8 writer threads on
+//! 8 orgs of one `Db` (each commit: one node and one edge, both with a source), each for
+//! `$SILOGRAPH_BENCH_LOAD_SECS` seconds (default 5) in the one-off pass, then criterion
+//! (throughput in commits).
+//!
+//! `ingest_rmat` (only with `SILOGRAPH_BENCH_LARGE=1`): silograph bulk / `WriteTxn` and redb
+//! plaintext on an R-MAT graph of `$SILOGRAPH_BENCH_RMAT_EDGES` edges (default 4,000,000) and on
+//! Enron in the same run: ingest cost per edge at that size relative to Enron, and file size
+//! relative to redb. One-off pass only.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::*;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use silograph::Db;
+use silograph::{Db, EdgeInput, NodeId, NodeInput, Org};
 
-/// One ingest from nothing to a closed store at `path`; returns the time the load phases took
-/// as (nodes, edges) — `None` for systems where the phases are not separate.
-type Ingest = fn(&Workload, &Path) -> Option<(Duration, Duration)>;
+/// One ingest from nothing to a closed store at `path`.
+type Ingest = fn(&Workload, &Path);
 
-fn silo_batched(w: &Workload, path: &Path) -> Option<(Duration, Duration)> {
+/// Opens a fresh silograph file with one org, runs `load` on it, closes it.
+fn silo_with(path: &Path, load: impl FnOnce(&Org)) {
     let db = Db::builder().open(path, root_key()).expect("open");
     let org = db.create_org("bench").expect("org");
-    let mut ids = std::collections::HashMap::with_capacity(w.nodes.len());
-    let t0 = Instant::now();
-    for chunk in w.nodes.chunks(BATCH) {
-        let mut tx = org.write().expect("write");
-        for &n in chunk {
-            ids.insert(
-                n,
-                tx.upsert_node(silograph::NodeInput::new("person").source(SYSTEM, n.to_string())).expect("node"),
-            );
-        }
-        tx.commit().expect("commit");
-    }
-    let t1 = Instant::now();
-    for chunk in w.edges.chunks(BATCH) {
-        let mut tx = org.write().expect("write");
-        for &(a, b) in chunk {
-            tx.add_edge(silograph::EdgeInput::new(ids[&a], ids[&b], KIND)).expect("edge");
-        }
-        tx.commit().expect("commit");
-    }
-    let t2 = Instant::now();
-    drop(org);
-    drop(db);
-    Some((t1 - t0, t2 - t1))
+    load(&org);
 }
 
-fn silo_bulk(w: &Workload, path: &Path) -> Option<(Duration, Duration)> {
-    let db = Db::builder().open(path, root_key()).expect("open");
-    let org = db.create_org("bench").expect("org");
-    silo_ingest_bulk(&org, w);
-    drop(org);
-    drop(db);
-    None
+fn silo_rows(w: &Workload, path: &Path) {
+    silo_with(path, |org| drop(silo_ingest_rows(org, w, ROWS_PER_TXN)));
 }
 
-fn redb_plain(w: &Workload, path: &Path) -> Option<(Duration, Duration)> {
+fn silo_bulk(w: &Workload, path: &Path) {
+    silo_with(path, |org| drop(silo_ingest_bulk(org, w)));
+}
+
+fn redb_plain(w: &Workload, path: &Path) {
     drop(redb_build(w, path));
-    None
 }
 
-fn sqlite_plain(w: &Workload, path: &Path) -> Option<(Duration, Duration)> {
+fn sqlite_plain(w: &Workload, path: &Path) {
     sqlite_build(w, path, false);
-    None
 }
 
-fn sqlcipher(w: &Workload, path: &Path) -> Option<(Duration, Duration)> {
+fn sqlcipher(w: &Workload, path: &Path) {
     sqlite_build(w, path, true);
-    None
+}
+
+const BULK: &str = "bulk-load";
+const ROWS: &str = "write-txn-10k-sources";
+const REDB: &str = "redb-plaintext";
+
+fn silo_name(variant: &str) -> String {
+    format!("silograph-{}/{variant}", cipher_label())
 }
 
 fn systems() -> Vec<(String, Ingest)> {
     let mut v: Vec<(String, Ingest)> = vec![
-        (format!("silograph-{}/bulk-load", cipher_label()), silo_bulk),
-        (format!("silograph-{}/write-txn-batched", cipher_label()), silo_batched),
-        ("redb-plaintext".into(), redb_plain),
+        (silo_name(BULK), silo_bulk),
+        (silo_name(ROWS), silo_rows),
+        (REDB.into(), redb_plain),
         ("sqlite-plaintext".into(), sqlite_plain),
     ];
     if cfg!(feature = "bench-sqlcipher") {
@@ -89,7 +80,7 @@ fn systems() -> Vec<(String, Ingest)> {
     v
 }
 
-fn fresh(name: &str) -> std::path::PathBuf {
+fn fresh(name: &str) -> PathBuf {
     let p = tmp_path(name);
     for suffix in ["-wal", "-shm", "-journal"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
@@ -97,49 +88,85 @@ fn fresh(name: &str) -> std::path::PathBuf {
     p
 }
 
-/// The one-off pass: throughput, file size, peak memory. Each system runs in a child process
-/// (this executable again, with `SILOGRAPH_INGEST_CHILD` naming the system) so that its peak
-/// RSS (VmHWM) is its own; the figure is the growth of VmHWM over the RSS after loading the
-/// workload.
-fn report() {
-    for (name, _) in systems() {
-        let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
-            .env("SILOGRAPH_INGEST_CHILD", &name)
-            .stdout(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::inherit())
-            .status();
-        if !out.map(|s| s.success()).unwrap_or(false) {
-            eprintln!("ingest report for {name} failed");
-        }
+/// The graph a child process ingests: `enron`, or `rmat-<edges>`.
+fn graph(spec: &str) -> Workload {
+    match spec.strip_prefix("rmat-").and_then(|m| m.parse::<usize>().ok()) {
+        // about 8 edges per possible id, as in issue 11's 4M-edge / 440k-node graph
+        Some(m) => Workload::rmat((m as f64 / 8.0).log2().ceil().max(4.0) as u32, m, 13),
+        None => Workload::enron(),
     }
 }
 
-fn report_child(w: &Workload, name: &str) {
+/// What one ingest measured.
+#[derive(Clone, Copy)]
+struct Figures {
+    edges_per_s: f64,
+    file_mb: f64,
+}
+
+/// Runs the ingest `name` of graph `spec` in a child process (this executable again, with
+/// `SILOGRAPH_INGEST_CHILD` naming the system) so that its peak RSS (VmHWM) is its own.
+fn run_child(spec: &str, name: &str) -> Option<Figures> {
+    let out = tmp_path(&format!("child-{spec}-{}.tsv", name.replace('/', "_")));
+    let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .env("SILOGRAPH_INGEST_CHILD", name)
+        .env("SILOGRAPH_INGEST_GRAPH", spec)
+        .env("SILOGRAPH_INGEST_OUT", &out)
+        .status();
+    let figures = std::fs::read_to_string(&out).ok().and_then(|s| {
+        let mut it = s.split('\t').map(|x| x.trim().parse::<f64>().ok());
+        Some(Figures { edges_per_s: it.next()??, file_mb: it.next()?? })
+    });
+    if !status.map(|s| s.success()).unwrap_or(false) || figures.is_none() {
+        eprintln!("ingest report for {name} on {spec} failed");
+        return None;
+    }
+    figures
+}
+
+/// The child side of [`run_child`]: one ingest, its figures recorded and written back.
+fn report_child(name: &str) {
+    let w = graph(&std::env::var("SILOGRAPH_INGEST_GRAPH").unwrap_or_default());
     let Some((_, f)) = systems().into_iter().find(|(n, _)| n == name) else { return };
     let edges = w.edges.len() as f64;
     let path = fresh(&format!("ingest-report-{}", name.replace('/', "_")));
     let rss_before = current_rss();
     let start = Instant::now();
-    let phases = f(w, &path);
+    f(&w, &path);
     let secs = start.elapsed().as_secs_f64();
     let peak = peak_rss();
+    let fig = Figures { edges_per_s: edges / secs, file_mb: disk_size(&path) as f64 / 1e6 };
     let g = &w.name;
-    record("ingest", g, name, "edges_per_s", edges / secs);
+    record("ingest", g, name, "edges_per_s", fig.edges_per_s);
     record("ingest", g, name, "total_s", secs);
-    record("ingest", g, name, "file_mb", disk_size(&path) as f64 / 1e6);
+    record("ingest", g, name, "file_mb", fig.file_mb);
     record("ingest", g, name, "peak_rss_mb", peak.saturating_sub(rss_before) as f64 / 1e6);
-    if let Some((tn, te)) = phases {
-        record("ingest", g, name, "nodes_per_s", w.nodes.len() as f64 / tn.as_secs_f64());
-        record("ingest", g, name, "edge_phase_per_s", edges / te.as_secs_f64());
+    record("ingest", g, name, "nodes", w.nodes.len() as f64);
+    if let Some(out) = std::env::var_os("SILOGRAPH_INGEST_OUT") {
+        let _ = std::fs::write(out, format!("{}\t{}", fig.edges_per_s, fig.file_mb));
     }
     let _ = std::fs::remove_file(&path);
 }
 
-fn bench(c: &mut Criterion, w: &Workload) {
+/// Runs `names` on graph `spec`, each in its own child; records every silograph system's
+/// throughput and file size relative to redb plaintext's in the same run.
+fn report(spec: &str, names: &[String]) -> Vec<(String, Figures)> {
+    let figs: Vec<(String, Figures)> =
+        names.iter().filter_map(|n| run_child(spec, n).map(|f| (n.clone(), f))).collect();
+    if let Some(&(_, redb)) = figs.iter().find(|(n, _)| n == REDB) {
+        for (n, f) in figs.iter().filter(|(n, _)| n.starts_with("silograph")) {
+            record("ingest", spec, n, "rate_vs_redb", f.edges_per_s / redb.edges_per_s);
+            record("ingest", spec, n, "file_vs_redb", f.file_mb / redb.file_mb);
+        }
+    }
+    figs
+}
+
+fn bench_enron(c: &mut Criterion, w: &Workload) {
     let mut g = c.benchmark_group("ingest_enron");
     g.sample_size(10).throughput(Throughput::Elements(w.edges.len() as u64));
-    // The write-transaction loader takes ~10 s per ingest: it is in the one-off report only.
-    for (name, f) in systems().into_iter().filter(|(n, _)| !n.ends_with("write-txn-batched")) {
+    // The write-transaction loader takes tens of seconds per ingest: it is in the one-off report only.
+    for (name, f) in systems().into_iter().filter(|(n, _)| !n.ends_with(ROWS)) {
         g.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -157,19 +184,180 @@ fn bench(c: &mut Criterion, w: &Workload) {
     g.finish();
 }
 
+fn ingest_enron(c: &mut Criterion) {
+    let names: Vec<String> = systems().into_iter().map(|(n, _)| n).collect();
+    report("enron", &names);
+    bench_enron(c, &Workload::enron());
+}
+
+/// Ingest cost per edge at R-MAT scale relative to Enron, and file size relative to redb.
+fn ingest_rmat() {
+    if std::env::var_os("SILOGRAPH_BENCH_LARGE").is_none_or(|v| v != "1") {
+        eprintln!("ingest_rmat: skipped (set SILOGRAPH_BENCH_LARGE=1)");
+        return;
+    }
+    let m: usize = std::env::var("SILOGRAPH_BENCH_RMAT_EDGES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000_000);
+    let spec = format!("rmat-{m}");
+    let names = [silo_name(BULK), silo_name(ROWS), REDB.to_owned()];
+    let enron = report("enron", &names);
+    let rmat = report(&spec, &names);
+    for (n, big) in &rmat {
+        if let Some((_, small)) = enron.iter().find(|(e, _)| e == n) {
+            // cost per edge = 1 / rate
+            record("ingest", &format!("{spec}_vs_enron"), n, "cost_per_edge", small.edges_per_s / big.edges_per_s);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// commits_parallel: durable commits of one node + one edge, 1 writer vs 8 writers on 8 orgs
+// ---------------------------------------------------------------------------------------------
+
+/// Writer threads of the multi-writer case.
+const WRITERS: usize = 8;
+
+/// One writer thread's org and state: commit `i` adds node `t{t}-n{i}` and an edge `t{t}-e{i}`
+/// from it to the previous node.
+struct Writer {
+    org: Org,
+    t: usize,
+    next: u64,
+    prev: Option<NodeId>,
+    ok: u64,
+    errors: u64,
+}
+
+impl Writer {
+    fn commit_one(&mut self) -> silograph::Result<NodeId> {
+        let i = self.next;
+        self.next += 1;
+        let mut tx = self.org.write()?;
+        let n = tx.upsert_node(NodeInput::new("person").source(SYSTEM, format!("t{}-n{i}", self.t)))?;
+        let to = self.prev.unwrap_or(n);
+        tx.add_edge(EdgeInput::new(n, to, KIND).source(EDGE_SYSTEM, format!("t{}-e{i}", self.t)))?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn step(&mut self) {
+        match self.commit_one() {
+            Ok(n) => {
+                self.prev = Some(n);
+                self.ok += 1;
+            }
+            Err(e) => {
+                if self.errors == 0 {
+                    eprintln!("commits_parallel: writer {} failed: {e}", self.t);
+                }
+                self.errors += 1;
+            }
+        }
+    }
+}
+
+/// A fresh database file with `threads` orgs, one writer each.
+fn writers(threads: usize) -> (Db, Vec<Writer>) {
+    let db = Db::builder().open(tmp_path(&format!("commits-{threads}.silo")), root_key()).expect("open");
+    let ws = (0..threads)
+        .map(|t| Writer {
+            org: db.create_org(&format!("load-{t}")).expect("org"),
+            t,
+            next: 0,
+            prev: None,
+            ok: 0,
+            errors: 0,
+        })
+        .collect();
+    (db, ws)
+}
+
+/// Runs every writer on its own thread, all starting together, each until `stop` says so
+/// (given its commit count and the start); returns the wall time until the last one finished.
+fn run_writers(ws: &mut [Writer], stop: impl Fn(u64, Instant) -> bool + Sync) -> Duration {
+    let barrier = Barrier::new(ws.len());
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ws
+            .iter_mut()
+            .map(|w| {
+                let (barrier, stop) = (&barrier, &stop);
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut done = 0;
+                    while !stop(done, start) {
+                        w.step();
+                        done += 1;
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("writer thread")).collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().expect("writers");
+    spans.iter().map(|s| s.1.duration_since(first)).max().unwrap_or_default()
+}
+
+fn commits_parallel(c: &mut Criterion) {
+    let secs: f64 = std::env::var("SILOGRAPH_BENCH_LOAD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let window = Duration::from_secs_f64(secs);
+    let mut rates = Vec::new();
+    let mut setups = Vec::new();
+    for threads in [1, WRITERS] {
+        let (db, mut ws) = writers(threads);
+        let wall = run_writers(&mut ws, |_, start| start.elapsed() >= window);
+        let ok: u64 = ws.iter().map(|w| w.ok).sum();
+        let errors: u64 = ws.iter().map(|w| w.errors).sum();
+        // nothing lost: every org holds exactly one node and one edge per successful commit
+        let stored: u64 = ws
+            .iter()
+            .map(|w| {
+                let (nodes, edges) = w.org.counts().expect("counts");
+                nodes.min(edges)
+            })
+            .sum();
+        let name = silo_name(&format!("{threads}-writer{}", if threads == 1 { "" } else { "s" }));
+        let rate = ok as f64 / wall.as_secs_f64();
+        record("ingest", "commits_parallel", &name, "commits_per_s", rate);
+        record("ingest", "commits_parallel", &name, "errors", errors as f64);
+        record("ingest", "commits_parallel", &name, "lost", ok.saturating_sub(stored) as f64);
+        // fairness: the slowest writer's commits over the fastest one's (criterion's fixed-count
+        // iterations wait for the slowest writer)
+        let per_writer = ws.iter().map(|w| w.ok);
+        let (min, max) = (per_writer.clone().min().unwrap_or(0), per_writer.max().unwrap_or(0));
+        record("ingest", "commits_parallel", &name, "min_over_max", min as f64 / max.max(1) as f64);
+        rates.push(rate);
+        setups.push((threads, db, ws));
+    }
+    record("ingest", "commits_parallel", &silo_name("8-vs-1"), "ratio", rates[1] / rates[0]);
+
+    let mut g = c.benchmark_group("commits_parallel");
+    g.sample_size(10);
+    for (threads, _db, ws) in setups.iter_mut() {
+        g.throughput(Throughput::Elements(*threads as u64));
+        g.bench_function(BenchmarkId::new(silo_name("writers"), *threads), |b| {
+            b.iter_custom(|iters| run_writers(ws, |done, _| done >= iters))
+        });
+    }
+    g.finish();
+}
+
 fn main() {
-    let w = Workload::enron();
     if let Ok(name) = std::env::var("SILOGRAPH_INGEST_CHILD") {
-        report_child(&w, &name);
+        report_child(&name);
         cleanup();
         return;
     }
-    if !wants("ingest_enron") {
-        return;
-    }
-    report();
     let mut c = criterion();
-    bench(&mut c, &w);
+    if wants("ingest_enron") {
+        ingest_enron(&mut c);
+    }
+    if wants("commits_parallel") {
+        commits_parallel(&mut c);
+    }
+    if wants("ingest_rmat") {
+        ingest_rmat();
+    }
     c.final_summary();
     cleanup();
 }

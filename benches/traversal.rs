@@ -9,10 +9,13 @@
 //! peers (and petgraph) share one breadth-first search with an Fx-hashed visited set.
 //!
 //! Variants: silograph encrypted with the page cache (hit path) and with `cache_size(0)` (miss
-//! path); redb plaintext with a `(src, dst)` key; SQLite (clustered `(src, dst)` WITHOUT ROWID,
-//! recursive CTE); SQLCipher (feature `bench-sqlcipher`); petgraph `Csr` in memory. Run again
-//! with `--features bench-null-cipher` to get the same harness with the null cipher (the
-//! silograph variants are then named `silograph-null-cipher/…`).
+//! path); redb plaintext with a `(src, dst)` key; each of these three twice: with one read
+//! snapshot held across all queries, and `…/per-request`, which begins a snapshot per query
+//! (`org.read()`, resp. `begin_read()` + `open_table`) as a host serving requests would; SQLite
+//! (clustered `(src, dst)` WITHOUT ROWID, recursive CTE); SQLCipher (feature `bench-sqlcipher`);
+//! petgraph `Csr` in memory. Run again with `--features bench-null-cipher` to get the same
+//! harness with the null cipher (the silograph variants are then named
+//! `silograph-null-cipher/…`).
 //!
 //! Also `q1_powerlaw`: q1 latency on synthetic power-law graphs of 10^5 and 10^6 edges (10^7
 //! with `SILOGRAPH_BENCH_LARGE=1`).
@@ -32,18 +35,32 @@ trait Variant {
     fn reach(&mut self, i: usize, depth: u32) -> u64;
 }
 
+/// silograph: one snapshot held for every query (`held`), or `org.read()` begun per query (a
+/// host serving requests: the snapshot's cost is part of the query).
 struct SiloVariant {
     name: String,
-    read: SiloRead,
+    held: Option<SiloRead>,
     seeds: Vec<NodeId>,
-    _silo: Silo,
+    silo: Silo,
 }
 
 impl SiloVariant {
     fn new(name: String, silo: Silo, seeds: &[u64]) -> Self {
+        let mut v = Self::per_request(name, silo, seeds);
+        v.held = Some(SiloRead { r: v.silo.org.read().expect("read txn") });
+        v
+    }
+
+    fn per_request(name: String, silo: Silo, seeds: &[u64]) -> Self {
         let seeds = seeds.iter().map(|s| silo.ids[s]).collect();
-        let read = SiloRead { r: silo.org.read().expect("read txn") };
-        SiloVariant { name, read, seeds, _silo: silo }
+        SiloVariant { name, held: None, seeds, silo }
+    }
+
+    fn with_read<T>(&self, f: impl FnOnce(&SiloRead) -> T) -> T {
+        match &self.held {
+            Some(r) => f(r),
+            None => f(&SiloRead { r: self.silo.org.read().expect("read txn") }),
+        }
     }
 }
 
@@ -52,31 +69,68 @@ impl Variant for SiloVariant {
         self.name.clone()
     }
     fn q1(&mut self, i: usize) -> u64 {
-        self.read.q1(self.seeds[i]).len() as u64
+        self.with_read(|r| r.q1(self.seeds[i]).len() as u64)
     }
     fn reach(&mut self, i: usize, depth: u32) -> u64 {
-        self.read.reach(self.seeds[i], depth)
+        self.with_read(|r| r.reach(self.seeds[i], depth))
     }
 }
 
+/// redb plaintext: one read transaction and table held for every query, or both begun per query.
 struct RedbVariant {
-    read: RedbRead,
+    held: Option<RedbRead>,
     seeds: Vec<u64>,
-    _db: redb::Database,
+    db: std::sync::Arc<redb::Database>,
+}
+
+impl RedbVariant {
+    fn new(db: std::sync::Arc<redb::Database>, seeds: &[u64], per_request: bool) -> Self {
+        let held = (!per_request).then(|| RedbRead::new(&db));
+        RedbVariant { held, seeds: seeds.to_vec(), db }
+    }
+
+    fn with_read<T>(&mut self, f: impl FnOnce(&mut RedbRead, u64) -> T, i: usize) -> T {
+        let seed = self.seeds[i];
+        match &mut self.held {
+            Some(r) => f(r, seed),
+            None => f(&mut RedbRead::new(&self.db), seed),
+        }
+    }
 }
 
 impl Variant for RedbVariant {
     fn name(&self) -> String {
-        "redb-plaintext".into()
+        if self.held.is_some() { "redb-plaintext" } else { "redb-plaintext/per-request" }.into()
     }
     fn q1(&mut self, i: usize) -> u64 {
-        let mut v = Vec::new();
-        self.read.out(self.seeds[i], &mut v);
-        v.len() as u64
+        self.with_read(
+            |r, seed| {
+                let mut v = Vec::new();
+                r.out(seed, &mut v);
+                v.len() as u64
+            },
+            i,
+        )
     }
     fn reach(&mut self, i: usize, depth: u32) -> u64 {
-        reach(&mut self.read, self.seeds[i], depth)
+        self.with_read(|r, seed| reach(r, seed, depth), i)
     }
+}
+
+/// The silograph variants of one store `warm` (hit path, and a copy with `cache_size(0)` for the
+/// miss path), each held and per request, and redb plaintext held and per request.
+fn silo_and_redb_variants(w: &Workload, tag: &str, warm: Silo) -> Vec<Box<dyn Variant>> {
+    let cipher = cipher_label();
+    let cold = silo_reopen_copy(&warm, &format!("{tag}-cold.silo"), 0);
+    let redb = std::sync::Arc::new(redb_build(w, &tmp_path(&format!("{tag}.redb"))));
+    vec![
+        Box::new(SiloVariant::new(format!("silograph-{cipher}/cache"), warm.clone(), &w.seeds)),
+        Box::new(SiloVariant::per_request(format!("silograph-{cipher}/cache/per-request"), warm, &w.seeds)),
+        Box::new(SiloVariant::new(format!("silograph-{cipher}/no-cache"), cold.clone(), &w.seeds)),
+        Box::new(SiloVariant::per_request(format!("silograph-{cipher}/no-cache/per-request"), cold, &w.seeds)),
+        Box::new(RedbVariant::new(redb.clone(), &w.seeds, false)),
+        Box::new(RedbVariant::new(redb, &w.seeds, true)),
+    ]
 }
 
 struct SqliteVariant {
@@ -122,16 +176,8 @@ fn sqlite_variant(w: &Workload, encrypted: bool) -> SqliteVariant {
 }
 
 fn variants(w: &Workload) -> Vec<Box<dyn Variant>> {
-    let cipher = cipher_label();
-    let warm = silo_build(w, "silo-warm.silo", 256 << 20);
-    let cold = silo_reopen_copy(&warm, "silo-cold.silo", 0);
-    let mut v: Vec<Box<dyn Variant>> = vec![
-        Box::new(SiloVariant::new(format!("silograph-{cipher}/cache"), warm, &w.seeds)),
-        Box::new(SiloVariant::new(format!("silograph-{cipher}/no-cache"), cold, &w.seeds)),
-    ];
-    let redb_path = tmp_path("redb-plain.redb");
-    let db = redb_build(w, &redb_path);
-    v.push(Box::new(RedbVariant { read: RedbRead::new(&db), seeds: w.seeds.clone(), _db: db }));
+    let warm = silo_build(w, "enron-warm.silo", 256 << 20);
+    let mut v = silo_and_redb_variants(w, "enron", warm);
     v.push(Box::new(sqlite_variant(w, false)));
     if cfg!(feature = "bench-sqlcipher") {
         v.push(Box::new(sqlite_variant(w, true)));
@@ -204,7 +250,7 @@ fn bench_powerlaw(c: &mut Criterion) {
         let w = Workload::power_law((m / 10) as u64, m, 11);
         let (e1, _, _) = reference_checksums(&w);
         let start = std::time::Instant::now();
-        let warm = silo_build(&w, &format!("pl-{m}.silo"), 256 << 20);
+        let warm = silo_build(&w, &format!("pl-{m}-warm.silo"), 256 << 20);
         let secs = start.elapsed().as_secs_f64();
         record(
             "traversal",
@@ -213,14 +259,7 @@ fn bench_powerlaw(c: &mut Criterion) {
             "ingest_edges_s",
             m as f64 / secs,
         );
-        let cold = silo_reopen_copy(&warm, &format!("pl-{m}-cold.silo"), 0);
-        let redb_path = tmp_path(&format!("pl-{m}.redb"));
-        let db = redb_build(&w, &redb_path);
-        let mut vs: Vec<Box<dyn Variant>> = vec![
-            Box::new(SiloVariant::new(format!("silograph-{cipher}/cache"), warm, &w.seeds)),
-            Box::new(SiloVariant::new(format!("silograph-{cipher}/no-cache"), cold, &w.seeds)),
-            Box::new(RedbVariant { read: RedbRead::new(&db), seeds: w.seeds.clone(), _db: db }),
-        ];
+        let mut vs = silo_and_redb_variants(&w, &format!("pl-{m}"), warm);
         let n = w.seeds.len();
         let idx: Vec<usize> = (0..n).collect();
         for v in vs.iter_mut() {
