@@ -60,6 +60,16 @@ pub fn first_of(page: u64, per: u64) -> u64 {
     (page * per).max(1)
 }
 
+/// Whether a page numbered `page` (`per` ids per page) that says it starts at `first` and holds
+/// records with `ids` (in order) is well formed: it starts at the page's first id and holds a
+/// dense run of ids that fits in the page.
+pub fn dense_page_fits(page: u64, per: u64, first: u64, ids: impl ExactSizeIterator<Item = u64>) -> bool {
+    let start = first_of(page, per);
+    first == start
+        && ids.len() as u64 <= first_of(page + 1, per) - start
+        && ids.enumerate().all(|(i, id)| id == start + i as u64)
+}
+
 /// Consecutive node records, sealed as one value: `nodes[i].id == first + i`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct NodePage {
@@ -296,7 +306,7 @@ pub struct EpochEntry {
 
 /// An organization's registry entry (sealed under the KEK). Holds seeds: no `Clone`, and `Debug`
 /// redacts them.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, PartialEq, Default)]
 pub struct OrgEntry {
     /// The organization's name.
     pub name: String,

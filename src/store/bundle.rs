@@ -384,8 +384,7 @@ impl Importer {
         match table.id {
             t if t == NODES.id => {
                 let p: NodePage = decode_aligned(plain)?;
-                let first = codec::first_of(id, codec::NODES_PER_PAGE);
-                if p.first != first || p.nodes.iter().enumerate().any(|(i, n)| n.id != first + i as u64) {
+                if !codec::dense_page_fits(id, codec::NODES_PER_PAGE, p.first, p.nodes.iter().map(|n| n.id)) {
                     return Err(bad_bundle("bad node page"));
                 }
                 for n in &p.nodes {
@@ -397,8 +396,7 @@ impl Importer {
             }
             t if t == EDGES.id => {
                 let p: EdgePage = decode_aligned(plain)?;
-                let first = codec::first_of(id, codec::EDGES_PER_PAGE);
-                if p.first != first || p.edges.iter().enumerate().any(|(i, e)| e.id != first + i as u64) {
+                if !codec::dense_page_fits(id, codec::EDGES_PER_PAGE, p.first, p.edges.iter().map(|e| e.id)) {
                     return Err(bad_bundle("bad edge page"));
                 }
                 for e in &p.edges {

@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use super::cache::{Bucket, Cached, Page, Records};
+use super::cache::{Bucket, Cached, Page, Records, Scrub};
 use super::org::Org;
+use super::org::OrgInner;
 use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner};
 use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::write::opaque_of;
-use crate::codec::{first_of, page_of, AdjEntry, EdgeRecord, NodeRecord, PropMap, EDGES_PER_PAGE, NODES_PER_PAGE};
+use crate::codec::{
+    first_of, page_of, AdjEntry, EdgePage, EdgeRecord, NodePage, NodeRecord, PropMap, EDGES_PER_PAGE, NODES_PER_PAGE,
+};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Timestamp, Value};
 
@@ -144,6 +147,66 @@ impl NeighborFilter {
     }
 }
 
+/// Node pages and edge pages, as a snapshot reads and caches them.
+trait DensePage {
+    type Rec: Scrub;
+    const TABLE: Table;
+    const PER: u64;
+    fn key(org: &OrgInner, page: u64) -> RecordKey;
+    fn open(org: &OrgInner, page: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<Self::Rec>>;
+    fn next(facts: &Facts) -> u64;
+    fn wrap(r: Arc<Records<Self::Rec>>) -> Cached;
+    fn unwrap(c: &Cached) -> Option<Arc<Records<Self::Rec>>>;
+}
+
+impl DensePage for NodePage {
+    type Rec = NodeRecord;
+    const TABLE: Table = NODES;
+    const PER: u64 = NODES_PER_PAGE;
+    fn key(org: &OrgInner, page: u64) -> RecordKey {
+        org.node_page_key(page)
+    }
+    fn open(org: &OrgInner, page: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<NodeRecord>> {
+        Ok(org.open_node_page(page, key, sealed)?.nodes)
+    }
+    fn next(facts: &Facts) -> u64 {
+        facts.next_node
+    }
+    fn wrap(r: Arc<Records<NodeRecord>>) -> Cached {
+        Cached::Nodes(r)
+    }
+    fn unwrap(c: &Cached) -> Option<Arc<Records<NodeRecord>>> {
+        match c {
+            Cached::Nodes(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl DensePage for EdgePage {
+    type Rec = EdgeRecord;
+    const TABLE: Table = EDGES;
+    const PER: u64 = EDGES_PER_PAGE;
+    fn key(org: &OrgInner, page: u64) -> RecordKey {
+        org.edge_page_key(page)
+    }
+    fn open(org: &OrgInner, page: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<EdgeRecord>> {
+        Ok(org.open_edge_page(page, key, sealed)?.edges)
+    }
+    fn next(facts: &Facts) -> u64 {
+        facts.next_edge
+    }
+    fn wrap(r: Arc<Records<EdgeRecord>>) -> Cached {
+        Cached::Edges(r)
+    }
+    fn unwrap(c: &Cached) -> Option<Arc<Records<EdgeRecord>>> {
+        match c {
+            Cached::Edges(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// What a snapshot needs from its org's registry entry.
 #[derive(Debug, Clone, Copy)]
 struct Facts {
@@ -223,66 +286,45 @@ impl ReadTxn {
         }
     }
 
-    /// Node page `page`, holding exactly the ids this snapshot's org has there (a page with
-    /// fewer or more records, or a missing page below the next id, is `Corrupt`).
-    fn node_page(&self, page: u64) -> Result<Arc<Records<NodeRecord>>> {
-        let key = self.org.inner.node_page_key(page);
-        if let Some(Cached::Nodes(r)) = self.cached(&key) {
+    /// Page `page` of node or edge records, holding exactly the ids this snapshot's org has
+    /// there (a page with fewer or more records, or a missing page below the next id, is
+    /// `Corrupt`).
+    fn dense_page<P: DensePage>(&self, page: u64) -> Result<Arc<Records<P::Rec>>> {
+        let key = P::key(&self.org.inner, page);
+        if let Some(r) = self.cached(&key).as_ref().and_then(P::unwrap) {
             return Ok(r);
         }
-        let first = first_of(page, NODES_PER_PAGE);
-        let expected = self.facts()?.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
-        let sealed = self.get(NODES, &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
-        let p = self.org.inner.open_node_page(page, &key, &sealed)?;
-        if p.nodes.len() as u64 != expected {
-            return Err(Error::corrupt(NODES.name, &key));
+        let first = first_of(page, P::PER);
+        let expected = P::next(&self.facts()?).min(first_of(page + 1, P::PER)).saturating_sub(first);
+        let sealed = self.get(P::TABLE, &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
+        let records = P::open(&self.org.inner, page, &key, &sealed)?;
+        if records.len() as u64 != expected {
+            return Err(Error::corrupt(P::TABLE.name, &key));
         }
-        let r = Arc::new(Records(p.nodes));
-        self.remember(&key, Cached::Nodes(r.clone()));
+        let r = Arc::new(Records(records));
+        self.remember(&key, P::wrap(r.clone()));
         Ok(r)
     }
 
-    /// Edge page `page` (as [`ReadTxn::node_page`]).
-    fn edge_page(&self, page: u64) -> Result<Arc<Records<EdgeRecord>>> {
-        let key = self.org.inner.edge_page_key(page);
-        if let Some(Cached::Edges(r)) = self.cached(&key) {
-            return Ok(r);
+    /// Calls `f` with record `id`, read in place from its (cached) page; `None` for an id this
+    /// org never assigned.
+    fn with_record<P: DensePage, T>(&self, id: u64, f: impl FnOnce(&P::Rec) -> T) -> Result<Option<T>> {
+        if id == 0 || id >= P::next(&self.facts()?) {
+            return Ok(None);
         }
-        let first = first_of(page, EDGES_PER_PAGE);
-        let expected = self.facts()?.next_edge.min(first_of(page + 1, EDGES_PER_PAGE)).saturating_sub(first);
-        let sealed = self.get(EDGES, &key)?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
-        let p = self.org.inner.open_edge_page(page, &key, &sealed)?;
-        if p.edges.len() as u64 != expected {
-            return Err(Error::corrupt(EDGES.name, &key));
-        }
-        let r = Arc::new(Records(p.edges));
-        self.remember(&key, Cached::Edges(r.clone()));
-        Ok(r)
+        let page = page_of(id, P::PER);
+        let r = self.dense_page::<P>(page)?;
+        let rec = r.0.get((id - first_of(page, P::PER)) as usize);
+        let rec = rec.ok_or_else(|| Error::corrupt(P::TABLE.name, &P::key(&self.org.inner, page)))?;
+        Ok(Some(f(rec)))
     }
 
-    /// Calls `f` with node `id`'s record, read in place from its (cached) page; `None` for an
-    /// id this org never assigned.
     fn with_node<T>(&self, id: NodeId, f: impl FnOnce(&NodeRecord) -> T) -> Result<Option<T>> {
-        if id.0 == 0 || id.0 >= self.facts()?.next_node {
-            return Ok(None);
-        }
-        let page = page_of(id.0, NODES_PER_PAGE);
-        let r = self.node_page(page)?;
-        let rec = r.0.get((id.0 - first_of(page, NODES_PER_PAGE)) as usize);
-        let rec = rec.ok_or_else(|| Error::corrupt(NODES.name, &self.org.inner.node_page_key(page)))?;
-        Ok(Some(f(rec)))
+        self.with_record::<NodePage, T>(id.0, f)
     }
 
-    /// As [`ReadTxn::with_node`], for edges.
     fn with_edge<T>(&self, id: EdgeId, f: impl FnOnce(&EdgeRecord) -> T) -> Result<Option<T>> {
-        if id.0 == 0 || id.0 >= self.facts()?.next_edge {
-            return Ok(None);
-        }
-        let page = page_of(id.0, EDGES_PER_PAGE);
-        let r = self.edge_page(page)?;
-        let rec = r.0.get((id.0 - first_of(page, EDGES_PER_PAGE)) as usize);
-        let rec = rec.ok_or_else(|| Error::corrupt(EDGES.name, &self.org.inner.edge_page_key(page)))?;
-        Ok(Some(f(rec)))
+        self.with_record::<EdgePage, T>(id.0, f)
     }
 
     fn node_record(&self, id: NodeId) -> Result<Option<NodeRecord>> {

@@ -9,8 +9,7 @@ use zeroize::Zeroize;
 use super::org::OrgInner;
 use super::tables::{blind_kind, record_key, RecordKey, Table, EDGES, INDEX, NODES};
 use crate::codec::{
-    self, first_of, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, NodePage, EDGES_PER_PAGE,
-    NODES_PER_PAGE,
+    self, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, NodePage, EDGES_PER_PAGE, NODES_PER_PAGE,
 };
 use crate::crypto::{envelope, AeadKey, Binding, EpochKeys};
 use crate::error::{Error, Result};
@@ -165,11 +164,7 @@ impl OrgInner {
     /// Opens node page `page`: validated, and holding exactly ids `first ..` without gaps.
     pub(crate) fn open_node_page(&self, page: u64, key: &[u8], sealed: &[u8]) -> Result<NodePage> {
         let p: NodePage = self.open_record(NODES, key, Compartment::Core, sealed)?;
-        let first = codec::first_of(page, NODES_PER_PAGE);
-        let fits = p.first == first
-            && p.nodes.len() as u64 <= first_of(page + 1, NODES_PER_PAGE) - first
-            && p.nodes.iter().enumerate().all(|(i, n)| n.id == first + i as u64);
-        if !fits {
+        if !codec::dense_page_fits(page, NODES_PER_PAGE, p.first, p.nodes.iter().map(|n| n.id)) {
             return Err(Error::corrupt(NODES.name, key));
         }
         Ok(p)
@@ -178,11 +173,7 @@ impl OrgInner {
     /// Opens edge page `page` (as [`OrgInner::open_node_page`]).
     pub(crate) fn open_edge_page(&self, page: u64, key: &[u8], sealed: &[u8]) -> Result<EdgePage> {
         let p: EdgePage = self.open_record(EDGES, key, Compartment::Core, sealed)?;
-        let first = codec::first_of(page, EDGES_PER_PAGE);
-        let fits = p.first == first
-            && p.edges.len() as u64 <= first_of(page + 1, EDGES_PER_PAGE) - first
-            && p.edges.iter().enumerate().all(|(i, e)| e.id == first + i as u64);
-        if !fits {
+        if !codec::dense_page_fits(page, EDGES_PER_PAGE, p.first, p.edges.iter().map(|e| e.id)) {
             return Err(Error::corrupt(EDGES.name, key));
         }
         Ok(p)

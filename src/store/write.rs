@@ -146,32 +146,6 @@ struct Start {
     digest: [u8; 32],
 }
 
-/// An empty entry left behind in a transaction whose entry went to the committer.
-fn placeholder_entry() -> OrgEntry {
-    OrgEntry {
-        name: String::new(),
-        byok: false,
-        key_check: Vec::new(),
-        current_epoch: 0,
-        epochs: Vec::new(),
-        structure_seed: Vec::new(),
-        next_node: 0,
-        next_edge: 0,
-        next_kind: 0,
-        node_count: 0,
-        edge_count: 0,
-        created_at: 0,
-        state: 0,
-        rotation: None,
-        audit_seq: 0,
-        audit_head: Vec::new(),
-        commit_seq: 0,
-        index_bits: 0,
-        index_entries: 0,
-        state_root: Vec::new(),
-    }
-}
-
 /// What a write transaction reads from.
 enum Base {
     /// An MVCC snapshot (tables opened on first use); the commit goes through the group
@@ -742,42 +716,22 @@ impl WriteTxn {
     /// The node pages this transaction changes: each stored page with its changed and new
     /// records put in.
     fn merged_node_pages(&mut self) -> Result<Vec<NodePage>> {
-        let mut by_page: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        for id in &self.dirty_nodes {
-            by_page.entry(page_of(*id, NODES_PER_PAGE)).or_default().push(*id);
+        let by_page = dirty_by_page(&self.dirty_nodes, NODES_PER_PAGE);
+        for page in by_page.keys() {
+            self.stored_node_page(*page)?;
         }
-        let mut out = Vec::with_capacity(by_page.len());
-        for (page, mut ids) in by_page {
-            ids.sort_unstable();
-            let mut nodes = self.stored_node_page(page)?.clone();
-            let first = first_of(page, NODES_PER_PAGE);
-            for id in ids {
-                let rec = self.nodes.get(&id).ok_or_else(|| Error::Internal("dirty node not loaded".into()))?;
-                put_in_page(&mut nodes, (id - first) as usize, rec.clone())?;
-            }
-            out.push(NodePage { first, nodes });
-        }
-        Ok(out)
+        let merged = merge_dense(by_page, NODES_PER_PAGE, &self.nodes, &self.node_pages)?;
+        Ok(merged.into_iter().map(|(first, nodes)| NodePage { first, nodes }).collect())
     }
 
     /// The edge pages this transaction changes (as [`WriteTxn::merged_node_pages`]).
     fn merged_edge_pages(&mut self) -> Result<Vec<EdgePage>> {
-        let mut by_page: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        for id in &self.dirty_edges {
-            by_page.entry(page_of(*id, EDGES_PER_PAGE)).or_default().push(*id);
+        let by_page = dirty_by_page(&self.dirty_edges, EDGES_PER_PAGE);
+        for page in by_page.keys() {
+            self.stored_edge_page(*page)?;
         }
-        let mut out = Vec::with_capacity(by_page.len());
-        for (page, mut ids) in by_page {
-            ids.sort_unstable();
-            let mut edges = self.stored_edge_page(page)?.clone();
-            let first = first_of(page, EDGES_PER_PAGE);
-            for id in ids {
-                let rec = self.edges.get(&id).ok_or_else(|| Error::Internal("dirty edge not loaded".into()))?;
-                put_in_page(&mut edges, (id - first) as usize, rec.clone())?;
-            }
-            out.push(EdgePage { first, edges });
-        }
-        Ok(out)
+        let merged = merge_dense(by_page, EDGES_PER_PAGE, &self.edges, &self.edge_pages)?;
+        Ok(merged.into_iter().map(|(first, edges)| EdgePage { first, edges }).collect())
     }
 
     /// The index buckets this transaction changes, with its new entries merged in; when the
@@ -1018,7 +972,7 @@ impl WriteTxn {
         let set = WriteSet {
             org: org.clone(),
             base: self.start.digest,
-            entry: std::mem::replace(&mut self.entry, placeholder_entry()),
+            entry: std::mem::take(&mut self.entry),
             puts,
             removes: vec![(PROPS, removed)],
             audit: Some(audit),
@@ -1033,6 +987,39 @@ pub(crate) fn opaque_of(key: &RecordKey) -> [u8; 16] {
     let mut opaque = [0u8; 16];
     opaque.copy_from_slice(&key[8..]);
     opaque
+}
+
+/// Dirty record ids grouped by their page, each group sorted.
+fn dirty_by_page(dirty: &HashSet<u64>, per: u64) -> BTreeMap<u64, Vec<u64>> {
+    let mut by_page: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for id in dirty {
+        by_page.entry(page_of(*id, per)).or_default().push(*id);
+    }
+    for ids in by_page.values_mut() {
+        ids.sort_unstable();
+    }
+    by_page
+}
+
+/// Each page of `by_page` as stored (`stored`, loaded beforehand) with the transaction's
+/// changed and new `records` put in: `(first id, records)`.
+fn merge_dense<R: Clone>(
+    by_page: BTreeMap<u64, Vec<u64>>,
+    per: u64,
+    records: &HashMap<u64, R>,
+    stored: &HashMap<u64, Vec<R>>,
+) -> Result<Vec<(u64, Vec<R>)>> {
+    let mut out = Vec::with_capacity(by_page.len());
+    for (page, ids) in by_page {
+        let mut recs = stored.get(&page).cloned().ok_or_else(|| Error::Internal("page not loaded".into()))?;
+        let first = first_of(page, per);
+        for id in ids {
+            let rec = records.get(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;
+            put_in_page(&mut recs, (id - first) as usize, rec.clone())?;
+        }
+        out.push((first, recs));
+    }
+    Ok(out)
 }
 
 /// Puts `rec` at `slot` of a page's dense record list: replaces a stored record, or appends the
