@@ -30,6 +30,8 @@ const MAGIC: &[u8; 8] = b"SILOBNDL";
 const BUNDLE_VERSION: u8 = 1;
 const CHUNK_BYTES: usize = 64 * 1024;
 const MAX_CHUNK: usize = 16 * 1024 * 1024;
+/// Bytes before each item's payload in a chunk: kind u8, length u32.
+const ITEM_HEADER: usize = 5;
 const ITEM_ORG: u8 = 1;
 const ITEM_RECORD: u8 = 2;
 const ITEM_AUDIT: u8 = 3;
@@ -89,6 +91,16 @@ struct ChunkWriter<W: Write> {
 
 impl<W: Write> ChunkWriter<W> {
     fn item(&mut self, kind: u8, payload: &[u8]) -> Result<()> {
+        // The importer refuses chunks over MAX_CHUNK: never write one it would refuse.
+        if ITEM_HEADER + payload.len() > MAX_CHUNK {
+            return Err(Error::invalid(format!(
+                "a record of {} bytes is larger than a bundle chunk may be ({MAX_CHUNK} bytes)",
+                payload.len()
+            )));
+        }
+        if self.buf.len() + ITEM_HEADER + payload.len() > MAX_CHUNK {
+            self.flush(false)?;
+        }
         let len = u32::try_from(payload.len()).map_err(|_| Error::invalid("record too large for a bundle"))?;
         self.buf.push(kind);
         self.buf.extend_from_slice(&len.to_le_bytes());

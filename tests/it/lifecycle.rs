@@ -696,3 +696,35 @@ fn removed_property_record_reads_as_corrupt_not_as_no_properties() {
     assert_eq!(r.node_props(m, Compartment::Raw).unwrap(), vec![]);
     drop((r, db));
 }
+
+/// Export never writes a chunk that import would refuse: a record too large for a bundle chunk
+/// (16 MiB) is refused at export with a typed error, and one just under it travels.
+#[test]
+fn export_refuses_a_record_import_would_refuse_and_exports_one_just_under_the_limit() {
+    let db = Db::builder().open_with_backend(SharedBytes::default().backend(), root_key(1)).unwrap();
+    let mut rng = crate::common::Rng(0x5eed);
+    let mut noise = |n: usize| -> Vec<u8> { (0..n / 8).flat_map(|_| rng.next().to_le_bytes()).collect() };
+    for (name, props) in [("small", 200usize), ("large", 270)] {
+        let org = db.create_org(name).unwrap();
+        let mut w = org.write().unwrap();
+        let n = w.upsert_node(NodeInput::new("blob").source("s", "1")).unwrap();
+        for i in 0..props {
+            // Incompressible 64 KiB values: the property map is ~13 MB (small) or ~17.7 MB (large).
+            w.set_node_prop(n, Compartment::Raw, &format!("p{i}"), Value::Bytes(noise(64 * 1024))).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let transport = TransportKey::from_bytes([9; 32]);
+    let mut bundle = Vec::new();
+    match db.export_org("large", &transport, &mut bundle) {
+        Err(Error::InvalidInput(msg)) => assert!(msg.contains("larger than a bundle chunk"), "{msg}"),
+        other => panic!("a record over the chunk limit must be refused at export, got {other:?}"),
+    }
+    let mut bundle = Vec::new();
+    db.export_org("small", &transport, &mut bundle).unwrap();
+    let target = Db::builder().open_with_backend(SharedBytes::default().backend(), root_key(2)).unwrap();
+    target.import_org(bundle.as_slice(), &transport).unwrap();
+    let r = target.org("small").unwrap().read().unwrap();
+    let n = r.lookup("s", "1").unwrap().unwrap();
+    assert_eq!(r.node_props(n, Compartment::Raw).unwrap().len(), 200);
+}
