@@ -18,6 +18,7 @@
 mod codec;
 mod crypto;
 mod error;
+mod filter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

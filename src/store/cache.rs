@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::read::NeighborFilter;
+use crate::filter::NeighborFilter;
 use crate::codec::{AdjEntry, BucketPage, EdgeRecord, NodeRecord};
 
 /// A decoded adjacency page.
