@@ -10,7 +10,7 @@ use super::org::Org;
 use super::tables::{Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
 use crate::codec::{EpochEntry, OrgEntry, RotationState};
-use crate::crypto::{envelope, Binding, RootKey, RootKeys, Secret};
+use crate::crypto::{RootKey, RootKeys, Secret};
 use crate::error::{Error, Result};
 use crate::types::{Compartment, OrgTag};
 
@@ -113,11 +113,8 @@ impl Db {
             for item in orgs.iter()? {
                 let (k, v) = item?;
                 let key = k.value().to_vec();
-                let binding = Binding { db_id: &inner.db_id, table: ORGS.id, key: &key };
-                let mut plain = envelope::open(&root.keys.kek, &binding, ORGS.name, v.value())?;
-                let sealed = envelope::seal(&new_keys.kek, gen, &binding, plain.as_slice());
-                plain.as_mut_slice().zeroize();
-                rewrapped.push((key, sealed?));
+                let sealed = inner.rewrap_entry(&root.keys, &new_keys, gen, &key, v.value())?;
+                rewrapped.push((key, sealed));
             }
             for (k, v) in rewrapped {
                 orgs.insert(k.as_slice(), v.as_slice())?;
@@ -188,16 +185,10 @@ impl Db {
             let batch = org_keys_after(&t, oi.tag, &rot.cursor, ADMIN_BATCH)?;
             let mut resealed = Vec::with_capacity(batch.len());
             for (k, v) in &batch {
-                if envelope::peek_epoch(v, table.name, k)? == rot.target_epoch {
-                    continue;
-                }
                 let c = compartment_of(org, table, k);
-                let mut plain = oi.open(table, k, c, v)?;
-                // Re-sealing keeps the page version: the content is the same page.
-                let version = envelope::peek_version(v, table.name, k)?;
-                let sealed = oi.seal_at(rot.target_epoch, version, table, k, c, plain.as_slice());
-                plain.as_mut_slice().zeroize();
-                resealed.push((k.clone(), sealed?));
+                if let Some(sealed) = oi.reseal_at(rot.target_epoch, table, k, c, v)? {
+                    resealed.push((k.clone(), sealed));
+                }
             }
             for (k, v) in &resealed {
                 t.insert(k.as_slice(), v.as_slice())?;

@@ -14,8 +14,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::filter::NeighborFilter;
 use crate::codec::{AdjEntry, BucketPage, EdgeRecord, NodeRecord};
+use crate::filter::NeighborFilter;
 
 /// A decoded adjacency page.
 #[derive(Debug)]

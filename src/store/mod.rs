@@ -359,6 +359,23 @@ impl DbInner {
         envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 }, &bytes)
     }
 
+    /// Opens a sealed registry entry under `from`'s KEK and seals it again under `to`'s, for root
+    /// generation `gen` (root rotation).
+    pub(crate) fn rewrap_entry(
+        &self,
+        from: &RootKeys,
+        to: &RootKeys,
+        gen: u32,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let binding = Binding { db_id: &self.db_id, table: ORGS.id, key };
+        let mut plain = envelope::open(&from.kek, &binding, ORGS.name, sealed)?;
+        let out = envelope::seal(&to.kek, gen, &binding, plain.as_slice());
+        zeroize::Zeroize::zeroize(plain.as_mut_slice());
+        out
+    }
+
     /// Opens and validates an org registry entry.
     pub(crate) fn open_entry(&self, tag: OrgTag, sealed: &[u8]) -> Result<OrgEntry> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };

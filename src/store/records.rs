@@ -121,6 +121,26 @@ impl OrgInner {
         out
     }
 
+    /// Re-seals a sealed value under `epoch` keeping its page version (the content is the same
+    /// page); `None` if it is sealed under `epoch` already. Rotation's one step.
+    pub(crate) fn reseal_at(
+        &self,
+        epoch: u32,
+        table: Table,
+        key: &[u8],
+        c: Compartment,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        if envelope::peek_epoch(sealed, table.name, key)? == epoch {
+            return Ok(None);
+        }
+        let version = envelope::peek_version(sealed, table.name, key)?;
+        let mut plain = self.open(table, key, c, sealed)?;
+        let out = self.seal_at(epoch, version, table, key, c, plain.as_slice());
+        plain.as_mut_slice().zeroize();
+        out.map(Some)
+    }
+
     /// What a record key addresses: `(kind, sub, page, id)` as given to the blind PRP.
     pub(crate) fn unblind(&self, key: &[u8]) -> Option<(u8, u8, u32, u64)> {
         let opaque: [u8; 16] = key.get(8..24)?.try_into().ok()?;
