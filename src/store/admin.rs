@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use zeroize::Zeroize;
 
 use super::org::Org;
-use super::tables::{Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
 use crate::codec::{EpochEntry, OrgEntry, RotationState};
 use crate::crypto::{RootKey, RootKeys, Secret};
@@ -322,14 +322,9 @@ impl Db {
 
 /// The compartment whose key seals a record of `table` at `key`.
 pub(crate) fn compartment_of(org: &Org, table: Table, key: &[u8]) -> Compartment {
-    if table.id != PROPS.id {
-        return Compartment::Core;
-    }
-    match org.inner.unblind(key).map(|(_, sub, _, _)| sub) {
-        Some(1) => Compartment::Labels,
-        Some(2) => Compartment::Raw,
-        _ => Compartment::Core,
-    }
+    let addr = org.inner.unblind(key);
+    let sub = addr.map_or(0, |(_, sub, _, _)| sub);
+    RecordKind::of(table, addr).map_or(Compartment::Core, |k| k.compartment(sub))
 }
 
 /// Key and lifecycle facts about one org (no secrets).

@@ -19,7 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::admin::{org_keys_after, ADMIN_BATCH};
 use super::org::Org;
-use super::tables::{blind_kind, index_domain, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::tables::{index_domain, RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
 use crate::codec::{self, AuditRecord, EdgePage, EpochEntry, NodePage, OrgEntry};
 use crate::crypto::{self, sealed, AeadKey, Secret, TransportKey};
@@ -366,35 +366,11 @@ impl Importer {
         let plain = &payload[15..];
         let oi = &self.org.inner;
         let table = BUNDLE_TABLES.iter().copied().find(|t| t.id == table_id).ok_or_else(|| bad_bundle("bad table"))?;
-        let expected_kind = match table.id {
-            t if t == NODES.id => blind_kind::NODE,
-            t if t == EDGES.id => blind_kind::EDGE,
-            t if t == ADJ.id => blind_kind::ADJ,
-            t if t == DICT.id => blind_kind::DICT,
-            _ if kind == blind_kind::NODE_PROPS || kind == blind_kind::EDGE_PROPS => kind,
-            _ => return Err(bad_bundle("bad record kind")),
-        };
-        if kind != expected_kind || sub > 2 {
-            return Err(bad_bundle("bad record address"));
-        }
-        let key = match table.id {
-            t if t == NODES.id => oi.node_page_key(id),
-            t if t == EDGES.id => oi.edge_page_key(id),
-            t if t == ADJ.id => oi.adj_key(id, sub, page),
-            t if t == DICT.id => oi.dict_key(u32::try_from(id).map_err(|_| bad_bundle("bad kind id"))?),
-            _ => {
-                let c = Compartment::ALL[sub as usize];
-                let owner = if kind == blind_kind::NODE_PROPS {
-                    super::records::Owner::Node(id)
-                } else {
-                    super::records::Owner::Edge(id)
-                };
-                oi.props_key(owner, c)
-            }
-        };
+        let rk = RecordKind::of(table, Some((kind, sub, page, id))).ok_or_else(|| bad_bundle("bad record address"))?;
+        let key = oi.key_of(rk, sub, page, id).ok_or_else(|| bad_bundle("bad record kind"))?;
         // Validate what the record is before storing it, and collect what the index needs.
-        match table.id {
-            t if t == NODES.id => {
+        match rk {
+            RecordKind::NodePage => {
                 let p: NodePage = decode_aligned(plain)?;
                 if !codec::dense_page_fits(id, codec::NODES_PER_PAGE, p.first, p.nodes.iter().map(|n| n.id)) {
                     return Err(bad_bundle("bad node page"));
@@ -406,7 +382,7 @@ impl Importer {
                     }
                 }
             }
-            t if t == EDGES.id => {
+            RecordKind::EdgePage => {
                 let p: EdgePage = decode_aligned(plain)?;
                 if !codec::dense_page_fits(id, codec::EDGES_PER_PAGE, p.first, p.edges.iter().map(|e| e.id)) {
                     return Err(bad_bundle("bad edge page"));
@@ -418,23 +394,25 @@ impl Importer {
                     }
                 }
             }
-            t if t == ADJ.id => {
+            RecordKind::Adj => {
                 let mut buf = rkyv::util::AlignedVec::<16>::with_capacity(plain.len());
                 buf.extend_from_slice(plain);
                 codec::access::<codec::ArchivedAdjPage>(buf.as_slice())
                     .and_then(codec::decode_page)
                     .map_err(|_| bad_bundle("bad page"))?;
             }
-            t if t == DICT.id => {
+            RecordKind::Dict => {
                 let name = std::str::from_utf8(plain).map_err(|_| bad_bundle("bad kind name"))?;
                 let h = oi.index_hash(index_domain::KIND, &[name.as_bytes()]);
                 self.index.push((h, id));
             }
-            _ => {
+            RecordKind::NodeProps | RecordKind::EdgeProps => {
                 decode_aligned::<codec::PropMap>(plain)?;
             }
+            // The index is rebuilt and the audit chain travels as its own items.
+            RecordKind::Bucket | RecordKind::Audit => return Err(bad_bundle("bad record kind")),
         }
-        let c = if table.id == PROPS.id { Compartment::ALL[sub as usize] } else { Compartment::Core };
+        let c = rk.compartment(sub);
         let sealed = oi.seal(table, &key, c, IMPORT_VERSION, plain)?;
         self.wtx.open_table(table.def)?.insert(key.as_slice(), sealed.as_slice())?;
         Ok(())

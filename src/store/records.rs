@@ -7,7 +7,7 @@ use rkyv::util::AlignedVec;
 use zeroize::Zeroize;
 
 use super::org::OrgInner;
-use super::tables::{blind_kind, record_key, RecordKey, Table, EDGES, INDEX, NODES};
+use super::tables::{blind_kind, record_key, RecordKey, RecordKind, Table, EDGES, INDEX, NODES};
 use crate::codec::{
     self, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, NodePage, EDGES_PER_PAGE, NODES_PER_PAGE,
 };
@@ -32,6 +32,12 @@ pub(crate) fn dir_index(d: Direction) -> u8 {
 impl OrgInner {
     fn blind(&self, kind: u8, sub: u8, page: u32, id: u64) -> RecordKey {
         record_key(self.tag, &self.structure.blind.blind(kind, sub, page, id))
+    }
+
+    /// The key of the record of `kind` addressed by `(sub, page, id)` (`None`: keys of that kind
+    /// are not blinded).
+    pub(crate) fn key_of(&self, kind: RecordKind, sub: u8, page: u32, id: u64) -> Option<RecordKey> {
+        Some(self.blind(kind.blind_kind()?, sub, page, id))
     }
 
     /// The key of node page `page` (ids `page * NODES_PER_PAGE ..`).

@@ -48,6 +48,97 @@ pub(crate) mod blind_kind {
     pub const BUCKET: u8 = 7;
 }
 
+/// Every kind of org record: its table, how its key is addressed, which compartment's key seals
+/// it. Adding a record type is a change here (and in the code that reads it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    /// `nodes`: a node page, addressed by page number.
+    NodePage,
+    /// `edges`: an edge page, addressed by page number.
+    EdgePage,
+    /// `adj`: an adjacency page, addressed by (direction, page, node).
+    Adj,
+    /// `props`: a node's property map in one compartment.
+    NodeProps,
+    /// `props`: an edge's property map in one compartment.
+    EdgeProps,
+    /// `index`: an index bucket page, addressed by bucket number.
+    Bucket,
+    /// `dict`: a kind name, addressed by kind id.
+    Dict,
+    /// `audit`: an audit entry, keyed by sequence number (not blinded).
+    Audit,
+}
+
+impl RecordKind {
+    /// The table the kind lives in.
+    pub(crate) fn table(self) -> Table {
+        match self {
+            RecordKind::NodePage => NODES,
+            RecordKind::EdgePage => EDGES,
+            RecordKind::Adj => ADJ,
+            RecordKind::NodeProps | RecordKind::EdgeProps => PROPS,
+            RecordKind::Bucket => INDEX,
+            RecordKind::Dict => DICT,
+            RecordKind::Audit => AUDIT,
+        }
+    }
+
+    /// The blind-key kind of its keys (`None`: keys are not blinded).
+    pub(crate) fn blind_kind(self) -> Option<u8> {
+        match self {
+            RecordKind::NodePage => Some(blind_kind::NODE),
+            RecordKind::EdgePage => Some(blind_kind::EDGE),
+            RecordKind::Adj => Some(blind_kind::ADJ),
+            RecordKind::NodeProps => Some(blind_kind::NODE_PROPS),
+            RecordKind::EdgeProps => Some(blind_kind::EDGE_PROPS),
+            RecordKind::Bucket => Some(blind_kind::BUCKET),
+            RecordKind::Dict => Some(blind_kind::DICT),
+            RecordKind::Audit => None,
+        }
+    }
+
+    /// The kind of a record stored in `table` whose key unblinds to `addr` (`(kind, sub, page,
+    /// id)`); `None` if the two do not agree (a record of one kind under another's table).
+    pub(crate) fn of(table: Table, addr: Option<(u8, u8, u32, u64)>) -> Option<RecordKind> {
+        if table.id == AUDIT.id {
+            return Some(RecordKind::Audit);
+        }
+        let (kind, sub, page, _) = addr?;
+        let rk = [
+            RecordKind::NodePage,
+            RecordKind::EdgePage,
+            RecordKind::Adj,
+            RecordKind::NodeProps,
+            RecordKind::EdgeProps,
+            RecordKind::Bucket,
+            RecordKind::Dict,
+        ]
+        .into_iter()
+        .find(|k| k.blind_kind() == Some(kind) && k.table().id == table.id)?;
+        // Only adjacency keys use `sub` (direction) and `page`; property keys use `sub`.
+        let shape_ok = match rk {
+            RecordKind::Adj => sub <= 1,
+            RecordKind::NodeProps | RecordKind::EdgeProps => sub <= 2 && page == 0,
+            _ => sub == 0 && page == 0,
+        };
+        shape_ok.then_some(rk)
+    }
+
+    /// The compartment whose key seals a record of this kind (`sub` of a property key).
+    pub(crate) fn compartment(self, sub: u8) -> crate::types::Compartment {
+        use crate::types::Compartment;
+        match self {
+            RecordKind::NodeProps | RecordKind::EdgeProps => match sub {
+                1 => Compartment::Labels,
+                2 => Compartment::Raw,
+                _ => Compartment::Core,
+            },
+            _ => Compartment::Core,
+        }
+    }
+}
+
 /// Index domains (first field of the index HMAC).
 pub(crate) mod index_domain {
     pub const NODE_SOURCE: &[u8] = b"node-source";

@@ -5,7 +5,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::admin::{org_keys_after, ORG_TABLES};
 use super::org::Org;
-use super::tables::{blind_kind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::tables::{RecordKind, Table, EDGES, INDEX, NODES, ORGS};
 use super::Db;
 use crate::codec::{self, AuditRecord, PropMap};
 use crate::error::{Error, Result};
@@ -67,53 +67,48 @@ impl VerifyReport {
 
 fn check_record(org: &Org, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
     let oi = &org.inner;
-    let c = super::admin::compartment_of(org, table, key);
-    let addressed = |kind: u8| match oi.unblind(key) {
-        Some((k, 0, 0, page)) if k == kind => Ok(page),
-        _ => Err(Error::corrupt(table.name, key)),
-    };
-    match table.id {
-        t if t == NODES.id => {
-            oi.open_node_page(addressed(blind_kind::NODE)?, key, value)?;
+    let addr = oi.unblind(key);
+    let kind = RecordKind::of(table, addr).ok_or_else(|| Error::corrupt(table.name, key))?;
+    let (sub, page) = addr.map_or((0, 0), |(_, sub, _, id)| (sub, id));
+    let c = kind.compartment(sub);
+    match kind {
+        RecordKind::NodePage => {
+            oi.open_node_page(page, key, value)?;
         }
-        t if t == EDGES.id => {
-            oi.open_edge_page(addressed(blind_kind::EDGE)?, key, value)?;
+        RecordKind::EdgePage => {
+            oi.open_edge_page(page, key, value)?;
         }
-        t if t == ADJ.id => {
+        RecordKind::Adj => {
             oi.open_page(key, value)?;
         }
-        t if t == PROPS.id => {
-            if !oi.scope.contains(&c) {
-                return Ok(());
+        RecordKind::NodeProps | RecordKind::EdgeProps => {
+            if oi.scope.contains(&c) {
+                oi.open_record::<PropMap>(table, key, c, value)?;
             }
-            oi.open_record::<PropMap>(table, key, c, value)?;
         }
-        t if t == INDEX.id => {
-            addressed(blind_kind::BUCKET)?;
+        RecordKind::Bucket => {
             oi.open_bucket(key, value)?;
         }
-        t if t == DICT.id => {
+        RecordKind::Dict => {
             let b = oi.open(table, key, c, value)?;
             std::str::from_utf8(b.as_slice()).map_err(|_| Error::corrupt(table.name, key))?;
         }
-        t if t == AUDIT.id => {
+        RecordKind::Audit => {
             oi.open_record::<AuditRecord>(table, key, c, value)?;
         }
-        _ => return Err(Error::corrupt(table.name, key)),
     }
     Ok(())
 }
 
+/// The node or edge a corrupt record belongs to (a node or edge page names the first id it holds).
 fn owner(org: &Org, table: Table, key: &[u8]) -> (Option<NodeId>, Option<EdgeId>) {
-    if table.id == INDEX.id || table.id == AUDIT.id {
-        return (None, None);
-    }
-    match org.inner.unblind(key) {
-        // A node or edge page names the first id it holds.
-        Some((blind_kind::NODE, _, _, page)) => (Some(NodeId(codec::first_of(page, codec::NODES_PER_PAGE))), None),
-        Some((blind_kind::EDGE, _, _, page)) => (None, Some(EdgeId(codec::first_of(page, codec::EDGES_PER_PAGE)))),
-        Some((blind_kind::ADJ | blind_kind::NODE_PROPS, _, _, id)) => (Some(NodeId(id)), None),
-        Some((blind_kind::EDGE_PROPS, _, _, id)) => (None, Some(EdgeId(id))),
+    let addr = org.inner.unblind(key);
+    let id = addr.map_or(0, |(_, _, _, id)| id);
+    match RecordKind::of(table, addr) {
+        Some(RecordKind::NodePage) => (Some(NodeId(codec::first_of(id, codec::NODES_PER_PAGE))), None),
+        Some(RecordKind::EdgePage) => (None, Some(EdgeId(codec::first_of(id, codec::EDGES_PER_PAGE)))),
+        Some(RecordKind::Adj | RecordKind::NodeProps) => (Some(NodeId(id)), None),
+        Some(RecordKind::EdgeProps) => (None, Some(EdgeId(id))),
         _ => (None, None),
     }
 }
