@@ -147,7 +147,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             let rec = |id| NodeRecord {
                 id,
                 kind,
-                sources,
+                sources: sources.clone(),
                 created_at: times.0,
                 updated_at: times.1,
                 out_degree: degrees.0,

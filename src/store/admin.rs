@@ -101,10 +101,14 @@ impl Db {
     /// under keys derived from `new_root`, in one transaction. O(orgs): no record is re-encrypted.
     /// After it returns, only `new_root` opens the database.
     pub fn rotate_root_key(&self, new_root: RootKey) -> Result<()> {
+        self.inner.group.writable()?;
         let inner = &self.inner;
         let new_keys = RootKeys::derive(&new_root, &inner.db_id);
         // Held across the commit so no reader opens a new-generation entry with old keys.
-        let mut root = inner.root.write().unwrap_or_else(|p| p.into_inner());
+        let mut root = inner.root.write().map_err(|_| {
+            inner.group.poison();
+            Error::Internal("an earlier root rotation panicked: reopen the database".into())
+        })?;
         let gen = root.gen.checked_add(1).ok_or_else(|| Error::invalid("root generations exhausted"))?;
         let wtx = inner.redb.begin_write()?;
         {
@@ -134,6 +138,7 @@ impl Db {
     ///
     /// BYOK orgs cannot be rotated here (their key is the host's): `InvalidInput`.
     pub fn rotate_org_key(&self, name: &str) -> Result<RotationReport> {
+        self.inner.group.writable()?;
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
@@ -227,6 +232,7 @@ impl Db {
     /// Interrupted deletions resume on the next call. Run [`Db::compact`] afterwards to rewrite
     /// the file without the freed pages.
     pub fn delete_org(&self, name: &str) -> Result<DeleteReport> {
+        self.inner.group.writable()?;
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
@@ -312,7 +318,7 @@ impl Db {
             }
         }
         let mut inner = inner;
-        inner.redb = redb::Database::create(&path)?;
+        inner.redb = Arc::new(redb::Database::create(&path)?);
         for s in inner.shared.lock().unwrap_or_else(|p| p.into_inner()).values() {
             s.cache.clear();
         }

@@ -214,6 +214,7 @@ impl Db {
     /// reordered or tampered bundle is `Corrupt`; an existing org of that name is `OrgExists`;
     /// in every error case nothing is written.
     pub fn import_org(&self, input: impl Read, transport: &TransportKey) -> Result<BundleReport> {
+        self.inner.group.writable()?;
         let mut input = input;
         let mut fixed = [0u8; 8 + 1 + 16 + 2];
         input.read_exact(&mut fixed).map_err(|_| bad_bundle("truncated header"))?;

@@ -164,6 +164,8 @@ struct Queue {
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
+    /// Set once a commit round panicked: the `Db` then refuses writes (see [`GroupCommit::poison`]).
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -173,6 +175,23 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
+    /// Marks the `Db` as no longer writable: a write path panicked part-way, and what it held
+    /// (redb's write transaction, a lock) may be inconsistent. Reads go on; writes fail with
+    /// `Error::Internal` until the database is reopened (redb repairs on open).
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `Error::Internal` once a write path has panicked.
+    pub(crate) fn writable(&self) -> Result<()> {
+        if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Internal(
+                "an earlier write panicked: this Db refuses writes until the database is reopened".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Commits `set` durably, together with whatever other sets are queued; returns once this
     /// set's own data is durable (or failed).
     pub(crate) fn commit(&self, db: &redb::Database, set: WriteSet) -> Result<()> {
@@ -205,7 +224,9 @@ impl GroupCommit {
             let round_slots: Vec<Slot> = round.iter().map(|(_, s)| s.clone()).collect();
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::run_round(db, round)));
             if run.is_err() {
-                // redb panicked (it does on some corrupt files): fail the round's callers, not hang them.
+                // redb panicked (it does on some corrupt files): fail the round's callers, not hang
+                // them, and take no more writes on this handle.
+                self.poison();
                 for slot in &round_slots {
                     let mut r = lock(&slot.0);
                     if r.is_none() {

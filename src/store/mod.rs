@@ -181,7 +181,7 @@ impl DbBuilder {
         };
         Ok(Db {
             inner: Arc::new(DbInner {
-                redb,
+                redb: Arc::new(redb),
                 db_id: meta.db_id,
                 root: std::sync::RwLock::new(RootState {
                     keys: RootKeys::derive(&root, &meta.db_id),
@@ -317,7 +317,9 @@ impl std::fmt::Debug for Db {
 }
 
 pub(crate) struct DbInner {
-    pub redb: redb::Database,
+    /// Shared so that a poisoned `Db` can leak it on drop instead of running redb's drop, which
+    /// panics on the locks a panicked write left poisoned.
+    pub redb: Arc<redb::Database>,
     pub db_id: [u8; 16],
     /// Keys derived from the root key, and its generation (the envelope epoch of `orgs` values).
     pub root: std::sync::RwLock<RootState>,
@@ -335,6 +337,16 @@ pub(crate) struct DbInner {
     pub shared: Mutex<HashMap<OrgTag, Arc<org::OrgShared>>>,
     /// Groups concurrent commits of different orgs into one storage commit.
     pub group: commit::GroupCommit,
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        if self.group.writable().is_err() {
+            // A write panicked inside redb: its drop would panic again on poisoned locks. Leak
+            // the handle (the process keeps the file open until it exits; a reopen recovers).
+            std::mem::forget(self.redb.clone());
+        }
+    }
 }
 
 pub(crate) struct RootState {
@@ -419,6 +431,7 @@ impl Db {
     }
 
     fn create(&self, name: &str, byok: Option<&OrgKey>) -> Result<Org> {
+        self.inner.group.writable()?;
         check_name("org name", name, MAX_NAME_LEN)?;
         let inner = &self.inner;
         let tag = inner.secret_keys.org_tag(name);

@@ -216,6 +216,7 @@ impl WriteTxn {
     }
 
     fn begin_in(org: Org, exclusive: bool) -> Result<Self> {
+        org.inner.db.group.writable()?;
         let writer = WriterLock::acquire(&org.inner.shared);
         let db = &org.inner.db;
         let (base, entry) = if exclusive {
@@ -788,6 +789,9 @@ impl WriteTxn {
         let org = set.org.clone();
         match base {
             Base::Exclusive(txn) => {
+                // A panic here (redb panics on some corrupt files) reaches the caller; the Db
+                // then refuses further writes, as after a panicked group commit round.
+                let _guard = PoisonOnPanic(&org.db.group);
                 set.apply(&txn)?;
                 WriteSet::commit_all(*txn, &[&set])?;
             }
@@ -807,6 +811,7 @@ impl WriteTxn {
     /// Commits several transactions (of different orgs) as one group commit round, in one storage
     /// commit; each result is its transaction's. The fault-injection sweep uses it to crash a
     /// group commit at every write deterministically.
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn commit_together(txns: Vec<WriteTxn>) -> Result<Vec<Result<()>>> {
         let mut sets = Vec::with_capacity(txns.len());
         let mut held = Vec::with_capacity(txns.len());
@@ -979,6 +984,17 @@ impl WriteTxn {
             changed_pages,
         };
         Ok((set, base, std::mem::take(&mut self.new_kinds), self._writer))
+    }
+}
+
+/// Poisons the group committer (the `Db` refuses writes) if dropped during a panic.
+struct PoisonOnPanic<'a>(&'a super::commit::GroupCommit);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
+        }
     }
 }
 

@@ -248,3 +248,75 @@ fn concurrent_admin_operation_and_writer_of_one_org_do_not_conflict() {
     assert!(db.verify().unwrap().is_ok());
     assert!(org.audit().verify().unwrap().is_ok());
 }
+
+/// A backend whose writes panic once armed (as redb does on some corrupt files, from inside a
+/// commit).
+struct PanickingBackend {
+    mem: MemBackend,
+    armed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PanickingBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PanickingBackend")
+    }
+}
+
+impl redb::StorageBackend for PanickingBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.mem.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.mem.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.mem.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.mem.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        assert!(!self.armed.load(Ordering::SeqCst), "injected panic inside a storage write");
+        self.mem.write(offset, data)
+    }
+}
+
+#[test]
+fn a_commit_that_panics_fails_alone_and_the_db_then_refuses_writes_until_reopened() {
+    let bytes = SharedBytes::default();
+    let armed = Arc::new(AtomicBool::new(false));
+    let db = Db::builder()
+        .open_with_backend(PanickingBackend { mem: bytes.backend(), armed: armed.clone() }, root())
+        .unwrap();
+    let org = db.create_org("acme").unwrap();
+    let hub = hub_of(&org);
+    commit_one(&org, hub, 0);
+    let committed = bytes.snapshot();
+    // Keep the injected panic's message out of the test output.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    armed.store(true, Ordering::SeqCst);
+    let mut w = org.write().unwrap();
+    w.upsert_node(NodeInput::new("person").source("crm", "lost")).unwrap();
+    let res = w.commit();
+    armed.store(false, Ordering::SeqCst);
+    std::panic::set_hook(hook);
+    assert!(matches!(res, Err(Error::Internal(_))), "a panicked commit is an Internal error: {res:?}");
+    // From now on this Db takes no writes (what the panic left half done is not trusted)...
+    assert!(matches!(org.write(), Err(Error::Internal(_))));
+    assert!(matches!(db.create_org("other"), Err(Error::Internal(_))));
+    assert!(matches!(db.rotate_org_key("acme"), Err(Error::Internal(_))));
+    drop((org, db));
+    // ...and reopening recovers the last committed state.
+    let db = Db::builder().open_with_backend(SharedBytes::from_vec(committed).backend(), root()).unwrap();
+    let r = db.org("acme").unwrap().read().unwrap();
+    assert!(r.lookup("crm", "p0").unwrap().is_some());
+    assert!(r.lookup("crm", "lost").unwrap().is_none());
+    let mut w = db.org("acme").unwrap().write().unwrap();
+    w.upsert_node(NodeInput::new("person").source("crm", "after")).unwrap();
+    w.commit().unwrap();
+}
