@@ -17,6 +17,7 @@ use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Ti
 /// A node as read from a snapshot.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct NodeView {
     /// The node's id.
     pub id: NodeId,
@@ -37,6 +38,7 @@ pub struct NodeView {
 /// An edge as read from a snapshot.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct EdgeView {
     /// The edge's id.
     pub id: EdgeId,
@@ -62,6 +64,7 @@ pub struct EdgeView {
 /// everything needed to filter by kind and time without fetching the edge record.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Neighbor {
     /// The node at the other end.
     pub node: NodeId,
