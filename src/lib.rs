@@ -13,7 +13,25 @@
 //!
 //! - `petgraph` (on by default): `Subgraph::to_petgraph` exports a traversal's subgraph to a
 //!   petgraph `Graph`. Turn default features off to build without petgraph.
+//! - `tracing`: [`tracing`](https://docs.rs/tracing) spans at level `debug` on
+//!   [`DbBuilder::open`], [`WriteTxn::commit`], each group-commit round (field `sets`: how many
+//!   orgs' write sets it committed together), [`Db::rotate_root_key`], [`Db::rotate_org_key`],
+//!   [`Db::verify`] and [`Org::verify`]. Their fields are counts only: never a key, an org name,
+//!   an id or a property value. Without the feature no tracing code is compiled in.
+//! - `serde`: `serde::Serialize` for the reports ([`VerifyReport`], [`CorruptRecord`],
+//!   [`RotationReport`], [`DeleteReport`], [`BundleReport`], [`OrgInfo`], [`AuditEntry`],
+//!   [`AuditReport`], [`BulkStats`]) and views ([`NodeView`], [`EdgeView`], [`Neighbor`],
+//!   [`Path`], [`Subgraph`], [`SubgraphEdge`]); `Serialize` and `Deserialize` for the plain
+//!   values they hold ([`NodeId`], [`EdgeId`], [`KindId`], [`Direction`], [`Compartment`],
+//!   [`Value`], [`SourceRef`]; the two enums as lowercase strings, `"out"`, `"raw"`). Key types
+//!   never implement either.
 //! - `fuzzing`: internal hooks for the fuzz targets and the hardening tests; not part of the API.
+//!
+//! # Async hosts
+//!
+//! Every call blocks: a commit waits for its fsync, and sealing and opening records is
+//! CPU-bound crypto. An async host runs them on a blocking pool (`tokio::task::spawn_blocking`),
+//! never on its executor's threads; `examples/async_service.rs` shows how.
 
 mod codec;
 mod crypto;

@@ -2,14 +2,17 @@
 
 /// A node's id, assigned per organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NodeId(pub u64);
 
 /// An edge's id, assigned per organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EdgeId(pub u64);
 
 /// An interned node or edge kind, assigned per organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KindId(pub u32);
 
 /// The 8-byte prefix of every record key of one organization.
@@ -27,6 +30,8 @@ pub type Timestamp = i64;
 
 /// Which edges of a node to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Direction {
     /// Edges leaving the node.
     Out,
@@ -40,6 +45,8 @@ pub enum Direction {
 /// stored in different records.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Compartment {
     /// Structure: kinds, times, adjacency and structural properties.
     Core,
@@ -65,6 +72,7 @@ impl Compartment {
 /// A property value. Keep them small: large blobs belong in the source system.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Value {
     /// No value.
     Null,
@@ -115,6 +123,7 @@ impl From<Vec<u8>> for Value {
 
 /// Where a node or edge came from: the source system and its identifier there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SourceRef {
     /// The source system, e.g. `"gmail"`.
     pub system: String,

@@ -52,6 +52,7 @@ impl PathOptions {
 /// `nodes[i + 1]` (followed in the direction the options allow).
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Path {
     /// The nodes along the path, both ends included.
     pub nodes: Vec<NodeId>,

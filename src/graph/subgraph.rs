@@ -11,6 +11,7 @@ use crate::types::{Direction, EdgeId, KindId, NodeId};
 /// An edge of a [`Subgraph`].
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SubgraphEdge {
     /// The edge.
     pub id: EdgeId,
@@ -45,6 +46,7 @@ pub struct SubgraphEdge {
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Subgraph {
     /// The nodes with their BFS depth, in BFS order. In `Subgraph::to_petgraph` (feature
     /// `petgraph`), node `i` of this list has `NodeIndex::new(i)`.

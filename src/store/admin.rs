@@ -23,6 +23,7 @@ pub const ADMIN_BATCH: usize = 2048;
 /// What an org key rotation did.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RotationReport {
     /// The epoch every record is now sealed under.
     pub epoch: u32,
@@ -37,6 +38,7 @@ pub struct RotationReport {
 /// What deleting an org did.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DeleteReport {
     /// Records removed from the org tables.
     pub purged: u64,
@@ -100,6 +102,7 @@ impl Db {
     /// Rotates the root key: rewraps every org's seeds, the database secret and the root check
     /// under keys derived from `new_root`, in one transaction. O(orgs): no record is re-encrypted.
     /// After it returns, only `new_root` opens the database.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "rotate_root_key", level = "debug", skip_all))]
     pub fn rotate_root_key(&self, new_root: RootKey) -> Result<()> {
         self.inner.group.writable()?;
         let inner = &self.inner;
@@ -137,6 +140,7 @@ impl Db {
     /// call resumes it instead of starting another.
     ///
     /// BYOK orgs cannot be rotated here (their key is the host's): `InvalidInput`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "rotate_org_key", level = "debug", skip_all))]
     pub fn rotate_org_key(&self, name: &str) -> Result<RotationReport> {
         self.inner.group.writable()?;
         let tag = self.tag_of(name)?;
@@ -337,6 +341,7 @@ pub(crate) fn compartment_of(org: &Org, table: Table, key: &[u8]) -> Compartment
 #[must_use]
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OrgInfo {
     /// The org's name.
     pub name: String,

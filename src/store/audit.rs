@@ -13,6 +13,7 @@ use crate::types::{Compartment, OrgTag, Timestamp};
 /// One audit entry as read back.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AuditEntry {
     /// Position in the chain, from 0.
     pub seq: u64,
@@ -30,6 +31,7 @@ pub struct AuditEntry {
 #[must_use = "an audit check finds nothing unless its report is read"]
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AuditReport {
     /// Entries that checked out before the first bad one (all of them if none is bad).
     pub valid_entries: u64,

@@ -37,6 +37,7 @@ struct Pending {
 /// What a finished bulk load wrote.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BulkStats {
     /// Nodes passed to [`BulkLoader::add_node`] (new or updated).
     pub nodes: u64,

@@ -54,6 +54,7 @@ struct BundleOrg {
 /// What an export or import moved.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BundleReport {
     /// The org's name.
     pub org: String,

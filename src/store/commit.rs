@@ -256,6 +256,10 @@ impl GroupCommit {
     }
 
     /// One redb transaction for the whole round; on a storage failure, each set again alone.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "group_commit_round", level = "debug", skip_all, fields(sets = round.len()))
+    )]
     fn run_round(db: &redb::Database, round: Vec<(WriteSet, Slot)>) {
         let together = (|| -> Result<Vec<Option<Error>>> {
             let wtx = super::contain("file", &[], || Ok(db.begin_write()?))?;

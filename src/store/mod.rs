@@ -140,6 +140,7 @@ impl DbBuilder {
         contain("file", &[], || self.open_path(path, root))
     }
 
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "open", level = "debug", skip_all))]
     fn open_path(self, path: &Path, root: RootKey) -> Result<Db> {
         let existing = match std::fs::metadata(path) {
             Ok(m) => m.len() > 0,
@@ -174,6 +175,7 @@ impl DbBuilder {
         })
     }
 
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "finish_open", level = "debug", skip_all))]
     fn finish_open(self, redb: redb::Database, root: RootKey, path: Option<std::path::PathBuf>) -> Result<Db> {
         let meta = match load_meta(&redb, &root)? {
             Some(m) => m,

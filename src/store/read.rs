@@ -18,6 +18,7 @@ use crate::types::{Compartment, Direction, EdgeId, KindId, NodeId, SourceRef, Ti
 /// A node as read from a snapshot.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct NodeView {
     /// The node's id.
     pub id: NodeId,
@@ -38,6 +39,7 @@ pub struct NodeView {
 /// An edge as read from a snapshot.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct EdgeView {
     /// The edge's id.
     pub id: EdgeId,
@@ -63,6 +65,7 @@ pub struct EdgeView {
 /// everything needed to filter by kind and time without fetching the edge record.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Neighbor {
     /// The node at the other end.
     pub node: NodeId,

@@ -14,6 +14,7 @@ use crate::types::{EdgeId, NodeId, OrgTag};
 /// One record that failed verification.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CorruptRecord {
     /// The org it belongs to.
     pub org: String,
@@ -33,6 +34,7 @@ pub struct CorruptRecord {
 #[must_use = "a verification finds nothing unless its report is read"]
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct VerifyReport {
     /// Records checked, per table.
     pub checked: Vec<(&'static str, u64)>,
@@ -116,6 +118,7 @@ fn owner(org: &Org, table: Table, key: &[u8]) -> (Option<NodeId>, Option<EdgeId>
 impl Org {
     /// Opens, authenticates and validates every record of this org and checks its audit chain.
     /// `progress` is called with the number of records checked so far.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "org_verify", level = "debug", skip_all))]
     pub fn verify_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         self.verify_into(&mut report, &mut progress)?;
@@ -205,6 +208,7 @@ impl Org {
 impl Db {
     /// Verifies every org with a managed key (BYOK orgs are listed as skipped) and every org
     /// registry entry. `progress` is called with (records checked, total records in the file).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "db_verify", level = "debug", skip_all))]
     pub fn verify_with_progress(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let (entries, total) = {

@@ -784,6 +784,7 @@ impl WriteTxn {
 
     /// Commits, also invalidating `extra_pages` (adjacency pages written straight into the redb
     /// transaction by the bulk loader) and counting `extra_seals`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "commit", level = "debug", skip_all))]
     pub(crate) fn commit_with(self, extra_pages: &[[u8; 16]], extra_seals: u64) -> Result<()> {
         let (set, base, new_kinds, writer) = self.prepare(extra_pages, extra_seals)?;
         let org = set.org.clone();

@@ -18,5 +18,7 @@ mod leakage;
 mod lifecycle;
 mod model;
 mod nonce;
+#[cfg(feature = "serde")]
+mod serde_views;
 mod tamper;
 mod traversal;
