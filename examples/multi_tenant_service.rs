@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let files = svc.files_of(tenant, svc.key_for(tenant), &person)?;
                     lat.push(q.elapsed());
                     if files.is_none_or(|f| f == 0) {
-                        return Err(Error::InvalidInput(format!("{tenant} lost {person}")));
+                        return Err(Error::Internal(format!("{tenant} lost {person}")));
                     }
                     served.fetch_add(1, Ordering::Relaxed);
                 }

@@ -21,13 +21,16 @@ pub enum Error {
     /// An organization with this name already exists.
     #[error("organization already exists: {0}")]
     OrgExists(String),
-    /// A stored value failed authentication or archive validation.
-    #[error("corrupt record in table `{table}` at key {key}")]
+    /// A stored value (or a bundle being imported) failed authentication or validation.
+    #[error("corrupt {at}: table `{table}`, key {key}")]
     Corrupt {
-        /// The table holding the record.
+        /// The table holding the record (`bundle` for an import bundle).
         table: &'static str,
-        /// The opaque storage key, hex encoded (reveals nothing beyond what the file already does).
+        /// The opaque storage key, hex encoded (reveals nothing beyond what the file already
+        /// does); for a bundle, what was wrong with it.
         key: String,
+        /// What failed: a stored record, an import bundle, an audit entry.
+        at: CorruptAt,
     },
     /// The file or a value uses a format version this build does not understand.
     #[error("unsupported format: {0}")]
@@ -35,9 +38,10 @@ pub enum Error {
     /// The handle's scope does not include this compartment.
     #[error("access denied: the handle's scope does not include the {0:?} compartment")]
     Denied(Compartment),
-    /// The caller passed a value that cannot be accepted; the message says what was wrong.
+    /// The caller passed a value that cannot be accepted: [`InputError::kind`] says which rule it
+    /// broke, the message says how.
     #[error("invalid input: {0}")]
-    InvalidInput(String),
+    InvalidInput(InputError),
     /// Another writer changed this organization's registry entry while the transaction was
     /// open (e.g. an administrative operation on another handle); nothing of the transaction
     /// was written. Retry it.
@@ -56,13 +60,109 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl Error {
-    pub(crate) fn corrupt(table: &'static str, key: &[u8]) -> Self {
-        Error::Corrupt { table, key: hex::encode(key) }
+/// Where corruption was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptAt {
+    /// A stored record (page, property map, registry entry, ...).
+    Record,
+    /// An export bundle being imported.
+    Bundle,
+    /// The audit entry with this sequence number.
+    AuditEntry(u64),
+}
+
+impl std::fmt::Display for CorruptAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorruptAt::Record => f.write_str("record"),
+            CorruptAt::Bundle => f.write_str("bundle"),
+            CorruptAt::AuditEntry(seq) => write!(f, "audit entry {seq}"),
+        }
+    }
+}
+
+/// Which rule an input broke (the kind of an [`InputError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputKind {
+    /// A name, id or actor is empty.
+    Empty {
+        /// What was empty (`"kind"`, `"external id"`, `"org name"`, ...).
+        field: &'static str,
+    },
+    /// A name, id or value is longer than its limit.
+    TooLong {
+        /// What was too long.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A value, record or bundle item is larger than the store can seal or carry.
+    TooLarge,
+    /// No node with this id exists in the org (or no node with this source, for the bulk
+    /// loader's `add_edge_by_source`).
+    UnknownNode,
+    /// No edge with this id exists in the org.
+    UnknownEdge,
+    /// A name the store does not know (e.g. a compartment).
+    UnknownName,
+    /// An empty or inverted time window (`valid_from >= valid_to`, `valid_between(a, b)` with
+    /// `a >= b`).
+    InvalidTimeRange,
+    /// A traversal limit of 0.
+    InvalidLimit,
+    /// The sources of one node input name two different stored nodes.
+    ConflictingSources,
+    /// A key of the wrong kind for this org: a managed org opened with a key, a BYOK org opened
+    /// without one, or a BYOK org asked to rotate its host-held key.
+    KeyKind,
+    /// A key, or a key file or variable, is not 32 bytes or 64 hex digits, or is unreadable or
+    /// too widely readable.
+    KeyFormat,
+    /// A scope without the `Core` compartment.
+    InvalidScope,
+    /// A counter ran out (kind ids, key epochs, root generations, pages of one node).
+    Exhausted,
+    /// The operation needs another state (compact needs the only handle and a file path; a bulk
+    /// load cannot join a group commit).
+    WrongState,
+}
+
+/// A refused input: its [`InputKind`] and a message saying what exactly was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    kind: InputKind,
+    message: String,
+}
+
+impl InputError {
+    /// Which rule the input broke.
+    pub fn kind(&self) -> &InputKind {
+        &self.kind
     }
 
-    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
-        Error::InvalidInput(msg.into())
+    /// What exactly was wrong, for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error {
+    pub(crate) fn corrupt(table: &'static str, key: &[u8]) -> Self {
+        Error::Corrupt { table, key: hex::encode(key), at: CorruptAt::Record }
+    }
+
+    pub(crate) fn invalid(kind: InputKind, msg: impl Into<String>) -> Self {
+        Error::InvalidInput(InputError { kind, message: msg.into() })
     }
 }
 

@@ -2,7 +2,7 @@
 //! the public id and time types), shared by snapshots, the page cache and the traversals.
 
 use crate::codec::AdjEntry;
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{KindId, Timestamp};
 
 /// Which adjacency entries a walk keeps. The default keeps current (not retracted) edges of
@@ -49,7 +49,7 @@ impl NeighborFilter {
     pub fn validate(&self) -> Result<()> {
         if let Some((a, b)) = self.valid_between {
             if a >= b {
-                return Err(Error::invalid("valid_between needs start < end"));
+                return Err(Error::invalid(InputKind::InvalidTimeRange, "valid_between needs start < end"));
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 use crate::crypto::{RootKey, KEY_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 
 /// A source of the root key. The key is fetched once per open and never stored by silograph.
 ///
@@ -36,10 +36,9 @@ impl EnvKey {
 
 impl KeyProvider for EnvKey {
     fn root_key(&self) -> Result<RootKey> {
-        let value = Zeroizing::new(
-            std::env::var(&self.var)
-                .map_err(|_| Error::invalid(format!("environment variable {} is not set", self.var)))?,
-        );
+        let value = Zeroizing::new(std::env::var(&self.var).map_err(|_| {
+            Error::invalid(InputKind::KeyFormat, format!("environment variable {} is not set", self.var))
+        })?);
         RootKey::from_hex(&value)
     }
 }
@@ -71,12 +70,15 @@ impl KeyProvider for FileKey {
             use std::os::unix::fs::PermissionsExt;
             let mode = file.metadata()?.permissions().mode();
             if mode & 0o077 != 0 {
-                return Err(Error::invalid(format!(
-                    "key file {path} is accessible by group or others (mode {:04o}); a key file must be \
+                return Err(Error::invalid(
+                    InputKind::KeyFormat,
+                    format!(
+                        "key file {path} is accessible by group or others (mode {:04o}); a key file must be \
                      private to its owner: run `chmod 600 {path}`",
-                    mode & 0o7777,
-                    path = self.path.display()
-                )));
+                        mode & 0o7777,
+                        path = self.path.display()
+                    ),
+                ));
             }
         }
         let mut bytes = Zeroizing::new(Vec::new());
@@ -84,7 +86,8 @@ impl KeyProvider for FileKey {
         if bytes.len() == KEY_LEN {
             return RootKey::from_slice(&bytes);
         }
-        let text = std::str::from_utf8(&bytes).map_err(|_| Error::invalid("key file is neither 32 bytes nor hex"))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::invalid(InputKind::KeyFormat, "key file is neither 32 bytes nor hex"))?;
         RootKey::from_hex(text)
     }
 }

@@ -147,7 +147,10 @@ impl std::str::FromStr for Compartment {
             "core" => Ok(Compartment::Core),
             "labels" => Ok(Compartment::Labels),
             "raw" => Ok(Compartment::Raw),
-            other => Err(crate::Error::InvalidInput(format!("unknown compartment `{other}` (core, labels, raw)"))),
+            other => Err(crate::Error::invalid(
+                crate::error::InputKind::UnknownName,
+                format!("unknown compartment `{other}` (core, labels, raw)"),
+            )),
         }
     }
 }

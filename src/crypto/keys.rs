@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 
 /// Length of every secret key in silograph.
 pub const KEY_LEN: usize = 32;
@@ -29,7 +29,7 @@ macro_rules! secret_key_type {
             /// Reads a key from a slice; it must be exactly 32 bytes.
             pub fn from_slice(bytes: &[u8]) -> Result<Self> {
                 let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| {
-                    Error::invalid(format!("a key must be {KEY_LEN} bytes, got {}", bytes.len()))
+                    Error::invalid(InputKind::KeyFormat, format!("a key must be {KEY_LEN} bytes, got {}", bytes.len()))
                 })?;
                 Ok($name(arr))
             }
@@ -38,7 +38,7 @@ macro_rules! secret_key_type {
             pub fn from_hex(text: &str) -> Result<Self> {
                 let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
                 hex::decode_to_slice(text.trim(), bytes.as_mut())
-                    .map_err(|_| Error::invalid("a hex key must be exactly 64 hex digits"))?;
+                    .map_err(|_| Error::invalid(InputKind::KeyFormat, "a hex key must be exactly 64 hex digits"))?;
                 Ok($name(*bytes))
             }
 
@@ -102,7 +102,8 @@ impl Secret {
 
 /// Fills `buf` with operating-system randomness.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+    // The OS error stays the source: `Io` of kind `Other` wrapping getrandom's error.
+    getrandom::fill(buf).map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
 /// Random bytes drawn per refill of the nonce pool.
@@ -152,7 +153,8 @@ pub(crate) fn random_nonce() -> Result<[u8; 12]> {
 /// `InvalidInput` if `out` is longer than HKDF-SHA256 can produce (255 × 32 bytes).
 pub(crate) fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<()> {
     let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
-    hk.expand_multi_info(info, out).map_err(|_| Error::invalid("HKDF-SHA256 output longer than 8160 bytes"))
+    hk.expand_multi_info(info, out)
+        .map_err(|_| Error::invalid(InputKind::TooLarge, "HKDF-SHA256 output longer than 8160 bytes"))
 }
 
 /// HKDF-SHA256 expansion of `ikm` with `salt` and `info` into a 32-byte secret.

@@ -5,7 +5,7 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 
 use super::keys::{random_nonce, AeadKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 
 /// Seals `plaintext` bound to `aad` under a fresh random nonce.
 pub(crate) fn seal(key: &AeadKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -16,7 +16,7 @@ pub(crate) fn seal(key: &AeadKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8
     let tag = key
         .0
         .encrypt_inout_detached(&Nonce::from(nonce), aad, (&mut out[12..]).into())
-        .map_err(|_| Error::invalid("chunk too large"))?;
+        .map_err(|_| Error::invalid(InputKind::TooLarge, "chunk too large"))?;
     out.extend_from_slice(&tag);
     Ok(out)
 }

@@ -3,7 +3,7 @@
 use super::filter::{filter_methods, FilterSpec};
 use super::subgraph::Subgraph;
 use super::visited::{with_visited, Visited};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::store::{NeighborFilter, ReadTxn};
 use crate::types::{Direction, NodeId};
 
@@ -117,7 +117,7 @@ impl<'r> Traversal<'r> {
     /// The BFS itself; leaves every reached node marked in `vis`.
     pub(super) fn bfs(&self, vis: &mut Visited) -> Result<Vec<(NodeId, u32)>> {
         let limit = match self.limit {
-            Some(0) => return Err(Error::invalid("limit must be at least 1")),
+            Some(0) => return Err(Error::invalid(InputKind::InvalidLimit, "limit must be at least 1")),
             Some(n) => n,
             None => usize::MAX,
         };
@@ -192,7 +192,7 @@ pub(super) fn for_each_neighbor(
             if p >= pages {
                 break;
             }
-            page = txn.page(node.0, d, p)?.ok_or_else(|| Error::Corrupt { table: "adj", key: String::new() })?;
+            page = txn.page(node.0, d, p)?.ok_or_else(|| Error::corrupt("adj", &[]))?;
         }
     }
     Ok(())

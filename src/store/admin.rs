@@ -11,7 +11,7 @@ use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, OR
 use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
 use crate::codec::{EpochEntry, OrgEntry, RotationState};
 use crate::crypto::{RootKey, RootKeys, Secret};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 
 /// The tables holding an org's records, in the order rotation and purge visit them.
@@ -84,7 +84,7 @@ impl DbInner {
     /// every record into it.
     pub(crate) fn start_epoch(entry: &mut OrgEntry) -> Result<u32> {
         let next = entry.epochs.iter().map(|e| e.epoch).max().unwrap_or(0).checked_add(1);
-        let next = next.ok_or_else(|| Error::invalid("key epochs exhausted"))?;
+        let next = next.ok_or_else(|| Error::invalid(InputKind::Exhausted, "key epochs exhausted"))?;
         let seed = Secret::generate()?;
         entry.epochs.push(EpochEntry { epoch: next, seed: seed.expose().to_vec(), seal_count: 0 });
         entry.current_epoch = next;
@@ -112,7 +112,10 @@ impl Db {
             inner.group.poison();
             Error::Internal("an earlier root rotation panicked: reopen the database".into())
         })?;
-        let gen = root.gen.checked_add(1).ok_or_else(|| Error::invalid("root generations exhausted"))?;
+        let gen = root
+            .gen
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid(InputKind::Exhausted, "root generations exhausted"))?;
         let wtx = inner.redb.begin_write()?;
         {
             let mut orgs = wtx.open_table(ORGS.def)?;
@@ -155,7 +158,10 @@ impl Db {
                 return Err(Error::OrgNotFound(name.to_owned()));
             }
             if entry.byok {
-                return Err(Error::invalid(format!("org `{name}` uses a host-supplied key: rotate it on the host")));
+                return Err(Error::invalid(
+                    InputKind::KeyKind,
+                    format!("org `{name}` uses a host-supplied key: rotate it on the host"),
+                ));
             }
             resumed = entry.rotation.is_some();
             if !resumed {
@@ -292,9 +298,15 @@ impl Db {
     /// (else `InvalidInput`). Only for databases opened by path.
     pub fn compact(self) -> Result<Db> {
         let inner = Arc::try_unwrap(self.inner).map_err(|_| {
-            Error::invalid("compact needs the only handle: drop other Db clones, orgs and transactions")
+            Error::invalid(
+                InputKind::WrongState,
+                "compact needs the only handle: drop other Db clones, orgs and transactions",
+            )
         })?;
-        let path = inner.path.clone().ok_or_else(|| Error::invalid("compact needs a database opened by path"))?;
+        let path = inner
+            .path
+            .clone()
+            .ok_or_else(|| Error::invalid(InputKind::WrongState, "compact needs a database opened by path"))?;
         let mut tmp = path.clone().into_os_string();
         tmp.push(".compact");
         let tmp = std::path::PathBuf::from(tmp);

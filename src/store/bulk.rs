@@ -14,7 +14,7 @@ use super::records::{dir_index, par_map, write_sorted};
 use super::tables::{ADJ, EDGES};
 use super::write::{NodeInput, WriteTxn};
 use crate::codec::{encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE, PAGE_CAPACITY};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
 /// Default for [`BulkLoader::memory_budget`]: 128 MiB (about 400,000 buffered edges).
@@ -149,7 +149,7 @@ impl BulkLoader {
     /// is unknown.
     pub fn add_edge_by_source(&mut self, from: (&str, &str), to: (&str, &str), kind: &str) -> Result<()> {
         let resolve = |(s, e): (&str, &str)| -> Result<NodeId> {
-            self.w.lookup(s, e)?.ok_or_else(|| Error::invalid(format!("unknown node {s}:{e}")))
+            self.w.lookup(s, e)?.ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {s}:{e}")))
         };
         let (a, b) = (resolve(from)?, resolve(to)?);
         self.add_edge(a, b, kind)
@@ -167,14 +167,14 @@ impl BulkLoader {
         let valid_from = valid_from.unwrap_or(i64::MIN);
         let valid_to = valid_to.unwrap_or(i64::MAX);
         if valid_from >= valid_to {
-            return Err(Error::invalid("valid_from must be before valid_to"));
+            return Err(Error::invalid(InputKind::InvalidTimeRange, "valid_from must be before valid_to"));
         }
         // Node ids are dense and nodes are never deleted: an id below `next_node` exists. The
         // records themselves are loaded once per flush, when their pages are packed.
         let (entry, _) = self.w.entry_and_now();
         for n in [from, to] {
             if n.0 == 0 || n.0 >= entry.next_node {
-                return Err(Error::invalid(format!("unknown node {}", n.0)));
+                return Err(Error::invalid(InputKind::UnknownNode, format!("unknown node {}", n.0)));
             }
         }
         let kind = match &self.last_kind {
@@ -299,7 +299,8 @@ impl BulkLoader {
             current.push(e);
         }
         pages.push(current);
-        let total = first + u32::try_from(pages.len()).map_err(|_| Error::invalid("too many pages"))?;
+        let total =
+            first + u32::try_from(pages.len()).map_err(|_| Error::invalid(InputKind::Exhausted, "too many pages"))?;
         let rec = self.w.node_for_update(node)?;
         if dir == 0 {
             rec.out_degree += len as u64;

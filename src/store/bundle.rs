@@ -23,7 +23,7 @@ use super::tables::{index_domain, RecordKind, Table, ADJ, AUDIT, DICT, EDGES, IN
 use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
 use crate::codec::{self, AuditRecord, EdgePage, EpochEntry, NodePage, OrgEntry};
 use crate::crypto::{self, sealed, AeadKey, Secret, TransportKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 
 const MAGIC: &[u8; 8] = b"SILOBNDL";
@@ -69,7 +69,7 @@ pub struct BundleReport {
 }
 
 fn bad_bundle(why: &str) -> Error {
-    Error::Corrupt { table: "bundle", key: why.to_owned() }
+    Error::Corrupt { table: "bundle", key: why.to_owned(), at: crate::error::CorruptAt::Bundle }
 }
 
 fn chunk_aad(header: &[u8], index: u64, last: bool) -> Vec<u8> {
@@ -94,15 +94,16 @@ impl<W: Write> ChunkWriter<W> {
     fn item(&mut self, kind: u8, payload: &[u8]) -> Result<()> {
         // The importer refuses chunks over MAX_CHUNK: never write one it would refuse.
         if ITEM_HEADER + payload.len() > MAX_CHUNK {
-            return Err(Error::invalid(format!(
-                "a record of {} bytes is larger than a bundle chunk may be ({MAX_CHUNK} bytes)",
-                payload.len()
-            )));
+            return Err(Error::invalid(
+                InputKind::TooLarge,
+                format!("a record of {} bytes is larger than a bundle chunk may be ({MAX_CHUNK} bytes)", payload.len()),
+            ));
         }
         if self.buf.len() + ITEM_HEADER + payload.len() > MAX_CHUNK {
             self.flush(false)?;
         }
-        let len = u32::try_from(payload.len()).map_err(|_| Error::invalid("record too large for a bundle"))?;
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Error::invalid(InputKind::TooLarge, "record too large for a bundle"))?;
         self.buf.push(kind);
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(payload);
@@ -132,7 +133,11 @@ impl Db {
         let org = self.org(name)?;
         let chain = org.audit().verify()?;
         if let Some(seq) = chain.first_bad {
-            return Err(Error::Corrupt { table: AUDIT.name, key: format!("audit entry {seq}") });
+            return Err(Error::Corrupt {
+                table: AUDIT.name,
+                key: format!("audit entry {seq}"),
+                at: crate::error::CorruptAt::AuditEntry(seq),
+            });
         }
         audit::append_admin_for(&org, org.inner.tag, "export", &[], org.actor())?;
         let oi = &org.inner;
@@ -172,7 +177,7 @@ impl Db {
             edge_count: entry.edge_count,
             created_at: entry.created_at,
         };
-        w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid("org too large"))?)?;
+        w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid(InputKind::TooLarge, "org too large"))?)?;
         for table in BUNDLE_TABLES {
             let t = rtx.open_table(table.def)?;
             let mut cursor = Vec::new();

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::codec::{self, OrgEntry};
 use crate::crypto::{self, envelope, Binding, DbSecretKeys, OrgKey, RootKey, RootKeys, Secret, KEY_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 use cache::PageCache;
 use tables::{ALL, META, ORGS};
@@ -53,12 +53,13 @@ pub const MAX_EXTERNAL_ID_LEN: usize = 1024;
 /// Largest string or bytes property value, in bytes.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
-pub(crate) fn check_name(what: &str, s: &str, max: usize) -> Result<()> {
+pub(crate) fn check_name(what: &'static str, s: &str, max: usize) -> Result<()> {
     if s.is_empty() {
-        return Err(Error::invalid(format!("{what} is empty")));
+        return Err(Error::invalid(InputKind::Empty { field: what }, format!("{what} is empty")));
     }
     if s.len() > max {
-        return Err(Error::invalid(format!("{what} is {} bytes, the limit is {max}", s.len())));
+        let kind = InputKind::TooLong { field: what, len: s.len(), limit: max };
+        return Err(Error::invalid(kind, format!("{what} is {} bytes, the limit is {max}", s.len())));
     }
     Ok(())
 }
@@ -368,7 +369,9 @@ impl DbInner {
 
     /// Seals an org registry entry under the KEK, bound to its key.
     pub(crate) fn seal_entry(&self, tag: OrgTag, entry: &OrgEntry) -> Result<Vec<u8>> {
-        let bytes = Zeroizing::new(codec::encode(entry).map_err(|_| Error::invalid("org entry too large"))?.to_vec());
+        let bytes = Zeroizing::new(
+            codec::encode(entry).map_err(|_| Error::invalid(InputKind::TooLarge, "org entry too large"))?.to_vec(),
+        );
         let root = self.root();
         envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 }, &bytes)
     }
@@ -504,7 +507,7 @@ impl Db {
     /// reading them is `Error::Denied`. `Core` is always needed and must be in the scope.
     pub fn org_scoped(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
         if !scope.contains(&Compartment::Core) {
-            return Err(Error::invalid("a scope must include the Core compartment"));
+            return Err(Error::invalid(InputKind::InvalidScope, "a scope must include the Core compartment"));
         }
         self.open_org(name, key, scope)
     }
@@ -523,10 +526,16 @@ impl Db {
         }
         match (entry.byok, key) {
             (true, None) => {
-                return Err(Error::invalid(format!("org `{name}` uses a host-supplied key: open it with org_with_key")))
+                return Err(Error::invalid(
+                    InputKind::KeyKind,
+                    format!("org `{name}` uses a host-supplied key: open it with org_with_key"),
+                ))
             }
             (false, Some(_)) => {
-                return Err(Error::invalid(format!("org `{name}` has a managed key: open it with org")))
+                return Err(Error::invalid(
+                    InputKind::KeyKind,
+                    format!("org `{name}` has a managed key: open it with org"),
+                ))
             }
             (true, Some(k)) => {
                 let binding = Binding { db_id: &self.inner.db_id, table: ORGS.id, key: &tag.0 };

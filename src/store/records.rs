@@ -12,7 +12,7 @@ use crate::codec::{
     self, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, NodePage, EDGES_PER_PAGE, NODES_PER_PAGE,
 };
 use crate::crypto::{envelope, AeadKey, Binding, EpochKeys};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction};
 
 /// Which kind of object a property map belongs to.
@@ -105,7 +105,8 @@ impl OrgInner {
     ) -> Result<Vec<u8>> {
         let keys = self.epoch(epoch, table, key)?;
         let aead: &AeadKey = keys.keys[c.index() as usize].as_ref().ok_or(Error::Denied(c))?;
-        let packed = codec::pack(plain).map_err(|_| Error::invalid(format!("value for `{}` too large", table.name)))?;
+        let packed = codec::pack(plain)
+            .map_err(|_| Error::invalid(InputKind::TooLarge, format!("value for `{}` too large", table.name)))?;
         envelope::seal_versioned(
             aead,
             epoch,
@@ -167,8 +168,8 @@ impl OrgInner {
             rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>,
         >,
     {
-        let mut bytes =
-            codec::encode(value).map_err(|_| Error::invalid(format!("record for `{}` too large", table.name)))?;
+        let mut bytes = codec::encode(value)
+            .map_err(|_| Error::invalid(InputKind::TooLarge, format!("record for `{}` too large", table.name)))?;
         let sealed = self.seal(table, key, c, version, &bytes);
         bytes.as_mut_slice().zeroize();
         sealed

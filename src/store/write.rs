@@ -15,7 +15,7 @@ use crate::codec::{
     encode_page, first_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage, NodeRecord, OrgEntry,
     PropMap, StoredValue, EDGES_PER_PAGE, NODES_PER_PAGE, PAGE_CAPACITY,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, EdgeId, NodeId, SourceRef, Timestamp, Value};
 
 type PageId = (u64, u8, u32);
@@ -129,7 +129,10 @@ fn check_value(name: &str, v: &Value) -> Result<()> {
         _ => 0,
     };
     if len > MAX_VALUE_LEN {
-        return Err(Error::invalid(format!("property `{name}` is {len} bytes, the limit is {MAX_VALUE_LEN}")));
+        return Err(Error::invalid(
+            InputKind::TooLong { field: "property value", len, limit: MAX_VALUE_LEN },
+            format!("property `{name}` is {len} bytes, the limit is {MAX_VALUE_LEN}"),
+        ));
     }
     Ok(())
 }
@@ -355,10 +358,10 @@ impl WriteTxn {
     /// bulk loader.
     pub(crate) fn node_for_update(&mut self, id: u64) -> Result<&mut NodeRecord> {
         if self.node_mut(id)?.is_none() {
-            return Err(Error::invalid(format!("unknown node {id}")));
+            return Err(Error::invalid(InputKind::UnknownNode, format!("unknown node {id}")));
         }
         self.dirty_nodes.insert(id);
-        self.nodes.get_mut(&id).ok_or_else(|| Error::invalid("node vanished"))
+        self.nodes.get_mut(&id).ok_or_else(|| Error::Internal("node vanished".into()))
     }
 
     /// The org entry being updated (counters), and the record time. Used by the bulk loader.
@@ -406,7 +409,7 @@ impl WriteTxn {
             let (_, entries) = self.org.inner.open_page(&key, &sealed)?;
             self.pages.insert(id, entries);
         }
-        self.pages.get_mut(&id).ok_or_else(|| Error::invalid("page vanished"))
+        self.pages.get_mut(&id).ok_or_else(|| Error::Internal("page vanished".into()))
     }
 
     fn props_mut(&mut self, owner: Owner, c: Compartment) -> Result<&mut PropMap> {
@@ -423,7 +426,7 @@ impl WriteTxn {
         }
         self.dirty_props.insert((owner, c));
         self.stats.props_changed += 1;
-        self.props.get_mut(&(owner, c)).ok_or_else(|| Error::invalid("props vanished"))
+        self.props.get_mut(&(owner, c)).ok_or_else(|| Error::Internal("props vanished".into()))
     }
 
     pub(crate) fn intern_kind(&mut self, name: &str) -> Result<u32> {
@@ -441,7 +444,8 @@ impl WriteTxn {
             return Ok(id);
         }
         let id = self.entry.next_kind;
-        self.entry.next_kind = id.checked_add(1).ok_or_else(|| Error::invalid("too many kinds"))?;
+        self.entry.next_kind =
+            id.checked_add(1).ok_or_else(|| Error::invalid(InputKind::Exhausted, "too many kinds"))?;
         self.new_kinds.insert(name.to_owned(), id);
         self.index.insert(key, u64::from(id));
         Ok(id)
@@ -474,7 +478,10 @@ impl WriteTxn {
             match (existing, self.index_get(&key)?) {
                 (None, Some(id)) => existing = Some(id),
                 (Some(a), Some(b)) if a != b => {
-                    return Err(Error::invalid("the sources of this input name two different nodes"))
+                    return Err(Error::invalid(
+                        InputKind::ConflictingSources,
+                        "the sources of this input name two different nodes",
+                    ))
                 }
                 _ => {}
             }
@@ -550,7 +557,7 @@ impl WriteTxn {
         let valid_from = input.valid_from.unwrap_or(i64::MIN);
         let valid_to = input.valid_to.unwrap_or(i64::MAX);
         if valid_from >= valid_to {
-            return Err(Error::invalid("valid_from must be before valid_to"));
+            return Err(Error::invalid(InputKind::InvalidTimeRange, "valid_from must be before valid_to"));
         }
         let source_key = input.source.as_ref().map(|s| self.source_key(index_domain::EDGE_SOURCE, s));
         let existing = match &source_key {
@@ -562,7 +569,7 @@ impl WriteTxn {
             None => {
                 for n in [input.from, input.to] {
                     if self.node_mut(n.0)?.is_none() {
-                        return Err(Error::invalid(format!("unknown node {}", n.0)));
+                        return Err(Error::invalid(InputKind::UnknownNode, format!("unknown node {}", n.0)));
                     }
                 }
                 let kind = self.intern_kind(&input.kind)?;
@@ -610,7 +617,9 @@ impl WriteTxn {
     }
 
     fn append_adj(&mut self, node: u64, dir: u8, e: AdjEntry) -> Result<()> {
-        let rec = self.node_mut(node)?.ok_or_else(|| Error::invalid(format!("unknown node {node}")))?;
+        let rec = self
+            .node_mut(node)?
+            .ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {node}")))?;
         let pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
         let mut target = pages.checked_sub(1);
         if let Some(last) = target {
@@ -630,7 +639,9 @@ impl WriteTxn {
                 pages
             }
         };
-        let rec = self.node_mut(node)?.ok_or_else(|| Error::invalid(format!("unknown node {node}")))?;
+        let rec = self
+            .node_mut(node)?
+            .ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {node}")))?;
         if dir == 0 {
             rec.out_degree += 1;
             rec.out_pages = rec.out_pages.max(page + 1);
@@ -649,7 +660,9 @@ impl WriteTxn {
     /// already retracted; `InvalidInput` for an unknown edge.
     pub fn retract_edge(&mut self, edge: EdgeId) -> Result<bool> {
         let now = self.now;
-        let rec = self.edge_mut(edge.0)?.ok_or_else(|| Error::invalid(format!("unknown edge {}", edge.0)))?;
+        let rec = self
+            .edge_mut(edge.0)?
+            .ok_or_else(|| Error::invalid(InputKind::UnknownEdge, format!("unknown edge {}", edge.0)))?;
         if rec.retracted_at.is_some() {
             return Ok(false);
         }
@@ -681,7 +694,7 @@ impl WriteTxn {
         let value = value.into();
         check_value(name, &value)?;
         if self.node_mut(node.0)?.is_none() {
-            return Err(Error::invalid(format!("unknown node {}", node.0)));
+            return Err(Error::invalid(InputKind::UnknownNode, format!("unknown node {}", node.0)));
         }
         self.props_mut(Owner::Node(node.0), c)?.set(name, StoredValue::from(&value));
         Ok(())
@@ -690,7 +703,7 @@ impl WriteTxn {
     /// Removes a node property; returns whether it was set.
     pub fn remove_node_prop(&mut self, node: NodeId, c: Compartment, name: &str) -> Result<bool> {
         if self.node_mut(node.0)?.is_none() {
-            return Err(Error::invalid(format!("unknown node {}", node.0)));
+            return Err(Error::invalid(InputKind::UnknownNode, format!("unknown node {}", node.0)));
         }
         Ok(self.props_mut(Owner::Node(node.0), c)?.remove(name))
     }
@@ -700,7 +713,7 @@ impl WriteTxn {
         let value = value.into();
         check_value(name, &value)?;
         if self.edge_mut(edge.0)?.is_none() {
-            return Err(Error::invalid(format!("unknown edge {}", edge.0)));
+            return Err(Error::invalid(InputKind::UnknownEdge, format!("unknown edge {}", edge.0)));
         }
         self.props_mut(Owner::Edge(edge.0), c)?.set(name, StoredValue::from(&value));
         Ok(())
@@ -709,7 +722,7 @@ impl WriteTxn {
     /// Removes an edge property; returns whether it was set.
     pub fn remove_edge_prop(&mut self, edge: EdgeId, c: Compartment, name: &str) -> Result<bool> {
         if self.edge_mut(edge.0)?.is_none() {
-            return Err(Error::invalid(format!("unknown edge {}", edge.0)));
+            return Err(Error::invalid(InputKind::UnknownEdge, format!("unknown edge {}", edge.0)));
         }
         Ok(self.props_mut(Owner::Edge(edge.0), c)?.remove(name))
     }
@@ -820,7 +833,7 @@ impl WriteTxn {
         for t in txns {
             let (set, base, new_kinds, writer) = t.prepare(&[], 0)?;
             if matches!(base, Base::Exclusive(_)) {
-                return Err(Error::invalid("a bulk load cannot join a group commit"));
+                return Err(Error::invalid(InputKind::WrongState, "a bulk load cannot join a group commit"));
             }
             db = Some(set.org.db.clone());
             held.push((set.org.clone(), new_kinds, writer));

@@ -91,3 +91,48 @@ fn props_on_an_edge_found_again_by_its_source_commit_in_a_later_transaction() {
     assert_eq!(r.edge_props(e, Compartment::Raw).unwrap(), vec![("p".to_string(), Value::I64(1))]);
     drop((r, org, db));
 }
+
+/// Every refused input says which rule it broke (a typed kind), not only a message.
+#[test]
+fn input_errors_name_the_rule_they_broke() {
+    use silograph::{InputKind, NodeId};
+    let kind = |r: Result<silograph::NodeId, Error>| match r {
+        Err(Error::InvalidInput(e)) => e.kind().clone(),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    };
+    let db = crate::common::mem_db();
+    let org = db.create_org("acme").unwrap();
+    let mut w = org.write().unwrap();
+    assert_eq!(kind(w.upsert_node(NodeInput::new(""))), InputKind::Empty { field: "kind" });
+    let long = "x".repeat(1025);
+    assert_eq!(
+        kind(w.upsert_node(NodeInput::new("p").source("s", long))),
+        InputKind::TooLong { field: "external id", len: 1025, limit: silograph::MAX_EXTERNAL_ID_LEN }
+    );
+    let big = Value::Bytes(vec![0; silograph::MAX_VALUE_LEN + 1]);
+    assert!(matches!(
+        kind(w.upsert_node(NodeInput::new("p").prop("blob", big))),
+        InputKind::TooLong { field: "property value", .. }
+    ));
+    let a = w.upsert_node(NodeInput::new("p").source("s", "a")).unwrap();
+    let b = w.upsert_node(NodeInput::new("p").source("s", "b")).unwrap();
+    assert!(matches!(
+        w.add_edge(EdgeInput::new(a, NodeId(999), "x")),
+        Err(Error::InvalidInput(e)) if *e.kind() == InputKind::UnknownNode
+    ));
+    assert!(matches!(
+        w.add_edge(EdgeInput::new(a, b, "x").valid_from(5).valid_to(5)),
+        Err(Error::InvalidInput(e)) if *e.kind() == InputKind::InvalidTimeRange
+    ));
+    assert_eq!(
+        kind(w.upsert_node(NodeInput::new("p").source("s", "a").source("s", "b"))),
+        InputKind::ConflictingSources
+    );
+    drop(w);
+    db.create_org_with_key("byok", &OrgKey::from_bytes([3; 32])).unwrap();
+    assert!(matches!(db.org("byok"), Err(Error::InvalidInput(e)) if *e.kind() == InputKind::KeyKind));
+    assert!(matches!(
+        db.org_scoped("acme", None, &[Compartment::Raw]),
+        Err(Error::InvalidInput(e)) if *e.kind() == InputKind::InvalidScope
+    ));
+}

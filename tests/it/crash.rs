@@ -72,7 +72,7 @@ fn step(db: &Db, k: usize) -> Result<(), Error> {
             w.set_node_prop(NodeId(2), Compartment::Raw, "title", "changed")?;
             w.remove_node_prop(NodeId(3), Compartment::Labels, "segment")?;
             w.upsert_node(NodeInput::new("account").source("gmail", "n4").source("gmail", "n21"))?;
-            let hub = w.lookup("gmail", "hub")?.ok_or_else(|| Error::InvalidInput("no hub".into()))?;
+            let hub = w.lookup("gmail", "hub")?.ok_or_else(|| Error::Internal("no hub".into()))?;
             for i in 0..10u64 {
                 w.add_edge(EdgeInput::new(NodeId(1 + i), hub, "replied"))?;
                 w.add_edge(EdgeInput::new(hub, NodeId(1 + i), "touched"))?;

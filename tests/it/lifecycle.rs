@@ -717,7 +717,10 @@ fn export_refuses_a_record_import_would_refuse_and_exports_one_just_under_the_li
     let transport = TransportKey::from_bytes([9; 32]);
     let mut bundle = Vec::new();
     match db.export_org("large", &transport, &mut bundle) {
-        Err(Error::InvalidInput(msg)) => assert!(msg.contains("larger than a bundle chunk"), "{msg}"),
+        Err(Error::InvalidInput(e)) => {
+            assert_eq!(e.kind(), &silograph::InputKind::TooLarge);
+            assert!(e.message().contains("larger than a bundle chunk"), "{e}");
+        }
         other => panic!("a record over the chunk limit must be refused at export, got {other:?}"),
     }
     let mut bundle = Vec::new();
