@@ -24,11 +24,6 @@ struct GatedDisk {
     waiting: Arc<AtomicBool>,
 }
 
-struct GatedBackend {
-    mem: MemBackend,
-    disk: GatedDisk,
-}
-
 impl GatedDisk {
     fn new() -> Self {
         GatedDisk {
@@ -39,8 +34,18 @@ impl GatedDisk {
         }
     }
 
-    fn backend(&self) -> GatedBackend {
-        GatedBackend { mem: self.bytes.backend(), disk: self.clone() }
+    fn backend(&self) -> HookBackend {
+        let disk = self.clone();
+        let before_sync = move || {
+            let (m, cv) = &*disk.closed;
+            let mut closed = m.lock().unwrap();
+            while *closed {
+                disk.waiting.store(true, Ordering::SeqCst);
+                closed = cv.wait(closed).unwrap();
+            }
+            disk.syncs.fetch_add(1, Ordering::SeqCst);
+        };
+        HookBackend { before_sync: Box::new(before_sync), ..HookBackend::new(&self.bytes) }
     }
 
     fn set_closed(&self, closed: bool) {
@@ -49,7 +54,20 @@ impl GatedDisk {
     }
 }
 
-impl redb::StorageBackend for GatedBackend {
+/// An in-memory backend that runs a hook before every write and every sync.
+struct HookBackend {
+    mem: MemBackend,
+    before_write: Box<dyn Fn() + Send + Sync>,
+    before_sync: Box<dyn Fn() + Send + Sync>,
+}
+
+impl HookBackend {
+    fn new(bytes: &SharedBytes) -> Self {
+        HookBackend { mem: bytes.backend(), before_write: Box::new(|| {}), before_sync: Box::new(|| {}) }
+    }
+}
+
+impl redb::StorageBackend for HookBackend {
     fn len(&self) -> Result<u64, std::io::Error> {
         self.mem.len()
     }
@@ -63,24 +81,19 @@ impl redb::StorageBackend for GatedBackend {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        let (m, cv) = &*self.disk.closed;
-        let mut closed = m.lock().unwrap();
-        while *closed {
-            self.disk.waiting.store(true, Ordering::SeqCst);
-            closed = cv.wait(closed).unwrap();
-        }
-        self.disk.syncs.fetch_add(1, Ordering::SeqCst);
+        (self.before_sync)();
         self.mem.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        (self.before_write)();
         self.mem.write(offset, data)
     }
 }
 
-impl std::fmt::Debug for GatedBackend {
+impl std::fmt::Debug for HookBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GatedBackend")
+        f.write_str("HookBackend")
     }
 }
 
@@ -249,49 +262,16 @@ fn concurrent_admin_operation_and_writer_of_one_org_do_not_conflict() {
     assert!(org.audit().verify().unwrap().is_ok());
 }
 
-/// A backend whose writes panic once armed (as redb does on some corrupt files, from inside a
-/// commit).
-struct PanickingBackend {
-    mem: MemBackend,
-    armed: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for PanickingBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PanickingBackend")
-    }
-}
-
-impl redb::StorageBackend for PanickingBackend {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        self.mem.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        self.mem.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.mem.set_len(len)
-    }
-
-    fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.mem.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        assert!(!self.armed.load(Ordering::SeqCst), "injected panic inside a storage write");
-        self.mem.write(offset, data)
-    }
-}
-
 #[test]
 fn a_commit_that_panics_fails_alone_and_the_db_then_refuses_writes_until_reopened() {
     let bytes = SharedBytes::default();
     let armed = Arc::new(AtomicBool::new(false));
-    let db = Db::builder()
-        .open_with_backend(PanickingBackend { mem: bytes.backend(), armed: armed.clone() }, root())
-        .unwrap();
+    // A backend whose writes panic once armed (as redb does on some corrupt files, from inside
+    // a commit).
+    let flag = armed.clone();
+    let before_write = move || assert!(!flag.load(Ordering::SeqCst), "injected panic inside a storage write");
+    let backend = HookBackend { before_write: Box::new(before_write), ..HookBackend::new(&bytes) };
+    let db = Db::builder().open_with_backend(backend, root()).unwrap();
     let org = db.create_org("acme").unwrap();
     let hub = hub_of(&org);
     commit_one(&org, hub, 0);
