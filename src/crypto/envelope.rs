@@ -12,7 +12,7 @@ use aes_gcm::{Nonce, Tag};
 use rkyv::util::AlignedVec;
 
 use super::keys::{random_nonce, AeadKey};
-use crate::error::{Error, InputKind, Result};
+use crate::error::{Error, Result};
 
 /// Envelope format version written by this build.
 #[cfg(not(feature = "bench-null-cipher"))]
@@ -113,7 +113,7 @@ fn seal_body(key: &AeadKey, nonce: &[u8; 12], aad: &[u8], body: &mut [u8]) -> Re
     let tag = key
         .0
         .encrypt_inout_detached(&Nonce::from(*nonce), aad, body.into())
-        .map_err(|_| Error::invalid(InputKind::TooLarge, "value too large to seal"))?;
+        .map_err(|_| Error::invalid(crate::error::InputKind::TooLarge, "value too large to seal"))?;
     Ok(tag.into())
 }
 
