@@ -100,8 +100,9 @@ impl Neighbor {
     }
 }
 
-/// Node pages and edge pages, as a snapshot reads and caches them.
-trait DensePage {
+/// Node pages and edge pages, as snapshots and write transactions read them (and snapshots cache
+/// them).
+pub(super) trait DensePage {
     type Rec: Scrub;
     const TABLE: Table;
     const PER: u64;
@@ -162,11 +163,13 @@ impl DensePage for EdgePage {
 
 /// What a snapshot needs from its org's registry entry.
 #[derive(Debug, Clone, Copy)]
-struct Facts {
+pub(super) struct Facts {
     next_node: u64,
     next_edge: u64,
     index_bits: u8,
     index_entries: u64,
+    node_count: u64,
+    edge_count: u64,
 }
 
 /// A read snapshot of one organization.
@@ -221,6 +224,8 @@ impl ReadTxn {
             next_edge: e.next_edge,
             index_bits: e.index_bits,
             index_entries: e.index_entries,
+            node_count: e.node_count,
+            edge_count: e.edge_count,
         };
         Ok(*self.facts.get_or_init(|| f))
     }
@@ -429,8 +434,8 @@ impl ReadTxn {
 
     /// Node and edge counts of this snapshot (edges include retracted ones).
     pub fn counts(&self) -> Result<(u64, u64)> {
-        let e = self.org.inner.db.read_entry(self.snap.table(ORGS)?, self.org.inner.tag, &self.org.inner.name)?;
-        Ok((e.node_count, e.edge_count))
+        let f = self.facts()?;
+        Ok((f.node_count, f.edge_count))
     }
 
     /// One adjacency page; `None` if the node has no page there.

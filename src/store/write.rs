@@ -8,6 +8,7 @@ use redb::ReadableTable;
 
 use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::org::Org;
+use super::read::DensePage;
 use super::records::{bits_for, bucket_of, fingerprint, par_map, IndexHash, Owner};
 use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
@@ -319,31 +320,30 @@ impl WriteTxn {
         Ok(self.stored_bucket(bucket_of(&fp, self.start.index_bits))?.get(&fp))
     }
 
-    /// Node page `page` as stored when this transaction began (empty if it held no node then).
+    /// Page `page` of node or edge records as stored when this transaction began (empty if it
+    /// held no record then: `next` is the next id as of begin).
+    fn stored_records<P: DensePage>(&self, page: u64, next: u64) -> Result<Vec<P::Rec>> {
+        if first_of(page, P::PER) >= next {
+            return Ok(Vec::new());
+        }
+        let key = P::key(&self.org.inner, page);
+        let sealed = self.get(P::TABLE, &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
+        P::open(&self.org.inner, page, &key, &sealed)
+    }
+
+    /// Node page `page` as stored when this transaction began, loaded once.
     fn stored_node_page(&mut self, page: u64) -> Result<&Vec<NodeRecord>> {
         if !self.node_pages.contains_key(&page) {
-            let recs = if first_of(page, NODES_PER_PAGE) < self.start.next_node {
-                let key = self.org.inner.node_page_key(page);
-                let sealed = self.get(NODES, &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
-                self.org.inner.open_node_page(page, &key, &sealed)?.nodes
-            } else {
-                Vec::new()
-            };
+            let recs = self.stored_records::<NodePage>(page, self.start.next_node)?;
             self.node_pages.insert(page, recs);
         }
         self.node_pages.get(&page).ok_or_else(|| Error::Internal("node page not loaded".into()))
     }
 
-    /// Edge page `page` as stored when this transaction began.
+    /// Edge page `page` as stored when this transaction began, loaded once.
     fn stored_edge_page(&mut self, page: u64) -> Result<&Vec<EdgeRecord>> {
         if !self.edge_pages.contains_key(&page) {
-            let recs = if first_of(page, EDGES_PER_PAGE) < self.start.next_edge {
-                let key = self.org.inner.edge_page_key(page);
-                let sealed = self.get(EDGES, &key)?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
-                self.org.inner.open_edge_page(page, &key, &sealed)?.edges
-            } else {
-                Vec::new()
-            };
+            let recs = self.stored_records::<EdgePage>(page, self.start.next_edge)?;
             self.edge_pages.insert(page, recs);
         }
         self.edge_pages.get(&page).ok_or_else(|| Error::Internal("edge page not loaded".into()))
