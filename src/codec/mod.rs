@@ -88,6 +88,42 @@ pub struct EdgePage {
     pub edges: Vec<EdgeRecord>,
 }
 
+/// One node of an org's state tree (`store::state`): `(slot, version)` pairs, slots strictly
+/// increasing, versions non-zero. In a leaf a slot names one record (its id's low bits, its sub
+/// and page); in an inner node a slot is a child's position and the version is the child's.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TreeNode {
+    /// The entries, by slot.
+    pub entries: Vec<(u64, u64)>,
+}
+
+impl TreeNode {
+    /// Checks the shape: strictly increasing slots, no zero version.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        if self.entries.iter().any(|e| e.1 == 0) || self.entries.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(CodecError);
+        }
+        Ok(())
+    }
+
+    /// The version at `slot` (0: none).
+    pub fn get(&self, slot: u64) -> u64 {
+        self.entries.binary_search_by_key(&slot, |e| e.0).map_or(0, |i| self.entries[i].1)
+    }
+
+    /// Sets the version at `slot`; 0 removes the slot.
+    pub fn set(&mut self, slot: u64, version: u64) {
+        match self.entries.binary_search_by_key(&slot, |e| e.0) {
+            Ok(i) if version == 0 => {
+                self.entries.remove(i);
+            }
+            Ok(i) => self.entries[i].1 = version,
+            Err(_) if version == 0 => {}
+            Err(i) => self.entries.insert(i, (slot, version)),
+        }
+    }
+}
+
 /// Bytes of one index entry in a bucket page: a 12-byte fingerprint (the first 12 bytes of
 /// the entry's keyed hash) and the u64 it maps to (little endian).
 pub const BUCKET_ENTRY: usize = 20;

@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use zeroize::Zeroize;
 
 use super::org::Org;
-use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS, TREE};
 use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
 use crate::codec::{EpochEntry, OrgEntry, RotationState};
 use crate::crypto::{RootKey, RootKeys, Secret};
@@ -15,7 +15,7 @@ use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 
 /// The tables holding an org's records, in the order rotation and purge visit them.
-pub(crate) const ORG_TABLES: [Table; 7] = [NODES, PROPS, EDGES, ADJ, INDEX, DICT, AUDIT];
+pub(crate) const ORG_TABLES: [Table; 8] = [NODES, PROPS, EDGES, ADJ, INDEX, DICT, TREE, AUDIT];
 
 /// Records re-sealed or purged per write transaction: bounds how long the writer lock is held.
 pub const ADMIN_BATCH: usize = 2048;

@@ -7,10 +7,9 @@
 //! a partly filled tail page). Node records (degrees, page counts), the org entry's counters
 //! and seal count, and the page cache are updated through the write transaction's own commit.
 
-use redb::ReadableTable;
-
 use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
+use super::state::Addr;
 use super::tables::{ADJ, EDGES};
 use super::write::{NodeInput, WriteTxn};
 use crate::codec::{encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE, PAGE_CAPACITY};
@@ -88,6 +87,8 @@ pub struct BulkLoader {
     budget: usize,
     pending: Vec<Pending>,
     changed_pages: Vec<[u8; 16]>,
+    /// Addresses of the edge and adjacency pages this load wrote (for the state tree).
+    written: std::collections::HashSet<Addr>,
     seals: u64,
     stats: BulkStats,
     last_kind: Option<(String, u32)>,
@@ -108,6 +109,7 @@ impl Org {
             budget: DEFAULT_BULK_BUDGET,
             pending: Vec::new(),
             changed_pages: Vec::new(),
+            written: std::collections::HashSet::new(),
             seals: 0,
             stats: BulkStats::default(),
             last_kind: None,
@@ -242,9 +244,9 @@ impl BulkLoader {
             let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
             Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
         })?;
-        drop(pages);
         self.seals += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
+        self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
         write_sorted(self.w.txn()?, EDGES, &mut rows)?;
         drop(rows);
 
@@ -260,6 +262,7 @@ impl BulkLoader {
             let key = org.adj_key(j.node, j.dir, j.page);
             Ok((key, org.seal_page(&key, version, &encode_page(j.count, &j.entries))?))
         })?;
+        self.written.extend(jobs.iter().map(|j| Addr::adj(j.node, j.dir, j.page)));
         drop(jobs);
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
@@ -324,26 +327,41 @@ impl BulkLoader {
     fn read_page(&self, node: u64, dir: u8, p: u32) -> Result<Vec<AdjEntry>> {
         let org = &self.org.inner;
         let key = org.adj_key(node, dir, p);
-        let table = self.w.txn()?.open_table(ADJ.def)?;
-        let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(ADJ.name, &key))?;
-        let (_, entries) = org.open_page(&key, sealed.value())?;
+        let sealed = self.read_checked(Addr::adj(node, dir, p), &key)?;
+        let (_, entries) = org.open_page(&key, &sealed)?;
         Ok(entries)
+    }
+
+    /// A page as this transaction sees it: one this load wrote must be at its version, a stored
+    /// one is checked against the org's state root.
+    fn read_checked(&self, addr: Addr, key: &[u8]) -> Result<Vec<u8>> {
+        let table = addr.kind().table();
+        let sealed = self.w.get(table, key)?;
+        if self.written.contains(&addr) {
+            let s = sealed.ok_or_else(|| Error::corrupt(table.name, key))?;
+            if crate::crypto::envelope::peek_version(&s, table.name, key)? != self.w.version() {
+                return Err(Error::corrupt(table.name, key));
+            }
+            return Ok(s);
+        }
+        self.w.check_stored(addr, key, sealed.as_deref())?;
+        sealed.ok_or_else(|| Error::corrupt(table.name, key))
     }
 
     /// Edge page `page` as this transaction sees it (an earlier flush's or the stored one).
     fn read_edge_page(&self, page: u64) -> Result<Vec<EdgeRecord>> {
         let org = &self.org.inner;
         let key = org.edge_page_key(page);
-        let table = self.w.txn()?.open_table(EDGES.def)?;
-        let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
-        Ok(org.open_edge_page(page, &key, sealed.value())?.edges)
+        let sealed = self.read_checked(Addr::edge_page(page), &key)?;
+        Ok(org.open_edge_page(page, &key, &sealed)?.edges)
     }
 
     /// Flushes what is buffered and commits everything durably (one redb commit).
     pub fn finish(mut self) -> Result<BulkStats> {
         self.flush()?;
         let stats = self.stats;
-        self.w.commit_with(&self.changed_pages, self.seals)?;
+        let written: Vec<Addr> = self.written.iter().copied().collect();
+        self.w.commit_with(&self.changed_pages, &written, self.seals)?;
         Ok(stats)
     }
 }

@@ -322,6 +322,8 @@ struct Importer {
     entry: OrgEntry,
     wtx: redb::WriteTransaction,
     index: Vec<(super::records::IndexHash, u64)>,
+    /// Every record written, for the state tree.
+    state: Vec<(super::state::Addr, u64)>,
 }
 
 /// The page version of every value an import writes (its data is one commit; the audit
@@ -357,10 +359,10 @@ impl Importer {
             commit_seq: IMPORT_VERSION,
             index_bits: 0,
             index_entries: 0,
-            state_root: Vec::new(),
+            state_root: super::state::Roots::default().encode(),
         };
         let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
-        Ok(Importer { org, tag, entry, wtx, index: Vec::new() })
+        Ok(Importer { org, tag, entry, wtx, index: Vec::new(), state: Vec::new() })
     }
 
     fn record(&mut self, payload: &[u8]) -> Result<()> {
@@ -416,11 +418,12 @@ impl Importer {
             RecordKind::NodeProps | RecordKind::EdgeProps => {
                 decode_aligned::<codec::PropMap>(plain)?;
             }
-            // The index is rebuilt and the audit chain travels as its own items.
-            RecordKind::Bucket | RecordKind::Audit => return Err(bad_bundle("bad record kind")),
+            // The index and the state tree are rebuilt; the audit chain travels as its own items.
+            RecordKind::Bucket | RecordKind::Audit | RecordKind::Tree => return Err(bad_bundle("bad record kind")),
         }
         let c = rk.compartment(sub);
         let sealed = oi.seal(table, &key, c, IMPORT_VERSION, plain)?;
+        self.state.push((super::state::Addr::new(rk, sub, page, id)?, IMPORT_VERSION));
         self.wtx.open_table(table.def)?.insert(key.as_slice(), sealed.as_slice())?;
         Ok(())
     }
@@ -446,6 +449,19 @@ impl Importer {
                 let key = oi.bucket_key(*b);
                 let sealed = oi.seal_record(INDEX, &key, Compartment::Core, IMPORT_VERSION, page)?;
                 t.insert(key.as_slice(), sealed.as_slice())?;
+                self.state.push((super::state::Addr::bucket(*b), IMPORT_VERSION));
+            }
+        }
+        {
+            // The new org's state tree, over everything written above (nothing is stored yet).
+            let none = |_: Table, _: &[u8]| -> Result<Option<Vec<u8>>> { Ok(None) };
+            let changes = std::mem::take(&mut self.state);
+            let (roots, up) =
+                super::state::StateUpdate::apply(&oi, &super::state::Roots::default(), &none, changes, IMPORT_VERSION)?;
+            self.entry.state_root = roots.encode();
+            let mut t = self.wtx.open_table(super::tables::TREE.def)?;
+            for (k, v) in &up.puts {
+                t.insert(k.as_slice(), v.as_slice())?;
             }
         }
         let actor = oi.db.actor.clone();

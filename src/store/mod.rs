@@ -10,6 +10,7 @@ mod org;
 mod overlay;
 mod read;
 mod records;
+mod state;
 pub(crate) mod tables;
 mod verify;
 mod write;
@@ -38,7 +39,7 @@ use cache::PageCache;
 use tables::{ALL, META, ORGS};
 
 /// On-disk format version of the database file.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const MAGIC: &[u8; 10] = b"SILOGRAPH\0";
 const HEADER_KEY: &[u8] = b"header";
 const ROOT_CHECK_KEY: &[u8] = b"root-check";
@@ -364,7 +365,12 @@ impl DbInner {
 
     pub(crate) fn shared_for(&self, tag: OrgTag) -> Arc<org::OrgShared> {
         let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(tag).or_insert_with(|| Arc::new(org::OrgShared::new(PageCache::new(self.page_cache)))).clone()
+        map.entry(tag)
+            .or_insert_with(|| {
+                let tree = (self.page_cache as u64 / 8).max(16 << 20);
+                Arc::new(org::OrgShared::new(PageCache::new(self.page_cache), tree))
+            })
+            .clone()
     }
 
     /// Seals an org registry entry under the KEK, bound to its key.
@@ -473,7 +479,7 @@ impl Db {
             commit_seq: 0,
             index_bits: 0,
             index_entries: 0,
-            state_root: Vec::new(),
+            state_root: state::Roots::default().encode(),
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;

@@ -25,6 +25,19 @@ pub(crate) struct OrgShared {
     pub writer: super::commit::WriterLock,
     /// Committed kind names, both ways. Only committed entries go in (kind ids are never reused).
     pub kinds: RwLock<KindDict>,
+    /// State tree nodes, by (kind, level, index, version): a version names one content, so
+    /// this cache is never invalidated (see `store::state`).
+    pub tree: quick_cache::sync::Cache<super::state::NodeKey, Arc<crate::codec::TreeNode>, TreeWeight>,
+}
+
+/// Weighs a cached tree node by its entries' bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TreeWeight;
+
+impl quick_cache::Weighter<super::state::NodeKey, Arc<crate::codec::TreeNode>> for TreeWeight {
+    fn weight(&self, _key: &super::state::NodeKey, val: &Arc<crate::codec::TreeNode>) -> u64 {
+        64 + 16 * val.entries.len() as u64
+    }
 }
 
 #[derive(Debug, Default)]
@@ -34,8 +47,15 @@ pub(crate) struct KindDict {
 }
 
 impl OrgShared {
-    pub(crate) fn new(cache: PageCache) -> Self {
-        OrgShared { cache, writer: Default::default(), kinds: RwLock::new(KindDict::default()) }
+    /// `tree_bytes` bounds the state tree cache (kept even when the page cache is off: every
+    /// page read checks its version through it).
+    pub(crate) fn new(cache: PageCache, tree_bytes: u64) -> Self {
+        OrgShared {
+            cache,
+            writer: Default::default(),
+            kinds: RwLock::new(KindDict::default()),
+            tree: quick_cache::sync::Cache::with_weighter(1024, tree_bytes, TreeWeight),
+        }
     }
 
     pub(crate) fn kind_id(&self, name: &str) -> Option<u32> {

@@ -6,6 +6,7 @@ use super::cache::{Bucket, Cached, Page, Records, Scrub};
 use super::org::Org;
 use super::org::OrgInner;
 use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner};
+use super::state::{Addr, Roots};
 use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::write::opaque_of;
 use crate::codec::{
@@ -107,6 +108,7 @@ pub(super) trait DensePage {
     const TABLE: Table;
     const PER: u64;
     fn key(org: &OrgInner, page: u64) -> RecordKey;
+    fn addr(page: u64) -> Addr;
     fn open(org: &OrgInner, page: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<Self::Rec>>;
     fn next(facts: &Facts) -> u64;
     fn wrap(r: Arc<Records<Self::Rec>>) -> Cached;
@@ -119,6 +121,9 @@ impl DensePage for NodePage {
     const PER: u64 = NODES_PER_PAGE;
     fn key(org: &OrgInner, page: u64) -> RecordKey {
         org.node_page_key(page)
+    }
+    fn addr(page: u64) -> Addr {
+        Addr::node_page(page)
     }
     fn open(org: &OrgInner, page: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<NodeRecord>> {
         Ok(org.open_node_page(page, key, sealed)?.nodes)
@@ -143,6 +148,9 @@ impl DensePage for EdgePage {
     const PER: u64 = EDGES_PER_PAGE;
     fn key(org: &OrgInner, page: u64) -> RecordKey {
         org.edge_page_key(page)
+    }
+    fn addr(page: u64) -> Addr {
+        Addr::edge_page(page)
     }
     fn open(org: &OrgInner, page: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<EdgeRecord>> {
         Ok(org.open_edge_page(page, key, sealed)?.edges)
@@ -170,6 +178,8 @@ pub(super) struct Facts {
     index_entries: u64,
     node_count: u64,
     edge_count: u64,
+    /// The org's state root: every record read is checked against it.
+    pub(super) roots: Roots,
 }
 
 /// A read snapshot of one organization.
@@ -226,8 +236,15 @@ impl ReadTxn {
             index_entries: e.index_entries,
             node_count: e.node_count,
             edge_count: e.edge_count,
+            roots: Roots::decode(&e.state_root)?,
         };
         Ok(*self.facts.get_or_init(|| f))
+    }
+
+    /// The record at `addr` (key `key`), checked against this snapshot's state root.
+    fn fetch(&self, addr: Addr, key: &RecordKey) -> Result<Option<Vec<u8>>> {
+        let roots = self.facts()?.roots;
+        self.org.inner.fetch(&roots, &|t, k| self.get(t, k), addr, key)
     }
 
     /// A cached page, if the cache may serve this snapshot.
@@ -254,7 +271,7 @@ impl ReadTxn {
         }
         let first = first_of(page, P::PER);
         let expected = P::next(&self.facts()?).min(first_of(page + 1, P::PER)).saturating_sub(first);
-        let sealed = self.get(P::TABLE, &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
+        let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
         let records = P::open(&self.org.inner, page, &key, &sealed)?;
         if records.len() as u64 != expected {
             return Err(Error::corrupt(P::TABLE.name, &key));
@@ -300,11 +317,12 @@ impl ReadTxn {
             return Ok(None);
         }
         let fp = fingerprint(h);
-        let key = self.org.inner.bucket_key(bucket_of(&fp, facts.index_bits));
+        let b = bucket_of(&fp, facts.index_bits);
+        let key = self.org.inner.bucket_key(b);
         if let Some(Cached::Bucket(b)) = self.cached(&key) {
             return Ok(b.0.get(&fp));
         }
-        let sealed = self.get(INDEX, &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+        let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
         let b = Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?));
         let found = b.0.get(&fp);
         self.remember(&key, Cached::Bucket(b));
@@ -318,7 +336,7 @@ impl ReadTxn {
             return Ok(Some(n));
         }
         let key = self.org.inner.dict_key(kind.0);
-        let Some(sealed) = self.get(DICT, &key)? else { return Ok(None) };
+        let Some(sealed) = self.fetch(Addr::dict(kind.0), &key)? else { return Ok(None) };
         let buf = self.org.inner.open(DICT, &key, Compartment::Core, &sealed)?;
         let name = String::from_utf8(buf.as_slice().to_vec()).map_err(|_| Error::corrupt(DICT.name, &key))?;
         shared.remember_kind(kind.0, &name);
@@ -396,7 +414,7 @@ impl ReadTxn {
             return Err(Error::Denied(c));
         }
         let key = self.org.inner.props_key(owner, c);
-        let Some(sealed) = self.get(PROPS, &key)? else {
+        let Some(sealed) = self.fetch(Addr::props(owner, c), &key)? else {
             // No record: fine unless the owner says this compartment holds one.
             let mask = match owner {
                 Owner::Node(id) => self.with_node(NodeId(id), |r| r.props)?,
@@ -446,7 +464,7 @@ impl ReadTxn {
             // pages always carry 0.
             return Ok((p > 0 || page.pages > 0).then_some(page));
         }
-        let Some(sealed) = self.get(ADJ, &key)? else {
+        let Some(sealed) = self.fetch(Addr::adj(node, dir, p), &key)? else {
             if p > 0 {
                 return Err(Error::corrupt(ADJ.name, &key));
             }
@@ -589,5 +607,139 @@ impl Iterator for Neighbors<'_> {
                 }
             }
         }
+    }
+}
+
+impl ReadTxn {
+    /// `verify()`'s cross-checks over one snapshot: every source and kind leads through the index
+    /// to its node, edge or kind, and the index holds nothing else; every edge is in its source's
+    /// out-pages and its target's in-pages exactly once, with its record's fields; every node's
+    /// degrees and page counts match its pages. Each failed check is pushed to `out`, naming the
+    /// record; a record that fails to read is the error.
+    pub(super) fn check_consistency(
+        &self,
+        entry: &crate::codec::OrgEntry,
+        out: &mut Vec<super::verify::CorruptRecord>,
+    ) -> Result<()> {
+        let oi = &self.org.inner;
+        let f = self.facts()?;
+        let mut push = |table: Table, key: &[u8], node: Option<u64>, edge: Option<u64>, error: String| {
+            out.push(super::verify::CorruptRecord {
+                org: oi.name.clone(),
+                table: table.name,
+                key: hex::encode(key),
+                node: node.map(NodeId),
+                edge: edge.map(EdgeId),
+                error,
+            })
+        };
+        let mut index_entries = 0u64;
+        for kind in 1..entry.next_kind {
+            index_entries += 1;
+            match self.kind_name(KindId(kind))? {
+                None => push(DICT, &oi.dict_key(kind), None, None, format!("kind {kind} has no name")),
+                Some(name) => {
+                    let h = oi.index_hash(index_domain::KIND, &[name.as_bytes()]);
+                    if self.index_lookup(&h)? != Some(u64::from(kind)) {
+                        push(INDEX, &[], None, None, format!("kind {kind} is not in the index"));
+                    }
+                }
+            }
+        }
+        // 2 bits per edge: seen in its source's out-pages, in its target's in-pages.
+        let mut seen = vec![0u8; usize::try_from(f.next_edge).unwrap_or(0)];
+        for id in 1..f.next_node {
+            let Some(rec) = self.node_record(NodeId(id))? else { continue };
+            for (system, ext) in &rec.sources {
+                index_entries += 1;
+                if self.lookup(system, ext)? != Some(NodeId(id)) {
+                    push(INDEX, &[], Some(id), None, format!("source ({system}, {ext}) does not lead to node {id}"));
+                }
+            }
+            for (di, degree, pages) in [(0u8, rec.out_degree, rec.out_pages), (1, rec.in_degree, rec.in_pages)] {
+                let mut entries = 0u64;
+                for p in 0..pages.max(1) {
+                    let key = oi.adj_key(id, di, p);
+                    let Some(page) = self.page(id, di, p)? else { break };
+                    if p == 0 && page.pages != pages {
+                        push(ADJ, &key, Some(id), None, format!("page count {}, node says {pages}", page.pages));
+                    }
+                    for e in page.entries.iter() {
+                        entries += 1;
+                        let (from, to) = if di == 0 { (id, e.neighbor) } else { (e.neighbor, id) };
+                        let ok = self.with_edge(EdgeId(e.edge), |r| {
+                            r.from == from
+                                && r.to == to
+                                && r.kind == e.kind
+                                && r.valid_from == e.valid_from
+                                && r.valid_to == e.valid_to
+                                && r.recorded_at == e.recorded_at
+                                && r.retracted_at.unwrap_or(i64::MAX) == e.retracted_at
+                        })?;
+                        let bit = 1u8 << di;
+                        let slot = usize::try_from(e.edge).ok().and_then(|i| seen.get_mut(i));
+                        match (ok, slot) {
+                            (Some(true), Some(s)) if *s & bit == 0 => *s |= bit,
+                            _ => push(
+                                ADJ,
+                                &key,
+                                Some(id),
+                                Some(e.edge),
+                                format!("entry for edge {} does not match the edge record or repeats", e.edge),
+                            ),
+                        }
+                    }
+                }
+                if entries != degree {
+                    let key = oi.adj_key(id, di, 0);
+                    push(
+                        ADJ,
+                        &key,
+                        Some(id),
+                        None,
+                        format!("{entries} adjacency entries, the node's degree is {degree}"),
+                    );
+                }
+            }
+        }
+        for id in 1..f.next_edge {
+            let Some(rec) = self.edge_record(EdgeId(id))? else { continue };
+            if let Some((system, ext)) = &rec.source {
+                index_entries += 1;
+                if self.lookup_edge(system, ext)? != Some(EdgeId(id)) {
+                    push(INDEX, &[], None, Some(id), format!("source ({system}, {ext}) does not lead to edge {id}"));
+                }
+            }
+            if seen.get(id as usize).copied() != Some(3) {
+                let key = oi.edge_page_key(page_of(id, EDGES_PER_PAGE));
+                push(EDGES, &key, Some(rec.from), Some(id), "edge missing from its nodes' adjacency pages".into());
+            }
+        }
+        // Every bucket in place, holding only its own fingerprints, and nothing beyond the sources.
+        let mut in_buckets = 0u64;
+        if f.index_entries > 0 {
+            for b in 0..(1u32 << f.index_bits) {
+                let key = oi.bucket_key(b);
+                let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+                let page = oi.open_bucket(&key, &sealed)?;
+                in_buckets += page.len() as u64;
+                if page.iter().any(|(fp, _)| bucket_of(&fp, f.index_bits) != b) {
+                    push(INDEX, &key, None, None, format!("bucket {b} holds another bucket's entry"));
+                }
+            }
+        }
+        if in_buckets != index_entries || f.index_entries != index_entries {
+            push(
+                INDEX,
+                &[],
+                None,
+                None,
+                format!(
+                    "the index holds {in_buckets} entries (registry: {}), the org's sources and kinds need {index_entries}",
+                    f.index_entries
+                ),
+            );
+        }
+        Ok(())
     }
 }

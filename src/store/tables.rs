@@ -35,6 +35,7 @@ tables! {
     INDEX = ("index", 7);
     DICT = ("dict", 8);
     AUDIT = ("audit", 9);
+    TREE = ("tree", 10);
 }
 
 /// Blind-key kinds (first byte of the block the blind PRP encrypts).
@@ -46,6 +47,7 @@ pub(crate) mod blind_kind {
     pub const EDGE_PROPS: u8 = 5;
     pub const DICT: u8 = 6;
     pub const BUCKET: u8 = 7;
+    pub const TREE: u8 = 8;
 }
 
 /// Every kind of org record: its table, how its key is addressed, which compartment's key seals
@@ -68,6 +70,8 @@ pub(crate) enum RecordKind {
     Dict,
     /// `audit`: an audit entry, keyed by sequence number (not blinded).
     Audit,
+    /// `tree`: a node of the org's state tree, addressed by (tracked kind, level, index).
+    Tree,
 }
 
 impl RecordKind {
@@ -81,6 +85,7 @@ impl RecordKind {
             RecordKind::Bucket => INDEX,
             RecordKind::Dict => DICT,
             RecordKind::Audit => AUDIT,
+            RecordKind::Tree => TREE,
         }
     }
 
@@ -95,6 +100,7 @@ impl RecordKind {
             RecordKind::Bucket => Some(blind_kind::BUCKET),
             RecordKind::Dict => Some(blind_kind::DICT),
             RecordKind::Audit => None,
+            RecordKind::Tree => Some(blind_kind::TREE),
         }
     }
 
@@ -113,6 +119,7 @@ impl RecordKind {
             RecordKind::EdgeProps,
             RecordKind::Bucket,
             RecordKind::Dict,
+            RecordKind::Tree,
         ]
         .into_iter()
         .find(|k| k.blind_kind() == Some(kind) && k.table().id == table.id)?;
@@ -120,6 +127,7 @@ impl RecordKind {
         let shape_ok = match rk {
             RecordKind::Adj => sub <= 1,
             RecordKind::NodeProps | RecordKind::EdgeProps => sub <= 2 && page == 0,
+            RecordKind::Tree => usize::from(sub) < super::state::TRACKED.len() && page < 16,
             _ => sub == 0 && page == 0,
         };
         shape_ok.then_some(rk)
@@ -163,7 +171,7 @@ pub(crate) type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 /// transaction and nothing per table.
 pub(crate) struct Snapshot {
     rtx: redb::ReadTransaction,
-    tables: [OnceLock<RoTable>; 10],
+    tables: [OnceLock<RoTable>; 11],
 }
 
 impl Snapshot {

@@ -3,11 +3,15 @@
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+use std::collections::HashMap;
+
 use super::admin::{org_keys_after, ORG_TABLES};
 use super::org::Org;
-use super::tables::{RecordKind, Table, EDGES, INDEX, NODES, ORGS};
+use super::state::{Addr, Roots};
+use super::tables::{RecordKey, RecordKind, Table, AUDIT, EDGES, INDEX, NODES, ORGS, TREE};
 use super::Db;
-use crate::codec::{self, AuditRecord, PropMap};
+use crate::codec::{self, AuditRecord, OrgEntry, PropMap};
+use crate::crypto::envelope;
 use crate::error::{Error, Result};
 use crate::types::{EdgeId, NodeId, OrgTag};
 
@@ -98,6 +102,10 @@ fn check_record(org: &Org, table: Table, key: &[u8], value: &[u8]) -> Result<()>
         RecordKind::Audit => {
             oi.open_record::<AuditRecord>(table, key, c, value)?;
         }
+        RecordKind::Tree => {
+            let n: codec::TreeNode = oi.open_record(table, key, c, value)?;
+            n.validate().map_err(|_| Error::corrupt(table.name, key))?;
+        }
     }
     Ok(())
 }
@@ -134,8 +142,31 @@ impl Org {
         let oi = &self.inner;
         oi.refresh_keys()?;
         let rtx = oi.db.redb.begin_read()?;
+        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, &oi.name)?;
+        let roots = Roots::decode(&entry.state_root)?;
+        let get = |t: Table, k: &[u8]| -> Result<Option<Vec<u8>>> {
+            let tab = rtx.open_table(t.def)?;
+            super::contain(t.name, k, || Ok(tab.get(k)?.map(|v| v.value().to_vec())))
+        };
+        let mut findings: Vec<CorruptRecord> = Vec::new();
+        let finding = |table: Table, key: &[u8], error: String| {
+            let (node, edge) = owner(self, table, key);
+            CorruptRecord { org: oi.name.clone(), table: table.name, key: hex::encode(key), node, edge, error }
+        };
+        // What must be in the file: every record and tree node the state tree holds.
+        let mut bad_nodes = Vec::new();
+        let (records, nodes) = oi.walk_state(&roots, &get, &mut |k, e| bad_nodes.push((k, e)))?;
+        for (k, e) in bad_nodes {
+            findings.push(finding(TREE, &k, format!("state tree node: {e}")));
+        }
+        let mut expected: HashMap<RecordKey, (Table, u64)> = HashMap::with_capacity(records.len() + nodes.len());
+        for (addr, v) in &records {
+            expected.insert(addr.key(oi), (addr.kind().table(), *v));
+        }
+        for (k, v) in &nodes {
+            expected.insert(*k, (TREE, *v));
+        }
         let mut done = report.records();
-        let mut counted: Vec<(&'static str, u64)> = Vec::new();
         for table in ORG_TABLES {
             let t = rtx.open_table(table.def)?;
             let mut cursor = Vec::new();
@@ -143,22 +174,29 @@ impl Org {
                 let batch = super::contain(table.name, &cursor, || org_keys_after(&t, oi.tag, &cursor, 4096))?;
                 for (k, v) in &batch {
                     report.count(table.name);
-                    match counted.iter_mut().find(|(t, _)| *t == table.name) {
-                        Some((_, n)) => *n += 1,
-                        None => counted.push((table.name, 1)),
+                    if table.id != AUDIT.id {
+                        let want = <RecordKey>::try_from(k.as_slice()).ok().and_then(|k| expected.remove(&k));
+                        match want {
+                            None => findings.push(finding(
+                                table,
+                                k,
+                                "not in the org's state tree (a removed record put back, or another org's)".into(),
+                            )),
+                            Some((_, want)) => match envelope::peek_version(v, table.name, k) {
+                                Ok(have) if have == want => {}
+                                Ok(have) => findings.push(finding(
+                                    table,
+                                    k,
+                                    format!("version {have}, the state tree holds {want} (an older or newer copy)"),
+                                )),
+                                Err(e) => findings.push(finding(table, k, e.to_string())),
+                            },
+                        }
                     }
                     match check_record(self, table, k, v) {
                         Ok(()) => {}
                         Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat(_))) => {
-                            let (node, edge) = owner(self, table, k);
-                            report.corrupt.push(CorruptRecord {
-                                org: oi.name.clone(),
-                                table: table.name,
-                                key: hex::encode(k),
-                                node,
-                                edge,
-                                error: e.to_string(),
-                            });
+                            findings.push(finding(table, k, e.to_string()));
                         }
                         Err(e) => return Err(e),
                     }
@@ -174,34 +212,56 @@ impl Org {
             }
         }
         progress(done);
-        // Nodes and edges are never deleted, and every bucket of a non-empty index exists: a page
-        // count below the registry's means pages were removed from the file.
-        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, &oi.name)?;
-        let pages = |next: u64, per: u64| if next <= 1 { 0 } else { codec::page_of(next - 1, per) + 1 };
-        let buckets = if entry.index_entries > 0 { 1u64 << entry.index_bits } else { 0 };
-        for (table, expected) in [
-            (NODES, pages(entry.next_node, codec::NODES_PER_PAGE)),
-            (EDGES, pages(entry.next_edge, codec::EDGES_PER_PAGE)),
-            (INDEX, buckets),
-        ] {
-            let found = counted.iter().find(|(t, _)| *t == table.name).map_or(0, |(_, n)| *n);
-            if found != expected {
-                report.corrupt.push(CorruptRecord {
-                    org: oi.name.clone(),
-                    table: table.name,
-                    key: String::new(),
-                    node: None,
-                    edge: None,
-                    error: format!("{expected} records expected, {found} found (records removed)"),
-                });
+        let mut missing: Vec<(RecordKey, (Table, u64))> = expected.into_iter().collect();
+        missing.sort_by_key(|(k, (t, _))| (t.id, *k));
+        for (k, (table, v)) in missing {
+            findings.push(finding(table, &k, format!("missing: the state tree holds version {v} (record removed)")));
+        }
+        // The tree's shape against the registry entry, then the records against each other.
+        shape_findings(self, &entry, &records, &mut findings);
+        if findings.is_empty() {
+            let r = self.read()?;
+            if let Err(e) = r.check_consistency(&entry, &mut findings) {
+                match e {
+                    Error::Corrupt { .. } | Error::UnsupportedFormat(_) => {
+                        findings.push(finding(NODES, &[], format!("reading the org failed: {e}")))
+                    }
+                    e => return Err(e),
+                }
             }
         }
+        report.corrupt.extend(findings);
         let audit = self.audit().verify()?;
         if let Some(seq) = audit.first_bad {
             report.bad_audit.push((oi.name.clone(), seq));
         }
         report.orgs.push(oi.name.clone());
         Ok(())
+    }
+}
+
+/// The tree must hold exactly the node and edge pages the registry's next ids need, and every
+/// bucket of a non-empty index.
+fn shape_findings(org: &Org, entry: &OrgEntry, records: &[(Addr, u64)], out: &mut Vec<CorruptRecord>) {
+    let pages = |next: u64, per: u64| if next <= 1 { 0 } else { codec::page_of(next - 1, per) + 1 };
+    let buckets = if entry.index_entries > 0 { 1u64 << entry.index_bits } else { 0 };
+    for (kind, table, want) in [
+        (RecordKind::NodePage, NODES, pages(entry.next_node, codec::NODES_PER_PAGE)),
+        (RecordKind::EdgePage, EDGES, pages(entry.next_edge, codec::EDGES_PER_PAGE)),
+        (RecordKind::Bucket, INDEX, buckets),
+    ] {
+        let mut ids: Vec<u64> = records.iter().filter(|(a, _)| a.kind() == kind).map(|(a, _)| a.id).collect();
+        ids.sort_unstable();
+        if ids.iter().copied().ne(0..want) {
+            out.push(CorruptRecord {
+                org: org.inner.name.clone(),
+                table: table.name,
+                key: String::new(),
+                node: None,
+                edge: None,
+                error: format!("the state tree holds {} records, the registry entry needs 0..{want}", ids.len()),
+            });
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::org::Org;
 use super::read::DensePage;
 use super::records::{bits_for, bucket_of, fingerprint, par_map, IndexHash, Owner};
-use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::state::{Addr, Roots, StateUpdate};
+use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS, TREE};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{
     encode_page, first_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage, NodeRecord, OrgEntry,
@@ -148,6 +149,8 @@ struct Start {
     commit_seq: u64,
     /// Digest of the whole entry (the commit's conflict check).
     digest: [u8; 32],
+    /// The org's state root as of begin: every stored record read is checked against it.
+    roots: Roots,
 }
 
 /// What a write transaction reads from.
@@ -247,6 +250,7 @@ impl WriteTxn {
                 index_entries: entry.index_entries,
                 commit_seq: entry.commit_seq,
                 digest: super::commit::entry_digest(&entry)?,
+                roots: Roots::decode(&entry.state_root)?,
             },
             entry,
             now: now_ms(),
@@ -282,7 +286,8 @@ impl WriteTxn {
         }
     }
 
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// A stored value as this transaction sees it (unchecked: see [`WriteTxn::check_stored`]).
+    pub(crate) fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match &self.base {
             Some(Base::Exclusive(txn)) => {
                 let t = txn.open_table(table.def)?;
@@ -291,6 +296,16 @@ impl WriteTxn {
             Some(Base::Snapshot(snap)) => snap.get(table, key),
             None => Err(Error::Internal("transaction already finished".into())),
         }
+    }
+
+    /// The stored record at `addr` (key `key`) as of begin, checked against the state root.
+    fn fetch(&self, addr: Addr, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.org.inner.fetch(&self.start.roots, &|t, k| self.get(t, k), addr, key)
+    }
+
+    /// Checks a record read at `addr` against the state root as of begin.
+    pub(crate) fn check_stored(&self, addr: Addr, key: &[u8], sealed: Option<&[u8]>) -> Result<()> {
+        self.org.inner.check_state(&self.start.roots, &|t, k| self.get(t, k), addr, key, sealed)
     }
 
     /// Bucket `b` of the index as stored when this transaction began (empty if the index had
@@ -304,7 +319,7 @@ impl WriteTxn {
             BucketPage::default()
         } else {
             let key = self.org.inner.bucket_key(b);
-            let sealed = self.get(INDEX, &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+            let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
             self.org.inner.open_bucket(&key, &sealed)?
         };
         let page = Arc::new(page);
@@ -327,7 +342,7 @@ impl WriteTxn {
             return Ok(Vec::new());
         }
         let key = P::key(&self.org.inner, page);
-        let sealed = self.get(P::TABLE, &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
+        let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
         P::open(&self.org.inner, page, &key, &sealed)
     }
 
@@ -405,7 +420,8 @@ impl WriteTxn {
     fn page_mut(&mut self, id: PageId) -> Result<&mut Vec<AdjEntry>> {
         if !self.pages.contains_key(&id) {
             let key = self.org.inner.adj_key(id.0, id.1, id.2);
-            let sealed = self.get(super::tables::ADJ, &key)?.ok_or_else(|| Error::corrupt("adj", &key))?;
+            let addr = Addr::adj(id.0, id.1, id.2);
+            let sealed = self.fetch(addr, &key)?.ok_or_else(|| Error::corrupt("adj", &key))?;
             let (_, entries) = self.org.inner.open_page(&key, &sealed)?;
             self.pages.insert(id, entries);
         }
@@ -418,7 +434,7 @@ impl WriteTxn {
         }
         if !self.props.contains_key(&(owner, c)) {
             let key = self.org.inner.props_key(owner, c);
-            let map = match self.get(PROPS, &key)? {
+            let map = match self.fetch(Addr::props(owner, c), &key)? {
                 Some(sealed) => self.org.inner.open_record(PROPS, &key, c, &sealed)?,
                 None => PropMap::default(),
             };
@@ -792,14 +808,15 @@ impl WriteTxn {
 
     /// Seals everything this transaction changed, writes it, and commits durably.
     pub fn commit(self) -> Result<()> {
-        self.commit_with(&[], 0)
+        self.commit_with(&[], &[], 0)
     }
 
     /// Commits, also invalidating `extra_pages` (adjacency pages written straight into the redb
-    /// transaction by the bulk loader) and counting `extra_seals`.
+    /// transaction by the bulk loader), entering `extra_state` (the addresses of the records it
+    /// wrote) in the state tree and counting `extra_seals`.
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "commit", level = "debug", skip_all))]
-    pub(crate) fn commit_with(self, extra_pages: &[[u8; 16]], extra_seals: u64) -> Result<()> {
-        let (set, base, new_kinds, writer) = self.prepare(extra_pages, extra_seals)?;
+    pub(crate) fn commit_with(self, extra_pages: &[[u8; 16]], extra_state: &[Addr], extra_seals: u64) -> Result<()> {
+        let (set, base, new_kinds, writer) = self.prepare(extra_pages, extra_state, extra_seals)?;
         let org = set.org.clone();
         match base {
             Base::Exclusive(txn) => {
@@ -831,7 +848,7 @@ impl WriteTxn {
         let mut held = Vec::with_capacity(txns.len());
         let mut db = None;
         for t in txns {
-            let (set, base, new_kinds, writer) = t.prepare(&[], 0)?;
+            let (set, base, new_kinds, writer) = t.prepare(&[], &[], 0)?;
             if matches!(base, Base::Exclusive(_)) {
                 return Err(Error::invalid(InputKind::WrongState, "a bulk load cannot join a group commit"));
             }
@@ -856,6 +873,7 @@ impl WriteTxn {
     fn prepare(
         mut self,
         extra_pages: &[[u8; 16]],
+        extra_state: &[Addr],
         extra_seals: u64,
     ) -> Result<(WriteSet, Base, HashMap<String, u32>, WriterToken)> {
         // First, while the transaction is still ours (owner records may need loading): record in
@@ -885,9 +903,33 @@ impl WriteTxn {
         let node_pages = self.merged_node_pages()?;
         let edge_pages = self.merged_edge_pages()?;
         let buckets = self.merged_buckets()?;
+        let version = self.version();
+        // The state tree over everything this commit writes, read from the base.
+        let state = {
+            let mut changes: Vec<(Addr, u64)> = Vec::with_capacity(
+                node_pages.len() + edge_pages.len() + self.dirty_pages.len() + buckets.len() + extra_state.len(),
+            );
+            changes.extend(node_pages.iter().map(|p| (Addr::node_page(page_of(p.first, NODES_PER_PAGE)), version)));
+            changes.extend(edge_pages.iter().map(|p| (Addr::edge_page(page_of(p.first, EDGES_PER_PAGE)), version)));
+            changes.extend(self.dirty_pages.iter().map(|&(n, d, p)| (Addr::adj(n, d, p), version)));
+            for id in &self.dirty_props {
+                let present = self.props.get(id).is_some_and(|m| !m.entries.is_empty());
+                changes.push((Addr::props(id.0, id.1), if present { version } else { 0 }));
+            }
+            changes.extend(buckets.iter().map(|(b, _)| (Addr::bucket(*b), version)));
+            changes.extend(self.new_kinds.values().map(|id| (Addr::dict(*id), version)));
+            changes.extend(extra_state.iter().map(|a| (*a, version)));
+            if cfg!(feature = "bench-unchecked-state") {
+                changes.clear();
+            }
+            let (roots, up) =
+                StateUpdate::apply(&self.org.inner, &self.start.roots, &|t, k| self.get(t, k), changes, version)?;
+            self.entry.state_root = roots.encode();
+            (up.seals(), up.puts, up.removes)
+        };
         let base = self.base.take().ok_or_else(|| Error::Internal("transaction already finished".into()))?;
         let org = self.org.inner.clone();
-        let mut seals: u64 = extra_seals;
+        let mut seals: u64 = extra_seals + state.0;
         let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len() + extra_pages.len());
         changed_pages.extend_from_slice(extra_pages);
         let mut puts: Vec<(Table, Rows)> = Vec::with_capacity(8);
@@ -896,7 +938,6 @@ impl WriteTxn {
             rows.sort_unstable_by_key(|r| r.0);
             puts.push((table, rows));
         };
-        let version = self.version();
         self.entry.commit_seq = version;
         // Seal on all cores (pure CPU work), on this thread's turn: the committer only writes.
         let rows = par_map(&node_pages, |p| {
@@ -965,6 +1006,7 @@ impl WriteTxn {
         }
         seals += rows.len() as u64;
         put(DICT, rows);
+        put(TREE, state.1);
 
         let st = self.stats;
         let counts = [
@@ -993,7 +1035,7 @@ impl WriteTxn {
             base: self.start.digest,
             entry: std::mem::take(&mut self.entry),
             puts,
-            removes: vec![(PROPS, removed)],
+            removes: vec![(PROPS, removed), (TREE, state.2)],
             audit: Some(audit),
             changed_pages,
         };

@@ -1,4 +1,4 @@
-//! Golden files: databases written by an earlier build (tests/fixtures/v2/, made by the ignored
+//! Golden files: databases written by an earlier build (tests/fixtures/v3/, made by the ignored
 //! `generate` test with a fixed root key and deterministic content) must still open and read
 //! back every record exactly. A format change without a version bump fails here.
 //!
@@ -100,7 +100,7 @@ fn times() -> Vec<i64> {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/v2/golden.silo; run only to regenerate the fixture"]
+#[ignore = "writes tests/fixtures/v3/golden.silo; run only to regenerate the fixture"]
 fn generate() {
     let path = golden_fixture();
     let _ = std::fs::remove_file(&path);
@@ -129,10 +129,10 @@ fn generate() {
 }
 
 #[test]
-fn v2_fixture_opens_and_reads_back_every_record() {
-    assert_eq!(FORMAT_VERSION, 2, "format version changed: add a tests/fixtures/vN and keep v2 readable or rejected");
+fn v3_fixture_opens_and_reads_back_every_record() {
+    assert_eq!(FORMAT_VERSION, 3, "format version changed: add a tests/fixtures/vN and keep v3 readable or rejected");
     let path = copy_of_golden("read");
-    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v2 fixture");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v3 fixture");
     assert_eq!(db.list_orgs().expect("list"), vec!["acme".to_string(), "globex".to_string()]);
     let orgs = [
         db.org(ORGS[0]).expect("acme"),
@@ -141,7 +141,7 @@ fn v2_fixture_opens_and_reads_back_every_record() {
     let models = expected();
     for (i, (org, m)) in orgs.iter().zip(&models).enumerate() {
         let r = org.read().expect("read");
-        check_org(&r, m, &times(), &format!("v2 fixture org {}", ORGS[i]));
+        check_org(&r, m, &times(), &format!("v3 fixture org {}", ORGS[i]));
         // The hub's out-adjacency spans two pages.
         if i == 0 {
             assert_eq!(r.degree(NodeId(7), silograph::Direction::Out).expect("degree"), Some(520));
@@ -150,7 +150,7 @@ fn v2_fixture_opens_and_reads_back_every_record() {
 }
 
 #[test]
-fn v2_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
+fn v3_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
     let path = copy_of_golden("keys");
     let before = std::fs::read(&path).expect("read");
     assert!(matches!(Db::open(&path, RootKey::from_bytes([0; 32])), Err(Error::WrongKey)));
@@ -160,7 +160,7 @@ fn v2_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
 }
 
 #[test]
-fn v2_fixture_accepts_new_commits_that_survive_reopen() {
+fn v3_fixture_accepts_new_commits_that_survive_reopen() {
     let path = copy_of_golden("write");
     let mut models = expected();
     {
@@ -177,21 +177,24 @@ fn v2_fixture_accepts_new_commits_that_survive_reopen() {
         w.commit().expect("commit");
     }
     let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("reopen");
-    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v2 fixture after a write");
+    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v3 fixture after a write");
 }
 
-/// The v1 format (one sealed record per node and edge, written by the build before format v2)
-/// was never released: a v1 file is refused with a typed error, before anything is written.
+/// Files of the formats before this one were never released: v1 (one sealed record per node and
+/// edge) and v2 (pages without the state tree, written before issue 12) are refused with a typed
+/// error, before anything is written.
 #[test]
-fn v1_file_is_refused_as_an_unsupported_format_and_left_unchanged() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/golden.silo");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("v1.silo");
-    std::fs::copy(&src, &path).expect("the v1 fixture is checked in");
-    let before = std::fs::read(&path).expect("read");
-    match Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)) {
-        Err(Error::UnsupportedFormat(msg)) => assert!(msg.contains("version 1"), "{msg}"),
-        other => panic!("a v1 file must be UnsupportedFormat, got {other:?}"),
+fn v1_and_v2_files_are_refused_as_unsupported_formats_and_left_unchanged() {
+    for v in [1, 2] {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{v}/golden.silo"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.silo");
+        std::fs::copy(&src, &path).expect("the old fixture is checked in");
+        let before = std::fs::read(&path).expect("read");
+        match Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)) {
+            Err(Error::UnsupportedFormat(msg)) => assert!(msg.contains(&format!("version {v}")), "{msg}"),
+            other => panic!("a v{v} file must be UnsupportedFormat, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), before, "refusing a v{v} file changed it");
     }
-    assert_eq!(std::fs::read(&path).expect("read"), before, "refusing a v1 file changed it");
 }
