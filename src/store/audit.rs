@@ -180,8 +180,18 @@ impl Audit {
         Ok((out, entry))
     }
 
-    /// Every entry, in order. Fails (`Corrupt`) if any entry fails authentication.
+    /// Every entry, in order. Fails closed (`Corrupt` naming the first bad entry) unless the
+    /// whole chain verifies: a removed, edited, reordered or replayed entry, or a chain shorter
+    /// or longer than its head in the registry entry, never reads as a shorter history.
     pub fn entries(&self) -> Result<Vec<AuditEntry>> {
+        let report = self.verify()?;
+        if let Some(seq) = report.first_bad {
+            return Err(Error::Corrupt {
+                table: AUDIT.name,
+                key: String::new(),
+                at: crate::error::CorruptAt::AuditEntry(seq),
+            });
+        }
         let (recs, _) = self.scan()?;
         recs.into_iter()
             .map(|(_, r)| {
