@@ -7,8 +7,6 @@
 //! a partly filled tail page). Node records (degrees, page counts), the org entry's counters
 //! and seal count, and the page cache are updated through the write transaction's own commit.
 
-use redb::ReadableTable;
-
 use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
 use super::tables::{ADJ, EDGES};
@@ -245,7 +243,7 @@ impl BulkLoader {
         drop(pages);
         self.seals += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
-        write_sorted(self.w.txn()?, EDGES, &mut rows)?;
+        write_sorted(self.w.txn_mut()?, EDGES, &mut rows)?;
         drop(rows);
 
         let (entries, groups) = group_by_node(&pending, now);
@@ -264,7 +262,7 @@ impl BulkLoader {
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
-        write_sorted(self.w.txn()?, ADJ, &mut rows)
+        write_sorted(self.w.txn_mut()?, ADJ, &mut rows)
     }
 
     /// Appends `run` (`len` entries) to the pages of `(node, dir)`: fills the tail page, adds
@@ -324,9 +322,8 @@ impl BulkLoader {
     fn read_page(&self, node: u64, dir: u8, p: u32) -> Result<Vec<AdjEntry>> {
         let org = &self.org.inner;
         let key = org.adj_key(node, dir, p);
-        let table = self.w.txn()?.open_table(ADJ.def)?;
-        let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(ADJ.name, &key))?;
-        let (_, entries) = org.open_page(&key, sealed.value())?;
+        let sealed = self.w.txn()?.get(ADJ, &key)?.ok_or_else(|| Error::corrupt(ADJ.name, &key))?;
+        let (_, entries) = org.open_page(&key, &sealed)?;
         Ok(entries)
     }
 
@@ -334,9 +331,8 @@ impl BulkLoader {
     fn read_edge_page(&self, page: u64) -> Result<Vec<EdgeRecord>> {
         let org = &self.org.inner;
         let key = org.edge_page_key(page);
-        let table = self.w.txn()?.open_table(EDGES.def)?;
-        let sealed = table.get(key.as_slice())?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
-        Ok(org.open_edge_page(page, &key, sealed.value())?.edges)
+        let sealed = self.w.txn()?.get(EDGES, &key)?.ok_or_else(|| Error::corrupt(EDGES.name, &key))?;
+        Ok(org.open_edge_page(page, &key, &sealed)?.edges)
     }
 
     /// Flushes what is buffered and commits everything durably (one redb commit).

@@ -1,8 +1,6 @@
 //! Full verification: every record of every org opened, authenticated and validated, and
 //! every failure named.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
-
 use super::admin::{org_keys_after, ORG_TABLES};
 use super::org::Org;
 use super::tables::{RecordKind, Table, EDGES, INDEX, NODES, ORGS};
@@ -133,14 +131,13 @@ impl Org {
     fn verify_into(&self, report: &mut VerifyReport, progress: &mut dyn FnMut(u64)) -> Result<()> {
         let oi = &self.inner;
         oi.refresh_keys()?;
-        let rtx = oi.db.redb.begin_read()?;
+        let snap = oi.db.kv.snapshot()?;
         let mut done = report.records();
         let mut counted: Vec<(&'static str, u64)> = Vec::new();
         for table in ORG_TABLES {
-            let t = rtx.open_table(table.def)?;
             let mut cursor = Vec::new();
             loop {
-                let batch = super::contain(table.name, &cursor, || org_keys_after(&t, oi.tag, &cursor, 4096))?;
+                let batch = org_keys_after(&*snap, table, oi.tag, &cursor, 4096)?;
                 for (k, v) in &batch {
                     report.count(table.name);
                     match counted.iter_mut().find(|(t, _)| *t == table.name) {
@@ -176,7 +173,7 @@ impl Org {
         progress(done);
         // Nodes and edges are never deleted, and every bucket of a non-empty index exists: a page
         // count below the registry's means pages were removed from the file.
-        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, &oi.name)?;
+        let entry = oi.db.read_entry(&*snap, oi.tag, &oi.name)?;
         let pages = |next: u64, per: u64| if next <= 1 { 0 } else { codec::page_of(next - 1, per) + 1 };
         let buckets = if entry.index_entries > 0 { 1u64 << entry.index_bits } else { 0 };
         for (table, expected) in [
@@ -212,19 +209,15 @@ impl Db {
     pub fn verify_with_progress(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let (entries, total) = {
-            let rtx = self.inner.redb.begin_read()?;
+            let snap = self.inner.kv.snapshot()?;
             let mut total = 0u64;
             for t in ORG_TABLES {
-                total += rtx.open_table(t.def)?.len()?;
+                total += snap.count(t)?;
             }
-            let orgs = rtx.open_table(ORGS.def)?;
             let mut entries = Vec::new();
-            for item in orgs.iter()? {
-                let (k, v) = item?;
-                let key = k.value().to_vec();
+            for (key, v) in snap.scan_prefix(ORGS, &[])? {
                 let tag = <[u8; 8]>::try_from(key.as_slice()).map(OrgTag);
-                match tag.map_err(|_| Error::corrupt(ORGS.name, &key)).and_then(|t| self.inner.open_entry(t, v.value()))
-                {
+                match tag.map_err(|_| Error::corrupt(ORGS.name, &key)).and_then(|t| self.inner.open_entry(t, &v)) {
                     Ok(e) => entries.push((e.name.clone(), e.byok, e.state)),
                     Err(e) => report.corrupt.push(CorruptRecord {
                         org: String::new(),
