@@ -55,6 +55,15 @@ pub enum Error {
     /// a damaged file); see [`StorageError`].
     #[error("storage error: {0}")]
     Storage(#[from] StorageError),
+    /// The operation is not available on this storage backend (e.g. `compact` rewrites a redb
+    /// file; a PostgreSQL database is compacted by the server).
+    #[error("`{operation}` is not supported by the {backend} storage backend")]
+    Unsupported {
+        /// The operation asked for.
+        operation: &'static str,
+        /// The backend the database is on.
+        backend: &'static str,
+    },
     /// An I/O operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -184,48 +193,114 @@ impl Error {
 /// let err = silograph::Db::open(&path, root()).unwrap_err();
 /// let silograph::Error::Storage(storage) = &err else { panic!("expected a storage error, got {err}") };
 /// assert_eq!(storage.to_string(), "the database file is already open");
+/// assert_eq!(storage.reason(), silograph::StorageReason::AlreadyOpen);
 /// assert!(storage.source().is_some(), "the engine's error is kept for logs");
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct StorageError(redb::Error);
+pub struct StorageError {
+    operation: &'static str,
+    reason: StorageReason,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Why the storage engine failed (the kind of a [`StorageError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageReason {
+    /// The database file is locked by another handle or process.
+    AlreadyOpen,
+    /// An I/O operation failed.
+    Io,
+    /// The storage engine found its file or data damaged.
+    Damaged,
+    /// The file is in an older storage-engine format.
+    UpgradeRequired,
+    /// A value exceeds the storage engine's size limit.
+    ValueTooLarge,
+    /// The connection to a database server failed or was lost.
+    Connection,
+    /// The engine refused the transaction because a concurrent one conflicted with it.
+    Conflict,
+    /// Any other failure of the engine (or of a custom storage backend).
+    Other,
+}
+
+impl StorageError {
+    /// A storage failure of `operation` (`"commit"`, `"read"`, ...) for `reason`, keeping the
+    /// engine's own error as the source.
+    #[allow(dead_code)]
+    pub(crate) fn new(
+        operation: &'static str,
+        reason: StorageReason,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StorageError { operation, reason, source }
+    }
+
+    /// Why the engine failed.
+    pub fn reason(&self) -> StorageReason {
+        self.reason
+    }
+
+    /// The storage operation that failed (`"open"`, `"begin"`, `"open table"`, `"read/write"`,
+    /// `"commit"`, `"compact"`, ...), for logs.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+}
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match &self.0 {
-            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => "the database file is already open",
-            redb::Error::Io(_) | redb::Error::PreviousIo => "an I/O operation failed",
-            redb::Error::Backend(_) => "the storage backend failed",
-            redb::Error::Corrupted(_) => "the storage engine found the file damaged",
-            redb::Error::UpgradeRequired(_) => "the file is in an older storage format",
-            redb::Error::ValueTooLarge(_) => "a value exceeds the storage engine's size limit",
-            _ => "the storage engine failed",
+        f.write_str(match self.reason {
+            StorageReason::AlreadyOpen => "the database file is already open",
+            StorageReason::Io => "an I/O operation failed",
+            StorageReason::Damaged => "the storage engine found the file damaged",
+            StorageReason::UpgradeRequired => "the file is in an older storage format",
+            StorageReason::ValueTooLarge => "a value exceeds the storage engine's size limit",
+            StorageReason::Connection => "the connection to the database server failed",
+            StorageReason::Conflict => "the storage engine refused a conflicting transaction",
+            StorageReason::Other => "the storage engine failed",
         })
     }
 }
 
 impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl StorageError {
+    fn from_redb(operation: &'static str, e: redb::Error) -> Self {
+        let reason = match &e {
+            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => StorageReason::AlreadyOpen,
+            redb::Error::Io(_) | redb::Error::PreviousIo => StorageReason::Io,
+            redb::Error::Corrupted(_) => StorageReason::Damaged,
+            redb::Error::UpgradeRequired(_) => StorageReason::UpgradeRequired,
+            redb::Error::ValueTooLarge(_) => StorageReason::ValueTooLarge,
+            _ => StorageReason::Other,
+        };
+        StorageError { operation, reason, source: Some(Box::new(e)) }
     }
 }
 
 macro_rules! storage_from {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $op:literal),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(StorageError(redb::Error::from(e)))
+                Error::Storage(StorageError::from_redb($op, redb::Error::from(e)))
             }
         }
     )*};
 }
 
 storage_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::CompactionError
+    redb::Error => "storage",
+    redb::DatabaseError => "open",
+    redb::TransactionError => "begin",
+    redb::TableError => "open table",
+    redb::StorageError => "read/write",
+    redb::CommitError => "commit",
+    redb::CompactionError => "compact"
 );

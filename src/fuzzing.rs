@@ -194,11 +194,8 @@ pub fn encode_adj_page(pages: u32, entries: &[AdjEntry]) -> AdjPage {
 }
 
 fn read_org_entry(org: &Org) -> Result<OrgEntry> {
-    use redb::ReadableDatabase;
     let inner = &org.inner;
-    let rtx = inner.db.redb.begin_read()?;
-    let orgs = rtx.open_table(ORGS.def)?;
-    inner.db.read_entry(&orgs, inner.tag, &inner.name)
+    inner.db.read_entry(&*inner.db.kv.snapshot()?, inner.tag, &inner.name)
 }
 
 /// The seal counter of the org's current key epoch, as committed.

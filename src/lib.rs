@@ -46,7 +46,7 @@ mod store;
 mod types;
 
 pub use crypto::{OrgKey, RootKey, TransportKey};
-pub use error::{CorruptAt, Error, InputError, InputKind, Result, StorageError};
+pub use error::{CorruptAt, Error, InputError, InputKind, Result, StorageError, StorageReason};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
 pub use store::{

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable};
 use zeroize::Zeroize;
 
+use super::kv::{BackendKind, KvRead};
 use super::org::Org;
 use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS, TREE};
 use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
@@ -54,29 +54,14 @@ fn next_table(id: u8) -> Option<Table> {
 }
 
 /// The keys of `table` that belong to `tag`, after `cursor` (exclusive), at most `limit`.
-pub(crate) fn org_keys_after<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
+pub(crate) fn org_keys_after(
+    kv: &dyn KvRead,
+    table: Table,
     tag: OrgTag,
     cursor: &[u8],
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let start: Vec<u8> = if cursor.is_empty() { tag.0.to_vec() } else { cursor.to_vec() };
-    let mut out = Vec::new();
-    for item in table.range::<&[u8]>(start.as_slice()..)? {
-        let (k, v) = item?;
-        let k = k.value();
-        if !k.starts_with(&tag.0) {
-            break;
-        }
-        if !cursor.is_empty() && k == cursor {
-            continue;
-        }
-        out.push((k.to_vec(), v.value().to_vec()));
-        if out.len() >= limit {
-            break;
-        }
-    }
-    Ok(out)
+    kv.scan_after(table, &tag.0, cursor, limit)
 }
 
 impl DbInner {
@@ -116,21 +101,18 @@ impl Db {
             .gen
             .checked_add(1)
             .ok_or_else(|| Error::invalid(InputKind::Exhausted, "root generations exhausted"))?;
-        let wtx = inner.redb.begin_write()?;
+        let mut wtx = inner.kv.begin_write()?;
         {
-            let mut orgs = wtx.open_table(ORGS.def)?;
             let mut rewrapped = Vec::new();
-            for item in orgs.iter()? {
-                let (k, v) = item?;
-                let key = k.value().to_vec();
-                let sealed = inner.rewrap_entry(&root.keys, &new_keys, gen, &key, v.value())?;
+            for (key, v) in wtx.scan_prefix(ORGS, &[])? {
+                let sealed = inner.rewrap_entry(&root.keys, &new_keys, gen, &key, &v)?;
                 rewrapped.push((key, sealed));
             }
             for (k, v) in rewrapped {
-                orgs.insert(k.as_slice(), v.as_slice())?;
+                wtx.put(ORGS, &k, &v)?;
             }
         }
-        super::write_meta(&wtx, &inner.db_id, gen, &new_keys, &inner.db_secret)?;
+        super::write_meta(&mut *wtx, &inner.db_id, gen, &new_keys, &inner.db_secret)?;
         wtx.commit()?;
         *root = RootState { keys: new_keys, gen };
         Ok(())
@@ -149,11 +131,10 @@ impl Db {
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
-        let wtx = inner.redb.begin_write()?;
+        let mut wtx = inner.kv.begin_write()?;
         let resumed;
         {
-            let mut orgs = wtx.open_table(ORGS.def)?;
-            let mut entry = inner.read_entry(&orgs, tag, name)?;
+            let mut entry = inner.read_entry(&*wtx, tag, name)?;
             if entry.state != 0 {
                 return Err(Error::OrgNotFound(name.to_owned()));
             }
@@ -166,7 +147,7 @@ impl Db {
             resumed = entry.rotation.is_some();
             if !resumed {
                 DbInner::start_epoch(&mut entry)?;
-                orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
+                wtx.put(ORGS, &tag.0, inner.seal_entry(tag, &entry)?.as_slice())?;
             }
         }
         wtx.commit()?;
@@ -184,11 +165,10 @@ impl Db {
         let oi = &org.inner;
         // Each batch changes the registry entry: writers of the org go between batches.
         let _writer = super::commit::WriterLock::acquire(&oi.shared);
-        let wtx = inner.redb.begin_write()?;
+        let mut wtx = inner.kv.begin_write()?;
         let more;
         {
-            let mut orgs = wtx.open_table(ORGS.def)?;
-            let mut entry = inner.read_entry(&orgs, oi.tag, &oi.name)?;
+            let mut entry = inner.read_entry(&*wtx, oi.tag, &oi.name)?;
             oi.learn_epochs(&entry)?;
             let Some(rot) = entry.rotation.clone() else {
                 report.epoch = entry.current_epoch;
@@ -196,8 +176,7 @@ impl Db {
             };
             report.epoch = rot.target_epoch;
             let table = table_by_id(rot.table).ok_or_else(|| Error::corrupt(ORGS.name, &oi.tag.0))?;
-            let mut t = wtx.open_table(table.def)?;
-            let batch = org_keys_after(&t, oi.tag, &rot.cursor, ADMIN_BATCH)?;
+            let batch = org_keys_after(&*wtx, table, oi.tag, &rot.cursor, ADMIN_BATCH)?;
             let mut resealed = Vec::with_capacity(batch.len());
             for (k, v) in &batch {
                 let c = compartment_of(org, table, k);
@@ -206,7 +185,7 @@ impl Db {
                 }
             }
             for (k, v) in &resealed {
-                t.insert(k.as_slice(), v.as_slice())?;
+                wtx.put(table, k, v)?;
             }
             report.resealed += resealed.len() as u64;
             if let Some(e) = entry.epochs.iter_mut().find(|e| e.epoch == rot.target_epoch) {
@@ -230,7 +209,7 @@ impl Db {
                 entry.epochs.retain(|e| e.epoch == rot.target_epoch);
             }
             more = entry.rotation.is_some();
-            orgs.insert(oi.tag.0.as_slice(), inner.seal_entry(oi.tag, &entry)?.as_slice())?;
+            wtx.put(ORGS, &oi.tag.0, inner.seal_entry(oi.tag, &entry)?.as_slice())?;
         }
         wtx.commit()?;
         report.batches += 1;
@@ -246,10 +225,9 @@ impl Db {
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
-        let wtx = inner.redb.begin_write()?;
+        let mut wtx = inner.kv.begin_write()?;
         {
-            let mut orgs = wtx.open_table(ORGS.def)?;
-            let mut entry = inner.read_entry(&orgs, tag, name)?;
+            let mut entry = inner.read_entry(&*wtx, tag, name)?;
             for e in entry.epochs.iter_mut() {
                 e.seed.zeroize();
                 e.seed.clear();
@@ -259,7 +237,7 @@ impl Db {
             entry.key_check.clear();
             entry.state = 1;
             entry.rotation = None;
-            orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
+            wtx.put(ORGS, &tag.0, inner.seal_entry(tag, &entry)?.as_slice())?;
         }
         wtx.commit()?;
         drop(writer);
@@ -269,15 +247,11 @@ impl Db {
         let mut purged = 0u64;
         for table in ORG_TABLES {
             loop {
-                let wtx = inner.redb.begin_write()?;
-                let n;
-                {
-                    let mut t = wtx.open_table(table.def)?;
-                    let keys = org_keys_after(&t, tag, &[], ADMIN_BATCH)?;
-                    n = keys.len();
-                    for (k, _) in keys {
-                        t.remove(k.as_slice())?;
-                    }
+                let mut wtx = inner.kv.begin_write()?;
+                let keys = org_keys_after(&*wtx, table, tag, &[], ADMIN_BATCH)?;
+                let n = keys.len();
+                for (k, _) in keys {
+                    wtx.remove(table, &k)?;
                 }
                 wtx.commit()?;
                 purged += n as u64;
@@ -286,8 +260,8 @@ impl Db {
                 }
             }
         }
-        let wtx = inner.redb.begin_write()?;
-        wtx.open_table(ORGS.def)?.remove(tag.0.as_slice())?;
+        let mut wtx = inner.kv.begin_write()?;
+        wtx.remove(ORGS, &tag.0)?;
         wtx.commit()?;
         Ok(DeleteReport { purged })
     }
@@ -296,7 +270,13 @@ impl Db {
     /// with it, so the bytes of deleted orgs and old key epochs no longer exist in the file.
     /// Consumes the `Db`: every other clone, org handle and transaction must be dropped first
     /// (else `InvalidInput`). Only for databases opened by path.
+    ///
+    /// Only for the redb backend: on another one it is [`Error::Unsupported`].
     pub fn compact(self) -> Result<Db> {
+        let kind = self.inner.kv.kind();
+        if kind != BackendKind::Redb {
+            return Err(Error::Unsupported { operation: "compact", backend: kind.name() });
+        }
         let inner = Arc::try_unwrap(self.inner).map_err(|_| {
             Error::invalid(
                 InputKind::WrongState,
@@ -311,20 +291,12 @@ impl Db {
         tmp.push(".compact");
         let tmp = std::path::PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
-        {
-            let fresh = redb::Database::create(&tmp)?;
-            let rtx = inner.redb.begin_read()?;
-            let wtx = fresh.begin_write()?;
-            for t in super::tables::ALL {
-                let src = rtx.open_table(t.def)?;
-                let mut dst = wtx.open_table(t.def)?;
-                for item in src.iter()? {
-                    let (k, v) = item?;
-                    dst.insert(k.value(), v.value())?;
-                }
-            }
-            wtx.commit()?;
-        }
+        let file = inner
+            .file
+            .clone()
+            .ok_or_else(|| Error::invalid(InputKind::WrongState, "compact needs a database opened by path"))?;
+        file.copy_into(&tmp)?;
+        drop(file);
         // The old file stays open (unlinked) until the new one replaces it in `inner`.
         std::fs::rename(&tmp, &path)?;
         if let Some(dir) = path.parent() {
@@ -334,7 +306,9 @@ impl Db {
             }
         }
         let mut inner = inner;
-        inner.redb = Arc::new(redb::Database::create(&path)?);
+        let fresh = Arc::new(super::kv_redb::RedbKv::create(&path)?);
+        inner.kv = fresh.clone();
+        inner.file = Some(fresh);
         for s in inner.shared.lock().unwrap_or_else(|p| p.into_inner()).values() {
             s.cache.clear();
         }
@@ -377,8 +351,7 @@ impl Db {
     /// Key and lifecycle facts about org `name`.
     pub fn org_info(&self, name: &str) -> Result<OrgInfo> {
         let tag = self.tag_of(name)?;
-        let rtx = self.inner.redb.begin_read()?;
-        let e = self.inner.read_entry(&rtx.open_table(ORGS.def)?, tag, name)?;
+        let e = self.inner.read_entry(&*self.inner.kv.snapshot()?, tag, name)?;
         if e.state != 0 {
             return Err(Error::OrgNotFound(name.to_owned()));
         }

@@ -1,8 +1,7 @@
 //! The audit trail: every write transaction and admin operation appends a sealed entry to its
 //! org's chain; each entry carries the HMAC of the previous one.
 
-use redb::ReadableDatabase;
-
+use super::kv::KvWrite;
 use super::org::{Org, OrgInner};
 use super::tables::{AUDIT, ORGS};
 use super::{now_ms, Db};
@@ -71,7 +70,7 @@ fn mac_of(org: &OrgInner, r: &AuditRecord) -> Vec<u8> {
 /// Appends an entry inside the write transaction `wtx`, advancing `entry`'s chain head (the
 /// caller writes `entry` back in the same transaction).
 pub(crate) fn append(
-    wtx: &redb::WriteTransaction,
+    wtx: &mut dyn KvWrite,
     org: &OrgInner,
     entry: &mut OrgEntry,
     actor: &str,
@@ -82,8 +81,7 @@ pub(crate) fn append(
     entry.commit_seq += 1;
     let version = entry.commit_seq;
     let (key, sealed) = entry_row(org, entry, actor, op, counts, time, version)?;
-    wtx.open_table(AUDIT.def)?.insert(key.as_slice(), sealed.as_slice())?;
-    Ok(())
+    wtx.put(AUDIT, &key, &sealed)
 }
 
 /// The next audit entry as a sealed row `(key, value)`, advancing `entry`'s chain head; the
@@ -124,16 +122,12 @@ pub(crate) fn append_admin_for(org: &Org, tag: OrgTag, op: &str, counts: &[(&str
     let db = &org.inner.db;
     // Changes the org's registry entry: take the org's writer turn first.
     let _writer = super::commit::WriterLock::acquire(&org.inner.shared);
-    let wtx = db.redb.begin_write()?;
-    {
-        let mut orgs = wtx.open_table(ORGS.def)?;
-        let mut entry = db.read_entry(&orgs, tag, &org.inner.name)?;
-        org.inner.learn_epochs(&entry)?;
-        append(&wtx, &org.inner, &mut entry, actor, op, counts, now_ms())?;
-        orgs.insert(tag.0.as_slice(), db.seal_entry(tag, &entry)?.as_slice())?;
-    }
-    wtx.commit()?;
-    Ok(())
+    let mut wtx = db.kv.begin_write()?;
+    let mut entry = db.read_entry(&*wtx, tag, &org.inner.name)?;
+    org.inner.learn_epochs(&entry)?;
+    append(&mut *wtx, &org.inner, &mut entry, actor, op, counts, now_ms())?;
+    wtx.put(ORGS, &tag.0, db.seal_entry(tag, &entry)?.as_slice())?;
+    wtx.commit()
 }
 
 /// An audit record as scanned: its sequence number from the key, and the opened record.
@@ -162,20 +156,14 @@ impl Org {
 impl Audit {
     fn scan(&self) -> Result<(Vec<ScannedEntry>, OrgEntry)> {
         let inner = &self.org.inner;
-        let rtx = inner.db.redb.begin_read()?;
-        let orgs = rtx.open_table(ORGS.def)?;
-        let entry = inner.db.read_entry(&orgs, inner.tag, &inner.name)?;
+        let snap = inner.db.kv.snapshot()?;
+        let entry = inner.db.read_entry(&*snap, inner.tag, &inner.name)?;
         inner.learn_epochs(&entry)?;
-        let t = rtx.open_table(AUDIT.def)?;
-        let lo = audit_key(inner.tag, 0);
-        let hi = audit_key(inner.tag, u64::MAX);
         let mut out = Vec::new();
-        for item in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-            let (k, v) = item?;
-            let key = k.value();
+        for (key, v) in snap.scan_prefix(AUDIT, &inner.tag.0)? {
             let seq = key.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
             let Some(seq) = seq else { continue };
-            out.push((seq, inner.open_record::<AuditRecord>(AUDIT, key, Compartment::Core, v.value())));
+            out.push((seq, inner.open_record::<AuditRecord>(AUDIT, &key, Compartment::Core, &v)));
         }
         Ok((out, entry))
     }

@@ -247,7 +247,8 @@ impl BulkLoader {
         self.seals += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
         self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
-        write_sorted(self.w.txn()?, EDGES, &mut rows)?;
+        drop(pages);
+        write_sorted(self.w.txn_mut()?, EDGES, &mut rows)?;
         drop(rows);
 
         let (entries, groups) = group_by_node(&pending, now);
@@ -267,7 +268,7 @@ impl BulkLoader {
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
-        write_sorted(self.w.txn()?, ADJ, &mut rows)
+        write_sorted(self.w.txn_mut()?, ADJ, &mut rows)
     }
 
     /// Appends `run` (`len` entries) to the pages of `(node, dir)`: fills the tail page, adds

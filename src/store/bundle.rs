@@ -14,10 +14,10 @@
 
 use std::io::{Read, Write};
 
-use redb::ReadableDatabase;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::admin::{org_keys_after, ADMIN_BATCH};
+use super::kv::KvWrite;
 use super::org::Org;
 use super::tables::{index_domain, RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
@@ -165,8 +165,8 @@ impl Db {
             index: 0,
             report: BundleReport { org: name.to_owned(), bytes: header.len() as u64, ..Default::default() },
         };
-        let rtx = oi.db.redb.begin_read()?;
-        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, name)?;
+        let snap = oi.db.kv.snapshot()?;
+        let entry = oi.db.read_entry(&*snap, oi.tag, name)?;
         oi.learn_epochs(&entry)?;
         let meta = BundleOrg {
             name: entry.name.clone(),
@@ -179,10 +179,9 @@ impl Db {
         };
         w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid(InputKind::TooLarge, "org too large"))?)?;
         for table in BUNDLE_TABLES {
-            let t = rtx.open_table(table.def)?;
             let mut cursor = Vec::new();
             loop {
-                let batch = org_keys_after(&t, oi.tag, &cursor, ADMIN_BATCH)?;
+                let batch = org_keys_after(&*snap, table, oi.tag, &cursor, ADMIN_BATCH)?;
                 for (k, v) in &batch {
                     let (kind, sub, page, id) = oi.unblind(k).ok_or_else(|| Error::corrupt(table.name, k))?;
                     let c = super::admin::compartment_of(&org, table, k);
@@ -201,14 +200,16 @@ impl Db {
                 }
             }
         }
-        let t = rtx.open_table(AUDIT.def)?;
-        for seq in 0..entry.audit_seq {
-            let key = audit::audit_key(oi.tag, seq);
-            let v = redb::ReadableTable::get(&t, key.as_slice())?.ok_or_else(|| Error::corrupt(AUDIT.name, &key))?;
-            let plain = Zeroizing::new(oi.open(AUDIT, &key, Compartment::Core, v.value())?.as_slice().to_vec());
-            w.item(ITEM_AUDIT, &plain)?;
-            w.report.records += 1;
-            w.report.audit_entries += 1;
+        let keys: Vec<[u8; 16]> = (0..entry.audit_seq).map(|seq| audit::audit_key(oi.tag, seq)).collect();
+        for chunk in keys.chunks(ADMIN_BATCH) {
+            let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+            for (key, v) in chunk.iter().zip(snap.get_many(AUDIT, &refs)?) {
+                let v = v.ok_or_else(|| Error::corrupt(AUDIT.name, key))?;
+                let plain = Zeroizing::new(oi.open(AUDIT, key, Compartment::Core, &v)?.as_slice().to_vec());
+                w.item(ITEM_AUDIT, &plain)?;
+                w.report.records += 1;
+                w.report.audit_entries += 1;
+            }
         }
         w.flush(true)?;
         w.out.flush()?;
@@ -320,7 +321,7 @@ struct Importer {
     org: Org,
     tag: OrgTag,
     entry: OrgEntry,
-    wtx: redb::WriteTransaction,
+    wtx: Box<dyn KvWrite>,
     index: Vec<(super::records::IndexHash, u64)>,
     /// Every record written, for the state tree.
     state: Vec<(super::state::Addr, u64)>,
@@ -335,8 +336,8 @@ impl Importer {
         check_name("org name", &meta.name, MAX_NAME_LEN)?;
         let inner = &db.inner;
         let tag = inner.secret_keys.org_tag(&meta.name);
-        let wtx = inner.redb.begin_write()?;
-        if redb::ReadableTable::get(&wtx.open_table(ORGS.def)?, tag.0.as_slice())?.is_some() {
+        let wtx = inner.kv.begin_write()?;
+        if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(meta.name));
         }
         let entry = OrgEntry {
@@ -424,8 +425,7 @@ impl Importer {
         let c = rk.compartment(sub);
         let sealed = oi.seal(table, &key, c, IMPORT_VERSION, plain)?;
         self.state.push((super::state::Addr::new(rk, sub, page, id)?, IMPORT_VERSION));
-        self.wtx.open_table(table.def)?.insert(key.as_slice(), sealed.as_slice())?;
-        Ok(())
+        self.wtx.put(table, &key, &sealed)
     }
 
     fn audit(&mut self, payload: &[u8]) -> Result<()> {
@@ -434,7 +434,7 @@ impl Importer {
             return Err(bad_bundle("audit entries out of order"));
         }
         let counts: Vec<(&str, u64)> = rec.counts.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-        audit::append(&self.wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
+        audit::append(&mut *self.wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
     }
 
     fn finish(mut self) -> Result<()> {
@@ -444,11 +444,10 @@ impl Importer {
             self.entry.index_entries = entries.len() as u64;
             let (bits, buckets) = super::records::build_index(entries);
             self.entry.index_bits = bits;
-            let mut t = self.wtx.open_table(INDEX.def)?;
             for (b, page) in &buckets {
                 let key = oi.bucket_key(*b);
                 let sealed = oi.seal_record(INDEX, &key, Compartment::Core, IMPORT_VERSION, page)?;
-                t.insert(key.as_slice(), sealed.as_slice())?;
+                self.wtx.put(INDEX, &key, &sealed)?;
                 self.state.push((super::state::Addr::bucket(*b), IMPORT_VERSION));
             }
         }
@@ -459,17 +458,14 @@ impl Importer {
             let (roots, up) =
                 super::state::StateUpdate::apply(&oi, &super::state::Roots::default(), &none, changes, IMPORT_VERSION)?;
             self.entry.state_root = roots.encode();
-            let mut t = self.wtx.open_table(super::tables::TREE.def)?;
             for (k, v) in &up.puts {
-                t.insert(k.as_slice(), v.as_slice())?;
+                self.wtx.put(super::tables::TREE, k, v)?;
             }
         }
         let actor = oi.db.actor.clone();
-        audit::append(&self.wtx, &oi, &mut self.entry, &actor, "import-org", &[], now_ms())?;
-        self.wtx
-            .open_table(ORGS.def)?
-            .insert(self.tag.0.as_slice(), oi.db.seal_entry(self.tag, &self.entry)?.as_slice())?;
-        self.wtx.commit()?;
-        Ok(())
+        audit::append(&mut *self.wtx, &oi, &mut self.entry, &actor, "import-org", &[], now_ms())?;
+        let sealed = oi.db.seal_entry(self.tag, &self.entry)?;
+        self.wtx.put(ORGS, &self.tag.0, &sealed)?;
+        self.wtx.commit()
     }
 }

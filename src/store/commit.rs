@@ -1,10 +1,10 @@
 //! Group commit: write transactions of different orgs, from any threads, commit together in one
-//! redb write transaction and one fsync.
+//! storage write transaction and one fsync.
 //!
 //! A [`WriteTxn`](super::WriteTxn) reads from an MVCC snapshot and seals what it changed on its
 //! own thread; only the finished [`WriteSet`] (sealed rows, the org's new registry entry) goes
 //! to the committer. The first caller that finds no commit running becomes the leader: it takes
-//! every queued set, writes them in one redb transaction, commits once (`Durability::Immediate`)
+//! every queued set, writes them in one storage write transaction, commits once (durably)
 //! and hands each caller its own result; callers that arrive meanwhile queue for the next round.
 //! So N concurrent writers pay one fsync per round, not one each.
 //!
@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::kv::{Kv, KvWrite};
 use super::org::{OrgInner, OrgShared};
 use super::tables::{RecordKey, Table, AUDIT, ORGS};
 use crate::codec::OrgEntry;
@@ -93,45 +94,32 @@ impl std::fmt::Debug for WriteSet {
 
 impl WriteSet {
     /// Checks the org's entry in `wtx` against the one this set began from, then writes the set.
-    pub(crate) fn apply(&self, wtx: &redb::WriteTransaction) -> Result<()> {
+    pub(crate) fn apply(&self, wtx: &mut dyn KvWrite) -> Result<()> {
         let db = &self.org.db;
         let tag = self.org.tag;
-        {
-            let orgs = wtx.open_table(ORGS.def)?;
-            let current = db.read_entry(&orgs, tag, &self.org.name)?;
-            if entry_digest(&current)? != self.base {
-                return Err(Error::Conflict(self.org.name.clone()));
-            }
+        let current = db.read_entry(&*wtx, tag, &self.org.name)?;
+        if entry_digest(&current)? != self.base {
+            return Err(Error::Conflict(self.org.name.clone()));
         }
         for (table, rows) in &self.puts {
-            if rows.is_empty() {
-                continue;
-            }
-            let mut t = wtx.open_table(table.def)?;
-            for (k, v) in rows {
-                t.insert(k.as_slice(), v.as_slice())?;
-            }
+            wtx.put_many(*table, rows)?;
         }
         for (table, keys) in &self.removes {
-            if keys.is_empty() {
-                continue;
-            }
-            let mut t = wtx.open_table(table.def)?;
             for k in keys {
-                t.remove(k.as_slice())?;
+                wtx.remove(*table, k)?;
             }
         }
         if let Some((k, v)) = &self.audit {
-            wtx.open_table(AUDIT.def)?.insert(k.as_slice(), v.as_slice())?;
+            wtx.put(AUDIT, k, v)?;
         }
         let sealed = db.seal_entry(tag, &self.entry)?;
-        wtx.open_table(ORGS.def)?.insert(tag.0.as_slice(), sealed.as_slice())?;
+        wtx.put(ORGS, &tag.0, &sealed)?;
         Ok(())
     }
 
     /// Commits `wtx` (holding this set and possibly others) with the page-cache protocol of every
     /// org involved: readers stop using a cache while its org's pages change under it.
-    pub(crate) fn commit_all(wtx: redb::WriteTransaction, sets: &[&WriteSet]) -> Result<()> {
+    pub(crate) fn commit_all(wtx: Box<dyn KvWrite>, sets: &[&WriteSet]) -> Result<()> {
         for s in sets {
             s.org.shared.cache.begin_commit();
         }
@@ -139,7 +127,7 @@ impl WriteSet {
         for s in sets {
             s.org.shared.cache.end_commit(s.changed_pages.iter());
         }
-        Ok(res?)
+        res
     }
 }
 
@@ -176,7 +164,7 @@ impl std::fmt::Debug for GroupCommit {
 
 impl GroupCommit {
     /// Marks the `Db` as no longer writable: a write path panicked part-way, and what it held
-    /// (redb's write transaction, a lock) may be inconsistent. Reads go on; writes fail with
+    /// (the storage write transaction, a lock) may be inconsistent. Reads go on; writes fail with
     /// `Error::Internal` until the database is reopened (redb repairs on open).
     pub(crate) fn poison(&self) {
         self.poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -194,13 +182,13 @@ impl GroupCommit {
 
     /// Commits `set` durably, together with whatever other sets are queued; returns once this
     /// set's own data is durable (or failed).
-    pub(crate) fn commit(&self, db: &redb::Database, set: WriteSet) -> Result<()> {
+    pub(crate) fn commit(&self, db: &dyn Kv, set: WriteSet) -> Result<()> {
         self.commit_many(db, vec![set]).pop().unwrap_or_else(|| Err(Error::Internal("no commit result".into())))
     }
 
     /// Queues `sets` together (they land in the same round unless a round is running, then in
     /// the next one together) and returns each set's result once it is durable or failed.
-    pub(crate) fn commit_many(&self, db: &redb::Database, sets: Vec<WriteSet>) -> Vec<Result<()>> {
+    pub(crate) fn commit_many(&self, db: &dyn Kv, sets: Vec<WriteSet>) -> Vec<Result<()>> {
         let slots: Vec<Slot> = sets.iter().map(|_| Arc::new((Mutex::new(None), Condvar::new()))).collect();
         {
             let mut q = lock(&self.queue);
@@ -255,17 +243,17 @@ impl GroupCommit {
         slot.1.notify_all();
     }
 
-    /// One redb transaction for the whole round; on a storage failure, each set again alone.
+    /// One storage transaction for the whole round; on a storage failure, each set again alone.
     #[cfg_attr(
         feature = "tracing",
         tracing::instrument(name = "group_commit_round", level = "debug", skip_all, fields(sets = round.len()))
     )]
-    fn run_round(db: &redb::Database, round: Vec<(WriteSet, Slot)>) {
+    fn run_round(db: &dyn Kv, round: Vec<(WriteSet, Slot)>) {
         let together = (|| -> Result<Vec<Option<Error>>> {
-            let wtx = super::contain("file", &[], || Ok(db.begin_write()?))?;
+            let mut wtx = db.begin_write()?;
             let mut failed = Vec::with_capacity(round.len());
             for (set, _) in &round {
-                match set.apply(&wtx) {
+                match set.apply(&mut *wtx) {
                     Ok(()) => failed.push(None),
                     // A conflict is checked before the set writes anything: leave it out.
                     Err(e @ Error::Conflict(_)) => failed.push(Some(e)),
@@ -286,8 +274,8 @@ impl GroupCommit {
             Err(_) if round.len() > 1 => {
                 for (set, slot) in round {
                     let res = (|| {
-                        let wtx = super::contain("file", &[], || Ok(db.begin_write()?))?;
-                        set.apply(&wtx)?;
+                        let mut wtx = db.begin_write()?;
+                        set.apply(&mut *wtx)?;
                         WriteSet::commit_all(wtx, &[&set])
                     })();
                     Self::fill(&slot, res);

@@ -1,4 +1,5 @@
-//! redb tables, the org registry and transactions: glues `crypto` and `codec` to redb.
+//! Tables, the org registry and transactions: glues `crypto` and `codec` to the storage
+//! interface ([`kv`]), which redb implements ([`kv_redb`]).
 
 mod admin;
 mod audit;
@@ -6,6 +7,8 @@ mod bulk;
 mod bundle;
 mod cache;
 mod commit;
+pub(crate) mod kv;
+mod kv_redb;
 mod org;
 mod overlay;
 mod read;
@@ -28,7 +31,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use zeroize::Zeroizing;
 
 use crate::codec::{self, OrgEntry};
@@ -36,7 +38,9 @@ use crate::crypto::{self, envelope, Binding, DbSecretKeys, OrgKey, RootKey, Root
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 use cache::PageCache;
-use tables::{ALL, META, ORGS};
+use kv::{Kv, KvRead, KvWrite};
+use kv_redb::{Layout, RedbKv};
+use tables::{META, ORGS};
 
 /// On-disk format version of the database file.
 pub const FORMAT_VERSION: u32 = 3;
@@ -152,11 +156,11 @@ impl DbBuilder {
         if existing {
             // Dry run through an in-memory overlay: nothing reaches the file unless the key is right.
             let file = std::fs::File::open(path)?;
-            let probe = self.redb_builder().create_with_backend(overlay::OverlayBackend::new(file)?)?;
-            load_meta(&probe, &root)?;
+            let probe = RedbKv::new(self.redb_builder().create_with_backend(overlay::OverlayBackend::new(file)?)?);
+            load_redb_meta(&probe, &root)?;
         }
-        let redb = self.redb_builder().create(path)?;
-        self.finish_open(redb, root, Some(path.to_path_buf()))
+        let redb = RedbKv::new(self.redb_builder().create(path)?);
+        self.finish_open_redb(redb, root, Some(path.to_path_buf()))
     }
 
     /// Opens (or creates) a database on a custom redb storage backend, e.g. an in-memory one or
@@ -172,20 +176,35 @@ impl DbBuilder {
     pub fn open_with_backend(self, backend: impl redb::StorageBackend, root: RootKey) -> Result<Db> {
         check_name("actor", &self.actor, MAX_NAME_LEN)?;
         contain("file", &[], || {
-            let redb = self.redb_builder().create_with_backend(backend)?;
-            self.finish_open(redb, root, None)
+            let redb = RedbKv::new(self.redb_builder().create_with_backend(backend)?);
+            self.finish_open_redb(redb, root, None)
         })
     }
 
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "finish_open", level = "debug", skip_all))]
-    fn finish_open(self, redb: redb::Database, root: RootKey, path: Option<std::path::PathBuf>) -> Result<Db> {
-        let meta = match load_meta(&redb, &root)? {
+    fn finish_open_redb(self, redb: RedbKv, root: RootKey, path: Option<std::path::PathBuf>) -> Result<Db> {
+        let meta = match load_redb_meta(&redb, &root)? {
             Some(m) => m,
-            None => init_meta(&redb, &root)?,
+            None => init_meta(redb.begin_create()?, &root)?,
         };
+        let redb = Arc::new(redb);
+        self.finish_open(redb.clone(), Some(redb), root, meta, path)
+    }
+
+    /// The `Db` over an opened backend whose `meta` has been checked (`file`: the redb handle,
+    /// when the backend is redb).
+    fn finish_open(
+        self,
+        kv: Arc<dyn Kv>,
+        file: Option<Arc<RedbKv>>,
+        root: RootKey,
+        meta: Meta,
+        path: Option<std::path::PathBuf>,
+    ) -> Result<Db> {
         Ok(Db {
             inner: Arc::new(DbInner {
-                redb: Arc::new(redb),
+                kv,
+                file,
                 db_id: meta.db_id,
                 root: std::sync::RwLock::new(RootState {
                     keys: RootKeys::derive(&root, &meta.db_id),
@@ -219,25 +238,22 @@ fn header_bytes(db_id: &[u8; 16], root_gen: u32) -> Vec<u8> {
     h
 }
 
-/// Reads and checks `meta`: `None` for a database with no tables yet (new, or crashed while
-/// being created), `WrongKey` if the root key does not open the root check.
-fn load_meta(db: &redb::Database, root: &RootKey) -> Result<Option<Meta>> {
-    let rtx = db.begin_read()?;
-    let table = match rtx.open_table(META.def) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => {
-            if rtx.list_tables()?.next().is_some() {
-                return Err(Error::UnsupportedFormat("not a silograph database (no meta table)".into()));
-            }
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    };
+/// Reads and checks a redb file's `meta`: `None` for a file with no tables yet (new, or crashed
+/// while being created), `WrongKey` if the root key does not open the root check.
+fn load_redb_meta(redb: &RedbKv, root: &RootKey) -> Result<Option<Meta>> {
+    match redb.layout()? {
+        Layout::Empty => Ok(None),
+        Layout::Foreign => Err(Error::UnsupportedFormat("not a silograph database (no meta table)".into())),
+        Layout::Silograph => load_meta(redb, root).map(Some),
+    }
+}
+
+/// Reads and checks `meta`: `WrongKey` if the root key does not open the root check.
+fn load_meta(kv: &dyn Kv, root: &RootKey) -> Result<Meta> {
+    let table = kv.snapshot()?;
     let header = table
-        .get(HEADER_KEY)?
-        .ok_or_else(|| Error::UnsupportedFormat("not a silograph database (no header)".into()))?
-        .value()
-        .to_vec();
+        .get(META, HEADER_KEY)?
+        .ok_or_else(|| Error::UnsupportedFormat("not a silograph database (no header)".into()))?;
     if header.len() != 34 || &header[..10] != MAGIC {
         return Err(Error::UnsupportedFormat("not a silograph database (bad header)".into()));
     }
@@ -252,7 +268,7 @@ fn load_meta(db: &redb::Database, root: &RootKey) -> Result<Option<Meta>> {
     let root_gen = u32::from_le_bytes([header[30], header[31], header[32], header[33]]);
     let keys = RootKeys::derive(root, &db_id);
     let check = |key: &[u8]| -> Result<Zeroizing<Vec<u8>>> {
-        let sealed = table.get(key)?.ok_or(Error::WrongKey)?.value().to_vec();
+        let sealed = table.get(META, key)?.ok_or(Error::WrongKey)?;
         let aead = if key == ROOT_CHECK_KEY { &keys.check } else { &keys.kek };
         let binding = Binding { db_id: &db_id, table: META.id, key };
         envelope::open(aead, &binding, META.name, &sealed).map(|b| Zeroizing::new(b.as_slice().to_vec())).map_err(|e| {
@@ -267,43 +283,39 @@ fn load_meta(db: &redb::Database, root: &RootKey) -> Result<Option<Meta>> {
     }
     // The header's root generation is plaintext: it must equal the authenticated epoch the
     // root check was sealed under, or the header was edited.
-    let sealed_check = table.get(ROOT_CHECK_KEY)?.ok_or(Error::WrongKey)?.value().to_vec();
+    let sealed_check = table.get(META, ROOT_CHECK_KEY)?.ok_or(Error::WrongKey)?;
     if envelope::peek_epoch(&sealed_check, META.name, ROOT_CHECK_KEY)? != root_gen {
         return Err(Error::corrupt(META.name, HEADER_KEY));
     }
     let secret = Secret::from_slice(&check(DB_SECRET_KEY)?).map_err(|_| Error::corrupt(META.name, DB_SECRET_KEY))?;
-    Ok(Some(Meta { db_id, root_gen, secret }))
+    Ok(Meta { db_id, root_gen, secret })
 }
 
-fn init_meta(db: &redb::Database, root: &RootKey) -> Result<Meta> {
+/// Writes a new database's `meta` in `wtx` and commits it.
+fn init_meta(mut wtx: Box<dyn KvWrite>, root: &RootKey) -> Result<Meta> {
     let mut db_id = [0u8; 16];
     crypto::fill_random(&mut db_id)?;
     let secret = Secret::generate()?;
     let keys = RootKeys::derive(root, &db_id);
-    let wtx = db.begin_write()?;
-    for t in ALL {
-        wtx.open_table(t.def)?;
-    }
-    write_meta(&wtx, &db_id, 0, &keys, &secret)?;
+    write_meta(&mut *wtx, &db_id, 0, &keys, &secret)?;
     wtx.commit()?;
     Ok(Meta { db_id, root_gen: 0, secret })
 }
 
 /// Writes the header, the root check and the wrapped database secret for root generation `gen`.
 pub(crate) fn write_meta(
-    wtx: &redb::WriteTransaction,
+    wtx: &mut dyn KvWrite,
     db_id: &[u8; 16],
     gen: u32,
     keys: &RootKeys,
     secret: &Secret,
 ) -> Result<()> {
-    let mut meta = wtx.open_table(META.def)?;
-    meta.insert(HEADER_KEY, header_bytes(db_id, gen).as_slice())?;
+    wtx.put(META, HEADER_KEY, header_bytes(db_id, gen).as_slice())?;
     let seal =
         |aead, key: &[u8], value: &[u8]| envelope::seal(aead, gen, &Binding { db_id, table: META.id, key }, value);
-    meta.insert(ROOT_CHECK_KEY, seal(&keys.check, ROOT_CHECK_KEY, ROOT_CHECK_VALUE)?.as_slice())?;
+    wtx.put(META, ROOT_CHECK_KEY, seal(&keys.check, ROOT_CHECK_KEY, ROOT_CHECK_VALUE)?.as_slice())?;
     let secret_bytes: &[u8; KEY_LEN] = secret.expose();
-    meta.insert(DB_SECRET_KEY, seal(&keys.kek, DB_SECRET_KEY, secret_bytes)?.as_slice())?;
+    wtx.put(META, DB_SECRET_KEY, seal(&keys.kek, DB_SECRET_KEY, secret_bytes)?.as_slice())?;
     Ok(())
 }
 
@@ -321,9 +333,11 @@ impl std::fmt::Debug for Db {
 }
 
 pub(crate) struct DbInner {
-    /// Shared so that a poisoned `Db` can leak it on drop instead of running redb's drop, which
-    /// panics on the locks a panicked write left poisoned.
-    pub redb: Arc<redb::Database>,
+    /// The storage backend. Shared so that a poisoned `Db` can leak it on drop instead of running
+    /// redb's drop, which panics on the locks a panicked write left poisoned.
+    pub kv: Arc<dyn Kv>,
+    /// The same backend as a redb file, when it is one (compaction rewrites the file).
+    pub file: Option<Arc<RedbKv>>,
     pub db_id: [u8; 16],
     /// Keys derived from the root key, and its generation (the envelope epoch of `orgs` values).
     pub root: std::sync::RwLock<RootState>,
@@ -348,7 +362,7 @@ impl Drop for DbInner {
         if self.group.writable().is_err() {
             // A write panicked inside redb: its drop would panic again on poisoned locks. Leak
             // the handle (the process keeps the file open until it exits; a reopen recovers).
-            std::mem::forget(self.redb.clone());
+            std::mem::forget(self.kv.clone());
         }
     }
 }
@@ -408,13 +422,8 @@ impl DbInner {
         entry.map_err(|_| Error::corrupt(ORGS.name, &tag.0))
     }
 
-    pub(crate) fn read_entry<T: ReadableTable<&'static [u8], &'static [u8]>>(
-        &self,
-        table: &T,
-        tag: OrgTag,
-        name: &str,
-    ) -> Result<OrgEntry> {
-        let sealed = contain(ORGS.name, &tag.0, || Ok(table.get(tag.0.as_slice())?.map(|v| v.value().to_vec())))?;
+    pub(crate) fn read_entry(&self, kv: &dyn KvRead, tag: OrgTag, name: &str) -> Result<OrgEntry> {
+        let sealed = kv.get(ORGS, &tag.0)?;
         self.open_entry(tag, &sealed.ok_or_else(|| Error::OrgNotFound(name.to_owned()))?)
     }
 }
@@ -483,15 +492,12 @@ impl Db {
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
-        let wtx = inner.redb.begin_write()?;
-        {
-            let mut orgs = wtx.open_table(ORGS.def)?;
-            if orgs.get(tag.0.as_slice())?.is_some() {
-                return Err(Error::OrgExists(name.to_owned()));
-            }
-            audit::append(&wtx, &org.inner, &mut entry, &inner.actor, "create-org", &[], now_ms())?;
-            orgs.insert(tag.0.as_slice(), inner.seal_entry(tag, &entry)?.as_slice())?;
+        let mut wtx = inner.kv.begin_write()?;
+        if wtx.get(ORGS, &tag.0)?.is_some() {
+            return Err(Error::OrgExists(name.to_owned()));
         }
+        audit::append(&mut *wtx, &org.inner, &mut entry, &inner.actor, "create-org", &[], now_ms())?;
+        wtx.put(ORGS, &tag.0, inner.seal_entry(tag, &entry)?.as_slice())?;
         wtx.commit()?;
         Ok(org)
     }
@@ -521,9 +527,8 @@ impl Db {
     pub(crate) fn open_org(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
         check_name("org name", name, MAX_NAME_LEN)?;
         let tag = self.inner.secret_keys.org_tag(name);
-        let rtx = self.inner.redb.begin_read()?;
-        let orgs = rtx.open_table(ORGS.def)?;
-        let entry = self.inner.read_entry(&orgs, tag, name)?;
+        let snap = self.inner.kv.snapshot()?;
+        let entry = self.inner.read_entry(&*snap, tag, name)?;
         if entry.name != name {
             return Err(Error::corrupt(ORGS.name, &tag.0));
         }
@@ -559,8 +564,7 @@ impl Db {
             }
             (false, None) => {}
         }
-        drop(orgs);
-        drop(rtx);
+        drop(snap);
         let org = Org::from_entry(self.inner.clone(), tag, &entry, key, scope)?;
         if scope.len() < Compartment::ALL.len() {
             let scope_count = [("compartments", scope.len() as u64)];
@@ -571,13 +575,11 @@ impl Db {
 
     /// The names of all organizations, sorted.
     pub fn list_orgs(&self) -> Result<Vec<String>> {
-        let rtx = self.inner.redb.begin_read()?;
-        let orgs = rtx.open_table(ORGS.def)?;
-        let mut names = Vec::with_capacity(orgs.len()? as usize);
-        for item in orgs.iter()? {
-            let (k, v) = item?;
-            let tag = OrgTag(k.value().try_into().map_err(|_| Error::corrupt(ORGS.name, k.value()))?);
-            let entry = self.inner.open_entry(tag, v.value())?;
+        let rows = self.inner.kv.snapshot()?.scan_prefix(ORGS, &[])?;
+        let mut names = Vec::with_capacity(rows.len());
+        for (k, v) in rows {
+            let tag = OrgTag(k.as_slice().try_into().map_err(|_| Error::corrupt(ORGS.name, &k))?);
+            let entry = self.inner.open_entry(tag, &v)?;
             if entry.state == 0 {
                 names.push(entry.name.clone());
             }
@@ -587,7 +589,7 @@ impl Db {
     }
 }
 
-/// Runs redb calls, turning a panic inside redb (it panics on some corrupt files instead of
+/// Runs storage calls, turning a panic inside redb (it panics on some corrupt files instead of
 /// returning an error) into `Corrupt` for `table` / `key`: never a panic in the host.
 pub(crate) fn contain<T>(table: &'static str, key: &[u8], f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::corrupt(table, key)))
@@ -595,4 +597,56 @@ pub(crate) fn contain<T>(table: &'static str, key: &[u8], f: impl FnOnce() -> Re
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kv::{BackendKind, Kv, KvSnapshot, KvWrite};
+    use super::*;
+
+    /// A redb store that says it is another backend.
+    #[derive(Debug)]
+    struct OtherBackend(RedbKv);
+
+    impl Kv for OtherBackend {
+        fn snapshot(&self) -> Result<Box<dyn KvSnapshot>> {
+            self.0.snapshot()
+        }
+        fn begin_write(&self) -> Result<Box<dyn KvWrite>> {
+            self.0.begin_write()
+        }
+        fn kind(&self) -> BackendKind {
+            BackendKind::Postgres
+        }
+    }
+
+    fn other_backend_db(root: RootKey) -> Db {
+        let redb = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).expect("db");
+        let kv = OtherBackend(RedbKv::new(redb));
+        let meta = init_meta(kv.0.begin_create().expect("create"), &root).expect("init");
+        DbBuilder::default().finish_open(Arc::new(kv), None, root, meta, None).expect("open")
+    }
+
+    #[test]
+    fn the_engine_runs_on_any_backend_of_the_storage_interface() {
+        let db = other_backend_db(RootKey::from_bytes([3; 32]));
+        let org = db.create_org("acme").expect("create org");
+        let mut w = org.write().expect("write");
+        let a = w.upsert_node(NodeInput::new("person").source("crm", "a")).expect("node");
+        let b = w.upsert_node(NodeInput::new("person").source("crm", "b")).expect("node");
+        w.add_edge(EdgeInput::new(a, b, "knows")).expect("edge");
+        w.commit().expect("commit");
+        assert_eq!(org.counts().expect("counts"), (2, 1));
+        assert_eq!(db.list_orgs().expect("list"), vec!["acme".to_owned()]);
+        assert!(db.verify().expect("verify").is_ok());
+    }
+
+    #[test]
+    fn compact_on_a_backend_other_than_redb_is_unsupported() {
+        let db = other_backend_db(RootKey::from_bytes([4; 32]));
+        match db.compact() {
+            Err(Error::Unsupported { operation: "compact", backend: "PostgreSQL" }) => {}
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
 }

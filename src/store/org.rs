@@ -5,8 +5,6 @@ use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
 
-use redb::ReadableDatabase;
-
 use super::cache::PageCache;
 use super::read::ReadTxn;
 use super::write::WriteTxn;
@@ -144,9 +142,7 @@ impl OrgInner {
 
     /// Reloads the org's registry entry and derives keys for epochs added since (a rotation ran).
     pub(crate) fn refresh_keys(&self) -> Result<()> {
-        let rtx = self.db.redb.begin_read()?;
-        let orgs = rtx.open_table(super::tables::ORGS.def)?;
-        let entry = self.db.read_entry(&orgs, self.tag, &self.name)?;
+        let entry = self.db.read_entry(&*self.db.kv.snapshot()?, self.tag, &self.name)?;
         self.learn_epochs(&entry)
     }
 
@@ -247,9 +243,7 @@ impl Org {
 
     /// Node and edge counts as of now (edges include retracted ones).
     pub fn counts(&self) -> Result<(u64, u64)> {
-        let rtx = self.inner.db.redb.begin_read()?;
-        let orgs = rtx.open_table(super::tables::ORGS.def)?;
-        let e = self.inner.db.read_entry(&orgs, self.inner.tag, &self.inner.name)?;
+        let e = self.inner.db.read_entry(&*self.inner.db.kv.snapshot()?, self.inner.tag, &self.inner.name)?;
         Ok((e.node_count, e.edge_count))
     }
 }

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use super::cache::{Bucket, Cached, Page, Records, Scrub};
+use super::kv::KvSnapshot;
 use super::org::Org;
 use super::org::OrgInner;
 use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner};
 use super::state::{Addr, Roots};
-use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
+use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS};
 use super::write::opaque_of;
 use crate::codec::{
     first_of, page_of, AdjEntry, EdgePage, EdgeRecord, NodePage, NodeRecord, PropMap, EDGES_PER_PAGE, NODES_PER_PAGE,
@@ -187,7 +188,7 @@ pub struct ReadTxn {
     org: Org,
     gen: u64,
     cache_ok: bool,
-    snap: Snapshot,
+    snap: Box<dyn KvSnapshot>,
     /// The org's registry facts in this snapshot, read on first need.
     facts: std::sync::OnceLock<Facts>,
 }
@@ -202,7 +203,7 @@ impl ReadTxn {
     pub(crate) fn begin(org: Org) -> Result<Self> {
         let cache = &org.inner.shared.cache;
         let g1 = cache.generation();
-        let snap = Snapshot::begin(&org.inner.db.redb)?;
+        let snap = org.inner.db.kv.snapshot()?;
         let g2 = cache.generation();
         Ok(ReadTxn {
             gen: g1,
@@ -228,7 +229,7 @@ impl ReadTxn {
         if let Some(v) = self.facts.get() {
             return Ok(*v);
         }
-        let e = self.org.inner.db.read_entry(self.snap.table(ORGS)?, self.org.inner.tag, &self.org.inner.name)?;
+        let e = self.org.inner.db.read_entry(&*self.snap, self.org.inner.tag, &self.org.inner.name)?;
         let f = Facts {
             next_node: e.next_node,
             next_edge: e.next_edge,

@@ -1,11 +1,12 @@
 //! Record keys and sealing for one org: the only place `store` turns ids into opaque keys and
-//! records into sealed bytes and back. Flow: redb bytes → envelope::open → codec validate → value.
+//! records into sealed bytes and back. Flow: stored bytes → envelope::open → codec validate → value.
 
 use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 use zeroize::Zeroize;
 
+use super::kv::KvWrite;
 use super::org::OrgInner;
 use super::tables::{blind_kind, record_key, RecordKey, RecordKind, Table, EDGES, INDEX, NODES};
 use crate::codec::{
@@ -300,15 +301,7 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R>
 }
 
 /// Inserts sealed rows in key order (B-tree friendly: blind keys are random).
-pub(crate) fn write_sorted(
-    txn: &redb::WriteTransaction,
-    table: Table,
-    rows: &mut [(RecordKey, Vec<u8>)],
-) -> Result<()> {
+pub(crate) fn write_sorted(txn: &mut dyn KvWrite, table: Table, rows: &mut [(RecordKey, Vec<u8>)]) -> Result<()> {
     rows.sort_unstable_by_key(|r| r.0);
-    let mut t = txn.open_table(table.def)?;
-    for (k, v) in rows.iter() {
-        t.insert(k.as_slice(), v.as_slice())?;
-    }
-    Ok(())
+    txn.put_many(table, rows)
 }

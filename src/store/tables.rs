@@ -1,25 +1,18 @@
-//! The redb tables of DESIGN §4 and the shape of their keys.
+//! The tables of DESIGN §4 and the shape of their keys.
 
-use std::sync::OnceLock;
-
-use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition};
-
-use crate::error::{Error, Result};
 use crate::types::OrgTag;
 
-pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
-
-/// A table: its redb definition, its id (bound into every envelope's AAD) and its name.
-#[derive(Clone, Copy)]
+/// A table: its id (bound into every envelope's AAD) and its name (redb's table name; the
+/// PostgreSQL table is `silo_<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Table {
-    pub def: Def,
     pub id: u8,
     pub name: &'static str,
 }
 
 macro_rules! tables {
     ($($c:ident = ($name:literal, $id:literal);)*) => {
-        $(pub(crate) const $c: Table = Table { def: TableDefinition::new($name), id: $id, name: $name };)*
+        $(pub(crate) const $c: Table = Table { id: $id, name: $name };)*
         /// Every table, for creation and verification.
         pub(crate) const ALL: &[Table] = &[$($c),*];
     };
@@ -162,37 +155,4 @@ pub(crate) fn record_key(tag: OrgTag, opaque: &[u8; 16]) -> RecordKey {
     k[..8].copy_from_slice(&tag.0);
     k[8..].copy_from_slice(opaque);
     k
-}
-
-/// A table opened in a read snapshot.
-pub(crate) type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
-
-/// An MVCC snapshot whose tables are opened on first use, so beginning one costs one redb read
-/// transaction and nothing per table.
-pub(crate) struct Snapshot {
-    rtx: redb::ReadTransaction,
-    tables: [OnceLock<RoTable>; 11],
-}
-
-impl Snapshot {
-    pub(crate) fn begin(db: &redb::Database) -> Result<Self> {
-        let rtx = super::contain("file", &[], || Ok(db.begin_read()?))?;
-        Ok(Snapshot { rtx, tables: Default::default() })
-    }
-
-    /// `table`, opened once per snapshot.
-    pub(crate) fn table(&self, table: Table) -> Result<&RoTable> {
-        let slot = self.tables.get(usize::from(table.id)).ok_or_else(|| Error::Internal("table id".into()))?;
-        if let Some(t) = slot.get() {
-            return Ok(t);
-        }
-        let t = super::contain(table.name, &[], || Ok(self.rtx.open_table(table.def)?))?;
-        Ok(slot.get_or_init(|| t))
-    }
-
-    /// One value, copied out; a panic inside redb (it panics on some corrupt files) is `Corrupt`.
-    pub(crate) fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self.table(table)?;
-        super::contain(table.name, key, || Ok(redb::ReadableTable::get(t, key)?.map(|v| v.value().to_vec())))
-    }
 }

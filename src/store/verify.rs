@@ -1,8 +1,6 @@
 //! Full verification: every record of every org opened, authenticated and validated, and
 //! every failure named.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
-
 use std::collections::HashMap;
 
 use super::admin::{org_keys_after, ORG_TABLES};
@@ -141,13 +139,10 @@ impl Org {
     fn verify_into(&self, report: &mut VerifyReport, progress: &mut dyn FnMut(u64)) -> Result<()> {
         let oi = &self.inner;
         oi.refresh_keys()?;
-        let rtx = oi.db.redb.begin_read()?;
-        let entry = oi.db.read_entry(&rtx.open_table(ORGS.def)?, oi.tag, &oi.name)?;
+        let snap = oi.db.kv.snapshot()?;
+        let entry = oi.db.read_entry(&*snap, oi.tag, &oi.name)?;
         let roots = Roots::decode(&entry.state_root)?;
-        let get = |t: Table, k: &[u8]| -> Result<Option<Vec<u8>>> {
-            let tab = rtx.open_table(t.def)?;
-            super::contain(t.name, k, || Ok(tab.get(k)?.map(|v| v.value().to_vec())))
-        };
+        let get = |t: Table, k: &[u8]| -> Result<Option<Vec<u8>>> { snap.get(t, k) };
         let mut findings: Vec<CorruptRecord> = Vec::new();
         let finding = |table: Table, key: &[u8], error: String| {
             let (node, edge) = owner(self, table, key);
@@ -168,10 +163,9 @@ impl Org {
         }
         let mut done = report.records();
         for table in ORG_TABLES {
-            let t = rtx.open_table(table.def)?;
             let mut cursor = Vec::new();
             loop {
-                let batch = super::contain(table.name, &cursor, || org_keys_after(&t, oi.tag, &cursor, 4096))?;
+                let batch = org_keys_after(&*snap, table, oi.tag, &cursor, 4096)?;
                 for (k, v) in &batch {
                     report.count(table.name);
                     if table.id != AUDIT.id {
@@ -272,19 +266,15 @@ impl Db {
     pub fn verify_with_progress(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let (entries, total) = {
-            let rtx = self.inner.redb.begin_read()?;
+            let snap = self.inner.kv.snapshot()?;
             let mut total = 0u64;
             for t in ORG_TABLES {
-                total += rtx.open_table(t.def)?.len()?;
+                total += snap.count(t)?;
             }
-            let orgs = rtx.open_table(ORGS.def)?;
             let mut entries = Vec::new();
-            for item in orgs.iter()? {
-                let (k, v) = item?;
-                let key = k.value().to_vec();
+            for (key, v) in snap.scan_prefix(ORGS, &[])? {
                 let tag = <[u8; 8]>::try_from(key.as_slice()).map(OrgTag);
-                match tag.map_err(|_| Error::corrupt(ORGS.name, &key)).and_then(|t| self.inner.open_entry(t, v.value()))
-                {
+                match tag.map_err(|_| Error::corrupt(ORGS.name, &key)).and_then(|t| self.inner.open_entry(t, &v)) {
                     Ok(e) => entries.push((e.name.clone(), e.byok, e.state)),
                     Err(e) => report.corrupt.push(CorruptRecord {
                         org: String::new(),

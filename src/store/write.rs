@@ -4,14 +4,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use redb::ReadableTable;
-
 use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
+use super::kv::{KvSnapshot, KvWrite};
 use super::org::Org;
 use super::read::DensePage;
 use super::records::{bits_for, bucket_of, fingerprint, par_map, IndexHash, Owner};
 use super::state::{Addr, Roots, StateUpdate};
-use super::tables::{index_domain, RecordKey, Snapshot, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS, TREE};
+use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS, TREE};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{
     encode_page, first_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage, NodeRecord, OrgEntry,
@@ -157,9 +156,9 @@ struct Start {
 enum Base {
     /// An MVCC snapshot (tables opened on first use); the commit goes through the group
     /// committer. The org's writer lock makes the snapshot current for this org.
-    Snapshot(Box<Snapshot>),
-    /// A redb write transaction held from begin to commit (the bulk loader writes into it).
-    Exclusive(Box<redb::WriteTransaction>),
+    Snapshot(Box<dyn KvSnapshot>),
+    /// A storage write transaction held from begin to commit (the bulk loader writes into it).
+    Exclusive(Box<dyn KvWrite>),
 }
 
 /// A write transaction of one organization. Dropping it without [`WriteTxn::commit`] aborts.
@@ -227,13 +226,13 @@ impl WriteTxn {
         let writer = WriterLock::acquire(&org.inner.shared);
         let db = &org.inner.db;
         let (base, entry) = if exclusive {
-            let txn = super::contain("file", &[], || Ok(db.redb.begin_write()?))?;
-            let entry = db.read_entry(&txn.open_table(ORGS.def)?, org.inner.tag, &org.inner.name)?;
-            (Base::Exclusive(Box::new(txn)), entry)
+            let txn = db.kv.begin_write()?;
+            let entry = db.read_entry(&*txn, org.inner.tag, &org.inner.name)?;
+            (Base::Exclusive(txn), entry)
         } else {
-            let snap = Snapshot::begin(&db.redb)?;
-            let entry = db.read_entry(snap.table(ORGS)?, org.inner.tag, &org.inner.name)?;
-            (Base::Snapshot(Box::new(snap)), entry)
+            let snap = db.kv.snapshot()?;
+            let entry = db.read_entry(&*snap, org.inner.tag, &org.inner.name)?;
+            (Base::Snapshot(snap), entry)
         };
         if entry.state != 0 {
             return Err(Error::OrgNotFound(org.inner.name.clone()));
@@ -278,10 +277,11 @@ impl WriteTxn {
         self.now = now;
     }
 
-    /// The storage write transaction of an exclusive transaction (the bulk loader's).
-    pub(crate) fn txn(&self) -> Result<&redb::WriteTransaction> {
-        match &self.base {
-            Some(Base::Exclusive(txn)) => Ok(txn),
+    /// The storage write transaction of an exclusive transaction (the bulk loader's), to write
+    /// into.
+    pub(crate) fn txn_mut(&mut self) -> Result<&mut dyn KvWrite> {
+        match &mut self.base {
+            Some(Base::Exclusive(txn)) => Ok(&mut **txn),
             _ => Err(Error::Internal("not an exclusive write transaction".into())),
         }
     }
@@ -289,10 +289,7 @@ impl WriteTxn {
     /// A stored value as this transaction sees it (unchecked: see [`WriteTxn::check_stored`]).
     pub(crate) fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match &self.base {
-            Some(Base::Exclusive(txn)) => {
-                let t = txn.open_table(table.def)?;
-                super::contain(table.name, key, || Ok(t.get(key)?.map(|v| v.value().to_vec())))
-            }
+            Some(Base::Exclusive(txn)) => txn.get(table, key),
             Some(Base::Snapshot(snap)) => snap.get(table, key),
             None => Err(Error::Internal("transaction already finished".into())),
         }
@@ -819,17 +816,17 @@ impl WriteTxn {
         let (set, base, new_kinds, writer) = self.prepare(extra_pages, extra_state, extra_seals)?;
         let org = set.org.clone();
         match base {
-            Base::Exclusive(txn) => {
+            Base::Exclusive(mut txn) => {
                 // A panic here (redb panics on some corrupt files) reaches the caller; the Db
                 // then refuses further writes, as after a panicked group commit round.
                 let _guard = PoisonOnPanic(&org.db.group);
-                set.apply(&txn)?;
-                WriteSet::commit_all(*txn, &[&set])?;
+                set.apply(&mut *txn)?;
+                WriteSet::commit_all(txn, &[&set])?;
             }
             Base::Snapshot(snap) => {
                 // The snapshot is no longer needed: let redb reclaim what it pinned.
                 drop(snap);
-                org.db.group.commit(&org.db.redb, set)?;
+                org.db.group.commit(&*org.db.kv, set)?;
             }
         }
         for (name, id) in &new_kinds {
@@ -857,7 +854,7 @@ impl WriteTxn {
             sets.push(set);
         }
         let Some(db) = db else { return Ok(Vec::new()) };
-        let results = db.group.commit_many(&db.redb, sets);
+        let results = db.group.commit_many(&*db.kv, sets);
         for ((org, new_kinds, _), res) in held.iter().zip(&results) {
             if res.is_ok() {
                 for (name, id) in new_kinds {
