@@ -64,6 +64,16 @@ pub enum Error {
         /// The backend the database is on.
         backend: &'static str,
     },
+    /// The database is older than the anchor the host kept ([`crate::Anchor`],
+    /// [`crate::DbBuilder::expect_anchor`]): a copy of the whole file from before the anchor was
+    /// put back (or a different history with the same commit count). Nothing was written.
+    #[error("the database was rolled back: its commit counter is {file}, the host's anchor is at {anchor}")]
+    RolledBack {
+        /// The file's commit counter.
+        file: u64,
+        /// The anchor's commit counter.
+        anchor: u64,
+    },
     /// An I/O operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -79,6 +89,9 @@ pub enum CorruptAt {
     Bundle,
     /// The audit entry with this sequence number.
     AuditEntry(u64),
+    /// The org registry as a whole: it does not match the database root (a registry row was
+    /// removed, put back from an older copy, added, or moved between orgs).
+    Registry,
 }
 
 impl std::fmt::Display for CorruptAt {
@@ -87,6 +100,7 @@ impl std::fmt::Display for CorruptAt {
             CorruptAt::Record => f.write_str("record"),
             CorruptAt::Bundle => f.write_str("bundle"),
             CorruptAt::AuditEntry(seq) => write!(f, "audit entry {seq}"),
+            CorruptAt::Registry => f.write_str("org registry (it does not match the database root)"),
         }
     }
 }
@@ -138,6 +152,8 @@ pub enum InputKind {
     /// The operation needs another state (compact needs the only handle and a file path; a bulk
     /// load cannot join a group commit).
     WrongState,
+    /// An anchor of another database, altered, or of the wrong length.
+    Anchor,
 }
 
 /// A refused input: its [`InputKind`] and a message saying what exactly was wrong.

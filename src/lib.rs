@@ -49,11 +49,11 @@ pub use crypto::{OrgKey, RootKey, TransportKey};
 pub use error::{CorruptAt, Error, InputError, InputKind, Result, StorageError, StorageReason};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
+pub use store::{Anchor, BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
     Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, VerifyReport,
     ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
 };
-pub use store::{BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
     Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,
     WriteTxn, FORMAT_VERSION, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN,

@@ -124,6 +124,19 @@ impl TreeNode {
     }
 }
 
+/// The database root (`meta`, key `db-root`): authenticates the org registry as a whole.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DbRootRecord {
+    /// Commits that changed the registry so far (monotonic).
+    pub counter: u64,
+    /// Registry rows: sum mod 2^256 of each row's keyed hash (tag and sealed bytes), 32 bytes LE.
+    pub state: Vec<u8>,
+    /// Registry membership: sum mod 2^256 of each tag's keyed hash, 32 bytes LE.
+    pub members: Vec<u8>,
+    /// Registry rows.
+    pub orgs: u64,
+}
+
 /// Bytes of one index entry in a bucket page: a 12-byte fingerprint (the first 12 bytes of
 /// the entry's keyed hash) and the u64 it maps to (little endian).
 pub const BUCKET_ENTRY: usize = 20;

@@ -22,6 +22,9 @@ const INFO_ORG_TAG: &[u8] = b"silograph/1/org-tag";
 const INFO_ORG: &[u8] = b"silograph/1/org";
 const INFO_ORG_STRUCT: &[u8] = b"silograph/1/org-struct";
 const INFO_BYOK_CHECK: &[u8] = b"silograph/1/byok-check";
+const INFO_DB_ROOT_MAC: &[u8] = b"silograph/1/db-root-mac";
+const INFO_DB_ROOT_SEAL: &[u8] = b"silograph/1/db-root-seal";
+const INFO_ANCHOR: &[u8] = b"silograph/1/anchor";
 
 /// Keys derived from the root key for one database.
 pub(crate) struct RootKeys {
@@ -44,11 +47,23 @@ impl RootKeys {
 /// rotation does not change org tags and hence no record key changes).
 pub(crate) struct DbSecretKeys {
     tag: MacKey,
+    /// Hashes registry rows into the database root.
+    pub root_mac: MacKey,
+    /// Seals the database root record.
+    pub root_seal: AeadKey,
+    /// Authenticates the anchors handed to the host.
+    pub anchor: MacKey,
 }
 
 impl DbSecretKeys {
     pub(crate) fn derive(db_secret: &Secret, db_id: &[u8; 16]) -> Self {
-        DbSecretKeys { tag: MacKey::new(&derive(db_secret.expose(), db_id, &[INFO_ORG_TAG])) }
+        let d = |info| derive(db_secret.expose(), db_id, &[info]);
+        DbSecretKeys {
+            tag: MacKey::new(&d(INFO_ORG_TAG)),
+            root_mac: MacKey::new(&d(INFO_DB_ROOT_MAC)),
+            root_seal: AeadKey::new(&d(INFO_DB_ROOT_SEAL)),
+            anchor: MacKey::new(&d(INFO_ANCHOR)),
+        }
     }
 
     /// The 8-byte tag that prefixes every record key of the org called `name`.

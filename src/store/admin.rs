@@ -101,7 +101,7 @@ impl Db {
             .gen
             .checked_add(1)
             .ok_or_else(|| Error::invalid(InputKind::Exhausted, "root generations exhausted"))?;
-        let mut wtx = inner.kv.begin_write()?;
+        let mut wtx = inner.begin_write()?;
         {
             let mut rewrapped = Vec::new();
             for (key, v) in wtx.scan_prefix(ORGS, &[])? {
@@ -131,7 +131,7 @@ impl Db {
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
-        let mut wtx = inner.kv.begin_write()?;
+        let mut wtx = inner.begin_write()?;
         let resumed;
         {
             let mut entry = inner.read_entry(&*wtx, tag, name)?;
@@ -165,7 +165,7 @@ impl Db {
         let oi = &org.inner;
         // Each batch changes the registry entry: writers of the org go between batches.
         let _writer = super::commit::WriterLock::acquire(&oi.shared);
-        let mut wtx = inner.kv.begin_write()?;
+        let mut wtx = inner.begin_write()?;
         let more;
         {
             let mut entry = inner.read_entry(&*wtx, oi.tag, &oi.name)?;
@@ -225,7 +225,7 @@ impl Db {
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
-        let mut wtx = inner.kv.begin_write()?;
+        let mut wtx = inner.begin_write()?;
         {
             let mut entry = inner.read_entry(&*wtx, tag, name)?;
             for e in entry.epochs.iter_mut() {
@@ -247,7 +247,7 @@ impl Db {
         let mut purged = 0u64;
         for table in ORG_TABLES {
             loop {
-                let mut wtx = inner.kv.begin_write()?;
+                let mut wtx = inner.begin_write()?;
                 let keys = org_keys_after(&*wtx, table, tag, &[], ADMIN_BATCH)?;
                 let n = keys.len();
                 for (k, _) in keys {
@@ -260,7 +260,7 @@ impl Db {
                 }
             }
         }
-        let mut wtx = inner.kv.begin_write()?;
+        let mut wtx = inner.begin_write()?;
         wtx.remove(ORGS, &tag.0)?;
         wtx.commit()?;
         Ok(DeleteReport { purged })

@@ -122,7 +122,7 @@ pub(crate) fn append_admin_for(org: &Org, tag: OrgTag, op: &str, counts: &[(&str
     let db = &org.inner.db;
     // Changes the org's registry entry: take the org's writer turn first.
     let _writer = super::commit::WriterLock::acquire(&org.inner.shared);
-    let mut wtx = db.kv.begin_write()?;
+    let mut wtx = db.begin_write()?;
     let mut entry = db.read_entry(&*wtx, tag, &org.inner.name)?;
     org.inner.learn_epochs(&entry)?;
     append(&mut *wtx, &org.inner, &mut entry, actor, op, counts, now_ms())?;

@@ -336,7 +336,7 @@ impl Importer {
         check_name("org name", &meta.name, MAX_NAME_LEN)?;
         let inner = &db.inner;
         let tag = inner.secret_keys.org_tag(&meta.name);
-        let wtx = inner.kv.begin_write()?;
+        let wtx = inner.begin_write()?;
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(meta.name));
         }

@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::kv::{Kv, KvWrite};
+use super::kv::KvWrite;
 use super::org::{OrgInner, OrgShared};
 use super::tables::{RecordKey, Table, AUDIT, ORGS};
 use crate::codec::OrgEntry;
@@ -182,13 +182,13 @@ impl GroupCommit {
 
     /// Commits `set` durably, together with whatever other sets are queued; returns once this
     /// set's own data is durable (or failed).
-    pub(crate) fn commit(&self, db: &dyn Kv, set: WriteSet) -> Result<()> {
+    pub(crate) fn commit(&self, db: &super::DbInner, set: WriteSet) -> Result<()> {
         self.commit_many(db, vec![set]).pop().unwrap_or_else(|| Err(Error::Internal("no commit result".into())))
     }
 
     /// Queues `sets` together (they land in the same round unless a round is running, then in
     /// the next one together) and returns each set's result once it is durable or failed.
-    pub(crate) fn commit_many(&self, db: &dyn Kv, sets: Vec<WriteSet>) -> Vec<Result<()>> {
+    pub(crate) fn commit_many(&self, db: &super::DbInner, sets: Vec<WriteSet>) -> Vec<Result<()>> {
         let slots: Vec<Slot> = sets.iter().map(|_| Arc::new((Mutex::new(None), Condvar::new()))).collect();
         {
             let mut q = lock(&self.queue);
@@ -248,7 +248,7 @@ impl GroupCommit {
         feature = "tracing",
         tracing::instrument(name = "group_commit_round", level = "debug", skip_all, fields(sets = round.len()))
     )]
-    fn run_round(db: &dyn Kv, round: Vec<(WriteSet, Slot)>) {
+    fn run_round(db: &super::DbInner, round: Vec<(WriteSet, Slot)>) {
         let together = (|| -> Result<Vec<Option<Error>>> {
             let mut wtx = db.begin_write()?;
             let mut failed = Vec::with_capacity(round.len());

@@ -39,6 +39,12 @@ pub(crate) trait Kv: Send + Sync + std::fmt::Debug {
     fn begin_write(&self) -> Result<Box<dyn KvWrite>>;
     /// Which backend (for the few redb-only operations: compact, file paths).
     fn kind(&self) -> BackendKind;
+    /// Whether commits are serialized (redb: one writer at a time). Then the database root
+    /// (`store::root`) is rewritten by every commit; a backend whose writers of different orgs
+    /// commit concurrently (PostgreSQL) says `false`, and the root tracks membership only.
+    fn serializes_commits(&self) -> bool {
+        true
+    }
 }
 
 /// Reads, in a snapshot or in a write transaction (which sees its own writes).

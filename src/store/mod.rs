@@ -13,6 +13,7 @@ mod org;
 mod overlay;
 mod read;
 mod records;
+mod root;
 mod state;
 pub(crate) mod tables;
 mod verify;
@@ -24,6 +25,7 @@ pub use bulk::{BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use bundle::BundleReport;
 pub use org::Org;
 pub use read::{EdgeView, Neighbor, NeighborFilter, Neighbors, NodeView, ReadTxn};
+pub use root::Anchor;
 pub use verify::{CorruptRecord, VerifyReport};
 pub use write::{EdgeInput, NodeInput, WriteTxn};
 
@@ -84,6 +86,7 @@ pub struct DbBuilder {
     storage_cache: Option<usize>,
     rotate_after_seals: u64,
     actor: String,
+    anchor: Option<root::Anchor>,
 }
 
 /// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
@@ -97,6 +100,7 @@ impl Default for DbBuilder {
             storage_cache: None,
             rotate_after_seals: DEFAULT_ROTATE_AFTER_SEALS,
             actor: "host".to_owned(),
+            anchor: None,
         }
     }
 }
@@ -201,7 +205,8 @@ impl DbBuilder {
         meta: Meta,
         path: Option<std::path::PathBuf>,
     ) -> Result<Db> {
-        Ok(Db {
+        let anchor = self.anchor.clone();
+        let db = Db {
             inner: Arc::new(DbInner {
                 kv,
                 file,
@@ -213,13 +218,20 @@ impl DbBuilder {
                 path,
                 rotate_after_seals: self.rotate_after_seals,
                 actor: self.actor,
-                secret_keys: DbSecretKeys::derive(&meta.secret, &meta.db_id),
+                secret_keys: Arc::new(DbSecretKeys::derive(&meta.secret, &meta.db_id)),
                 db_secret: meta.secret,
                 page_cache: self.page_cache,
                 shared: Mutex::new(HashMap::new()),
                 group: commit::GroupCommit::default(),
             }),
-        })
+        };
+        // The registry must match the database root, and the root must not be older than the
+        // host's anchor.
+        let rec = root::check(&db.inner, &*db.inner.kv.snapshot()?)?;
+        if let Some(a) = anchor {
+            a.check(&db.inner, &rec)?;
+        }
+        Ok(db)
     }
 }
 
@@ -298,6 +310,8 @@ fn init_meta(mut wtx: Box<dyn KvWrite>, root: &RootKey) -> Result<Meta> {
     let secret = Secret::generate()?;
     let keys = RootKeys::derive(root, &db_id);
     write_meta(&mut *wtx, &db_id, 0, &keys, &secret)?;
+    let root = root::seal(&DbSecretKeys::derive(&secret, &db_id), &db_id, &root::empty())?;
+    wtx.put(META, root::ROOT_RECORD_KEY, &root)?;
     wtx.commit()?;
     Ok(Meta { db_id, root_gen: 0, secret })
 }
@@ -347,7 +361,7 @@ pub(crate) struct DbInner {
     pub rotate_after_seals: u64,
     /// The actor recorded in audit entries when a handle names none.
     pub actor: String,
-    pub secret_keys: DbSecretKeys,
+    pub secret_keys: Arc<DbSecretKeys>,
     /// The database secret (wrapped under the KEK on disk); needed to rewrap it at root rotation.
     pub db_secret: Secret,
     pub page_cache: usize,
@@ -492,7 +506,7 @@ impl Db {
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
-        let mut wtx = inner.kv.begin_write()?;
+        let mut wtx = inner.begin_write()?;
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(name.to_owned()));
         }

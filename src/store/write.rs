@@ -226,7 +226,7 @@ impl WriteTxn {
         let writer = WriterLock::acquire(&org.inner.shared);
         let db = &org.inner.db;
         let (base, entry) = if exclusive {
-            let txn = db.kv.begin_write()?;
+            let txn = db.begin_write()?;
             let entry = db.read_entry(&*txn, org.inner.tag, &org.inner.name)?;
             (Base::Exclusive(txn), entry)
         } else {
@@ -826,7 +826,7 @@ impl WriteTxn {
             Base::Snapshot(snap) => {
                 // The snapshot is no longer needed: let redb reclaim what it pinned.
                 drop(snap);
-                org.db.group.commit(&*org.db.kv, set)?;
+                org.db.group.commit(&org.db, set)?;
             }
         }
         for (name, id) in &new_kinds {
@@ -854,7 +854,7 @@ impl WriteTxn {
             sets.push(set);
         }
         let Some(db) = db else { return Ok(Vec::new()) };
-        let results = db.group.commit_many(&*db.kv, sets);
+        let results = db.group.commit_many(&db, sets);
         for ((org, new_kinds, _), res) in held.iter().zip(&results) {
             if res.is_ok() {
                 for (name, id) in new_kinds {

@@ -20,5 +20,6 @@ mod model;
 mod nonce;
 #[cfg(feature = "serde")]
 mod serde_views;
+mod state;
 mod tamper;
 mod traversal;
