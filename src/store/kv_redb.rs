@@ -178,29 +178,36 @@ struct RedbWrite {
     wtx: redb::WriteTransaction,
 }
 
+impl RedbWrite {
+    /// `table` in this transaction (created if the file has none yet).
+    fn open(&self, table: Table) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>> {
+        contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))
+    }
+}
+
 impl KvRead for RedbWrite {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         get_in(&t, table, key)
     }
 
     fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         keys.iter().map(|k| get_in(&t, table, k)).collect()
     }
 
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         scan_in(&t, table, prefix, &[], usize::MAX)
     }
 
     fn scan_after(&self, table: Table, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         scan_in(&t, table, prefix, after, limit)
     }
 
     fn count(&self, table: Table) -> Result<u64> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         contain(table.name, &[], || Ok(t.len()?))
     }
 }
