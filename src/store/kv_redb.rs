@@ -22,8 +22,19 @@ fn def(table: Table) -> Def {
     TableDefinition::new(table.name)
 }
 
-/// Table ids a snapshot has slots for (ids are small and dense: see `tables::ALL`).
-const SLOTS: usize = 32;
+/// Slots a snapshot has for opened tables: one per table id (ids are small and dense, see
+/// `tables::ALL`), so beginning a snapshot initializes no more than it needs.
+const SLOTS: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < ALL.len() {
+        if ALL[i].id as usize > max {
+            max = ALL[i].id as usize;
+        }
+        i += 1;
+    }
+    max + 1
+};
 
 /// A redb database behind the storage interface.
 pub(crate) struct RedbKv {
