@@ -22,8 +22,19 @@ fn def(table: Table) -> Def {
     TableDefinition::new(table.name)
 }
 
-/// Table ids a snapshot has slots for (ids are small and dense: see `tables::ALL`).
-const SLOTS: usize = 32;
+/// Slots a snapshot has for opened tables: one per table id (ids are small and dense, see
+/// `tables::ALL`), so beginning a snapshot initializes no more than it needs.
+const SLOTS: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < ALL.len() {
+        if ALL[i].id as usize > max {
+            max = ALL[i].id as usize;
+        }
+        i += 1;
+    }
+    max + 1
+};
 
 /// A redb database behind the storage interface.
 pub(crate) struct RedbKv {
@@ -178,29 +189,36 @@ struct RedbWrite {
     wtx: redb::WriteTransaction,
 }
 
+impl RedbWrite {
+    /// `table` in this transaction (created if the file has none yet).
+    fn open(&self, table: Table) -> Result<redb::Table<'_, &'static [u8], &'static [u8]>> {
+        contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))
+    }
+}
+
 impl KvRead for RedbWrite {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         get_in(&t, table, key)
     }
 
     fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         keys.iter().map(|k| get_in(&t, table, k)).collect()
     }
 
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         scan_in(&t, table, prefix, &[], usize::MAX)
     }
 
     fn scan_after(&self, table: Table, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         scan_in(&t, table, prefix, after, limit)
     }
 
     fn count(&self, table: Table) -> Result<u64> {
-        let t = contain(table.name, &[], || Ok(self.wtx.open_table(def(table))?))?;
+        let t = self.open(table)?;
         contain(table.name, &[], || Ok(t.len()?))
     }
 }
