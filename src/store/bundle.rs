@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 
 use zeroize::{Zeroize, Zeroizing};
 
-use super::admin::{org_keys_after, ADMIN_BATCH};
+use super::admin::ADMIN_BATCH;
 use super::kv::KvWrite;
 use super::org::Org;
 use super::tables::{index_domain, RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
@@ -49,6 +49,21 @@ struct BundleOrg {
     node_count: u64,
     edge_count: u64,
     created_at: i64,
+    /// Audit entries that follow (the source's whole chain).
+    audit_len: u64,
+    /// The source chain's digest (see [`BundleReport::audit_digest`]).
+    audit_digest: Vec<u8>,
+}
+
+/// The digest of an audit chain as a bundle carries it: SHA-256 chained over each entry's
+/// archive, starting from 32 zero bytes.
+fn chain_step(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"silograph/1/bundle-audit");
+    h.update(prev);
+    h.update(entry);
+    h.finalize().into()
 }
 
 /// What an export or import moved.
@@ -66,6 +81,11 @@ pub struct BundleReport {
     pub chunks: u64,
     /// Bundle bytes written or read.
     pub bytes: u64,
+    /// The digest of the source org's audit chain (hex): the export reports it and the import
+    /// checks the bundle's chain against it. Hand it to the importing side out of band and
+    /// import with [`Db::import_org_expecting`] to refuse a bundle whose history was replaced
+    /// by someone holding the transport key.
+    pub audit_digest: String,
 }
 
 fn bad_bundle(why: &str) -> Error {
@@ -168,6 +188,20 @@ impl Db {
         let snap = oi.db.kv.snapshot()?;
         let entry = oi.db.read_entry(&*snap, oi.tag, name)?;
         oi.learn_epochs(&entry)?;
+        // The chain (verified above) is read and digested before anything is written, so the
+        // org item can carry its digest.
+        let mut audit_items: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(entry.audit_seq as usize);
+        let mut digest = [0u8; 32];
+        let keys: Vec<[u8; 16]> = (0..entry.audit_seq).map(|seq| audit::audit_key(oi.tag, seq)).collect();
+        for chunk in keys.chunks(ADMIN_BATCH) {
+            let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+            for (key, v) in chunk.iter().zip(snap.get_many(AUDIT, &refs)?) {
+                let v = v.ok_or_else(|| Error::corrupt(AUDIT.name, key))?;
+                let plain = Zeroizing::new(oi.open(AUDIT, key, Compartment::Core, &v)?.as_slice().to_vec());
+                digest = chain_step(&digest, &plain);
+                audit_items.push(plain);
+            }
+        }
         let meta = BundleOrg {
             name: entry.name.clone(),
             next_node: entry.next_node,
@@ -176,40 +210,42 @@ impl Db {
             node_count: entry.node_count,
             edge_count: entry.edge_count,
             created_at: entry.created_at,
+            audit_len: entry.audit_seq,
+            audit_digest: digest.to_vec(),
         };
+        w.report.audit_digest = hex::encode(digest);
         w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid(InputKind::TooLarge, "org too large"))?)?;
-        for table in BUNDLE_TABLES {
-            let mut cursor = Vec::new();
-            loop {
-                let batch = org_keys_after(&*snap, table, oi.tag, &cursor, ADMIN_BATCH)?;
-                for (k, v) in &batch {
-                    let (kind, sub, page, id) = oi.unblind(k).ok_or_else(|| Error::corrupt(table.name, k))?;
-                    let c = super::admin::compartment_of(&org, table, k);
-                    let plain = Zeroizing::new(oi.open(table, k, c, v)?.as_slice().to_vec());
-                    let mut item = Zeroizing::new(Vec::with_capacity(15 + plain.len()));
-                    item.extend_from_slice(&[table.id, kind, sub]);
-                    item.extend_from_slice(&page.to_le_bytes());
-                    item.extend_from_slice(&id.to_le_bytes());
-                    item.extend_from_slice(&plain);
-                    w.item(ITEM_RECORD, &item)?;
-                    w.report.records += 1;
-                }
-                match batch.last() {
-                    Some((k, _)) if batch.len() >= ADMIN_BATCH => cursor = k.clone(),
-                    _ => break,
-                }
-            }
+        // Exactly the records the org's state tree holds, each checked against it: a record put
+        // back from an older copy, or a stray row, never travels.
+        let roots = super::state::Roots::decode(&entry.state_root)?;
+        let get = |t: Table, k: &[u8]| snap.get(t, k);
+        let mut bad_node = None;
+        let (records, _) = oi.walk_state(&roots, &get, &mut |k, e| {
+            bad_node.get_or_insert((k, e));
+        })?;
+        if let Some((_, e)) = bad_node {
+            return Err(e);
         }
-        let keys: Vec<[u8; 16]> = (0..entry.audit_seq).map(|seq| audit::audit_key(oi.tag, seq)).collect();
-        for chunk in keys.chunks(ADMIN_BATCH) {
-            let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
-            for (key, v) in chunk.iter().zip(snap.get_many(AUDIT, &refs)?) {
-                let v = v.ok_or_else(|| Error::corrupt(AUDIT.name, key))?;
-                let plain = Zeroizing::new(oi.open(AUDIT, key, Compartment::Core, &v)?.as_slice().to_vec());
-                w.item(ITEM_AUDIT, &plain)?;
-                w.report.records += 1;
-                w.report.audit_entries += 1;
-            }
+        let records: Vec<_> = records.into_iter().filter(|(a, _)| a.kind() != RecordKind::Bucket).collect();
+        for (addr, _) in &records {
+            let table = addr.kind().table();
+            let key = addr.key(oi);
+            let v = oi.fetch(&roots, &get, *addr, &key)?.ok_or_else(|| Error::corrupt(table.name, &key))?;
+            let c = addr.kind().compartment(addr.sub);
+            let plain = Zeroizing::new(oi.open(table, &key, c, &v)?.as_slice().to_vec());
+            let kind = addr.kind().blind_kind().ok_or_else(|| Error::Internal("unblinded record kind".into()))?;
+            let mut item = Zeroizing::new(Vec::with_capacity(15 + plain.len()));
+            item.extend_from_slice(&[table.id, kind, addr.sub]);
+            item.extend_from_slice(&addr.page.to_le_bytes());
+            item.extend_from_slice(&addr.id.to_le_bytes());
+            item.extend_from_slice(&plain);
+            w.item(ITEM_RECORD, &item)?;
+            w.report.records += 1;
+        }
+        for plain in &audit_items {
+            w.item(ITEM_AUDIT, plain)?;
+            w.report.records += 1;
+            w.report.audit_entries += 1;
         }
         w.flush(true)?;
         w.out.flush()?;
@@ -221,6 +257,28 @@ impl Db {
     /// reordered or tampered bundle is `Corrupt`; an existing org of that name is `OrgExists`;
     /// in every error case nothing is written.
     pub fn import_org(&self, input: impl Read, transport: &TransportKey) -> Result<BundleReport> {
+        self.import_bundle(input, transport, None)
+    }
+
+    /// [`Db::import_org`], also refusing (`Corrupt`, nothing written) a bundle whose audit chain
+    /// is not the one the source reported: `audit_digest` is the [`BundleReport::audit_digest`]
+    /// of the export, handed over out of band. The transport key alone lets its holder build a
+    /// bundle with an invented history; the digest from the source does not.
+    pub fn import_org_expecting(
+        &self,
+        input: impl Read,
+        transport: &TransportKey,
+        audit_digest: &str,
+    ) -> Result<BundleReport> {
+        self.import_bundle(input, transport, Some(audit_digest))
+    }
+
+    fn import_bundle(
+        &self,
+        input: impl Read,
+        transport: &TransportKey,
+        expected_digest: Option<&str>,
+    ) -> Result<BundleReport> {
         self.inner.group.writable()?;
         let mut input = input;
         let mut fixed = [0u8; 8 + 1 + 16 + 2];
@@ -298,7 +356,7 @@ impl Db {
         if input.read(&mut extra)? != 0 {
             return Err(bad_bundle("data after the final chunk"));
         }
-        import.ok_or_else(|| bad_bundle("no org in bundle"))?.finish()?;
+        report.audit_digest = import.ok_or_else(|| bad_bundle("no org in bundle"))?.finish(expected_digest)?;
         Ok(report)
     }
 }
@@ -325,6 +383,12 @@ struct Importer {
     index: Vec<(super::records::IndexHash, u64)>,
     /// Every record written, for the state tree.
     state: Vec<(super::state::Addr, u64)>,
+    /// The source chain as read so far: entries, last MAC, digest.
+    source_len: u64,
+    source_prev: Vec<u8>,
+    source_digest: [u8; 32],
+    /// What the bundle's org item says the source chain is.
+    claimed: (u64, Vec<u8>),
 }
 
 /// The page version of every value an import writes (its data is one commit; the audit
@@ -363,7 +427,19 @@ impl Importer {
             state_root: super::state::Roots::default().encode(),
         };
         let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
-        Ok(Importer { org, tag, entry, wtx, index: Vec::new(), state: Vec::new() })
+        let claimed = (meta.audit_len, meta.audit_digest.clone());
+        Ok(Importer {
+            org,
+            tag,
+            entry,
+            wtx,
+            index: Vec::new(),
+            state: Vec::new(),
+            source_len: 0,
+            source_prev: Vec::new(),
+            source_digest: [0; 32],
+            claimed,
+        })
     }
 
     fn record(&mut self, payload: &[u8]) -> Result<()> {
@@ -430,14 +506,26 @@ impl Importer {
 
     fn audit(&mut self, payload: &[u8]) -> Result<()> {
         let rec: AuditRecord = decode_aligned(payload)?;
-        if rec.seq != self.entry.audit_seq {
-            return Err(bad_bundle("audit entries out of order"));
+        // The source chain: in sequence from 0, each entry linked to the one before.
+        if rec.seq != self.entry.audit_seq || rec.seq != self.source_len || rec.prev != self.source_prev {
+            return Err(bad_bundle("audit entries out of order or not chained"));
         }
+        self.source_len += 1;
+        self.source_prev = rec.mac.clone();
+        self.source_digest = chain_step(&self.source_digest, payload);
         let counts: Vec<(&str, u64)> = rec.counts.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         audit::append(&mut *self.wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
     }
 
-    fn finish(mut self) -> Result<()> {
+    fn finish(mut self, expected_digest: Option<&str>) -> Result<String> {
+        // The whole source chain arrived, and it is the one the bundle (and the host) names.
+        let digest = hex::encode(self.source_digest);
+        if self.source_len != self.claimed.0 || self.source_digest.as_slice() != self.claimed.1.as_slice() {
+            return Err(bad_bundle("the audit chain is not the one the bundle names (entries missing or replaced)"));
+        }
+        if expected_digest.is_some_and(|d| !d.eq_ignore_ascii_case(&digest)) {
+            return Err(bad_bundle("the audit chain is not the source's (its digest differs from the expected one)"));
+        }
         let oi = self.org.inner.clone();
         {
             let entries = std::mem::take(&mut self.index);
@@ -466,6 +554,7 @@ impl Importer {
         audit::append(&mut *self.wtx, &oi, &mut self.entry, &actor, "import-org", &[], now_ms())?;
         let sealed = oi.db.seal_entry(self.tag, &self.entry)?;
         self.wtx.put(ORGS, &self.tag.0, &sealed)?;
-        self.wtx.commit()
+        self.wtx.commit()?;
+        Ok(digest)
     }
 }

@@ -542,6 +542,63 @@ fn export_import_round_trips_every_record_and_audit_entry() {
 }
 
 #[test]
+fn import_checks_the_source_audit_chain_against_the_digest_the_source_reported() {
+    let (src, dst) = (tmp("chain-src"), tmp("chain-dst"));
+    let db = Db::open(&src, root_key(1)).unwrap();
+    db.create_org("acme").unwrap();
+    fill(&db, "acme", 30);
+    let transport = TransportKey::from_bytes([9; 32]);
+    let mut bundle = Vec::new();
+    let out = db.export_org("acme", &transport, &mut bundle).unwrap();
+    assert_eq!(out.audit_digest.len(), 64, "the export reports the chain's digest");
+    let target = Db::open(&dst, root_key(2)).unwrap();
+    // A digest other than the source's (as when the bundle's history was replaced): refused,
+    // nothing written.
+    let mut wrong = out.audit_digest.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    assert!(matches!(
+        target.import_org_expecting(bundle.as_slice(), &transport, &wrong),
+        Err(Error::Corrupt { at: silograph::CorruptAt::Bundle, .. })
+    ));
+    assert!(matches!(target.org("acme"), Err(Error::OrgNotFound(_))));
+    // The source's digest: imported, and the import reports the same digest.
+    let got = target.import_org_expecting(bundle.as_slice(), &transport, &out.audit_digest).unwrap();
+    assert_eq!(got.audit_digest, out.audit_digest);
+    assert!(target.verify().unwrap().is_ok());
+}
+
+#[test]
+fn export_refuses_a_record_put_back_from_an_older_copy() {
+    let path = tmp("export-stale");
+    let db = Db::open(&path, root_key(1)).unwrap();
+    db.create_org("acme").unwrap();
+    fill(&db, "acme", 30);
+    drop(db);
+    let old = raw_records(&path);
+    {
+        let db = Db::open(&path, root_key(1)).unwrap();
+        let o = db.org("acme").unwrap();
+        let mut w = o.write().unwrap();
+        let id = w.lookup("crm", "acme-3").unwrap().unwrap();
+        w.set_node_prop(id, Compartment::Raw, "email", "changed").unwrap();
+        w.commit().unwrap();
+    }
+    let new = raw_records(&path);
+    let (table, key, value) = old
+        .into_iter()
+        .find(|(t, k, v)| t == "props" && new.iter().any(|(t2, k2, v2)| t2 == t && k2 == k && v2 != v))
+        .expect("a property record changed");
+    with_raw_table(&path, "props", |t| {
+        t.insert(key.as_slice(), value.as_slice()).unwrap();
+    });
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let mut bundle = Vec::new();
+    let r = db.export_org("acme", &TransportKey::from_bytes([9; 32]), &mut bundle);
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{table}: an older record must not travel: {r:?}");
+}
+
+#[test]
 fn truncated_reordered_or_tampered_bundles_import_nothing() {
     let (src, dst) = (tmp("bundle-bad-src"), tmp("bundle-bad-dst"));
     let db = Db::open(&src, root_key(1)).unwrap();
