@@ -104,18 +104,11 @@ impl RecordKind {
             return Some(RecordKind::Audit);
         }
         let (kind, sub, page, _) = addr?;
-        let rk = [
-            RecordKind::NodePage,
-            RecordKind::EdgePage,
-            RecordKind::Adj,
-            RecordKind::NodeProps,
-            RecordKind::EdgeProps,
-            RecordKind::Bucket,
-            RecordKind::Dict,
-            RecordKind::Tree,
-        ]
-        .into_iter()
-        .find(|k| k.blind_kind() == Some(kind) && k.table().id == table.id)?;
+        // Every blinded kind: those the state tree tracks, and the tree's own nodes.
+        let rk = super::state::TRACKED
+            .into_iter()
+            .chain([RecordKind::Tree])
+            .find(|k| k.blind_kind() == Some(kind) && k.table().id == table.id)?;
         // Only adjacency keys use `sub` (direction) and `page`; property keys use `sub`.
         let shape_ok = match rk {
             RecordKind::Adj => sub <= 1,
