@@ -33,18 +33,27 @@ use silograph::{Db, EdgeInput, NodeId, NodeInput, Org};
 type Ingest = fn(&Workload, &Path);
 
 /// Opens a fresh silograph file with one org, runs `load` on it, closes it.
-fn silo_with(path: &Path, load: impl FnOnce(&Org)) {
-    let db = Db::builder().open(path, root_key()).expect("open");
+fn silo_with(path: &Path, unchecked: bool, load: impl FnOnce(&Org)) {
+    let db = silo_builder(64 << 20, unchecked).open(path, root_key()).expect("open");
     let org = db.create_org("bench").expect("org");
     load(&org);
 }
 
 fn silo_rows(w: &Workload, path: &Path) {
-    silo_with(path, |org| drop(silo_ingest_rows(org, w, ROWS_PER_TXN)));
+    silo_with(path, false, |org| drop(silo_ingest_rows(org, w, ROWS_PER_TXN)));
 }
 
 fn silo_bulk(w: &Workload, path: &Path) {
-    silo_with(path, |org| drop(silo_ingest_bulk(org, w)));
+    silo_with(path, false, |org| drop(silo_ingest_bulk(org, w)));
+}
+
+/// The same loads without the state tree (feature `bench-unchecked-state`).
+fn silo_rows_unchecked(w: &Workload, path: &Path) {
+    silo_with(path, true, |org| drop(silo_ingest_rows(org, w, ROWS_PER_TXN)));
+}
+
+fn silo_bulk_unchecked(w: &Workload, path: &Path) {
+    silo_with(path, true, |org| drop(silo_ingest_bulk(org, w)));
 }
 
 fn redb_plain(w: &Workload, path: &Path) {
@@ -76,6 +85,10 @@ fn systems() -> Vec<(String, Ingest)> {
     ];
     if cfg!(feature = "bench-sqlcipher") {
         v.push(("sqlcipher-rawkey".into(), sqlcipher));
+    }
+    if cfg!(feature = "bench-unchecked-state") {
+        v.push((format!("{}/unchecked-state", silo_name(BULK)), silo_bulk_unchecked));
+        v.push((format!("{}/unchecked-state", silo_name(ROWS)), silo_rows_unchecked));
     }
     v
 }
@@ -166,7 +179,7 @@ fn bench_enron(c: &mut Criterion, w: &Workload) {
     let mut g = c.benchmark_group("ingest_enron");
     g.sample_size(10).throughput(Throughput::Elements(w.edges.len() as u64));
     // The write-transaction loader takes tens of seconds per ingest: it is in the one-off report only.
-    for (name, f) in systems().into_iter().filter(|(n, _)| !n.ends_with(ROWS)) {
+    for (name, f) in systems().into_iter().filter(|(n, _)| !n.contains(ROWS)) {
         g.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

@@ -178,6 +178,28 @@ fn sqlite_variant(w: &Workload, encrypted: bool) -> SqliteVariant {
 fn variants(w: &Workload) -> Vec<Box<dyn Variant>> {
     let warm = silo_build(w, "enron-warm.silo", 256 << 20);
     let mut v = silo_and_redb_variants(w, "enron", warm);
+    if cfg!(feature = "bench-unchecked-state") {
+        // The same store without the state tree: what the authenticated state costs.
+        let cipher = cipher_label();
+        let warm = silo_build_with(w, "enron-warm-unchecked.silo", 256 << 20, true);
+        let cold = silo_reopen_copy_with(&warm, "enron-cold-unchecked.silo", 0, true);
+        v.push(Box::new(SiloVariant::new(format!("silograph-{cipher}/cache/unchecked-state"), warm.clone(), &w.seeds)));
+        v.push(Box::new(SiloVariant::per_request(
+            format!("silograph-{cipher}/cache/per-request/unchecked-state"),
+            warm,
+            &w.seeds,
+        )));
+        v.push(Box::new(SiloVariant::new(
+            format!("silograph-{cipher}/no-cache/unchecked-state"),
+            cold.clone(),
+            &w.seeds,
+        )));
+        v.push(Box::new(SiloVariant::per_request(
+            format!("silograph-{cipher}/no-cache/per-request/unchecked-state"),
+            cold,
+            &w.seeds,
+        )));
+    }
     v.push(Box::new(sqlite_variant(w, false)));
     if cfg!(feature = "bench-sqlcipher") {
         v.push(Box::new(sqlite_variant(w, true)));

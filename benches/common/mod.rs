@@ -519,8 +519,24 @@ pub fn silo_ingest_bulk(org: &Org, w: &Workload) -> HashMap<u64, NodeId> {
 /// Builds a silograph store of `w` at a fresh path (page cache `cache` bytes) with the bulk
 /// loader.
 pub fn silo_build(w: &Workload, name: &str, cache: usize) -> Silo {
+    silo_build_with(w, name, cache, false)
+}
+
+/// The builder the benches open silograph with; `unchecked`: the state tree off (feature
+/// `bench-unchecked-state`, to measure what the authenticated state costs).
+pub fn silo_builder(cache: usize, unchecked: bool) -> silograph::DbBuilder {
+    let b = Db::builder().cache_size(cache);
+    #[cfg(feature = "bench-unchecked-state")]
+    let b = if unchecked { b.unchecked_state_for_benchmarks() } else { b };
+    #[cfg(not(feature = "bench-unchecked-state"))]
+    assert!(!unchecked, "build with --features bench-unchecked-state");
+    b
+}
+
+/// [`silo_build`], with the state tree off if `unchecked`.
+pub fn silo_build_with(w: &Workload, name: &str, cache: usize, unchecked: bool) -> Silo {
     let path = tmp_path(name);
-    let db = Db::builder().cache_size(cache).open(&path, root_key()).expect("open silograph");
+    let db = silo_builder(cache, unchecked).open(&path, root_key()).expect("open silograph");
     let org = db.create_org("bench").expect("create org");
     let ids = silo_ingest_bulk(&org, w);
     Silo { db, org, ids, path }
@@ -528,9 +544,14 @@ pub fn silo_build(w: &Workload, name: &str, cache: usize) -> Silo {
 
 /// Reopens a copy of an existing store's file with another page-cache size.
 pub fn silo_reopen_copy(src: &Silo, name: &str, cache: usize) -> Silo {
+    silo_reopen_copy_with(src, name, cache, false)
+}
+
+/// [`silo_reopen_copy`], with the state tree off if `unchecked` (as the source was written).
+pub fn silo_reopen_copy_with(src: &Silo, name: &str, cache: usize, unchecked: bool) -> Silo {
     let path = tmp_path(name);
     std::fs::copy(&src.path, &path).expect("copy store");
-    let db = Db::builder().cache_size(cache).open(&path, root_key()).expect("reopen silograph");
+    let db = silo_builder(cache, unchecked).open(&path, root_key()).expect("reopen silograph");
     let org = db.org("bench").expect("org");
     Silo { db, org, ids: src.ids.clone(), path }
 }

@@ -87,6 +87,7 @@ pub struct DbBuilder {
     rotate_after_seals: u64,
     actor: String,
     anchor: Option<root::Anchor>,
+    unchecked_state: bool,
 }
 
 /// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
@@ -101,6 +102,7 @@ impl Default for DbBuilder {
             rotate_after_seals: DEFAULT_ROTATE_AFTER_SEALS,
             actor: "host".to_owned(),
             anchor: None,
+            unchecked_state: false,
         }
     }
 }
@@ -129,6 +131,17 @@ impl DbBuilder {
     /// An empty actor is `InvalidInput` at open.
     pub fn actor(mut self, actor: impl Into<String>) -> Self {
         self.actor = actor.into();
+        self
+    }
+
+    /// INSECURE, benchmarks only (feature `bench-unchecked-state`): no state tree — reads are
+    /// not checked against it and commits do not maintain it — to measure what the
+    /// authenticated state costs in one process. A database written so is `Corrupt` to a
+    /// normal open.
+    #[cfg(feature = "bench-unchecked-state")]
+    #[doc(hidden)]
+    pub fn unchecked_state_for_benchmarks(mut self) -> Self {
+        self.unchecked_state = true;
         self
     }
 
@@ -221,6 +234,7 @@ impl DbBuilder {
                 secret_keys: Arc::new(DbSecretKeys::derive(&meta.secret, &meta.db_id)),
                 db_secret: meta.secret,
                 page_cache: self.page_cache,
+                unchecked_state: self.unchecked_state,
                 shared: Mutex::new(HashMap::new()),
                 group: commit::GroupCommit::default(),
             }),
@@ -364,6 +378,8 @@ pub(crate) struct DbInner {
     pub secret_keys: Arc<DbSecretKeys>,
     /// The database secret (wrapped under the KEK on disk); needed to rewrap it at root rotation.
     pub db_secret: Secret,
+    /// Benchmarks only: the state tree is neither checked nor maintained.
+    pub unchecked_state: bool,
     pub page_cache: usize,
     /// Per-org state shared by all handles of one org (page cache, kind dictionary).
     pub shared: Mutex<HashMap<OrgTag, Arc<org::OrgShared>>>,

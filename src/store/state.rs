@@ -226,7 +226,7 @@ impl OrgInner {
         key: &[u8],
         sealed: Option<&[u8]>,
     ) -> Result<()> {
-        if cfg!(feature = "bench-unchecked-state") {
+        if self.db.unchecked_state {
             return Ok(());
         }
         let table = addr.kind().table();
