@@ -11,6 +11,8 @@ pub(crate) mod kv;
 mod kv_redb;
 mod org;
 mod overlay;
+#[cfg(feature = "postgres")]
+pub(crate) mod pg;
 mod read;
 mod records;
 mod state;
