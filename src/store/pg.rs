@@ -27,6 +27,11 @@ use super::kv::{BackendKind, Kv, KvRead, KvSnapshot, KvWrite};
 use super::tables::{Table, ALL};
 use crate::error::{Error, Result, StorageError};
 
+/// A client call's result.
+type PgResult<T> = std::result::Result<T, postgres::Error>;
+/// Key-value pairs in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Version of the SQL schema (the table layout, not the record format): a database created by
 /// another layout is `UnsupportedFormat` at open.
 pub(crate) const SCHEMA_VERSION: i32 = 1;
@@ -120,7 +125,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn statement(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+    fn statement(&mut self, sql: &str) -> PgResult<Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -129,12 +134,12 @@ impl Conn {
         Ok(s)
     }
 
-    fn get(&mut self, table: Table, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, postgres::Error> {
+    fn get(&mut self, table: Table, key: &[u8]) -> PgResult<Option<Vec<u8>>> {
         let st = self.statement(&format!("SELECT value FROM {} WHERE key = $1", table_name(table)))?;
         Ok(self.client.query_opt(&st, &[&key])?.map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
-    fn get_many(&mut self, table: Table, keys: &[&[u8]]) -> std::result::Result<Vec<Option<Vec<u8>>>, postgres::Error> {
+    fn get_many(&mut self, table: Table, keys: &[&[u8]]) -> PgResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -144,11 +149,7 @@ impl Conn {
         Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
 
-    fn scan_prefix(
-        &mut self,
-        table: Table,
-        prefix: &[u8],
-    ) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, postgres::Error> {
+    fn scan_prefix(&mut self, table: Table, prefix: &[u8]) -> PgResult<Pairs> {
         let name = table_name(table);
         let rows = match successor(prefix) {
             Some(end) => {
@@ -164,7 +165,7 @@ impl Conn {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    fn count(&mut self, table: Table) -> std::result::Result<u64, postgres::Error> {
+    fn count(&mut self, table: Table) -> PgResult<u64> {
         let st = self.statement(&format!("SELECT count(*) FROM {}", table_name(table)))?;
         let n: i64 = self.client.query_one(&st, &[])?.get(0);
         Ok(u64::try_from(n).unwrap_or(0))
@@ -310,7 +311,7 @@ impl Session {
         &self,
         op: &'static str,
         map: fn(&'static str, postgres::Error) -> Error,
-        f: impl FnOnce(&mut Conn) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Conn) -> PgResult<T>,
     ) -> Result<T> {
         let mut guard = self.conn.lock().map_err(|_| Error::Internal("connection lock poisoned".into()))?;
         let conn = guard.as_mut().ok_or_else(|| Error::Internal(format!("`{op}` on a finished transaction")))?;
@@ -344,11 +345,7 @@ struct PgSnapshot {
 }
 
 impl PgSnapshot {
-    fn with<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&mut Conn) -> std::result::Result<T, postgres::Error>,
-    ) -> Result<T> {
+    fn with<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
         self.session.with(op, storage, f)
     }
 }
@@ -394,11 +391,7 @@ struct PgWrite<'a> {
 impl PgWrite<'_> {
     /// A statement of the transaction; any error aborts it (PostgreSQL refuses every statement
     /// after a failed one), a conflict is `Error::Conflict`.
-    fn read<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&mut Conn) -> std::result::Result<T, postgres::Error>,
-    ) -> Result<T> {
+    fn read<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
         self.session.with(op, write_error, f)
     }
 
