@@ -5,6 +5,7 @@
 #   SILOGRAPH_POSTGRES_URL      a libpq connection string to database `silo`
 #   SILOGRAPH_POSTGRES_DATADIR  the cluster's data dir (the restart test runs `pg_ctl restart`)
 #   SILOGRAPH_PG_BIN            the directory of Debian's postgresql-15 binaries (off the PATH)
+#   SILOGRAPH_PG_OPTS           the server options it was started with (for `pg_ctl start`)
 # exported, then stops the server and removes the dir on exit, whatever CMD did. Exits with
 # CMD's status. `bash .ci/pg.sh bash` gives a shell with a server to play with.
 # The server runs as the `postgres` user (initdb refuses root), so this needs root or that user.
@@ -47,8 +48,8 @@ as_pg "$bin/initdb" -D "$data" -A trust -U silo -E UTF8 --no-locale >"$dir/initd
 started=""
 for port in $(shuf -i 20000-60000 -n 20); do
   port_free "$port" || continue
-  if as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null; then
+  opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200"
+  if as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 -o "$opts" start >/dev/null; then
     started="$port"
     break
   fi
@@ -64,6 +65,7 @@ as_pg "$bin/psql" -h 127.0.0.1 -p "$started" -U silo -d postgres -q -c 'CREATE D
 export SILOGRAPH_POSTGRES_URL="host=127.0.0.1 port=$started user=silo dbname=silo"
 export SILOGRAPH_POSTGRES_DATADIR="$data"
 export SILOGRAPH_PG_BIN="$bin"
+export SILOGRAPH_PG_OPTS="$opts"
 echo "pg.sh: PostgreSQL 15 on 127.0.0.1:$started ($data)"
 
 set +e
