@@ -39,7 +39,10 @@ fn fresh_schema(server: &str, name: &str) -> String {
 fn drop_schemas(server: &str) {
     if let Ok(mut c) = postgres::Client::connect(server, postgres::NoTls) {
         let rows = c
-            .query("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1", &[&format!("bench\\_%\\_{}", std::process::id())])
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1",
+                &[&format!("bench\\_%\\_{}", std::process::id())],
+            )
             .unwrap_or_default();
         for r in rows {
             let name: String = r.get(0);
@@ -111,7 +114,8 @@ fn queries(c: &mut Criterion, server: &str, w: &Workload) {
     silo_ingest_bulk(&open_pg(&url, 0).create_org("bench").unwrap(), w);
     let reopen = |cache: usize| Db::builder().cache_size(cache).open(&file, root_key()).expect("reopen");
     // One file opened twice at once is refused; the two redb variants run one after the other.
-    let groups: [(&str, usize, u32); 3] = [("pg_q1", w.seeds.len(), 1), ("pg_q2", w.seeds.len(), 2), ("pg_q3", w.q3_seeds().len(), 3)];
+    let groups: [(&str, usize, u32); 3] =
+        [("pg_q1", w.seeds.len(), 1), ("pg_q2", w.seeds.len(), 2), ("pg_q3", w.q3_seeds().len(), 3)];
     let (e1, e2, e3) = expected_checksums(w);
     let mut p50: HashMap<(String, &str), f64> = HashMap::new();
     for (backend, path) in [("redb", true), ("postgres", false)] {
@@ -157,7 +161,8 @@ fn commit_loop(org: &Org, tag: &str, until: Instant) -> u64 {
     while Instant::now() < until {
         let mut tx = org.write().expect("write");
         let n = tx.upsert_node(NodeInput::new("person").source(SYSTEM, format!("{tag}-n{ok}"))).expect("node");
-        tx.add_edge(EdgeInput::new(n, prev.unwrap_or(n), KIND).source(EDGE_SYSTEM, format!("{tag}-e{ok}"))).expect("edge");
+        tx.add_edge(EdgeInput::new(n, prev.unwrap_or(n), KIND).source(EDGE_SYSTEM, format!("{tag}-e{ok}")))
+            .expect("edge");
         tx.commit().expect("commit");
         prev = Some(n);
         ok += 1;
@@ -208,7 +213,10 @@ fn commits(server: &str) {
                 let out = k.wait_with_output().expect("writer");
                 assert!(out.status.success(), "a writer process failed");
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
-                text.lines().find_map(|l| l.strip_prefix("commits ")).and_then(|n| n.trim().parse().ok()).expect("count")
+                text.lines()
+                    .find_map(|l| l.strip_prefix("commits "))
+                    .and_then(|n| n.trim().parse().ok())
+                    .expect("count")
             })
             .sum();
         let pg = total as f64 / window().as_secs_f64();

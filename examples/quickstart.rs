@@ -75,7 +75,11 @@ fn expect_refused<T: std::fmt::Debug>(what: &str, r: silograph::Result<T>, ok: f
 enum Store {
     File(tempfile::TempDir, PathBuf),
     #[cfg(feature = "postgres")]
-    Postgres { server: String, schema: String, url: String },
+    Postgres {
+        server: String,
+        schema: String,
+        url: String,
+    },
 }
 
 impl Store {

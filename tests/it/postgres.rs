@@ -141,7 +141,8 @@ fn postgres_value_tampered_through_sql_is_corrupt() {
     w.commit().unwrap();
     drop((org, db));
     // One flipped byte in every adjacency value, as the database's administrator could.
-    let n = s.client().execute("UPDATE silo_adj SET value = set_byte(value, 30, get_byte(value, 30) # 1)", &[]).unwrap();
+    let n =
+        s.client().execute("UPDATE silo_adj SET value = set_byte(value, 30, get_byte(value, 30) # 1)", &[]).unwrap();
     assert!(n >= 2);
     let db = s.open(root()).unwrap();
     let r = db.org("acme").unwrap().read().unwrap();
@@ -168,7 +169,8 @@ fn postgres_canary_strings_never_reach_a_pg_dump() {
     let db = s.open(silograph::RootKey::from_bytes(crate::canary::ROOT)).unwrap();
     let managed = db.create_org(crate::canary::ORG).unwrap();
     crate::canary::write_canaries(&managed);
-    let byok = db.create_org_with_key(crate::canary::BYOK_ORG, &silograph::OrgKey::from_bytes(crate::canary::BYOK)).unwrap();
+    let byok =
+        db.create_org_with_key(crate::canary::BYOK_ORG, &silograph::OrgKey::from_bytes(crate::canary::BYOK)).unwrap();
     crate::canary::write_canaries(&byok);
     let dump = s.pg_dump();
     assert!(dump.len() > 4096, "the dump is suspiciously small");

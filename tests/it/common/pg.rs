@@ -16,7 +16,9 @@ pub fn server_url() -> Option<String> {
             panic!("SILOGRAPH_POSTGRES_URL is not set in CI: run the postgres tests through .ci/pg.sh")
         }
         _ => {
-            println!("skipped: SILOGRAPH_POSTGRES_URL is not set (bash .ci/pg.sh cargo test --features postgres postgres)");
+            println!(
+                "skipped: SILOGRAPH_POSTGRES_URL is not set (bash .ci/pg.sh cargo test --features postgres postgres)"
+            );
             None
         }
     }
@@ -97,7 +99,8 @@ impl Schema {
 
     /// `pg_dump` of the schema, as a person would take it.
     pub fn pg_dump(&self) -> Vec<u8> {
-        let bin = std::env::var("SILOGRAPH_PG_BIN").map(|b| format!("{b}/pg_dump")).unwrap_or_else(|_| "pg_dump".into());
+        let bin =
+            std::env::var("SILOGRAPH_PG_BIN").map(|b| format!("{b}/pg_dump")).unwrap_or_else(|_| "pg_dump".into());
         let out = std::process::Command::new(bin)
             .args(["--no-owner", "-n", &self.name, "-d", &self.server])
             .output()
