@@ -7,9 +7,9 @@
 //! - Writes are `REPEATABLE READ` transactions whose puts and removes are buffered and flushed at
 //!   commit as one statement (a data-modifying CTE per table touched), then `COMMIT`. Two writers
 //!   that update the same row (an org's registry entry, bumped by every commit of that org) make
-//!   the later one fail with a serialization failure (SQLSTATE 40001), which is returned as
-//!   `Error::Conflict` (the store names the org); writers of different orgs touch disjoint rows
-//!   and never wait for each other.
+//!   the later one fail with a serialization failure (SQLSTATE 40001), returned as a storage
+//!   error of reason `Conflict`, which the store turns into `Error::Conflict(org)`; writers of
+//!   different orgs touch disjoint rows and never wait for each other.
 //! - A broken connection is `Error::Storage` naming the operation; the client is dropped from the
 //!   pool, and the next operation connects again (idle clients found dead at `BEGIN` are replaced
 //!   transparently, since nothing was done on them yet).
@@ -25,7 +25,7 @@ use postgres::{Client, NoTls, Statement};
 
 use super::kv::{BackendKind, Kv, KvRead, KvSnapshot, KvWrite};
 use super::tables::{Table, ALL};
-use crate::error::{Error, Result, StorageError};
+use crate::error::{Error, Result, StorageError, StorageReason};
 
 /// A client call's result.
 type PgResult<T> = std::result::Result<T, postgres::Error>;
@@ -91,18 +91,18 @@ fn is_conflict(e: &postgres::Error) -> bool {
     })
 }
 
+/// A client error as ours: `Error::Storage` naming `op`, with a typed reason (a broken
+/// connection, a conflict with a concurrent transaction, or anything else) and the client's error
+/// (the server's message and SQLSTATE) as the source.
 fn storage(op: &'static str, e: postgres::Error) -> Error {
-    Error::Storage(StorageError::postgres(op, e))
-}
-
-/// A write-transaction error: a conflict is `Error::Conflict` (with no org name: the store, which
-/// knows the org, fills it in), anything else `Error::Storage`.
-fn write_error(op: &'static str, e: postgres::Error) -> Error {
-    if is_conflict(&e) {
-        Error::Conflict(String::new())
+    let reason = if is_connection_error(&e) {
+        StorageReason::Connection
+    } else if is_conflict(&e) {
+        StorageReason::Conflict
     } else {
-        storage(op, e)
-    }
+        StorageReason::Other
+    };
+    Error::Storage(StorageError::new(op, reason, Some(Box::new(e))))
 }
 
 /// The smallest byte string greater than every string that starts with `prefix` (`None`: there
@@ -160,6 +160,28 @@ impl Conn {
             None => {
                 let st = self.statement(&format!("SELECT key, value FROM {name} WHERE key >= $1 ORDER BY key"))?;
                 self.client.query(&st, &[&prefix])?
+            }
+        };
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn scan_after(&mut self, table: Table, prefix: &[u8], after: &[u8], limit: usize) -> PgResult<Pairs> {
+        let name = table_name(table);
+        // Past the cursor and inside the prefix: the larger of the two lower bounds.
+        let from = if after > prefix { after } else { prefix };
+        let op = if after > prefix { ">" } else { ">=" };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match successor(prefix) {
+            Some(end) => {
+                let st = self.statement(&format!(
+                    "SELECT key, value FROM {name} WHERE key {op} $1 AND key < $2 ORDER BY key LIMIT $3"
+                ))?;
+                self.client.query(&st, &[&from, &end, &limit])?
+            }
+            None => {
+                let st =
+                    self.statement(&format!("SELECT key, value FROM {name} WHERE key {op} $1 ORDER BY key LIMIT $2"))?;
+                self.client.query(&st, &[&from, &limit])?
             }
         };
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -281,17 +303,13 @@ impl Kv for PgKv {
         Ok(Box::new(PgSnapshot { pool: Arc::clone(&self.pool), session: Session::new(conn) }))
     }
 
-    fn begin_write(&self) -> Result<Box<dyn KvWrite + '_>> {
+    fn begin_write(&self) -> Result<Box<dyn KvWrite>> {
         let conn = self.pool.begin("begin write", "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")?;
-        Ok(Box::new(PgWrite { pool: &self.pool, session: Session::new(conn), buffer: BTreeMap::new() }))
+        Ok(Box::new(PgWrite { pool: Arc::clone(&self.pool), session: Session::new(conn), buffer: BTreeMap::new() }))
     }
 
     fn kind(&self) -> BackendKind {
         BackendKind::Postgres
-    }
-
-    fn serializes_commits(&self) -> bool {
-        false
     }
 }
 
@@ -306,20 +324,15 @@ impl Session {
     }
 
     /// Runs `f` on the connection; a broken connection is dropped (the transaction is dead, the
-    /// pool connects anew for the next one). `map` turns the client's error into ours.
-    fn with<T>(
-        &self,
-        op: &'static str,
-        map: fn(&'static str, postgres::Error) -> Error,
-        f: impl FnOnce(&mut Conn) -> PgResult<T>,
-    ) -> Result<T> {
+    /// pool connects anew for the next one).
+    fn with<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
         let mut guard = self.conn.lock().map_err(|_| Error::Internal("connection lock poisoned".into()))?;
         let conn = guard.as_mut().ok_or_else(|| Error::Internal(format!("`{op}` on a finished transaction")))?;
         f(conn).map_err(|e| {
             if is_connection_error(&e) {
                 *guard = None;
             }
-            map(op, e)
+            storage(op, e)
         })
     }
 
@@ -346,7 +359,7 @@ struct PgSnapshot {
 
 impl PgSnapshot {
     fn with<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
-        self.session.with(op, storage, f)
+        self.session.with(op, f)
     }
 }
 
@@ -366,6 +379,10 @@ impl KvRead for PgSnapshot {
     fn count(&self, table: Table) -> Result<u64> {
         self.with("count", |c| c.count(table))
     }
+
+    fn scan_after(&self, table: Table, prefix: &[u8], after: &[u8], limit: usize) -> Result<Pairs> {
+        self.with("scan", |c| c.scan_after(table, prefix, after, limit))
+    }
 }
 
 impl KvSnapshot for PgSnapshot {}
@@ -381,18 +398,18 @@ impl Drop for PgSnapshot {
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// A `REPEATABLE READ` read-write transaction whose changes stay in memory until `commit`.
-struct PgWrite<'a> {
-    pool: &'a Pool,
+struct PgWrite {
+    pool: Arc<Pool>,
     session: Session,
     /// By table id: the table and its pending changes.
     buffer: BTreeMap<u8, (Table, Changes)>,
 }
 
-impl PgWrite<'_> {
+impl PgWrite {
     /// A statement of the transaction; any error aborts it (PostgreSQL refuses every statement
     /// after a failed one), a conflict is `Error::Conflict`.
     fn read<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
-        self.session.with(op, write_error, f)
+        self.session.with(op, f)
     }
 
     fn changes(&self, table: Table) -> Option<&Changes> {
@@ -451,7 +468,7 @@ impl PgWrite<'_> {
     }
 }
 
-impl KvRead for PgWrite<'_> {
+impl KvRead for PgWrite {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.changes(table).and_then(|c| c.get(key)) {
             return Ok(v.clone());
@@ -505,7 +522,7 @@ impl KvRead for PgWrite<'_> {
     }
 }
 
-impl KvWrite for PgWrite<'_> {
+impl KvWrite for PgWrite {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         self.stage(table, key, Some(value))
     }
@@ -524,10 +541,10 @@ impl KvWrite for PgWrite<'_> {
     }
 }
 
-impl Drop for PgWrite<'_> {
+impl Drop for PgWrite {
     fn drop(&mut self) {
         // Not committed (or committed: then the session is empty and this does nothing).
-        self.session.rollback(self.pool);
+        self.session.rollback(&self.pool);
     }
 }
 
@@ -570,6 +587,12 @@ mod tests {
     fn open() -> Option<PgKv> {
         let url = testing::fresh_url()?;
         Some(PgKv::open(&url).expect("open"))
+    }
+
+    #[test]
+    fn postgres_backend_passes_the_storage_conformance_checks() {
+        let Some(kv) = open() else { return };
+        crate::store::kv::conformance(&kv);
     }
 
     #[test]
@@ -645,7 +668,7 @@ mod tests {
         a.commit().unwrap();
         c.commit().expect("a writer of another row does not conflict");
         match b.commit() {
-            Err(Error::Conflict(_)) => {}
+            Err(Error::Storage(e)) if e.reason() == StorageReason::Conflict => {}
             other => panic!("expected a conflict, got {other:?}"),
         }
         let s = kv.snapshot().unwrap();
@@ -673,9 +696,8 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         match PgKv::open(&format!("host=127.0.0.1 port={port} user=silo connect_timeout=5")) {
             Err(Error::Storage(e)) => {
-                assert_eq!(e.operation(), Some("connect"));
-                assert!(e.is_connection_lost());
-                assert!(e.to_string().contains("connect"), "{e}");
+                assert_eq!(e.operation(), "connect");
+                assert_eq!(e.reason(), StorageReason::Connection);
             }
             other => panic!("expected a storage error, got {other:?}"),
         }
