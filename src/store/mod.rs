@@ -208,7 +208,9 @@ impl DbBuilder {
                 continue;
             }
             match init_meta(wtx, &root) {
-                Err(Error::Storage(e)) if e.reason() == crate::error::StorageReason::Conflict && tries < 3 => tries += 1,
+                Err(Error::Storage(e)) if e.reason() == crate::error::StorageReason::Conflict && tries < 3 => {
+                    tries += 1
+                }
                 other => break other?,
             }
         };

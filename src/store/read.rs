@@ -215,7 +215,14 @@ impl ReadTxn {
         if org.inner.db.kv.kind() != BackendKind::Redb {
             // Other processes commit too: the cache may serve this snapshot only if its pages are
             // of the org's commit counter in this snapshot (else it is dropped or bypassed).
-            let txn = ReadTxn { gen: 0, cache_ok: false, snap, facts: Default::default(), prefetched: Default::default(), org };
+            let txn = ReadTxn {
+                gen: 0,
+                cache_ok: false,
+                snap,
+                facts: Default::default(),
+                prefetched: Default::default(),
+                org,
+            };
             let seq = txn.facts()?.commit_seq;
             let gen = txn.org.inner.shared.cache.observe(seq);
             return Ok(ReadTxn { gen: gen.unwrap_or(0), cache_ok: gen.is_some(), ..txn });
