@@ -359,3 +359,57 @@ fn postgres_server_restart_is_a_clear_error_then_recovers_without_reopening() {
     assert_eq!(r.counts().unwrap().0, 2);
     assert!(r.lookup("s", "b").unwrap().is_some());
 }
+
+/// The model test (tests/it/model.rs) on PostgreSQL: a fixed program with every operation kind
+/// (commits, aborts, reopen, wrong root and org keys), checked read by read against the model.
+#[test]
+fn postgres_fixed_program_with_every_operation_kind_matches_the_model() {
+    use crate::common::model::{read_program, run_program_on, Runner};
+    let Some(s) = Schema::new("model") else { return };
+    let url = s.url.clone();
+    let runner = Runner::with_opener(Box::new(move |root| {
+        Db::builder().cache_size(1 << 20).open_postgres(&url, silograph::RootKey::from_bytes(root))
+    }));
+    let bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    run_program_on(runner, &read_program(&bytes, 200));
+}
+
+/// The isolation suite's core (tests/it/isolation.rs) on PostgreSQL, across two instances: one
+/// org's handle finds nothing of another's by external id, and another org's node ids read as
+/// its own records or nothing.
+#[test]
+fn postgres_lookup_by_another_orgs_external_id_finds_nothing() {
+    use crate::common::{collegemsg, git_commits, git_touches, slices};
+    let Some(s) = Schema::new("isolation") else { return };
+    let a = s.open(root()).unwrap();
+    let acme = a.create_org("acme").unwrap();
+    let mut messages = collegemsg();
+    messages.truncate(200);
+    let mut w = acme.write().unwrap();
+    slices::ingest_messages(&mut w, &messages).unwrap();
+    w.commit().unwrap();
+    let b = s.open(root()).unwrap();
+    let globex = b.create_org("globex").unwrap();
+    let mut commits = git_commits();
+    commits.truncate(40);
+    let mut w = globex.write().unwrap();
+    slices::ingest_git(&mut w, &commits, &git_touches()).unwrap();
+    w.commit().unwrap();
+
+    let (ra, rg) = (a.org("acme").unwrap().read().unwrap(), b.org("globex").unwrap().read().unwrap());
+    for c in &commits {
+        assert!(rg.lookup("git", &c.sha).unwrap().is_some());
+        assert_eq!(ra.lookup("git", &c.sha).unwrap(), None, "acme found globex's commit");
+    }
+    for m in &messages {
+        assert!(ra.lookup("collegemsg", &m.src.to_string()).unwrap().is_some());
+        assert_eq!(rg.lookup("collegemsg", &m.src.to_string()).unwrap(), None, "globex found acme's user");
+    }
+    let (acme_nodes, _) = ra.counts().unwrap();
+    for id in 0..acme_nodes + 50 {
+        let id = silograph::NodeId(id);
+        if let Some(n) = ra.node(id).unwrap() {
+            assert!(n.sources.iter().all(|s| s.system == "collegemsg"), "acme read a record of globex");
+        }
+    }
+}
