@@ -116,7 +116,7 @@ impl Store {
             Store::Postgres { url, .. } => {
                 let mut c = postgres::Client::connect(url, postgres::NoTls)?;
                 let mut out = Vec::new();
-                for t in ["meta", "orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit"] {
+                for t in ["meta", "orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit", "tree"] {
                     for r in c.query(&format!("SELECT key, value FROM silo_{t} ORDER BY key"), &[])? {
                         out.extend_from_slice(r.get::<_, &[u8]>(0));
                         out.extend_from_slice(r.get::<_, &[u8]>(1));
