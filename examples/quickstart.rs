@@ -4,6 +4,9 @@
 //!
 //! ```sh
 //! cargo run --release --example quickstart
+//! # the same on PostgreSQL (a fresh schema in that database, dropped at the end):
+//! SILOGRAPH_POSTGRES_URL="host=127.0.0.1 user=silo dbname=silo" \
+//!   cargo run --release --features postgres --example quickstart
 //! ```
 //!
 //! Data: the slices in `tests/data` (see its README): 6,000 CollegeMsg messages become org
@@ -67,15 +70,89 @@ fn expect_refused<T: std::fmt::Debug>(what: &str, r: silograph::Result<T>, ok: f
     }
 }
 
+/// Where the store lives: a file in a temp dir, or (feature `postgres`, `SILOGRAPH_POSTGRES_URL`
+/// set) a fresh schema of that PostgreSQL database.
+enum Store {
+    File(tempfile::TempDir, PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres {
+        server: String,
+        schema: String,
+        url: String,
+    },
+}
+
+impl Store {
+    fn new() -> Result<Store> {
+        #[cfg(feature = "postgres")]
+        if let Ok(server) = std::env::var("SILOGRAPH_POSTGRES_URL") {
+            let schema = format!("silograph_quickstart_{}", std::process::id());
+            let mut c = postgres::Client::connect(&server, postgres::NoTls)?;
+            c.batch_execute(&format!("CREATE SCHEMA {schema}"))?;
+            let url = format!("{server} options='-c search_path={schema}'");
+            println!("store: PostgreSQL, schema {schema}");
+            return Ok(Store::Postgres { server, schema, url });
+        }
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("ctx.silo");
+        Ok(Store::File(dir, path))
+    }
+
+    fn open(&self, root: RootKey) -> silograph::Result<Db> {
+        let b = Db::builder().cache_size(64 << 20);
+        match self {
+            Store::File(_, path) => b.open(path, root),
+            #[cfg(feature = "postgres")]
+            Store::Postgres { url, .. } => b.open_postgres(url, root),
+        }
+    }
+
+    /// What the store holds, as bytes (a file's contents; a schema's rows), to show that a
+    /// refused open wrote nothing.
+    fn contents(&self) -> Result<Vec<u8>> {
+        match self {
+            Store::File(_, path) => Ok(std::fs::read(path)?),
+            #[cfg(feature = "postgres")]
+            Store::Postgres { url, .. } => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls)?;
+                let mut out = Vec::new();
+                for t in ["meta", "orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit", "tree"] {
+                    for r in c.query(&format!("SELECT key, value FROM silo_{t} ORDER BY key"), &[])? {
+                        out.extend_from_slice(r.get::<_, &[u8]>(0));
+                        out.extend_from_slice(r.get::<_, &[u8]>(1));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn close(self) -> Result<()> {
+        match self {
+            Store::File(dir, path) => {
+                let size = std::fs::metadata(&path)?.len();
+                dir.close()?;
+                println!("\nfile size {:.1} MiB (temp dir removed)", size as f64 / (1 << 20) as f64);
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres { server, schema, url: _ } => {
+                let mut c = postgres::Client::connect(&server, postgres::NoTls)?;
+                c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))?;
+                println!("\nschema {schema} dropped");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn main() -> Result<()> {
     let started = Instant::now();
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("ctx.silo");
+    let store = Store::new()?;
 
     // The host owns the root key (env, file or KMS); silograph never stores it.
     let root = RootKey::generate()?;
     let root_hex = root.to_hex();
-    let db = Db::builder().cache_size(64 << 20).open(&path, root)?;
+    let db = store.open(root)?;
 
     // Org "acme": CollegeMsg messages.
     let messages = slices::parse_collegemsg(&data("collegemsg-first6000.tsv")?)?;
@@ -168,25 +245,20 @@ fn main() -> Result<()> {
     drop((acme, globex, initech, db));
 
     // The wrong root key is refused before anything is written.
-    let before = std::fs::read(&path)?;
-    expect_refused("reopening with a wrong root key", Db::open(&path, RootKey::generate()?), |e| {
+    let before = store.contents()?;
+    expect_refused("reopening with a wrong root key", store.open(RootKey::generate()?), |e| {
         matches!(e, Error::WrongKey)
     })?;
-    let unchanged = std::fs::read(&path)? == before;
-    println!("  file unchanged by the refused open: {unchanged}");
+    let unchanged = store.contents()? == before;
+    println!("  store unchanged by the refused open: {unchanged}");
     if !unchanged {
-        return Err("a refused open changed the file".into());
+        return Err("a refused open changed the store".into());
     }
-    let db = Db::open(&path, RootKey::from_hex(&root_hex)?)?;
+    let db = store.open(RootKey::from_hex(&root_hex)?)?;
     println!("  reopening with the right root key: orgs {:?}", db.list_orgs()?);
     drop(db);
 
-    let size = std::fs::metadata(&path)?.len();
-    dir.close()?;
-    println!(
-        "\nfile size {:.1} MiB; done in {:.2?} (temp dir removed)",
-        size as f64 / (1 << 20) as f64,
-        started.elapsed()
-    );
+    store.close()?;
+    println!("done in {:.2?}", started.elapsed());
     Ok(())
 }

@@ -132,14 +132,23 @@ impl<'r> Traversal<'r> {
                 out.push((s, 0));
             }
         }
+        let dirs: &[u8] = match self.dir {
+            Direction::Out => &[0],
+            Direction::In => &[1],
+            Direction::Both => &[0, 1],
+        };
         let mut i = 0;
         while i < out.len() && out.len() < limit {
             let (node, depth) = out[i];
-            i += 1;
             if depth >= self.max_depth {
                 // BFS order: every node after this one is at least as deep.
                 break;
             }
+            if i == 0 || out[i - 1].1 != depth {
+                // A new level: every node of it is in `out` already; fetch their pages at once.
+                self.txn.prefetch_pages(out[i..].iter().take_while(|(_, d)| *d == depth).map(|(n, _)| n.0), dirs)?;
+            }
+            i += 1;
             let next = depth + 1;
             for_each_neighbor(self.txn, node, self.dir, &filter, |n| {
                 if out.len() < limit && vis.insert(n) {

@@ -147,6 +147,9 @@ impl quick_cache::Weighter<[u8; 16], Cached> for Weight {
 /// (quick_cache's S3-FIFO-like policy), keyed by the opaque part of blind record keys.
 pub(crate) struct PageCache {
     gen: AtomicU64,
+    /// For a store other processes write too (PostgreSQL): the org commit counter the cached
+    /// pages are of (changed under the write lock only).
+    seen: AtomicU64,
     /// Lookups and inserts share the lock (the map is concurrent); a commit's generation steps
     /// take it alone, so no lookup or insert interleaves with them.
     lock: RwLock<()>,
@@ -165,7 +168,7 @@ impl PageCache {
             let items = (capacity / 2048).clamp(16, 1 << 20);
             quick_cache::sync::Cache::with_weighter(items, capacity as u64, Weight)
         });
-        PageCache { gen: AtomicU64::new(0), lock: RwLock::new(()), map }
+        PageCache { gen: AtomicU64::new(0), seen: AtomicU64::new(0), lock: RwLock::new(()), map }
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, ()> {
@@ -210,13 +213,49 @@ impl PageCache {
         self.gen.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Ends a commit: drops what it changed and lets new snapshots use the cache again.
-    pub(crate) fn end_commit<'a>(&self, changed: impl Iterator<Item = &'a [u8; 16]>) {
+    /// For a store that other processes write too: `seq` is the org's commit counter in a snapshot
+    /// just begun. Returns the generation the snapshot may use the cache at, or `None`.
+    ///
+    /// A counter past the one the cached pages are of means another instance committed: every
+    /// entry is dropped first (and the generation steps, so older snapshots' inserts are refused).
+    /// A counter below it (a snapshot older than the cache) or a local commit in progress: the
+    /// snapshot reads without the cache.
+    pub(crate) fn observe(&self, seq: u64) -> Option<u64> {
+        let map = self.map.as_ref()?;
+        {
+            let _g = self.read();
+            let gen = self.gen.load(Ordering::Acquire);
+            if seq == self.seen.load(Ordering::Acquire) {
+                return gen.is_multiple_of(2).then_some(gen);
+            }
+        }
+        let _g = self.write();
+        let gen = self.gen.load(Ordering::Acquire);
+        let seen = self.seen.load(Ordering::Acquire);
+        if !gen.is_multiple_of(2) || seq < seen {
+            return None;
+        }
+        if seq > seen {
+            map.clear();
+            self.seen.store(seq, Ordering::Release);
+            return Some(self.gen.fetch_add(2, Ordering::AcqRel) + 2);
+        }
+        Some(gen)
+    }
+
+    /// Ends a commit: drops what it changed and lets new snapshots use the cache again. The commit
+    /// moved the org's commit counter to `seq` (`committed`: it succeeded): if the cache was of
+    /// the state just before, it is now of `seq` (its changed pages are gone), so the next
+    /// snapshot of a shared store keeps it.
+    pub(crate) fn end_commit_at<'a>(&self, changed: impl Iterator<Item = &'a [u8; 16]>, seq: u64, committed: bool) {
         let _g = self.write();
         if let Some(map) = &self.map {
             for k in changed {
                 map.remove(k);
             }
+        }
+        if committed && seq > 0 && self.seen.load(Ordering::Acquire) == seq - 1 {
+            self.seen.store(seq, Ordering::Release);
         }
         self.gen.fetch_add(1, Ordering::AcqRel);
     }
@@ -267,7 +306,7 @@ mod tests {
             // Every commit invalidates what was just inserted (the leak this replaces kept a
             // queue entry per invalidated insert forever).
             cache.begin_commit();
-            cache.end_commit(std::iter::once(&key));
+            cache.end_commit_at(std::iter::once(&key), 0, false);
         }
         let (items, bytes) = cache.usage();
         assert_eq!(items, 0, "invalidated entries stay");
@@ -283,12 +322,40 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_commit_counter_drops_the_cache_and_an_older_one_bypasses_it() {
+        let cache = PageCache::new(1 << 20);
+        let gen = cache.observe(0).expect("a fresh cache serves counter 0");
+        cache.insert([1; 16], page(1), gen);
+        assert!(cache.get(&[1; 16], cache.observe(0).expect("same counter")).is_some());
+        // Another instance committed twice: everything goes, the old generation is dead.
+        let newer = cache.observe(2).expect("a newer counter");
+        assert!(cache.get(&[1; 16], newer).is_none());
+        cache.insert([1; 16], page(1), gen);
+        assert!(cache.get(&[1; 16], newer).is_none(), "an insert of an older snapshot was kept");
+        cache.insert([2; 16], page(1), newer);
+        assert_eq!(cache.observe(1), None, "a snapshot older than the cache used it");
+        // A local commit from 2 to 3 keeps what it did not change.
+        cache.insert([3; 16], page(1), newer);
+        cache.begin_commit();
+        assert_eq!(cache.observe(2), None, "a snapshot used the cache during a commit");
+        cache.end_commit_at(std::iter::once(&[3; 16]), 3, true);
+        let after = cache.observe(3).expect("the cache follows the local commit");
+        assert!(cache.get(&[2; 16], after).is_some());
+        assert!(cache.get(&[3; 16], after).is_none());
+        // A failed local commit does not move it.
+        cache.begin_commit();
+        cache.end_commit_at(std::iter::empty(), 4, false);
+        let next = cache.observe(4).expect("a newer counter");
+        assert!(cache.get(&[2; 16], next).is_none(), "a failed commit's counter was taken as the cache's");
+    }
+
+    #[test]
     fn a_lookup_with_a_stale_generation_misses_and_its_insert_is_dropped() {
         let cache = PageCache::new(1 << 20);
         let gen = cache.generation();
         cache.begin_commit();
         cache.insert([1; 16], page(1), gen);
-        cache.end_commit(std::iter::empty());
+        cache.end_commit_at(std::iter::empty(), 0, false);
         assert!(cache.get(&[1; 16], cache.generation()).is_none());
         assert!(cache.get(&[1; 16], gen).is_none());
     }

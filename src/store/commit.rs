@@ -14,6 +14,11 @@
 //! compares the org's registry entry with the one the writer began from and fails that set alone
 //! with [`Error::Conflict`] if it changed. A set that fails its check is left out; a storage
 //! failure of the whole round is retried set by set, so a failing set fails alone.
+//!
+//! Across processes (PostgreSQL) the writer lock does not reach: there the check is the
+//! database's. Every commit rewrites its org's registry row, and of two transactions that rewrite
+//! the same row the later fails with a serialization failure (storage reason `Conflict`), which
+//! becomes that org's `Error::Conflict` here.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -22,7 +27,7 @@ use super::kv::KvWrite;
 use super::org::{OrgInner, OrgShared};
 use super::tables::{RecordKey, Table, AUDIT, ORGS};
 use crate::codec::OrgEntry;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StorageReason};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section below is a few assignments: a panic cannot leave them half done.
@@ -125,7 +130,7 @@ impl WriteSet {
         }
         let res = wtx.commit();
         for s in sets {
-            s.org.shared.cache.end_commit(s.changed_pages.iter());
+            s.org.shared.cache.end_commit_at(s.changed_pages.iter(), s.entry.commit_seq, res.is_ok());
         }
         res
     }
@@ -138,6 +143,16 @@ pub(crate) fn entry_digest(entry: &OrgEntry) -> Result<[u8; 32]> {
     let digest: [u8; 32] = sha2::Sha256::digest(bytes.as_slice()).into();
     zeroize::Zeroize::zeroize(bytes.as_mut_slice());
     Ok(digest)
+}
+
+/// A conflict the storage engine found at commit (PostgreSQL: a writer of the same org in another
+/// process committed first, SQLSTATE 40001) as the org's [`Error::Conflict`]: nothing of the set
+/// was written, and a retry re-reads the new state.
+fn as_org_conflict(set: &WriteSet, res: Result<()>) -> Result<()> {
+    match res {
+        Err(Error::Storage(e)) if e.reason() == StorageReason::Conflict => Err(Error::Conflict(set.org.name.clone())),
+        other => other,
+    }
 }
 
 type Slot = Arc<(Mutex<Option<Result<()>>>, Condvar)>;
@@ -278,13 +293,13 @@ impl GroupCommit {
                         set.apply(&mut *wtx)?;
                         WriteSet::commit_all(wtx, &[&set])
                     })();
-                    Self::fill(&slot, res);
+                    Self::fill(&slot, as_org_conflict(&set, res));
                 }
             }
             Err(e) => {
                 // A round of one set: its one caller gets the error.
-                if let Some((_, slot)) = round.into_iter().next() {
-                    Self::fill(&slot, Err(e));
+                if let Some((set, slot)) = round.into_iter().next() {
+                    Self::fill(&slot, as_org_conflict(&set, Err(e)));
                 }
             }
         }

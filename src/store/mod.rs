@@ -11,6 +11,8 @@ pub(crate) mod kv;
 mod kv_redb;
 mod org;
 mod overlay;
+#[cfg(feature = "postgres")]
+pub(crate) mod pg;
 mod read;
 mod records;
 mod root;
@@ -196,6 +198,40 @@ impl DbBuilder {
             let redb = RedbKv::new(self.redb_builder().create_with_backend(backend)?);
             self.finish_open_redb(redb, root, None)
         })
+    }
+
+    /// Opens (or creates) a store in a PostgreSQL database (feature `postgres`): `url` is a libpq
+    /// connection string (`"host=… user=… dbname=…"`) or URI. Many processes may open the same
+    /// database at once, each with its own page cache; see the README's "PostgreSQL" section for
+    /// the schema, the isolation level and the deployment picture.
+    ///
+    /// The schema is created if missing, and its version checked (another version:
+    /// `UnsupportedFormat`). A wrong root key is `Error::WrongKey`, detected before the store
+    /// writes anything. An unreachable server is `Error::Storage` (operation `"connect"`).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "open_postgres", level = "debug", skip_all))]
+    pub fn open_postgres(self, url: &str, root: RootKey) -> Result<Db> {
+        check_name("actor", &self.actor, MAX_NAME_LEN)?;
+        let kv = Arc::new(pg::PgKv::open(url)?);
+        // Several instances may create a new store at once: the first commit of `meta` wins, the
+        // others conflict on its rows (REPEATABLE READ) and read the winner's.
+        let mut tries = 0;
+        let meta = loop {
+            if kv.snapshot()?.get(META, HEADER_KEY)?.is_some() {
+                break load_meta(&*kv, &root)?;
+            }
+            let wtx = kv.begin_write()?;
+            if wtx.get(META, HEADER_KEY)?.is_some() {
+                continue;
+            }
+            match init_meta(wtx, &root) {
+                Err(Error::Storage(e)) if e.reason() == crate::error::StorageReason::Conflict && tries < 3 => {
+                    tries += 1
+                }
+                other => break other?,
+            }
+        };
+        self.finish_open(kv, None, root, meta, None)
     }
 
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "finish_open", level = "debug", skip_all))]

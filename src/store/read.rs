@@ -1,9 +1,10 @@
 //! Read snapshots: point reads, index lookups and adjacency walks over one MVCC snapshot.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cache::{Bucket, Cached, Page, Records, Scrub};
-use super::kv::KvSnapshot;
+use super::kv::{BackendKind, KvSnapshot};
 use super::org::Org;
 use super::org::OrgInner;
 use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner};
@@ -181,6 +182,8 @@ pub(super) struct Facts {
     edge_count: u64,
     /// The org's state root: every record read is checked against it.
     pub(super) roots: Roots,
+    /// The org's commit counter (cache validity across processes).
+    commit_seq: u64,
 }
 
 /// A read snapshot of one organization.
@@ -191,6 +194,11 @@ pub struct ReadTxn {
     snap: Box<dyn KvSnapshot>,
     /// The org's registry facts in this snapshot, read on first need.
     facts: std::sync::OnceLock<Facts>,
+    /// Adjacency pages fetched ahead for one traversal level (a server backend: one round trip
+    /// for the level), each taken out by the first [`ReadTxn::page`] that asks for it (`None`: a
+    /// checked-missing page 0, which `page` then verifies against the node record); cleared at
+    /// the next level.
+    prefetched: std::sync::Mutex<HashMap<RecordKey, Option<Arc<Page>>>>,
 }
 
 impl std::fmt::Debug for ReadTxn {
@@ -204,12 +212,28 @@ impl ReadTxn {
         let cache = &org.inner.shared.cache;
         let g1 = cache.generation();
         let snap = org.inner.db.kv.snapshot()?;
+        if org.inner.db.kv.kind() != BackendKind::Redb {
+            // Other processes commit too: the cache may serve this snapshot only if its pages are
+            // of the org's commit counter in this snapshot (else it is dropped or bypassed).
+            let txn = ReadTxn {
+                gen: 0,
+                cache_ok: false,
+                snap,
+                facts: Default::default(),
+                prefetched: Default::default(),
+                org,
+            };
+            let seq = txn.facts()?.commit_seq;
+            let gen = txn.org.inner.shared.cache.observe(seq);
+            return Ok(ReadTxn { gen: gen.unwrap_or(0), cache_ok: gen.is_some(), ..txn });
+        }
         let g2 = cache.generation();
         Ok(ReadTxn {
             gen: g1,
             cache_ok: g1 == g2 && g1.is_multiple_of(2) && cache.enabled(),
             snap,
             facts: std::sync::OnceLock::new(),
+            prefetched: Default::default(),
             org,
         })
     }
@@ -238,6 +262,7 @@ impl ReadTxn {
             node_count: e.node_count,
             edge_count: e.edge_count,
             roots: Roots::decode(&e.state_root)?,
+            commit_seq: e.commit_seq,
         };
         Ok(*self.facts.get_or_init(|| f))
     }
@@ -465,7 +490,19 @@ impl ReadTxn {
             // pages always carry 0.
             return Ok((p > 0 || page.pages > 0).then_some(page));
         }
-        let Some(sealed) = self.fetch(Addr::adj(node, dir, p), &key)? else {
+        let addr = Addr::adj(node, dir, p);
+        let ahead = self.prefetched.lock().ok().and_then(|mut m| m.remove(&key));
+        let sealed = match ahead {
+            // Opened and checked against the state tree by the prefetch.
+            Some(Some(page)) => return Ok(Some(page)),
+            Some(None) => {
+                let roots = self.facts()?.roots;
+                self.org.inner.check_state(&roots, &|t, k| self.get(t, k), addr, &key, None)?;
+                None
+            }
+            None => self.fetch(addr, &key)?,
+        };
+        let Some(sealed) = sealed else {
             if p > 0 {
                 return Err(Error::corrupt(ADJ.name, &key));
             }
@@ -485,6 +522,79 @@ impl ReadTxn {
         let page = Arc::new(Page::new(pages, entries));
         self.remember(&key, Cached::Adj(page.clone()));
         Ok(Some(page))
+    }
+
+    /// Fetches the adjacency pages of `nodes` in each of `dirs` that neither the cache nor an
+    /// earlier prefetch holds, in one `get_many` for the pages 0 and one for the further pages of
+    /// nodes that have more: a traversal calls it once per BFS level, so on a server backend a
+    /// level costs two round trips, not two per node. A no-op on redb (a local read is as cheap
+    /// one by one). Pages are opened and validated here; one that fails is left for
+    /// [`ReadTxn::page`] to read again and report, so a prefetch never fails a walk that would
+    /// not have read that page.
+    pub(crate) fn prefetch_pages(&self, nodes: impl Iterator<Item = u64>, dirs: &[u8]) -> Result<()> {
+        if self.org.inner.db.kv.kind() == BackendKind::Redb {
+            return Ok(());
+        }
+        // The previous level's leftovers (pages the cache served instead) are of no more use.
+        self.prefetched.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?.clear();
+        let mut wanted: Vec<(u64, u8)> = Vec::new();
+        for n in nodes {
+            wanted.extend(dirs.iter().map(|&d| (n, d)));
+        }
+        // Pages 0, then every further page of the nodes whose page 0 says there are more.
+        let more = self.prefetch_round(wanted.iter().map(|&(n, d)| (n, d, 0)).collect())?;
+        self.prefetch_round(more)?;
+        Ok(())
+    }
+
+    /// One `get_many` of the pages `(node, dir, page)` not already at hand; returns the further
+    /// pages that the fetched pages 0 announce.
+    fn prefetch_round(&self, pages: Vec<(u64, u8, u32)>) -> Result<Vec<(u64, u8, u32)>> {
+        let mut keys: Vec<(RecordKey, (u64, u8, u32))> = Vec::with_capacity(pages.len());
+        {
+            let held = self.prefetched.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?;
+            for (n, d, p) in pages {
+                let key = self.org.inner.adj_key(n, d, p);
+                if !held.contains_key(&key) && self.cached(&key).is_none() {
+                    keys.push((key, (n, d, p)));
+                }
+            }
+        }
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let roots = self.facts()?.roots;
+        let refs: Vec<&[u8]> = keys.iter().map(|(k, _)| k.as_slice()).collect();
+        let values = self.snap.get_many(ADJ, &refs)?;
+        let mut more = Vec::new();
+        let mut held = self.prefetched.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?;
+        for ((key, (n, d, p)), sealed) in keys.into_iter().zip(values) {
+            let Some(sealed) = sealed else {
+                if p == 0 {
+                    held.insert(key, None);
+                }
+                continue;
+            };
+            // The state tree's word on this page first (a page put back from an older copy is
+            // `Corrupt`), as `fetch` does on the one-by-one path.
+            let get = |t: Table, k: &[u8]| self.get(t, k);
+            if self.org.inner.check_state(&roots, &get, Addr::adj(n, d, p), &key, Some(&sealed)).is_err() {
+                continue;
+            }
+            let Ok((pages, entries)) = self.org.inner.open_page(&key, &sealed) else { continue };
+            if p == 0 {
+                if pages == 0 {
+                    continue;
+                }
+                more.extend((1..pages).map(|q| (n, d, q)));
+            }
+            let page = Arc::new(Page::new(pages, entries));
+            self.remember(&key, Cached::Adj(page.clone()));
+            held.insert(key, Some(page));
+        }
+        Ok(more)
     }
 
     /// Calls `f` for every entry of `node` in `dir` that passes `filter`, page by page. Any page

@@ -7,15 +7,15 @@ use std::path::Path;
 use crate::common::tmp;
 use silograph::{Compartment, Db, EdgeInput, NodeInput, OrgKey, RootKey, Value};
 
-const MARKER: &str = "CANARY-7f3a9";
-const ROOT: [u8; 32] = *b"root-key-bytes-CANARY-7f3a9-root";
-const BYOK: [u8; 32] = *b"org-key-bytes-CANARY-7f3a9-byok!";
-const ORG: &str = "acme-CANARY-7f3a9-org";
-const BYOK_ORG: &str = "globex-CANARY-7f3a9-byok-org";
+pub(crate) const MARKER: &str = "CANARY-7f3a9";
+pub(crate) const ROOT: [u8; 32] = *b"root-key-bytes-CANARY-7f3a9-root";
+pub(crate) const BYOK: [u8; 32] = *b"org-key-bytes-CANARY-7f3a9-byok!";
+pub(crate) const ORG: &str = "acme-CANARY-7f3a9-org";
+pub(crate) const BYOK_ORG: &str = "globex-CANARY-7f3a9-byok-org";
 
 /// Byte patterns that must never appear in the file: the marker and its parts, in UTF-8 and
 /// UTF-16, the org names, the keys and their hex.
-fn needles() -> Vec<(String, Vec<u8>)> {
+pub(crate) fn needles() -> Vec<(String, Vec<u8>)> {
     let mut n: Vec<(String, Vec<u8>)> = vec![
         ("marker".into(), MARKER.as_bytes().to_vec()),
         ("marker suffix".into(), b"7f3a9".to_vec()),
@@ -35,7 +35,7 @@ fn needles() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The first needle found in `bytes`, with its offset.
-fn find_canary(bytes: &[u8]) -> Option<(String, usize)> {
+pub(crate) fn find_canary(bytes: &[u8]) -> Option<(String, usize)> {
     needles().into_iter().find_map(|(what, needle)| {
         bytes.windows(needle.len()).position(|w| w == needle.as_slice()).map(|at| (what, at))
     })
@@ -54,7 +54,7 @@ fn m(s: &str) -> String {
 /// Writes the marker into every place a host can put a string: kinds, sources, property names
 /// and values (strings and bytes) of every compartment, edge kinds, edge sources, edge
 /// properties; then overwrites and removes some of it.
-fn write_canaries(org: &silograph::Org) {
+pub(crate) fn write_canaries(org: &silograph::Org) {
     let mut w = org.write().unwrap();
     let mut nodes = Vec::new();
     for i in 0..20 {

@@ -18,6 +18,8 @@ mod leakage;
 mod lifecycle;
 mod model;
 mod nonce;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "serde")]
 mod serde_views;
 mod state;

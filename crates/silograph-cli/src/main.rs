@@ -9,6 +9,10 @@
 //! line, where it would end up in shell history and `ps` output. A key file readable by group or
 //! others is refused.
 //!
+//! Built with `--features postgres` and with `SILOGRAPH_POSTGRES_URL` set (a libpq connection
+//! string), the tool works on that PostgreSQL database instead of a file, and `--db` is not
+//! needed.
+//!
 //! Exit codes: 0 ok; 1 integrity or verification failure (and storage/I/O failures); 2 usage
 //! (bad arguments, a malformed input file, an unknown organization); 3 wrong key.
 
@@ -31,13 +35,43 @@ use silograph::{
 };
 use silograph_import::{self as import, Column, EdgeImport, Format, ImportReport, NodeImport, Phase, TimeUnit};
 
+/// Whether `--db` is required: not in a build that can use PostgreSQL instead.
+const DB_REQUIRED: bool = !cfg!(feature = "postgres");
+
+/// The PostgreSQL connection string to use instead of a file, if any.
+fn postgres_url() -> Option<String> {
+    if cfg!(feature = "postgres") {
+        std::env::var("SILOGRAPH_POSTGRES_URL").ok().filter(|u| !u.is_empty())
+    } else {
+        None
+    }
+}
+
+impl Cli {
+    /// The database file, or a usage error (a `postgres` build without the URL needs `--db`).
+    fn db_path(&self) -> Outcome<&Path> {
+        self.db.as_deref().ok_or_else(|| {
+            Failure::Usage("--db FILE is required (or set SILOGRAPH_POSTGRES_URL to use PostgreSQL)".into())
+        })
+    }
+
+    /// Opens the database: the PostgreSQL one when its URL is set, else the file.
+    fn open(&self, builder: silograph::DbBuilder, root: RootKey) -> Outcome<Db> {
+        #[cfg(feature = "postgres")]
+        if let Some(url) = postgres_url() {
+            return Ok(builder.open_postgres(&url, root)?);
+        }
+        Ok(builder.open(self.db_path()?, root)?)
+    }
+}
+
 /// An embedded, encrypted, multi-tenant context-graph store.
 #[derive(Debug, Parser)]
 #[command(name = "silograph", version, about, long_about = None)]
 struct Cli {
-    /// The database file.
-    #[arg(long, value_name = "FILE")]
-    db: PathBuf,
+    /// The database file (with the `postgres` feature: not needed when SILOGRAPH_POSTGRES_URL is set).
+    #[arg(long, value_name = "FILE", required = DB_REQUIRED)]
+    db: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
@@ -372,8 +406,9 @@ fn run(cli: Cli) -> Outcome {
     if let Command::Init { generate_key_file } = &cli.command {
         return init(&cli, generate_key_file.as_deref());
     }
-    if !cli.db.exists() {
-        return Err(Failure::Usage(format!("no database at {} (create one with `init`)", cli.db.display())));
+    if postgres_url().is_none() && !cli.db_path()?.exists() {
+        let db = cli.db_path()?.display();
+        return Err(Failure::Usage(format!("no database at {db} (create one with `init`)")));
     }
     let mut builder = Db::builder();
     if let Some(mb) = cli.page_cache_mb {
@@ -382,7 +417,7 @@ fn run(cli: Cli) -> Outcome {
     if let Some(mb) = cli.storage_cache_mb {
         builder = builder.storage_cache_size(mb << 20);
     }
-    let db = builder.open(&cli.db, root_key(&cli.key)?)?;
+    let db = cli.open(builder, root_key(&cli.key)?)?;
     let org_key = read_key(cli.org_key.org_key_file.as_deref(), cli.org_key.org_key_env.as_deref(), "org key", |k| {
         OrgKey::from_hex(&k.to_hex())
     })?;
@@ -677,28 +712,32 @@ struct Initialized {
 }
 
 fn init(cli: &Cli, generate: Option<&Path>) -> Outcome {
-    if std::fs::metadata(&cli.db).map(|m| m.len() > 0).unwrap_or(false) {
-        return Err(Failure::Usage(format!("{} already exists", cli.db.display())));
+    let target = match postgres_url() {
+        Some(_) => "the PostgreSQL database".to_owned(),
+        None => cli.db_path()?.display().to_string(),
+    };
+    if postgres_url().is_none() && std::fs::metadata(cli.db_path()?).map(|m| m.len() > 0).unwrap_or(false) {
+        return Err(Failure::Usage(format!("{target} already exists")));
     }
     let key = match generate {
         Some(f) => write_new_key_file(f)?,
         None => root_key(&cli.key)?,
     };
-    if let Err(e) = Db::open(&cli.db, key) {
+    if let Err(e) = cli.open(Db::builder(), key) {
         if let Some(f) = generate {
             // The new key protects nothing yet: remove it, so that running `init` again works.
             let _ = std::fs::remove_file(f);
         }
-        return Err(e.into());
+        return Err(e);
     }
     let report = Initialized {
-        db: cli.db.display().to_string(),
+        db: target.clone(),
         generated_key: generate.is_some(),
         key_file: generate.map(|f| f.display().to_string()),
     };
     emit(cli.json, &report, || match generate {
-        Some(f) => format!("created {} with a new root key in {} (mode 0600)", cli.db.display(), f.display()),
-        None => format!("created {}", cli.db.display()),
+        Some(f) => format!("created {target} with a new root key in {} (mode 0600)", f.display()),
+        None => format!("created {target}"),
     })
 }
 

@@ -14,6 +14,8 @@ use backend::SharedBytes;
 pub mod backend;
 pub mod dump;
 pub mod model;
+#[cfg(feature = "postgres")]
+pub mod pg;
 #[path = "../../data/slices.rs"]
 pub mod slices;
 

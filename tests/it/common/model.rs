@@ -619,7 +619,12 @@ pub struct Runner {
     pub clock: i64,
     /// Record times of past transactions (a few are asked about in `known_at` queries).
     pub times: Vec<i64>,
+    /// How to (re)open the database with a root key; `None`: on `disk`.
+    pub opener: Option<Opener>,
 }
+
+/// Opens a database with a root key (another backend than the in-memory redb one).
+pub type Opener = Box<dyn Fn([u8; 32]) -> Result<Db, Error>>;
 
 fn open_db(disk: &SharedBytes, root: [u8; 32]) -> Result<Db, Error> {
     Db::builder()
@@ -633,7 +638,31 @@ impl Runner {
     pub fn new() -> Self {
         let disk = SharedBytes::default();
         let db = open_db(&disk, ROOT).expect("create the database");
-        Runner { disk, db: Some(db), orgs: [None, None], models: [None, None], clock: 1000, times: Vec::new() }
+        Runner {
+            disk,
+            db: Some(db),
+            orgs: [None, None],
+            models: [None, None],
+            clock: 1000,
+            times: Vec::new(),
+            opener: None,
+        }
+    }
+
+    /// A fresh database opened by `opener` (which must give an empty database the first time).
+    pub fn with_opener(opener: Opener) -> Self {
+        let db = opener(ROOT).expect("create the database");
+        let mut r = Runner::new();
+        r.db = Some(db);
+        r.opener = Some(opener);
+        r
+    }
+
+    fn open_with(&self, root: [u8; 32]) -> Result<Db, Error> {
+        match &self.opener {
+            Some(open) => open(root),
+            None => open_db(&self.disk, root),
+        }
     }
 
     /// The first, a middle and the last record time, plus one between two transactions.
@@ -659,7 +688,7 @@ impl Runner {
     fn reopen(&mut self) {
         self.orgs = [None, None];
         self.db = None;
-        self.db = Some(open_db(&self.disk, ROOT).expect("reopen the database"));
+        self.db = Some(self.open_with(ROOT).expect("reopen the database"));
         for i in 0..2 {
             if self.models[i].is_some() {
                 self.orgs[i] = Some(self.open_org(i).expect("reopen an existing org"));
@@ -700,7 +729,7 @@ impl Runner {
             Top::WrongRoot => {
                 self.orgs = [None, None];
                 self.db = None;
-                let res = open_db(&self.disk, [0x99; 32]);
+                let res = self.open_with([0x99; 32]);
                 assert!(matches!(res, Err(Error::WrongKey)), "wrong root key: {res:?}");
                 drop(res);
                 self.reopen();
@@ -807,7 +836,11 @@ pub fn read_program(bytes: &[u8], max_top: usize) -> Vec<Top> {
 
 /// Runs a program and finishes by checking both orgs, after a reopen.
 pub fn run_program(program: &[Top]) {
-    let mut runner = Runner::new();
+    run_program_on(Runner::new(), program);
+}
+
+/// [`run_program`] on a given runner (e.g. one on another backend).
+pub fn run_program_on(mut runner: Runner, program: &[Top]) {
     for op in program {
         runner.run(op);
     }
