@@ -311,6 +311,12 @@ impl Kv for PgKv {
     fn kind(&self) -> BackendKind {
         BackendKind::Postgres
     }
+
+    /// Writers of different orgs in different processes commit concurrently: the database root
+    /// tracks membership only (a row every commit rewrote would serialize them all).
+    fn serializes_commits(&self) -> bool {
+        false
+    }
 }
 
 /// One transaction's connection, shared by `&self` reads: `None` once it broke or finished.
