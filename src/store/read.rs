@@ -560,7 +560,7 @@ impl ReadTxn {
                 }
             }
         }
-        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.sort_unstable_by_key(|a| a.0);
         keys.dedup_by(|a, b| a.0 == b.0);
         if keys.is_empty() {
             return Ok(Vec::new());
