@@ -215,7 +215,7 @@ fn commits(server: &str) {
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
                 text.lines()
                     .find_map(|l| l.strip_prefix("commits "))
-                    .and_then(|n| n.trim().parse().ok())
+                    .and_then(|n| n.trim().parse::<u64>().ok())
                     .expect("count")
             })
             .sum();

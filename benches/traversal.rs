@@ -228,6 +228,42 @@ fn check_and_time(w: &Workload, vs: &mut [Box<dyn Variant>], prefix: &str) {
     }
 }
 
+/// What the state tree costs: each silograph variant against its `/unchecked-state` twin, one
+/// seed at a time alternately (checked, unchecked, unchecked, checked, ...), so both see the same
+/// machine load; records the ratio of their p50 and mean per query (feature
+/// `bench-unchecked-state`).
+fn paired_state_cost(w: &Workload, vs: &mut [Box<dyn Variant>], prefix: &str) {
+    let names: Vec<String> = vs.iter().map(|v| v.name()).collect();
+    let n = w.seeds.len();
+    let n3 = w.q3_seeds().len();
+    for (ci, name) in names.iter().enumerate() {
+        let Some(ui) = names.iter().position(|u| *u == format!("{name}/unchecked-state")) else { continue };
+        for (q, count, depth) in [("q1", n, 1u32), ("q2", n, 2), ("q3", n3, 3)] {
+            let mut times: [Vec<f64>; 2] = [Vec::with_capacity(count), Vec::with_capacity(count)];
+            for i in 0..count {
+                let order = if i % 2 == 0 { [ci, ui] } else { [ui, ci] };
+                for (slot, &vi) in order.iter().enumerate() {
+                    let v = &mut vs[vi];
+                    let start = std::time::Instant::now();
+                    std::hint::black_box(if depth == 1 { v.q1(i) } else { v.reach(i, depth) });
+                    let us = start.elapsed().as_secs_f64() * 1e6;
+                    times[usize::from((slot == 0) != (i % 2 == 0))].push(us);
+                }
+            }
+            let p50 = |t: &mut Vec<f64>| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            };
+            let mean = |t: &Vec<f64>| t.iter().sum::<f64>() / t.len() as f64;
+            let (mc, mu) = (mean(&times[0]), mean(&times[1]));
+            let (pc, pu) = (p50(&mut times[0]), p50(&mut times[1]));
+            let group = format!("{prefix}_{q}");
+            record("traversal", &group, name, "tree_cost_p50", pc / pu);
+            record("traversal", &group, name, "tree_cost_mean", mc / mu);
+        }
+    }
+}
+
 fn bench_enron(c: &mut Criterion) {
     if !wants("enron_q") {
         return;
@@ -235,6 +271,11 @@ fn bench_enron(c: &mut Criterion) {
     let w = Workload::enron();
     let mut vs = variants(&w);
     check_and_time(&w, &mut vs, "enron");
+    if cfg!(feature = "bench-unchecked-state") {
+        // Twice: the first pass also warms what the second measures.
+        paired_state_cost(&w, &mut vs, "enron-warmup");
+        paired_state_cost(&w, &mut vs, "enron");
+    }
     let n = w.seeds.len();
     let n3 = w.q3_seeds().len();
     let cases: [(&str, usize, u32); 3] = [("enron_q1", n, 1), ("enron_q2", n, 2), ("enron_q3", n3, 3)];
