@@ -197,8 +197,35 @@ fn bench_enron(c: &mut Criterion, w: &Workload) {
     g.finish();
 }
 
+/// What the state tree costs at ingest: checked and unchecked loads alternately in this one
+/// process, `rounds` of each; records the ratio of their median times (feature
+/// `bench-unchecked-state`).
+fn paired_ingest_cost(w: &Workload, name: &str, rounds: usize, checked: Ingest, unchecked: Ingest) {
+    let mut t: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for r in 0..rounds {
+        let order: [(usize, Ingest); 2] =
+            if r % 2 == 0 { [(0, checked), (1, unchecked)] } else { [(1, unchecked), (0, checked)] };
+        for (slot, f) in order {
+            let path = fresh(&format!("paired-{}-{slot}", name.replace('/', "_")));
+            let start = Instant::now();
+            f(w, &path);
+            t[slot].push(start.elapsed().as_secs_f64());
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    for v in &mut t {
+        v.sort_by(f64::total_cmp);
+    }
+    record("ingest", "enron", name, "tree_cost_time", t[0][rounds / 2] / t[1][rounds / 2]);
+}
+
 fn ingest_enron(c: &mut Criterion) {
     let names: Vec<String> = systems().into_iter().map(|(n, _)| n).collect();
+    if cfg!(feature = "bench-unchecked-state") {
+        let w = Workload::enron();
+        paired_ingest_cost(&w, &silo_name(BULK), 7, silo_bulk, silo_bulk_unchecked);
+        paired_ingest_cost(&w, &silo_name(ROWS), 3, silo_rows, silo_rows_unchecked);
+    }
     report("enron", &names);
     bench_enron(c, &Workload::enron());
 }

@@ -17,7 +17,9 @@
 //! leaves of the ids it writes and their paths up: appends touch the last leaves.
 //!
 //! Nodes are cached per org by `(kind, level, index, version)`: a version names one content, so
-//! the cache needs no invalidation (a commit writes new versions; old entries age out).
+//! the cache needs no invalidation (a commit writes new versions; old entries age out). Leaves
+//! are also cached as resolved from a root version (one lookup per read instead of one per
+//! level): a root version names its whole tree.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ const FAN_BITS: u32 = 6;
 const FAN: u64 = 1 << FAN_BITS;
 /// Deepest tree: enough for any u64 id.
 const MAX_DEPTH: u8 = 11;
+/// The `level` of a cache entry that maps (kind, leaf index, root version) to the leaf.
+const RESOLVED: u8 = u8::MAX;
 
 /// The record kinds the tree covers, in root order. Audit entries are not in it: they are
 /// chained by HMAC and their head is in the registry entry.
@@ -203,6 +207,12 @@ impl OrgInner {
         if root.version == 0 || leaf.checked_shr(FAN_BITS * u32::from(root.depth)).unwrap_or(0) != 0 {
             return Ok(0);
         }
+        // The leaf as this root resolves it: one cache lookup instead of one per level (a root
+        // version names its whole tree, so the entry never goes stale, it only ages out).
+        let resolved = (addr.code, RESOLVED, leaf, root.version);
+        if let Some(node) = self.shared.tree.get(&resolved) {
+            return Ok(node.get(addr.slot()));
+        }
         let mut version = root.version;
         for level in (1..=root.depth).rev() {
             let index = leaf >> (FAN_BITS * u32::from(level));
@@ -212,7 +222,9 @@ impl OrgInner {
                 return Ok(0);
             }
         }
-        Ok(self.tree_node(get, addr.code, 0, leaf, version)?.get(addr.slot()))
+        let node = self.tree_node(get, addr.code, 0, leaf, version)?;
+        self.shared.tree.insert(resolved, node.clone());
+        Ok(node.get(addr.slot()))
     }
 
     /// Checks a record read at `addr` (`None`: no record there) against the state `roots`: a
