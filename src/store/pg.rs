@@ -118,6 +118,12 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// A `(key, value)` row; a column of another type (a schema edited by hand) is an error, not a
+/// panic.
+fn pair(r: &postgres::Row) -> PgResult<(Vec<u8>, Vec<u8>)> {
+    Ok((r.try_get(0)?, r.try_get(1)?))
+}
+
 /// One connection and its prepared statements (by SQL text).
 struct Conn {
     client: Client,
@@ -136,7 +142,7 @@ impl Conn {
 
     fn get(&mut self, table: Table, key: &[u8]) -> PgResult<Option<Vec<u8>>> {
         let st = self.statement(&format!("SELECT value FROM {} WHERE key = $1", table_name(table)))?;
-        Ok(self.client.query_opt(&st, &[&key])?.map(|r| r.get::<_, Vec<u8>>(0)))
+        self.client.query_opt(&st, &[&key])?.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose()
     }
 
     fn get_many(&mut self, table: Table, keys: &[&[u8]]) -> PgResult<Vec<Option<Vec<u8>>>> {
@@ -145,7 +151,7 @@ impl Conn {
         }
         let st = self.statement(&format!("SELECT key, value FROM {} WHERE key = ANY($1)", table_name(table)))?;
         let rows = self.client.query(&st, &[&keys])?;
-        let found: HashMap<Vec<u8>, Vec<u8>> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        let found: HashMap<Vec<u8>, Vec<u8>> = rows.iter().map(pair).collect::<PgResult<_>>()?;
         Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
 
@@ -162,7 +168,7 @@ impl Conn {
                 self.client.query(&st, &[&prefix])?
             }
         };
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter().map(pair).collect()
     }
 
     fn scan_after(&mut self, table: Table, prefix: &[u8], after: &[u8], limit: usize) -> PgResult<Pairs> {
@@ -184,12 +190,12 @@ impl Conn {
                 self.client.query(&st, &[&from, &limit])?
             }
         };
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter().map(pair).collect()
     }
 
     fn count(&mut self, table: Table) -> PgResult<u64> {
         let st = self.statement(&format!("SELECT count(*) FROM {}", table_name(table)))?;
-        let n: i64 = self.client.query_one(&st, &[])?.get(0);
+        let n: i64 = self.client.query_one(&st, &[])?.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
@@ -275,8 +281,8 @@ impl PgKv {
         let version: i32 = conn
             .client
             .query_one("SELECT version FROM silo_schema WHERE id = 1", &[])
-            .map_err(|e| storage(OP, e))?
-            .get(0);
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| storage(OP, e))?;
         if version != SCHEMA_VERSION {
             return Err(Error::UnsupportedFormat(format!(
                 "PostgreSQL schema version {version}; this build reads version {SCHEMA_VERSION}"

@@ -267,12 +267,12 @@ impl KvWrite for RootedWrite {
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("ctx.silo");
 /// use silograph::{Anchor, Db, RootKey};
-/// let root = RootKey::from_bytes([7; 32]);
-/// let db = Db::open(&path, root.clone())?;
+/// let root = || RootKey::from_bytes([7; 32]); // the host's key provider
+/// let db = Db::open(&path, root())?;
 /// db.create_org("acme")?;
 /// let kept = db.anchor()?.to_bytes(); // store these bytes outside the file
 /// drop(db);
-/// let db = Db::builder().expect_anchor(Anchor::from_bytes(&kept)?).open(&path, root)?;
+/// let db = Db::builder().expect_anchor(Anchor::from_bytes(&kept)?).open(&path, root())?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, PartialEq, Eq)]

@@ -9,9 +9,8 @@
 //! line, where it would end up in shell history and `ps` output. A key file readable by group or
 //! others is refused.
 //!
-//! Built with `--features postgres` and with `SILOGRAPH_POSTGRES_URL` set (a libpq connection
-//! string), the tool works on that PostgreSQL database instead of a file, and `--db` is not
-//! needed.
+//! Built with `--features postgres`, without `--db` and with `SILOGRAPH_POSTGRES_URL` set (a
+//! libpq connection string), the tool works on that PostgreSQL database instead of a file.
 //!
 //! Exit codes: 0 ok; 1 integrity or verification failure (and storage/I/O failures); 2 usage
 //! (bad arguments, a malformed input file, an unknown organization); 3 wrong key.
@@ -38,16 +37,17 @@ use silograph_import::{self as import, Column, EdgeImport, Format, ImportReport,
 /// Whether `--db` is required: not in a build that can use PostgreSQL instead.
 const DB_REQUIRED: bool = !cfg!(feature = "postgres");
 
-/// The PostgreSQL connection string to use instead of a file, if any.
-fn postgres_url() -> Option<String> {
-    if cfg!(feature = "postgres") {
-        std::env::var("SILOGRAPH_POSTGRES_URL").ok().filter(|u| !u.is_empty())
-    } else {
-        None
-    }
-}
-
 impl Cli {
+    /// The PostgreSQL connection string to use instead of a file: a `postgres` build, no `--db`
+    /// given, and `SILOGRAPH_POSTGRES_URL` set (an explicit `--db` always wins).
+    fn postgres_url(&self) -> Option<String> {
+        if cfg!(feature = "postgres") && self.db.is_none() {
+            std::env::var("SILOGRAPH_POSTGRES_URL").ok().filter(|u| !u.is_empty())
+        } else {
+            None
+        }
+    }
+
     /// The database file, or a usage error (a `postgres` build without the URL needs `--db`).
     fn db_path(&self) -> Outcome<&Path> {
         self.db.as_deref().ok_or_else(|| {
@@ -58,7 +58,7 @@ impl Cli {
     /// Opens the database: the PostgreSQL one when its URL is set, else the file.
     fn open(&self, builder: silograph::DbBuilder, root: RootKey) -> Outcome<Db> {
         #[cfg(feature = "postgres")]
-        if let Some(url) = postgres_url() {
+        if let Some(url) = self.postgres_url() {
             return Ok(builder.open_postgres(&url, root)?);
         }
         Ok(builder.open(self.db_path()?, root)?)
@@ -69,7 +69,7 @@ impl Cli {
 #[derive(Debug, Parser)]
 #[command(name = "silograph", version, about, long_about = None)]
 struct Cli {
-    /// The database file (with the `postgres` feature: not needed when SILOGRAPH_POSTGRES_URL is set).
+    /// The database file (with the `postgres` feature: leave it out to use SILOGRAPH_POSTGRES_URL).
     #[arg(long, value_name = "FILE", required = DB_REQUIRED)]
     db: Option<PathBuf>,
     #[command(flatten)]
@@ -406,7 +406,7 @@ fn run(cli: Cli) -> Outcome {
     if let Command::Init { generate_key_file } = &cli.command {
         return init(&cli, generate_key_file.as_deref());
     }
-    if postgres_url().is_none() && !cli.db_path()?.exists() {
+    if cli.postgres_url().is_none() && !cli.db_path()?.exists() {
         let db = cli.db_path()?.display();
         return Err(Failure::Usage(format!("no database at {db} (create one with `init`)")));
     }
@@ -712,11 +712,11 @@ struct Initialized {
 }
 
 fn init(cli: &Cli, generate: Option<&Path>) -> Outcome {
-    let target = match postgres_url() {
+    let target = match cli.postgres_url() {
         Some(_) => "the PostgreSQL database".to_owned(),
         None => cli.db_path()?.display().to_string(),
     };
-    if postgres_url().is_none() && std::fs::metadata(cli.db_path()?).map(|m| m.len() > 0).unwrap_or(false) {
+    if cli.postgres_url().is_none() && std::fs::metadata(cli.db_path()?).map(|m| m.len() > 0).unwrap_or(false) {
         return Err(Failure::Usage(format!("{target} already exists")));
     }
     let key = match generate {

@@ -586,3 +586,43 @@ fn a_failed_init_leaves_no_generated_key_file_behind() {
     assert!(!out.status.success(), "{}", stderr(&out));
     assert!(!key.exists(), "a key that protects nothing is removed, so init can be run again");
 }
+
+/// Built with `--features postgres` and run without `--db`, the tool works on the PostgreSQL
+/// database of `SILOGRAPH_POSTGRES_URL` (`.ci/pg.sh` starts one; without it this test prints a
+/// line and passes, except in CI, where it fails).
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_without_db_the_tool_uses_the_postgres_database() {
+    let Ok(url) = std::env::var("SILOGRAPH_POSTGRES_URL") else {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "SILOGRAPH_POSTGRES_URL is not set in CI");
+        println!("skipped: SILOGRAPH_POSTGRES_URL is not set");
+        return;
+    };
+    let run = |key: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_silograph"))
+            .env("SILOGRAPH_POSTGRES_URL", &url)
+            .env("CLI_TEST_KEY", key)
+            .args(["--root-key-env", "CLI_TEST_KEY"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key = "07".repeat(32);
+    let org = format!("cli-{}", std::process::id());
+    let edges = data("collegemsg-first20k.tsv");
+    assert_ok(&run(&key, &["init"]));
+    assert_ok(&run(&key, &["org", "create", &org]));
+    let import = ["import", &org, "--edges", edges.to_str().unwrap(), "--system", "user", "--kind", "messaged"];
+    assert_ok(&run(&key, &import));
+    let out = run(&key, &["stats", &org, "--json"]);
+    assert_ok(&out);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["edges"], 20_000, "{stats}");
+    let wrong = run(&"08".repeat(32), &["org", "list"]);
+    assert_eq!(wrong.status.code(), Some(3), "a wrong root key: {}", stdout(&wrong));
+    // An explicit --db still means the file.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ctx.silo");
+    assert_ok(&run(&key, &["--db", db.to_str().unwrap(), "init"]));
+    assert!(db.exists(), "--db was ignored");
+}
