@@ -236,3 +236,18 @@ pub fn internal_key_debug_strings(secret: [u8; 32]) -> Vec<String> {
 pub fn commit_together(txns: Vec<crate::WriteTxn>) -> Result<Vec<Result<()>>> {
     crate::WriteTxn::commit_together(txns)
 }
+
+/// What an attacker holding the root key can do to a file: rewrite org `name`'s registry entry
+/// without its custody fields (re-sealed under the KEK), so that the org opens without custody
+/// and derives its keys from the stored seeds alone.
+pub fn strip_custody(db: &Db, name: &str) -> Result<()> {
+    let inner = &db.inner;
+    let tag = inner.secret_keys.org_tag(name);
+    let mut entry = inner.read_entry(&*inner.kv.snapshot()?, tag, name)?;
+    entry.custody_id.clear();
+    entry.custody_wrapped.clear();
+    let sealed = inner.seal_entry(tag, &entry)?;
+    let mut wtx = inner.kv.begin_write()?;
+    wtx.put(ORGS, &tag.0, &sealed)?;
+    wtx.commit()
+}

@@ -35,6 +35,7 @@
 
 mod codec;
 mod crypto;
+mod custody;
 mod error;
 mod filter;
 #[cfg(feature = "fuzzing")]
@@ -45,7 +46,8 @@ mod keyprovider;
 mod store;
 mod types;
 
-pub use crypto::{OrgKey, RootKey, TransportKey};
+pub use crypto::{KeyringKey, OrgKey, RootKey, TransportKey};
+pub use custody::{CallbackCustody, CustodyKeyId, KeyCustody, LocalKeyring};
 pub use error::{CorruptAt, Error, InputError, InputKind, Result, StorageError, StorageReason};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};

@@ -12,7 +12,7 @@ mod tests;
 pub(crate) use blind::BlindKey;
 pub(crate) use envelope::Binding;
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
-pub use keys::{OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
+pub use keys::{KeyringKey, OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
 
 use crate::types::{Compartment, OrgTag};
 
@@ -25,6 +25,9 @@ const INFO_BYOK_CHECK: &[u8] = b"silograph/1/byok-check";
 const INFO_DB_ROOT_MAC: &[u8] = b"silograph/1/db-root-mac";
 const INFO_DB_ROOT_SEAL: &[u8] = b"silograph/1/db-root-seal";
 const INFO_ANCHOR: &[u8] = b"silograph/1/anchor";
+const INFO_CUSTODY_SEED: &[u8] = b"silograph/1/custody-seed";
+const INFO_KEYRING: &[u8] = b"silograph/1/keyring";
+const INFO_KEYRING_SLOT: &[u8] = b"silograph/1/keyring-slot";
 
 /// Keys derived from the root key for one database.
 pub(crate) struct RootKeys {
@@ -153,4 +156,30 @@ const INFO_BUNDLE_WRAP: &[u8] = b"silograph/1/bundle-wrap";
 /// The key that wraps an export bundle's random key, from the transport key and the bundle id.
 pub(crate) fn bundle_wrap_key(transport: &TransportKey, bundle_id: &[u8; 16]) -> AeadKey {
     AeadKey::new(&derive(transport.expose(), bundle_id, &[INFO_BUNDLE_WRAP]))
+}
+
+/// The seed an org's keys really derive from when the org is under key custody: its stored seed
+/// (in the registry, wrapped under the KEK) mixed with its custody secret (stored only wrapped by
+/// the host's custody). Either alone derives nothing; destroying the custody key shreds the org
+/// in every copy of the file.
+pub(crate) fn custody_seed(
+    custody_secret: &Secret,
+    db_id: &[u8; 16],
+    tag: OrgTag,
+    purpose: &[u8],
+    stored: &[u8],
+) -> Secret {
+    derive(custody_secret.expose(), db_id, &[INFO_CUSTODY_SEED, &tag.0, purpose, stored])
+}
+
+/// The key that seals a local keyring file's body, from the host's keyring key and the file's
+/// random id.
+pub(crate) fn keyring_body_key(key: &KeyringKey, keyring_id: &[u8; 16]) -> AeadKey {
+    AeadKey::new(&derive(key.expose(), keyring_id, &[INFO_KEYRING]))
+}
+
+/// The AES-256-GCM key of one keyring slot (a slot holds 32 random bytes; the key used is
+/// derived so that the stored bytes are never used as a key directly).
+pub(crate) fn keyring_slot_key(slot: &Secret, keyring_id: &[u8; 16]) -> AeadKey {
+    AeadKey::new(&derive(slot.expose(), keyring_id, &[INFO_KEYRING_SLOT]))
 }

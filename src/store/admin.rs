@@ -65,6 +65,25 @@ pub(crate) fn org_keys_after(
 }
 
 impl DbInner {
+    /// Destroys the custody key of an org under custody (first, so that even if the deletion
+    /// stops here no copy of the file opens the org again); nothing for other orgs.
+    fn destroy_custody_key(&self, entry: &OrgEntry, tag: OrgTag) -> Result<()> {
+        if entry.custody_id.is_empty() {
+            return Ok(());
+        }
+        let id: [u8; 16] = entry.custody_id.as_slice().try_into().map_err(|_| Error::corrupt(ORGS.name, &tag.0))?;
+        let custody = self.custody.as_ref().ok_or_else(|| {
+            Error::invalid(
+                InputKind::KeyKind,
+                format!(
+                    "org `{}` was created under key custody: open the database with its custody to delete it",
+                    entry.name
+                ),
+            )
+        })?;
+        custody.0.destroy(&crate::CustodyKeyId(id))
+    }
+
     /// Starts a new key epoch for `entry` (fresh random seed) and schedules the re-sealing of
     /// every record into it.
     pub(crate) fn start_epoch(entry: &mut OrgEntry) -> Result<u32> {
@@ -216,8 +235,10 @@ impl Db {
         Ok(more)
     }
 
-    /// Deletes an org by crypto-shredding: one transaction destroys every wrapped seed (from
-    /// then on nothing of the org can be decrypted), then its records are purged in batches.
+    /// Deletes an org by crypto-shredding: an org under key custody first has its custody key
+    /// destroyed (from then on no copy of the file opens it either), then one transaction
+    /// destroys every wrapped seed (from then on nothing of the org can be decrypted), then its
+    /// records are purged in batches.
     /// Interrupted deletions resume on the next call. Run [`Db::compact`] afterwards to rewrite
     /// the file without the freed pages.
     pub fn delete_org(&self, name: &str) -> Result<DeleteReport> {
@@ -228,6 +249,8 @@ impl Db {
         let mut wtx = inner.begin_write()?;
         {
             let mut entry = inner.read_entry(&*wtx, tag, name)?;
+            inner.destroy_custody_key(&entry, tag)?;
+            entry.custody_wrapped.clear();
             for e in entry.epochs.iter_mut() {
                 e.seed.zeroize();
                 e.seed.clear();

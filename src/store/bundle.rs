@@ -404,6 +404,7 @@ impl Importer {
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(meta.name));
         }
+        let (custody_id, custody_wrapped) = inner.new_custody()?;
         let entry = OrgEntry {
             name: meta.name.clone(),
             byok: false,
@@ -425,6 +426,8 @@ impl Importer {
             index_bits: 0,
             index_entries: 0,
             state_root: super::state::Roots::default().encode(),
+            custody_id,
+            custody_wrapped,
         };
         let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
         let claimed = (meta.audit_len, meta.audit_digest.clone());

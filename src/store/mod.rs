@@ -54,6 +54,9 @@ const ROOT_CHECK_KEY: &[u8] = b"root-check";
 const DB_SECRET_KEY: &[u8] = b"db-secret";
 const ROOT_CHECK_VALUE: &[u8] = b"silograph root check v1";
 const BYOK_CHECK_VALUE: &[u8] = b"silograph byok check v1";
+/// The layout of registry entries this build writes, carried in the entry envelope's (otherwise
+/// unused) page version: 0 is the layout before key custody, read and upgraded on read.
+const ENTRY_LAYOUT: u64 = 1;
 
 /// Longest org, kind, system or property name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -90,6 +93,7 @@ pub struct DbBuilder {
     actor: String,
     anchor: Option<root::Anchor>,
     unchecked_state: bool,
+    custody: Option<crate::custody::CustodyRef>,
 }
 
 /// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
@@ -105,6 +109,7 @@ impl Default for DbBuilder {
             actor: "host".to_owned(),
             anchor: None,
             unchecked_state: false,
+            custody: None,
         }
     }
 }
@@ -144,6 +149,17 @@ impl DbBuilder {
     #[doc(hidden)]
     pub fn unchecked_state_for_benchmarks(mut self) -> Self {
         self.unchecked_state = true;
+        self
+    }
+
+    /// Keeps a per-org key outside the data file in `custody` (a [`crate::LocalKeyring`], or the
+    /// host's KMS through [`crate::CallbackCustody`]): orgs created from then on derive their keys
+    /// from their stored seeds and a custody secret only the custody can unwrap, so
+    /// [`Db::delete_org`] (which destroys the org's custody key) shreds them in every copy of the
+    /// file. Orgs created without custody keep working as before, without copy-proof shredding.
+    /// Opening an org that was created under custody needs the same custody.
+    pub fn custody(mut self, custody: impl crate::KeyCustody + 'static) -> Self {
+        self.custody = Some(crate::custody::CustodyRef(Arc::new(custody)));
         self
     }
 
@@ -267,6 +283,7 @@ impl DbBuilder {
                 path,
                 rotate_after_seals: self.rotate_after_seals,
                 actor: self.actor,
+                custody: self.custody,
                 secret_keys: Arc::new(DbSecretKeys::derive(&meta.secret, &meta.db_id)),
                 db_secret: meta.secret,
                 page_cache: self.page_cache,
@@ -411,6 +428,8 @@ pub(crate) struct DbInner {
     pub rotate_after_seals: u64,
     /// The actor recorded in audit entries when a handle names none.
     pub actor: String,
+    /// Where per-org custody keys live, if the `Db` was opened with one.
+    pub custody: Option<crate::custody::CustodyRef>,
     pub secret_keys: Arc<DbSecretKeys>,
     /// The database secret (wrapped under the KEK on disk); needed to rewrap it at root rotation.
     pub db_secret: Secret,
@@ -459,7 +478,37 @@ impl DbInner {
             codec::encode(entry).map_err(|_| Error::invalid(InputKind::TooLarge, "org entry too large"))?.to_vec(),
         );
         let root = self.root();
-        envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 }, &bytes)
+        let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
+        envelope::seal_versioned(&root.keys.kek, root.gen, ENTRY_LAYOUT, &binding, &bytes)
+    }
+
+    /// A custody id and wrapped custody secret for a new org: empty if the `Db` has no custody.
+    pub(crate) fn new_custody(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let Some(custody) = &self.custody else { return Ok((Vec::new(), Vec::new())) };
+        let id = crate::CustodyKeyId::generate()?;
+        let secret = Secret::generate()?;
+        let wrapped = custody.0.wrap(&id, secret.expose())?;
+        Ok((id.as_bytes().to_vec(), wrapped))
+    }
+
+    /// The custody secret of an org under custody (`None` for an org created without one).
+    /// A destroyed custody key is `OrgNotFound`: the org was deleted.
+    pub(crate) fn custody_secret(&self, entry: &OrgEntry, tag: OrgTag) -> Result<Option<Secret>> {
+        if entry.custody_id.is_empty() {
+            return Ok(None);
+        }
+        let id: [u8; 16] = entry.custody_id.as_slice().try_into().map_err(|_| Error::corrupt(ORGS.name, &tag.0))?;
+        let custody = self.custody.as_ref().ok_or_else(|| {
+            Error::invalid(
+                InputKind::KeyKind,
+                format!("org `{}` was created under key custody: open the database with its custody", entry.name),
+            )
+        })?;
+        let plain = custody.0.unwrap(&crate::CustodyKeyId(id), &entry.custody_wrapped).map_err(|e| match e {
+            Error::CustodyKeyDestroyed => Error::OrgNotFound(entry.name.clone()),
+            other => other,
+        })?;
+        Secret::from_slice(&plain).map(Some).map_err(|_| Error::WrongKey)
     }
 
     /// Opens a sealed registry entry under `from`'s KEK and seals it again under `to`'s, for root
@@ -473,8 +522,9 @@ impl DbInner {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key };
+        let layout = envelope::peek_version(sealed, ORGS.name, key)?;
         let mut plain = envelope::open(&from.kek, &binding, ORGS.name, sealed)?;
-        let out = envelope::seal(&to.kek, gen, &binding, plain.as_slice());
+        let out = envelope::seal_versioned(&to.kek, gen, layout, &binding, plain.as_slice());
         zeroize::Zeroize::zeroize(plain.as_mut_slice());
         out
     }
@@ -482,8 +532,13 @@ impl DbInner {
     /// Opens and validates an org registry entry.
     pub(crate) fn open_entry(&self, tag: OrgTag, sealed: &[u8]) -> Result<OrgEntry> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
+        let layout = envelope::peek_version(sealed, ORGS.name, &tag.0)?;
         let mut buf = envelope::open(&self.root().keys.kek, &binding, ORGS.name, sealed)?;
-        let entry = codec::decode::<OrgEntry>(buf.as_slice());
+        let entry = match layout {
+            0 => codec::decode::<codec::OrgEntryV0>(buf.as_slice()).map(OrgEntry::from),
+            ENTRY_LAYOUT => codec::decode::<OrgEntry>(buf.as_slice()),
+            _ => Err(codec::CodecError),
+        };
         zeroize::Zeroize::zeroize(buf.as_mut_slice());
         entry.map_err(|_| Error::corrupt(ORGS.name, &tag.0))
     }
@@ -525,6 +580,10 @@ impl Db {
             Some(_) => (Vec::new(), Vec::new()),
             None => (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec()),
         };
+        let (custody_id, custody_wrapped) = match byok {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => inner.new_custody()?,
+        };
         let key_check = match byok {
             Some(k) => envelope::seal(
                 &crypto::byok_check_key(k, &inner.db_id, tag),
@@ -555,6 +614,8 @@ impl Db {
             index_bits: 0,
             index_entries: 0,
             state_root: state::Roots::default().encode(),
+            custody_id,
+            custody_wrapped,
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;

@@ -108,6 +108,8 @@ pub(crate) struct OrgInner {
     pub epochs: RwLock<EpochSet>,
     /// BYOK orgs: the host key, needed to derive keys of epochs learned later.
     pub byok: Option<Zeroizing<[u8; 32]>>,
+    /// Orgs under key custody: the custody secret every seed is mixed with.
+    pub custody: Option<Secret>,
     pub scope: Vec<Compartment>,
     pub shared: Arc<OrgShared>,
 }
@@ -127,9 +129,10 @@ impl OrgInner {
             if set.keys.contains_key(&e.epoch) {
                 continue;
             }
-            let seed = match &self.byok {
-                Some(k) => Secret::from_bytes(**k),
-                None => {
+            let seed = match (&self.byok, &self.custody) {
+                (Some(k), _) => Secret::from_bytes(**k),
+                (None, Some(c)) => crypto::custody_seed(c, &self.db.db_id, self.tag, b"epoch", &e.seed),
+                (None, None) => {
                     Secret::from_slice(&e.seed).map_err(|_| Error::corrupt(super::tables::ORGS.name, &self.tag.0))?
                 }
             };
@@ -176,9 +179,14 @@ impl Org {
         byok: Option<&OrgKey>,
         scope: &[Compartment],
     ) -> Result<Org> {
-        let structure_seed = match byok {
-            Some(k) => crypto::byok_seed(k),
-            None => Secret::from_slice(&entry.structure_seed)
+        let custody = match byok {
+            Some(_) => None,
+            None => db.custody_secret(entry, tag)?,
+        };
+        let structure_seed = match (byok, &custody) {
+            (Some(k), _) => crypto::byok_seed(k),
+            (None, Some(c)) => crypto::custody_seed(c, &db.db_id, tag, b"structure", &entry.structure_seed),
+            (None, None) => Secret::from_slice(&entry.structure_seed)
                 .map_err(|_| Error::corrupt(super::tables::ORGS.name, &tag.0))?,
         };
         let structure = crypto::derive_structure_keys(&structure_seed, &db.db_id, tag);
@@ -193,6 +201,7 @@ impl Org {
             structure,
             epochs: RwLock::new(EpochSet::default()),
             byok: byok.map(|k| Zeroizing::new(*crypto::byok_seed(k).expose())),
+            custody,
             scope,
             shared,
         };

@@ -8,6 +8,7 @@ mod basic;
 mod bulk;
 mod canary;
 mod crash;
+mod custody;
 mod file_tamper;
 mod golden;
 mod group_commit;
