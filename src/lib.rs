@@ -53,8 +53,8 @@ pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
 pub use store::{Anchor, BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
-    Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, VerifyReport,
-    ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
+    Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, SecretValue,
+    Secrets, VerifyReport, ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
 };
 pub use store::{
     Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,

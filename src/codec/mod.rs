@@ -487,6 +487,21 @@ impl From<OrgEntryV0> for OrgEntry {
     }
 }
 
+/// An org's sealed secrets: `(name, value)` sorted by name. Values are zeroized on drop.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
+pub struct SecretMap {
+    /// The secrets, sorted by name.
+    pub entries: Vec<(String, Vec<u8>)>,
+}
+
+impl Drop for SecretMap {
+    fn drop(&mut self) {
+        for (_, v) in &mut self.entries {
+            v.zeroize();
+        }
+    }
+}
+
 /// The body of a local keyring file (sealed as a whole under the keyring key).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
 pub struct KeyringBody {

@@ -82,7 +82,7 @@ impl DbSecretKeys {
 ///
 /// A compartment outside a handle's scope has no key here at all.
 pub(crate) struct EpochKeys {
-    pub keys: [Option<AeadKey>; 3],
+    pub keys: [Option<AeadKey>; 4],
 }
 
 /// The structure keys of one org: they turn ids into record keys and chain audit entries.
@@ -112,6 +112,7 @@ fn compartment_purpose(c: Compartment) -> &'static [u8] {
         Compartment::Core => b"data",
         Compartment::Labels => b"labels",
         Compartment::Raw => b"raw",
+        Compartment::Secrets => b"secrets",
     }
 }
 
@@ -123,7 +124,7 @@ pub(crate) fn derive_epoch_keys(
     epoch: u32,
     scope: &[Compartment],
 ) -> EpochKeys {
-    let mut keys: [Option<AeadKey>; 3] = [None, None, None];
+    let mut keys: [Option<AeadKey>; 4] = [None, None, None, None];
     for c in scope {
         let s = derive(seed.expose(), db_id, &[INFO_ORG, &tag.0, &epoch.to_le_bytes(), compartment_purpose(*c)]);
         keys[c.index() as usize] = Some(AeadKey::new(&s));

@@ -171,7 +171,7 @@ impl Db {
         }
         wtx.commit()?;
         drop(writer);
-        let org = self.open_org(name, None, &Compartment::ALL)?;
+        let org = self.open_org(name, None, &Compartment::FULL_SCOPE)?;
         let mut report = RotationReport { epoch: 0, resealed: 0, batches: 0, resumed };
         while self.rotation_batch(&org, &mut report)? {}
         super::audit::append_admin(self, tag, name, "rotate-org-key", &[("resealed", report.resealed)])?;

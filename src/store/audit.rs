@@ -114,7 +114,7 @@ pub(crate) fn entry_row(
 
 /// Appends an admin entry in its own transaction.
 pub(crate) fn append_admin(db: &Db, tag: OrgTag, name: &str, op: &str, counts: &[(&str, u64)]) -> Result<()> {
-    let org = db.open_org(name, None, &Compartment::ALL)?;
+    let org = db.open_org(name, None, &Compartment::FULL_SCOPE)?;
     append_admin_for(&org, tag, op, counts, &db.inner.actor)
 }
 

@@ -231,7 +231,7 @@ impl Db {
             let table = addr.kind().table();
             let key = addr.key(oi);
             let v = oi.fetch(&roots, &get, *addr, &key)?.ok_or_else(|| Error::corrupt(table.name, &key))?;
-            let c = addr.kind().compartment(addr.sub);
+            let c = addr.record_kind().compartment(addr.sub);
             let plain = Zeroizing::new(oi.open(table, &key, c, &v)?.as_slice().to_vec());
             let kind = addr.kind().blind_kind().ok_or_else(|| Error::Internal("unblinded record kind".into()))?;
             let mut item = Zeroizing::new(Vec::with_capacity(15 + plain.len()));
@@ -429,7 +429,7 @@ impl Importer {
             custody_id,
             custody_wrapped,
         };
-        let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
+        let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::FULL_SCOPE)?;
         let claimed = (meta.audit_len, meta.audit_digest.clone());
         Ok(Importer {
             org,
@@ -497,6 +497,9 @@ impl Importer {
             }
             RecordKind::NodeProps | RecordKind::EdgeProps => {
                 decode_aligned::<codec::PropMap>(plain)?;
+            }
+            RecordKind::Secrets => {
+                decode_aligned::<codec::SecretMap>(plain)?;
             }
             // The index and the state tree are rebuilt; the audit chain travels as its own items.
             RecordKind::Bucket | RecordKind::Audit | RecordKind::Tree => return Err(bad_bundle("bad record kind")),

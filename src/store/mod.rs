@@ -16,6 +16,7 @@ pub(crate) mod pg;
 mod read;
 mod records;
 mod root;
+mod secrets;
 mod state;
 pub(crate) mod tables;
 mod verify;
@@ -28,6 +29,7 @@ pub use bundle::BundleReport;
 pub use org::Org;
 pub use read::{EdgeView, Neighbor, NeighborFilter, Neighbors, NodeView, ReadTxn};
 pub use root::Anchor;
+pub use secrets::{SecretValue, Secrets};
 pub use verify::{CorruptRecord, VerifyReport};
 pub use write::{EdgeInput, NodeInput, WriteTxn};
 
@@ -618,7 +620,7 @@ impl Db {
             custody_wrapped,
         };
         let mut entry = entry;
-        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
+        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
         let mut wtx = inner.begin_write()?;
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(name.to_owned()));
@@ -634,12 +636,12 @@ impl Db {
     /// `Error::OrgNotFound` if there is none; `Error::InvalidInput` for a BYOK org (use
     /// [`Db::org_with_key`]).
     pub fn org(&self, name: &str) -> Result<Org> {
-        self.open_org(name, None, &Compartment::ALL)
+        self.open_org(name, None, &Compartment::FULL_SCOPE)
     }
 
     /// A handle for a BYOK organization; `Error::WrongKey` if `key` is not its key.
     pub fn org_with_key(&self, name: &str, key: &OrgKey) -> Result<Org> {
-        self.open_org(name, Some(key), &Compartment::ALL)
+        self.open_org(name, Some(key), &Compartment::FULL_SCOPE)
     }
 
     /// A handle restricted to `scope`: it derives no key for the compartments outside it, so
@@ -693,7 +695,7 @@ impl Db {
         }
         drop(snap);
         let org = Org::from_entry(self.inner.clone(), tag, &entry, key, scope)?;
-        if scope.len() < Compartment::ALL.len() {
+        if scope.len() < Compartment::FULL_SCOPE.len() {
             let scope_count = [("compartments", scope.len() as u64)];
             audit::append_admin_for(&org, tag, "scoped-open", &scope_count, &self.inner.actor)?;
         }

@@ -426,6 +426,7 @@ impl WriteTxn {
     }
 
     fn props_mut(&mut self, owner: Owner, c: Compartment) -> Result<&mut PropMap> {
+        c.check_property()?;
         if !self.org.inner.scope.contains(&c) {
             return Err(Error::Denied(c));
         }

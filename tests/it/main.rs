@@ -21,6 +21,7 @@ mod model;
 mod nonce;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod secrets;
 #[cfg(feature = "serde")]
 mod serde_views;
 mod state;
