@@ -252,3 +252,9 @@ pub fn strip_custody(db: &Db, name: &str) -> Result<()> {
     wtx.put(ORGS, &tag.0, &sealed)?;
     wtx.commit()
 }
+
+/// The compartments whose BYOK chain keys a handle holds (`None`: not a BYOK handle). A BYOK
+/// handle keeps these and nothing else of the host key.
+pub fn byok_chain_scope(org: &Org) -> Option<Vec<Compartment>> {
+    org.inner.byok.as_ref().map(|c| c.held())
+}

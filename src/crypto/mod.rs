@@ -14,6 +14,8 @@ pub(crate) use envelope::Binding;
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
 pub use keys::{KeyringKey, OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
 
+use std::sync::Arc;
+
 use crate::types::{Compartment, OrgTag};
 
 const INFO_ROOT_CHECK: &[u8] = b"silograph/1/root-check";
@@ -25,6 +27,7 @@ const INFO_BYOK_CHECK: &[u8] = b"silograph/1/byok-check";
 const INFO_DB_ROOT_MAC: &[u8] = b"silograph/1/db-root-mac";
 const INFO_DB_ROOT_SEAL: &[u8] = b"silograph/1/db-root-seal";
 const INFO_ANCHOR: &[u8] = b"silograph/1/anchor";
+const INFO_BYOK_CHAIN: &[u8] = b"silograph/1/byok-chain";
 const INFO_CUSTODY_SEED: &[u8] = b"silograph/1/custody-seed";
 const INFO_KEYRING: &[u8] = b"silograph/1/keyring";
 const INFO_KEYRING_SLOT: &[u8] = b"silograph/1/keyring-slot";
@@ -145,6 +148,59 @@ pub(crate) fn derive_structure_keys(structure_seed: &Secret, db_id: &[u8; 16], t
 /// The key that seals a BYOK org's key-check record.
 pub(crate) fn byok_check_key(key: &OrgKey, db_id: &[u8; 16], tag: OrgTag) -> AeadKey {
     AeadKey::new(&derive(key.expose(), db_id, &[INFO_BYOK_CHECK, &tag.0]))
+}
+
+/// A BYOK org's per-compartment chain keys, from the host key: the data keys of every epoch
+/// after 0 derive from them, so a handle holds only its scope's chain keys, never the host key.
+pub(crate) struct ByokChain {
+    keys: [Option<Secret>; 4],
+    /// Epoch 0 predates the chains: its keys derive from the host key directly (as in v2 files
+    /// before BYOK rotation), so they are derived once, at open, for the handle's scope.
+    epoch0: Option<Arc<EpochKeys>>,
+}
+
+impl std::fmt::Debug for ByokChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<bool> = self.keys.iter().map(Option::is_some).collect();
+        f.debug_struct("ByokChain").field("held", &held).finish_non_exhaustive()
+    }
+}
+
+impl ByokChain {
+    /// The chain keys of `scope` (and epoch 0's keys) from the host key.
+    pub(crate) fn derive(key: &OrgKey, db_id: &[u8; 16], tag: OrgTag, scope: &[Compartment]) -> ByokChain {
+        let mut keys: [Option<Secret>; 4] = [None, None, None, None];
+        for c in scope {
+            keys[c.index() as usize] =
+                Some(derive(key.expose(), db_id, &[INFO_BYOK_CHAIN, &tag.0, compartment_purpose(*c)]));
+        }
+        let epoch0 = Some(Arc::new(derive_epoch_keys(&byok_seed(key), db_id, tag, 0, scope)));
+        ByokChain { keys, epoch0 }
+    }
+
+    /// The compartments whose chain keys this holds.
+    #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
+    pub(crate) fn held(&self) -> Vec<Compartment> {
+        Compartment::FULL_SCOPE.into_iter().filter(|c| self.keys[c.index() as usize].is_some()).collect()
+    }
+
+    /// The data keys of `epoch` for the compartments this chain holds.
+    pub(crate) fn epoch_keys(&self, db_id: &[u8; 16], tag: OrgTag, epoch: u32) -> Arc<EpochKeys> {
+        if epoch == 0 {
+            if let Some(k) = &self.epoch0 {
+                return k.clone();
+            }
+        }
+        let mut keys: [Option<AeadKey>; 4] = [None, None, None, None];
+        for c in Compartment::FULL_SCOPE {
+            if let Some(chain) = &self.keys[c.index() as usize] {
+                let s =
+                    derive(chain.expose(), db_id, &[INFO_ORG, &tag.0, &epoch.to_le_bytes(), compartment_purpose(c)]);
+                keys[c.index() as usize] = Some(AeadKey::new(&s));
+            }
+        }
+        Arc::new(EpochKeys { keys })
+    }
 }
 
 /// A BYOK org's host key seen as a seed (the key itself is never stored).

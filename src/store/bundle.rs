@@ -22,7 +22,7 @@ use super::org::Org;
 use super::tables::{index_domain, RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
 use crate::codec::{self, AuditRecord, EdgePage, EpochEntry, NodePage, OrgEntry};
-use crate::crypto::{self, sealed, AeadKey, Secret, TransportKey};
+use crate::crypto::{self, sealed, AeadKey, OrgKey, Secret, TransportKey};
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 
@@ -150,7 +150,24 @@ impl Db {
     /// Streams org `name` into `out` as a bundle sealed for `transport` (see the module docs).
     /// The org's audit chain must verify; an `export` entry is appended to it first.
     pub fn export_org(&self, name: &str, transport: &TransportKey, out: impl Write) -> Result<BundleReport> {
-        let org = self.org(name)?;
+        self.export(self.org(name)?, transport, out)
+    }
+
+    /// Exports a BYOK org (as [`Db::export_org`]); `key` is its host key. The bundle carries the
+    /// records decrypted and re-sealed for `transport`, never the host key.
+    pub fn export_org_with_key(
+        &self,
+        name: &str,
+        key: &OrgKey,
+        transport: &TransportKey,
+        out: impl Write,
+    ) -> Result<BundleReport> {
+        self.export(self.org_with_key(name, key)?, transport, out)
+    }
+
+    fn export(&self, org: Org, transport: &TransportKey, out: impl Write) -> Result<BundleReport> {
+        let name = org.inner.name.clone();
+        let name = name.as_str();
         let chain = org.audit().verify()?;
         if let Some(seq) = chain.first_bad {
             return Err(Error::Corrupt {
@@ -257,7 +274,7 @@ impl Db {
     /// reordered or tampered bundle is `Corrupt`; an existing org of that name is `OrgExists`;
     /// in every error case nothing is written.
     pub fn import_org(&self, input: impl Read, transport: &TransportKey) -> Result<BundleReport> {
-        self.import_bundle(input, transport, None)
+        self.import_bundle(input, transport, None, None)
     }
 
     /// [`Db::import_org`], also refusing (`Corrupt`, nothing written) a bundle whose audit chain
@@ -270,7 +287,18 @@ impl Db {
         transport: &TransportKey,
         audit_digest: &str,
     ) -> Result<BundleReport> {
-        self.import_bundle(input, transport, Some(audit_digest))
+        self.import_bundle(input, transport, Some(audit_digest), None)
+    }
+
+    /// Imports a bundle (as [`Db::import_org`]) as a BYOK org whose keys derive from the host
+    /// key `key` (which need not be the exporting org's key, nor the org a BYOK one).
+    pub fn import_org_with_key(
+        &self,
+        input: impl Read,
+        transport: &TransportKey,
+        key: &OrgKey,
+    ) -> Result<BundleReport> {
+        self.import_bundle(input, transport, None, Some(key))
     }
 
     fn import_bundle(
@@ -278,6 +306,7 @@ impl Db {
         input: impl Read,
         transport: &TransportKey,
         expected_digest: Option<&str>,
+        byok: Option<&OrgKey>,
     ) -> Result<BundleReport> {
         self.inner.group.writable()?;
         let mut input = input;
@@ -334,7 +363,7 @@ impl Db {
                     (ITEM_ORG, None) => {
                         let meta: BundleOrg = decode_aligned(payload)?;
                         report.org = meta.name.clone();
-                        import = Some(Importer::begin(self, meta)?);
+                        import = Some(Importer::begin(self, meta, byok)?);
                     }
                     (ITEM_RECORD, Some(imp)) => {
                         imp.record(payload)?;
@@ -396,7 +425,7 @@ struct Importer {
 const IMPORT_VERSION: u64 = 1;
 
 impl Importer {
-    fn begin(db: &Db, meta: BundleOrg) -> Result<Importer> {
+    fn begin(db: &Db, meta: BundleOrg, byok: Option<&OrgKey>) -> Result<Importer> {
         check_name("org name", &meta.name, MAX_NAME_LEN)?;
         let inner = &db.inner;
         let tag = inner.secret_keys.org_tag(&meta.name);
@@ -404,14 +433,21 @@ impl Importer {
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(meta.name));
         }
-        let (custody_id, custody_wrapped) = inner.new_custody()?;
+        let (custody_id, custody_wrapped, key_check, seed, structure_seed) = match byok {
+            Some(k) => (Vec::new(), Vec::new(), super::byok_key_check(inner, tag, k)?, Vec::new(), Vec::new()),
+            None => {
+                let (id, wrapped) = inner.new_custody()?;
+                let seeds = (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec());
+                (id, wrapped, Vec::new(), seeds.0, seeds.1)
+            }
+        };
         let entry = OrgEntry {
             name: meta.name.clone(),
-            byok: false,
-            key_check: Vec::new(),
+            byok: byok.is_some(),
+            key_check,
             current_epoch: 0,
-            epochs: vec![EpochEntry { epoch: 0, seed: Secret::generate()?.expose().to_vec(), seal_count: 0 }],
-            structure_seed: Secret::generate()?.expose().to_vec(),
+            epochs: vec![EpochEntry { epoch: 0, seed, seal_count: 0 }],
+            structure_seed,
             next_node: meta.next_node,
             next_edge: meta.next_edge,
             next_kind: meta.next_kind,
@@ -429,7 +465,7 @@ impl Importer {
             custody_id,
             custody_wrapped,
         };
-        let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::FULL_SCOPE)?;
+        let org = Org::from_entry(db.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
         let claimed = (meta.audit_len, meta.audit_digest.clone());
         Ok(Importer {
             org,

@@ -587,12 +587,7 @@ impl Db {
             None => inner.new_custody()?,
         };
         let key_check = match byok {
-            Some(k) => envelope::seal(
-                &crypto::byok_check_key(k, &inner.db_id, tag),
-                0,
-                &Binding { db_id: &inner.db_id, table: ORGS.id, key: &tag.0 },
-                BYOK_CHECK_VALUE,
-            )?,
+            Some(k) => byok_key_check(inner, tag, k)?,
             None => Vec::new(),
         };
         let entry = OrgEntry {
@@ -716,6 +711,16 @@ impl Db {
         names.sort();
         Ok(names)
     }
+}
+
+/// The key-check record of a BYOK org: a known value sealed under a key derived from its key.
+pub(crate) fn byok_key_check(inner: &DbInner, tag: OrgTag, key: &OrgKey) -> Result<Vec<u8>> {
+    envelope::seal(
+        &crypto::byok_check_key(key, &inner.db_id, tag),
+        0,
+        &Binding { db_id: &inner.db_id, table: ORGS.id, key: &tag.0 },
+        BYOK_CHECK_VALUE,
+    )
 }
 
 /// Runs storage calls, turning a panic inside redb (it panics on some corrupt files instead of

@@ -3,8 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use zeroize::Zeroizing;
-
 use super::cache::PageCache;
 use super::read::ReadTxn;
 use super::write::WriteTxn;
@@ -106,8 +104,9 @@ pub(crate) struct OrgInner {
     pub structure: StructureKeys,
     /// Data keys by epoch. Grows when a rotation adds an epoch (see [`OrgInner::refresh_keys`]).
     pub epochs: RwLock<EpochSet>,
-    /// BYOK orgs: the host key, needed to derive keys of epochs learned later.
-    pub byok: Option<Zeroizing<[u8; 32]>>,
+    /// BYOK orgs: the chain keys of this handle's scope, from which the keys of epochs learned
+    /// later derive (the handle never keeps the host key itself).
+    pub byok: Option<crypto::ByokChain>,
     /// Orgs under key custody: the custody secret every seed is mixed with.
     pub custody: Option<Secret>,
     pub scope: Vec<Compartment>,
@@ -129,10 +128,13 @@ impl OrgInner {
             if set.keys.contains_key(&e.epoch) {
                 continue;
             }
-            let seed = match (&self.byok, &self.custody) {
-                (Some(k), _) => Secret::from_bytes(**k),
-                (None, Some(c)) => crypto::custody_seed(c, &self.db.db_id, self.tag, b"epoch", &e.seed),
-                (None, None) => {
+            if let Some(chain) = &self.byok {
+                set.keys.insert(e.epoch, chain.epoch_keys(&self.db.db_id, self.tag, e.epoch));
+                continue;
+            }
+            let seed = match &self.custody {
+                Some(c) => crypto::custody_seed(c, &self.db.db_id, self.tag, b"epoch", &e.seed),
+                None => {
                     Secret::from_slice(&e.seed).map_err(|_| Error::corrupt(super::tables::ORGS.name, &self.tag.0))?
                 }
             };
@@ -194,13 +196,14 @@ impl Org {
         let mut scope = scope.to_vec();
         scope.sort();
         scope.dedup();
+        let byok = byok.map(|k| crypto::ByokChain::derive(k, &db.db_id, tag, &scope));
         let inner = OrgInner {
             db,
             name: entry.name.clone(),
             tag,
             structure,
             epochs: RwLock::new(EpochSet::default()),
-            byok: byok.map(|k| Zeroizing::new(*crypto::byok_seed(k).expose())),
+            byok,
             custody,
             scope,
             shared,

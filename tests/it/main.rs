@@ -6,6 +6,7 @@ mod common;
 
 mod basic;
 mod bulk;
+mod byok;
 mod canary;
 mod crash;
 mod custody;
