@@ -15,6 +15,7 @@ mod overlay;
 pub(crate) mod pg;
 mod read;
 mod records;
+mod rekey;
 mod root;
 mod secrets;
 mod state;

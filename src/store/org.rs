@@ -109,6 +109,9 @@ pub(crate) struct OrgInner {
     pub byok: Option<crypto::ByokChain>,
     /// Orgs under key custody: the custody secret every seed is mixed with.
     pub custody: Option<Secret>,
+    /// A keyed fingerprint of the stored structure seed this handle's keys derive from: a
+    /// registry entry with another one was re-keyed (`Db::rekey_org`) after the handle opened.
+    pub structure_fp: [u8; 32],
     pub scope: Vec<Compartment>,
     pub shared: Arc<OrgShared>,
 }
@@ -123,6 +126,12 @@ pub(crate) struct EpochSet {
 impl OrgInner {
     /// Derives the keys of every epoch of `entry` this handle does not hold yet.
     pub(crate) fn learn_epochs(&self, entry: &OrgEntry) -> Result<()> {
+        if structure_fingerprint(&self.structure, entry) != self.structure_fp {
+            return Err(Error::invalid(
+                crate::error::InputKind::WrongState,
+                format!("org `{}` was re-keyed after this handle was opened: open a new handle", self.name),
+            ));
+        }
         let mut set = self.epochs.write().unwrap_or_else(|p| p.into_inner());
         for e in &entry.epochs {
             if set.keys.contains_key(&e.epoch) {
@@ -167,6 +176,11 @@ impl OrgInner {
     }
 }
 
+/// A fingerprint of `entry`'s stored structure seed under `structure`'s index key.
+fn structure_fingerprint(structure: &StructureKeys, entry: &OrgEntry) -> [u8; 32] {
+    structure.index.mac(&[b"silograph/1/structure-fingerprint", &entry.structure_seed])
+}
+
 impl std::fmt::Debug for Org {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Org").field("name", &self.inner.name).field("scope", &self.inner.scope).finish_non_exhaustive()
@@ -197,7 +211,9 @@ impl Org {
         scope.sort();
         scope.dedup();
         let byok = byok.map(|k| crypto::ByokChain::derive(k, &db.db_id, tag, &scope));
+        let structure_fp = structure_fingerprint(&structure, entry);
         let inner = OrgInner {
+            structure_fp,
             db,
             name: entry.name.clone(),
             tag,

@@ -184,6 +184,14 @@ fn orgs_created_before_custody_keep_working_and_new_orgs_get_custody() {
     assert!(reads_back(&db, "old", 5));
     assert!(db.org("new").is_err());
     drop(db);
+    // A full re-key brings the legacy org under custody: then the root key alone opens it no more.
+    let db = Db::builder().custody(ring.clone()).open(&path, root_key(2)).unwrap();
+    db.rekey_org("old").unwrap();
+    assert!(reads_back(&db, "old", 5));
+    drop(db);
+    let db = Db::open(&path, root_key(2)).unwrap();
+    assert!(db.org("old").is_err(), "a re-keyed legacy org still opens without custody");
+    drop(db);
     // And a keyring that never held the org's key cannot open it.
     let other = Arc::new(LocalKeyring::open(tmp("other.keys").to_path_buf(), keyring_key()).unwrap());
     let db = Db::builder().custody(other).open(&path, root_key(2)).unwrap();

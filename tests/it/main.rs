@@ -22,6 +22,7 @@ mod model;
 mod nonce;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rekey;
 mod secrets;
 #[cfg(feature = "serde")]
 mod serde_views;
