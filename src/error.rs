@@ -35,6 +35,11 @@ pub enum Error {
     /// The file or a value uses a format version this build does not understand.
     #[error("unsupported format: {0}")]
     UnsupportedFormat(String),
+    /// The org's custody key was destroyed (the org was deleted): nothing of it can be opened,
+    /// in this file or any copy. A [`KeyCustody`](crate::KeyCustody) returns it from `unwrap`;
+    /// silograph reports such an org as [`Error::OrgNotFound`].
+    #[error("the custody key was destroyed")]
+    CustodyKeyDestroyed,
     /// The handle's scope does not include this compartment.
     #[error("access denied: the handle's scope does not include the {0:?} compartment")]
     Denied(Compartment),

@@ -171,7 +171,7 @@ impl RecordHarness {
             RecordKind::PropMap => o.open_record(PROPS, &key, Compartment::Raw, sealed).map(Decoded::PropMap),
             RecordKind::OrgEntry => {
                 let entry = self.db.inner.open_entry(self.tag(), sealed)?;
-                Org::from_entry(self.db.inner.clone(), self.tag(), &entry, None, &Compartment::ALL)?;
+                Org::from_entry(self.db.inner.clone(), self.tag(), &entry, None, &Compartment::FULL_SCOPE)?;
                 Ok(Decoded::OrgEntry(Box::new(entry)))
             }
         }
@@ -217,7 +217,7 @@ pub fn internal_key_debug_strings(secret: [u8; 32]) -> Vec<String> {
     let blind = BlindKey::new(&s);
     let tag = OrgTag([7; 8]);
     let structure = crypto::derive_structure_keys(&s, &[1; 16], tag);
-    let epoch = crypto::derive_epoch_keys(&s, &[1; 16], tag, 0, &Compartment::ALL);
+    let epoch = crypto::derive_epoch_keys(&s, &[1; 16], tag, 0, &Compartment::FULL_SCOPE);
     vec![
         format!("{s:?}"),
         format!("{s:#?}"),
@@ -235,4 +235,26 @@ pub fn internal_key_debug_strings(secret: [u8; 32]) -> Vec<String> {
 /// returning each one's result: the crash sweep uses it to strike a group commit at every write.
 pub fn commit_together(txns: Vec<crate::WriteTxn>) -> Result<Vec<Result<()>>> {
     crate::WriteTxn::commit_together(txns)
+}
+
+/// What an attacker holding the root key can do to a file: rewrite org `name`'s registry entry
+/// without its custody fields (re-sealed under the KEK), so that the org opens without custody
+/// and derives its keys from the stored seeds alone.
+pub fn strip_custody(db: &Db, name: &str) -> Result<()> {
+    let inner = &db.inner;
+    let tag = inner.secret_keys.org_tag(name);
+    let mut entry = inner.read_entry(&*inner.kv.snapshot()?, tag, name)?;
+    entry.custody_id.clear();
+    entry.custody_wrapped.clear();
+    let sealed = inner.seal_entry(tag, &entry)?;
+    // The root key also opens the database root: such an attacker keeps it consistent.
+    let mut wtx = inner.begin_write()?;
+    wtx.put(ORGS, &tag.0, &sealed)?;
+    wtx.commit()
+}
+
+/// The compartments whose BYOK chain keys a handle holds (`None`: not a BYOK handle). A BYOK
+/// handle keeps these and nothing else of the host key.
+pub fn byok_chain_scope(org: &Org) -> Option<Vec<Compartment>> {
+    org.inner.byok.as_ref().map(|c| c.held())
 }

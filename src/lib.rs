@@ -35,6 +35,7 @@
 
 mod codec;
 mod crypto;
+mod custody;
 mod error;
 mod filter;
 #[cfg(feature = "fuzzing")]
@@ -45,14 +46,15 @@ mod keyprovider;
 mod store;
 mod types;
 
-pub use crypto::{OrgKey, RootKey, TransportKey};
+pub use crypto::{KeyringKey, OrgKey, RootKey, TransportKey};
+pub use custody::{CallbackCustody, CustodyKeyId, KeyCustody, LocalKeyring};
 pub use error::{CorruptAt, Error, InputError, InputKind, Result, StorageError, StorageReason};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
 pub use store::{Anchor, BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
-    Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, VerifyReport,
-    ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
+    Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, SecretValue,
+    Secrets, VerifyReport, ADMIN_BATCH, DEFAULT_ROTATE_AFTER_SEALS,
 };
 pub use store::{
     Db, DbBuilder, EdgeInput, EdgeView, Neighbor, NeighborFilter, Neighbors, NodeInput, NodeView, Org, ReadTxn,

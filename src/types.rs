@@ -54,18 +54,39 @@ pub enum Compartment {
     Labels,
     /// Values copied from the source system.
     Raw,
+    /// The org's sealed secrets ([`Org::secrets`](crate::Org::secrets)): connector tokens and
+    /// API keys. Not a property compartment: a scope, so that only handles whose scope includes
+    /// it hold the secrets key.
+    Secrets,
 }
 
 impl Compartment {
-    /// All compartments, in storage order.
+    /// The property compartments, in storage order.
     pub const ALL: [Compartment; 3] = [Compartment::Core, Compartment::Labels, Compartment::Raw];
+
+    /// Every compartment a handle can hold a key for: the property compartments and `Secrets`
+    /// (the scope of [`Db::org`](crate::Db::org)).
+    pub const FULL_SCOPE: [Compartment; 4] =
+        [Compartment::Core, Compartment::Labels, Compartment::Raw, Compartment::Secrets];
 
     pub(crate) fn index(self) -> u8 {
         match self {
             Compartment::Core => 0,
             Compartment::Labels => 1,
             Compartment::Raw => 2,
+            Compartment::Secrets => 3,
         }
+    }
+
+    /// `InvalidInput` for `Secrets`, which holds no properties.
+    pub(crate) fn check_property(self) -> crate::Result<()> {
+        if self == Compartment::Secrets {
+            return Err(crate::Error::invalid(
+                crate::error::InputKind::InvalidScope,
+                "the Secrets compartment holds org secrets (Org::secrets), not properties",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -147,9 +168,10 @@ impl std::str::FromStr for Compartment {
             "core" => Ok(Compartment::Core),
             "labels" => Ok(Compartment::Labels),
             "raw" => Ok(Compartment::Raw),
+            "secrets" => Ok(Compartment::Secrets),
             other => Err(crate::Error::invalid(
                 crate::error::InputKind::UnknownName,
-                format!("unknown compartment `{other}` (core, labels, raw)"),
+                format!("unknown compartment `{other}` (core, labels, raw, secrets)"),
             )),
         }
     }

@@ -397,6 +397,132 @@ pub struct OrgEntry {
     pub index_entries: u64,
     /// Reserved for the root of the org's authenticated page tree (empty in this version).
     pub state_root: Vec<u8>,
+    /// Orgs under key custody: the id of the org's custody key (16 bytes); empty for orgs
+    /// created without custody (their seeds alone derive their keys).
+    pub custody_id: Vec<u8>,
+    /// Orgs under key custody: the org's custody secret, wrapped by the host's custody (the root
+    /// key cannot unwrap it).
+    pub custody_wrapped: Vec<u8>,
+}
+
+/// The registry entry layout of files written before key custody (entry layout 0): what
+/// [`OrgEntry`] was without its custody fields. Read only, and upgraded on read.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
+pub struct OrgEntryV0 {
+    /// See [`OrgEntry::name`].
+    pub name: String,
+    /// See [`OrgEntry::byok`].
+    pub byok: bool,
+    /// See [`OrgEntry::key_check`].
+    pub key_check: Vec<u8>,
+    /// See [`OrgEntry::current_epoch`].
+    pub current_epoch: u32,
+    /// See [`OrgEntry::epochs`].
+    pub epochs: Vec<EpochEntry>,
+    /// See [`OrgEntry::structure_seed`].
+    pub structure_seed: Vec<u8>,
+    /// See [`OrgEntry::next_node`].
+    pub next_node: u64,
+    /// See [`OrgEntry::next_edge`].
+    pub next_edge: u64,
+    /// See [`OrgEntry::next_kind`].
+    pub next_kind: u32,
+    /// See [`OrgEntry::node_count`].
+    pub node_count: u64,
+    /// See [`OrgEntry::edge_count`].
+    pub edge_count: u64,
+    /// See [`OrgEntry::created_at`].
+    pub created_at: i64,
+    /// See [`OrgEntry::state`].
+    pub state: u8,
+    /// See [`OrgEntry::rotation`].
+    pub rotation: Option<RotationState>,
+    /// See [`OrgEntry::audit_seq`].
+    pub audit_seq: u64,
+    /// See [`OrgEntry::audit_head`].
+    pub audit_head: Vec<u8>,
+    /// See [`OrgEntry::commit_seq`].
+    pub commit_seq: u64,
+    /// See [`OrgEntry::index_bits`].
+    pub index_bits: u8,
+    /// See [`OrgEntry::index_entries`].
+    pub index_entries: u64,
+    /// See [`OrgEntry::state_root`].
+    pub state_root: Vec<u8>,
+}
+
+impl Drop for OrgEntryV0 {
+    fn drop(&mut self) {
+        self.structure_seed.zeroize();
+    }
+}
+
+impl From<OrgEntryV0> for OrgEntry {
+    fn from(mut v: OrgEntryV0) -> OrgEntry {
+        use std::mem::take;
+        OrgEntry {
+            name: take(&mut v.name),
+            byok: v.byok,
+            key_check: take(&mut v.key_check),
+            current_epoch: v.current_epoch,
+            epochs: take(&mut v.epochs),
+            structure_seed: take(&mut v.structure_seed),
+            next_node: v.next_node,
+            next_edge: v.next_edge,
+            next_kind: v.next_kind,
+            node_count: v.node_count,
+            edge_count: v.edge_count,
+            created_at: v.created_at,
+            state: v.state,
+            rotation: v.rotation.take(),
+            audit_seq: v.audit_seq,
+            audit_head: take(&mut v.audit_head),
+            commit_seq: v.commit_seq,
+            index_bits: v.index_bits,
+            index_entries: v.index_entries,
+            state_root: take(&mut v.state_root),
+            custody_id: Vec::new(),
+            custody_wrapped: Vec::new(),
+        }
+    }
+}
+
+/// An org's sealed secrets: `(name, value)` sorted by name. Values are zeroized on drop.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
+pub struct SecretMap {
+    /// The secrets, sorted by name.
+    pub entries: Vec<(String, Vec<u8>)>,
+}
+
+impl Drop for SecretMap {
+    fn drop(&mut self) {
+        for (_, v) in &mut self.entries {
+            v.zeroize();
+        }
+    }
+}
+
+/// The body of a local keyring file (sealed as a whole under the keyring key).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
+pub struct KeyringBody {
+    /// One slot per custody key, sorted by id.
+    pub slots: Vec<KeyringSlot>,
+}
+
+/// One custody key of a local keyring.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct KeyringSlot {
+    /// The custody key id (16 bytes).
+    pub id: Vec<u8>,
+    /// The key (32 random bytes); empty once destroyed (the id stays, so a destroyed key is told
+    /// apart from one this keyring never held).
+    pub key: Vec<u8>,
+}
+
+impl Drop for KeyringSlot {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 /// One audit entry: who did what to an org and how much, chained to the previous entry by HMAC.
@@ -468,7 +594,9 @@ impl std::fmt::Debug for OrgEntry {
             .field("rotation", &self.rotation)
             .field("audit_seq", &self.audit_seq)
             .field("audit_head", &self.audit_head)
-            .finish()
+            .field("custody_id", &self.custody_id)
+            .field("custody_wrapped", &Redacted(self.custody_wrapped.len()))
+            .finish_non_exhaustive()
     }
 }
 

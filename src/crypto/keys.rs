@@ -90,6 +90,12 @@ secret_key_type!(
 );
 
 secret_key_type!(
+    /// The key a [`LocalKeyring`](crate::LocalKeyring) file is sealed under, supplied by the
+    /// host (never stored). Keep it with the root key, not with the keyring file.
+    KeyringKey
+);
+
+secret_key_type!(
     /// A random per-organization seed, or any other 32-byte secret; stored only wrapped.
     Secret
 );

@@ -12,7 +12,9 @@ mod tests;
 pub(crate) use blind::BlindKey;
 pub(crate) use envelope::Binding;
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
-pub use keys::{OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
+pub use keys::{KeyringKey, OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
+
+use std::sync::Arc;
 
 use crate::types::{Compartment, OrgTag};
 
@@ -25,6 +27,10 @@ const INFO_BYOK_CHECK: &[u8] = b"silograph/1/byok-check";
 const INFO_DB_ROOT_MAC: &[u8] = b"silograph/1/db-root-mac";
 const INFO_DB_ROOT_SEAL: &[u8] = b"silograph/1/db-root-seal";
 const INFO_ANCHOR: &[u8] = b"silograph/1/anchor";
+const INFO_BYOK_CHAIN: &[u8] = b"silograph/1/byok-chain";
+const INFO_CUSTODY_SEED: &[u8] = b"silograph/1/custody-seed";
+const INFO_KEYRING: &[u8] = b"silograph/1/keyring";
+const INFO_KEYRING_SLOT: &[u8] = b"silograph/1/keyring-slot";
 
 /// Keys derived from the root key for one database.
 pub(crate) struct RootKeys {
@@ -79,7 +85,7 @@ impl DbSecretKeys {
 ///
 /// A compartment outside a handle's scope has no key here at all.
 pub(crate) struct EpochKeys {
-    pub keys: [Option<AeadKey>; 3],
+    pub keys: [Option<AeadKey>; 4],
 }
 
 /// The structure keys of one org: they turn ids into record keys and chain audit entries.
@@ -109,6 +115,7 @@ fn compartment_purpose(c: Compartment) -> &'static [u8] {
         Compartment::Core => b"data",
         Compartment::Labels => b"labels",
         Compartment::Raw => b"raw",
+        Compartment::Secrets => b"secrets",
     }
 }
 
@@ -120,7 +127,7 @@ pub(crate) fn derive_epoch_keys(
     epoch: u32,
     scope: &[Compartment],
 ) -> EpochKeys {
-    let mut keys: [Option<AeadKey>; 3] = [None, None, None];
+    let mut keys: [Option<AeadKey>; 4] = [None, None, None, None];
     for c in scope {
         let s = derive(seed.expose(), db_id, &[INFO_ORG, &tag.0, &epoch.to_le_bytes(), compartment_purpose(*c)]);
         keys[c.index() as usize] = Some(AeadKey::new(&s));
@@ -143,6 +150,59 @@ pub(crate) fn byok_check_key(key: &OrgKey, db_id: &[u8; 16], tag: OrgTag) -> Aea
     AeadKey::new(&derive(key.expose(), db_id, &[INFO_BYOK_CHECK, &tag.0]))
 }
 
+/// A BYOK org's per-compartment chain keys, from the host key: the data keys of every epoch
+/// after 0 derive from them, so a handle holds only its scope's chain keys, never the host key.
+pub(crate) struct ByokChain {
+    keys: [Option<Secret>; 4],
+    /// Epoch 0 predates the chains: its keys derive from the host key directly (as in v2 files
+    /// before BYOK rotation), so they are derived once, at open, for the handle's scope.
+    epoch0: Option<Arc<EpochKeys>>,
+}
+
+impl std::fmt::Debug for ByokChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<bool> = self.keys.iter().map(Option::is_some).collect();
+        f.debug_struct("ByokChain").field("held", &held).finish_non_exhaustive()
+    }
+}
+
+impl ByokChain {
+    /// The chain keys of `scope` (and epoch 0's keys) from the host key.
+    pub(crate) fn derive(key: &OrgKey, db_id: &[u8; 16], tag: OrgTag, scope: &[Compartment]) -> ByokChain {
+        let mut keys: [Option<Secret>; 4] = [None, None, None, None];
+        for c in scope {
+            keys[c.index() as usize] =
+                Some(derive(key.expose(), db_id, &[INFO_BYOK_CHAIN, &tag.0, compartment_purpose(*c)]));
+        }
+        let epoch0 = Some(Arc::new(derive_epoch_keys(&byok_seed(key), db_id, tag, 0, scope)));
+        ByokChain { keys, epoch0 }
+    }
+
+    /// The compartments whose chain keys this holds.
+    #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
+    pub(crate) fn held(&self) -> Vec<Compartment> {
+        Compartment::FULL_SCOPE.into_iter().filter(|c| self.keys[c.index() as usize].is_some()).collect()
+    }
+
+    /// The data keys of `epoch` for the compartments this chain holds.
+    pub(crate) fn epoch_keys(&self, db_id: &[u8; 16], tag: OrgTag, epoch: u32) -> Arc<EpochKeys> {
+        if epoch == 0 {
+            if let Some(k) = &self.epoch0 {
+                return k.clone();
+            }
+        }
+        let mut keys: [Option<AeadKey>; 4] = [None, None, None, None];
+        for c in Compartment::FULL_SCOPE {
+            if let Some(chain) = &self.keys[c.index() as usize] {
+                let s =
+                    derive(chain.expose(), db_id, &[INFO_ORG, &tag.0, &epoch.to_le_bytes(), compartment_purpose(c)]);
+                keys[c.index() as usize] = Some(AeadKey::new(&s));
+            }
+        }
+        Arc::new(EpochKeys { keys })
+    }
+}
+
 /// A BYOK org's host key seen as a seed (the key itself is never stored).
 pub(crate) fn byok_seed(key: &OrgKey) -> Secret {
     Secret::copy_from(key.expose())
@@ -153,4 +213,30 @@ const INFO_BUNDLE_WRAP: &[u8] = b"silograph/1/bundle-wrap";
 /// The key that wraps an export bundle's random key, from the transport key and the bundle id.
 pub(crate) fn bundle_wrap_key(transport: &TransportKey, bundle_id: &[u8; 16]) -> AeadKey {
     AeadKey::new(&derive(transport.expose(), bundle_id, &[INFO_BUNDLE_WRAP]))
+}
+
+/// The seed an org's keys really derive from when the org is under key custody: its stored seed
+/// (in the registry, wrapped under the KEK) mixed with its custody secret (stored only wrapped by
+/// the host's custody). Either alone derives nothing; destroying the custody key shreds the org
+/// in every copy of the file.
+pub(crate) fn custody_seed(
+    custody_secret: &Secret,
+    db_id: &[u8; 16],
+    tag: OrgTag,
+    purpose: &[u8],
+    stored: &[u8],
+) -> Secret {
+    derive(custody_secret.expose(), db_id, &[INFO_CUSTODY_SEED, &tag.0, purpose, stored])
+}
+
+/// The key that seals a local keyring file's body, from the host's keyring key and the file's
+/// random id.
+pub(crate) fn keyring_body_key(key: &KeyringKey, keyring_id: &[u8; 16]) -> AeadKey {
+    AeadKey::new(&derive(key.expose(), keyring_id, &[INFO_KEYRING]))
+}
+
+/// The AES-256-GCM key of one keyring slot (a slot holds 32 random bytes; the key used is
+/// derived so that the stored bytes are never used as a key directly).
+pub(crate) fn keyring_slot_key(slot: &Secret, keyring_id: &[u8; 16]) -> AeadKey {
+    AeadKey::new(&derive(slot.expose(), keyring_id, &[INFO_KEYRING_SLOT]))
 }

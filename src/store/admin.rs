@@ -65,13 +65,32 @@ pub(crate) fn org_keys_after(
 }
 
 impl DbInner {
-    /// Starts a new key epoch for `entry` (fresh random seed) and schedules the re-sealing of
-    /// every record into it.
+    /// Destroys the custody key of an org under custody (first, so that even if the deletion
+    /// stops here no copy of the file opens the org again); nothing for other orgs.
+    fn destroy_custody_key(&self, entry: &OrgEntry, tag: OrgTag) -> Result<()> {
+        if entry.custody_id.is_empty() {
+            return Ok(());
+        }
+        let id: [u8; 16] = entry.custody_id.as_slice().try_into().map_err(|_| Error::corrupt(ORGS.name, &tag.0))?;
+        let custody = self.custody.as_ref().ok_or_else(|| {
+            Error::invalid(
+                InputKind::KeyKind,
+                format!(
+                    "org `{}` was created under key custody: open the database with its custody to delete it",
+                    entry.name
+                ),
+            )
+        })?;
+        custody.0.destroy(&crate::CustodyKeyId(id))
+    }
+
+    /// Starts a new key epoch for `entry` (fresh random seed; BYOK: none, its keys derive from
+    /// the host key) and schedules the re-sealing of every record into it.
     pub(crate) fn start_epoch(entry: &mut OrgEntry) -> Result<u32> {
         let next = entry.epochs.iter().map(|e| e.epoch).max().unwrap_or(0).checked_add(1);
         let next = next.ok_or_else(|| Error::invalid(InputKind::Exhausted, "key epochs exhausted"))?;
-        let seed = Secret::generate()?;
-        entry.epochs.push(EpochEntry { epoch: next, seed: seed.expose().to_vec(), seal_count: 0 });
+        let seed = if entry.byok { Vec::new() } else { Secret::generate()?.expose().to_vec() };
+        entry.epochs.push(EpochEntry { epoch: next, seed, seal_count: 0 });
         entry.current_epoch = next;
         entry.rotation = Some(RotationState { target_epoch: next, table: NODES.id, cursor: Vec::new() });
         Ok(next)
@@ -124,10 +143,25 @@ impl Db {
     /// the old epochs' seeds are destroyed. If a previous rotation was interrupted (crash), this
     /// call resumes it instead of starting another.
     ///
-    /// BYOK orgs cannot be rotated here (their key is the host's): `InvalidInput`.
+    /// BYOK orgs are rotated with [`Db::rotate_org_key_with_key`] (`InvalidInput` here).
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "rotate_org_key", level = "debug", skip_all))]
     pub fn rotate_org_key(&self, name: &str) -> Result<RotationReport> {
+        self.rotate(name, None)
+    }
+
+    /// Rotates a BYOK org's data keys: a new epoch whose keys derive from the host key `key`
+    /// (through per-compartment chain keys, so the host key itself stays the same), then every
+    /// record re-sealed into it as [`Db::rotate_org_key`] does (resumable; it also finishes the
+    /// epoch a commit started at the seal limit). `WrongKey` if `key` is not the org's key.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "rotate_org_key", level = "debug", skip_all))]
+    pub fn rotate_org_key_with_key(&self, name: &str, key: &crate::OrgKey) -> Result<RotationReport> {
+        self.rotate(name, Some(key))
+    }
+
+    fn rotate(&self, name: &str, key: Option<&crate::OrgKey>) -> Result<RotationReport> {
         self.inner.group.writable()?;
+        // Checks the key (and the kind of org) before anything changes.
+        let org = self.open_org(name, key, &Compartment::FULL_SCOPE)?;
         let tag = self.tag_of(name)?;
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
@@ -138,11 +172,8 @@ impl Db {
             if entry.state != 0 {
                 return Err(Error::OrgNotFound(name.to_owned()));
             }
-            if entry.byok {
-                return Err(Error::invalid(
-                    InputKind::KeyKind,
-                    format!("org `{name}` uses a host-supplied key: rotate it on the host"),
-                ));
+            if entry.byok != key.is_some() {
+                return Err(Error::invalid(InputKind::KeyKind, format!("org `{name}` changed its kind of key")));
             }
             resumed = entry.rotation.is_some();
             if !resumed {
@@ -152,10 +183,9 @@ impl Db {
         }
         wtx.commit()?;
         drop(writer);
-        let org = self.open_org(name, None, &Compartment::ALL)?;
         let mut report = RotationReport { epoch: 0, resealed: 0, batches: 0, resumed };
         while self.rotation_batch(&org, &mut report)? {}
-        super::audit::append_admin(self, tag, name, "rotate-org-key", &[("resealed", report.resealed)])?;
+        super::audit::append_admin_for(&org, tag, "rotate-org-key", &[("resealed", report.resealed)], &inner.actor)?;
         Ok(report)
     }
 
@@ -216,8 +246,10 @@ impl Db {
         Ok(more)
     }
 
-    /// Deletes an org by crypto-shredding: one transaction destroys every wrapped seed (from
-    /// then on nothing of the org can be decrypted), then its records are purged in batches.
+    /// Deletes an org by crypto-shredding: an org under key custody first has its custody key
+    /// destroyed (from then on no copy of the file opens it either), then one transaction
+    /// destroys every wrapped seed (from then on nothing of the org can be decrypted), then its
+    /// records are purged in batches.
     /// Interrupted deletions resume on the next call. Run [`Db::compact`] afterwards to rewrite
     /// the file without the freed pages.
     pub fn delete_org(&self, name: &str) -> Result<DeleteReport> {
@@ -228,6 +260,8 @@ impl Db {
         let mut wtx = inner.begin_write()?;
         {
             let mut entry = inner.read_entry(&*wtx, tag, name)?;
+            inner.destroy_custody_key(&entry, tag)?;
+            entry.custody_wrapped.clear();
             for e in entry.epochs.iter_mut() {
                 e.seed.zeroize();
                 e.seed.clear();

@@ -112,12 +112,6 @@ pub(crate) fn entry_row(
     Ok((key, sealed))
 }
 
-/// Appends an admin entry in its own transaction.
-pub(crate) fn append_admin(db: &Db, tag: OrgTag, name: &str, op: &str, counts: &[(&str, u64)]) -> Result<()> {
-    let org = db.open_org(name, None, &Compartment::ALL)?;
-    append_admin_for(&org, tag, op, counts, &db.inner.actor)
-}
-
 pub(crate) fn append_admin_for(org: &Org, tag: OrgTag, op: &str, counts: &[(&str, u64)], actor: &str) -> Result<()> {
     let db = &org.inner.db;
     // Changes the org's registry entry: take the org's writer turn first.

@@ -22,7 +22,7 @@ use super::org::Org;
 use super::tables::{index_domain, RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::{audit, check_name, now_ms, Db, MAX_NAME_LEN};
 use crate::codec::{self, AuditRecord, EdgePage, EpochEntry, NodePage, OrgEntry};
-use crate::crypto::{self, sealed, AeadKey, Secret, TransportKey};
+use crate::crypto::{self, sealed, AeadKey, OrgKey, Secret, TransportKey};
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 
@@ -41,23 +41,23 @@ const BUNDLE_TABLES: [Table; 5] = [NODES, PROPS, EDGES, ADJ, DICT];
 
 /// The org-level facts a bundle carries.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
-struct BundleOrg {
-    name: String,
-    next_node: u64,
-    next_edge: u64,
-    next_kind: u32,
-    node_count: u64,
-    edge_count: u64,
-    created_at: i64,
+pub(super) struct BundleOrg {
+    pub(super) name: String,
+    pub(super) next_node: u64,
+    pub(super) next_edge: u64,
+    pub(super) next_kind: u32,
+    pub(super) node_count: u64,
+    pub(super) edge_count: u64,
+    pub(super) created_at: i64,
     /// Audit entries that follow (the source's whole chain).
-    audit_len: u64,
+    pub(super) audit_len: u64,
     /// The source chain's digest (see [`BundleReport::audit_digest`]).
-    audit_digest: Vec<u8>,
+    pub(super) audit_digest: Vec<u8>,
 }
 
 /// The digest of an audit chain as a bundle carries it: SHA-256 chained over each entry's
 /// archive, starting from 32 zero bytes.
-fn chain_step(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+pub(super) fn chain_step(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(b"silograph/1/bundle-audit");
@@ -150,7 +150,24 @@ impl Db {
     /// Streams org `name` into `out` as a bundle sealed for `transport` (see the module docs).
     /// The org's audit chain must verify; an `export` entry is appended to it first.
     pub fn export_org(&self, name: &str, transport: &TransportKey, out: impl Write) -> Result<BundleReport> {
-        let org = self.org(name)?;
+        self.export(self.org(name)?, transport, out)
+    }
+
+    /// Exports a BYOK org (as [`Db::export_org`]); `key` is its host key. The bundle carries the
+    /// records decrypted and re-sealed for `transport`, never the host key.
+    pub fn export_org_with_key(
+        &self,
+        name: &str,
+        key: &OrgKey,
+        transport: &TransportKey,
+        out: impl Write,
+    ) -> Result<BundleReport> {
+        self.export(self.org_with_key(name, key)?, transport, out)
+    }
+
+    fn export(&self, org: Org, transport: &TransportKey, out: impl Write) -> Result<BundleReport> {
+        let name = org.inner.name.clone();
+        let name = name.as_str();
         let chain = org.audit().verify()?;
         if let Some(seq) = chain.first_bad {
             return Err(Error::Corrupt {
@@ -190,18 +207,7 @@ impl Db {
         oi.learn_epochs(&entry)?;
         // The chain (verified above) is read and digested before anything is written, so the
         // org item can carry its digest.
-        let mut audit_items: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(entry.audit_seq as usize);
-        let mut digest = [0u8; 32];
-        let keys: Vec<[u8; 16]> = (0..entry.audit_seq).map(|seq| audit::audit_key(oi.tag, seq)).collect();
-        for chunk in keys.chunks(ADMIN_BATCH) {
-            let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
-            for (key, v) in chunk.iter().zip(snap.get_many(AUDIT, &refs)?) {
-                let v = v.ok_or_else(|| Error::corrupt(AUDIT.name, key))?;
-                let plain = Zeroizing::new(oi.open(AUDIT, key, Compartment::Core, &v)?.as_slice().to_vec());
-                digest = chain_step(&digest, &plain);
-                audit_items.push(plain);
-            }
-        }
+        let (audit_items, digest) = audit_items(oi, &*snap, &entry)?;
         let meta = BundleOrg {
             name: entry.name.clone(),
             next_node: entry.next_node,
@@ -215,30 +221,7 @@ impl Db {
         };
         w.report.audit_digest = hex::encode(digest);
         w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid(InputKind::TooLarge, "org too large"))?)?;
-        // Exactly the records the org's state tree holds, each checked against it: a record put
-        // back from an older copy, or a stray row, never travels.
-        let roots = super::state::Roots::decode(&entry.state_root)?;
-        let get = |t: Table, k: &[u8]| snap.get(t, k);
-        let mut bad_node = None;
-        let (records, _) = oi.walk_state(&roots, &get, &mut |k, e| {
-            bad_node.get_or_insert((k, e));
-        })?;
-        if let Some((_, e)) = bad_node {
-            return Err(e);
-        }
-        let records: Vec<_> = records.into_iter().filter(|(a, _)| a.kind() != RecordKind::Bucket).collect();
-        for (addr, _) in &records {
-            let table = addr.kind().table();
-            let key = addr.key(oi);
-            let v = oi.fetch(&roots, &get, *addr, &key)?.ok_or_else(|| Error::corrupt(table.name, &key))?;
-            let c = addr.kind().compartment(addr.sub);
-            let plain = Zeroizing::new(oi.open(table, &key, c, &v)?.as_slice().to_vec());
-            let kind = addr.kind().blind_kind().ok_or_else(|| Error::Internal("unblinded record kind".into()))?;
-            let mut item = Zeroizing::new(Vec::with_capacity(15 + plain.len()));
-            item.extend_from_slice(&[table.id, kind, addr.sub]);
-            item.extend_from_slice(&addr.page.to_le_bytes());
-            item.extend_from_slice(&addr.id.to_le_bytes());
-            item.extend_from_slice(&plain);
+        for item in tree_items(oi, &*snap, &entry)? {
             w.item(ITEM_RECORD, &item)?;
             w.report.records += 1;
         }
@@ -257,7 +240,7 @@ impl Db {
     /// reordered or tampered bundle is `Corrupt`; an existing org of that name is `OrgExists`;
     /// in every error case nothing is written.
     pub fn import_org(&self, input: impl Read, transport: &TransportKey) -> Result<BundleReport> {
-        self.import_bundle(input, transport, None)
+        self.import_bundle(input, transport, None, None)
     }
 
     /// [`Db::import_org`], also refusing (`Corrupt`, nothing written) a bundle whose audit chain
@@ -270,7 +253,18 @@ impl Db {
         transport: &TransportKey,
         audit_digest: &str,
     ) -> Result<BundleReport> {
-        self.import_bundle(input, transport, Some(audit_digest))
+        self.import_bundle(input, transport, Some(audit_digest), None)
+    }
+
+    /// Imports a bundle (as [`Db::import_org`]) as a BYOK org whose keys derive from the host
+    /// key `key` (which need not be the exporting org's key, nor the org a BYOK one).
+    pub fn import_org_with_key(
+        &self,
+        input: impl Read,
+        transport: &TransportKey,
+        key: &OrgKey,
+    ) -> Result<BundleReport> {
+        self.import_bundle(input, transport, None, Some(key))
     }
 
     fn import_bundle(
@@ -278,6 +272,7 @@ impl Db {
         input: impl Read,
         transport: &TransportKey,
         expected_digest: Option<&str>,
+        byok: Option<&OrgKey>,
     ) -> Result<BundleReport> {
         self.inner.group.writable()?;
         let mut input = input;
@@ -334,7 +329,7 @@ impl Db {
                     (ITEM_ORG, None) => {
                         let meta: BundleOrg = decode_aligned(payload)?;
                         report.org = meta.name.clone();
-                        import = Some(Importer::begin(self, meta)?);
+                        import = Some(Importer::begin(self, meta, byok)?);
                     }
                     (ITEM_RECORD, Some(imp)) => {
                         imp.record(payload)?;
@@ -361,6 +356,70 @@ impl Db {
     }
 }
 
+/// A decrypted bundle item (or audit entry archive).
+pub(super) type Item = Zeroizing<Vec<u8>>;
+
+/// An org's audit entries as archives, in order, and the chain's digest (see [`chain_step`]).
+pub(super) fn audit_items(
+    oi: &super::org::OrgInner,
+    kv: &dyn super::kv::KvRead,
+    entry: &OrgEntry,
+) -> Result<(Vec<Item>, [u8; 32])> {
+    let snap = kv;
+    let mut audit_items: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(entry.audit_seq as usize);
+    let mut digest = [0u8; 32];
+    let keys: Vec<[u8; 16]> = (0..entry.audit_seq).map(|seq| audit::audit_key(oi.tag, seq)).collect();
+    for chunk in keys.chunks(ADMIN_BATCH) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+        for (key, v) in chunk.iter().zip(snap.get_many(AUDIT, &refs)?) {
+            let v = v.ok_or_else(|| Error::corrupt(AUDIT.name, key))?;
+            let plain = Zeroizing::new(oi.open(AUDIT, key, Compartment::Core, &v)?.as_slice().to_vec());
+            digest = chain_step(&digest, &plain);
+            audit_items.push(plain);
+        }
+    }
+    Ok((audit_items, digest))
+}
+
+/// Exactly the records the org's state tree holds (index buckets aside: they are rebuilt), each
+/// checked against it, as bundle items: a record put back from an older copy, or a stray row,
+/// never travels.
+pub(super) fn tree_items(
+    oi: &super::org::OrgInner,
+    kv: &dyn super::kv::KvRead,
+    entry: &OrgEntry,
+) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+    let snap = kv;
+    let mut items = Vec::new();
+    // Exactly the records the org's state tree holds, each checked against it: a record put
+    // back from an older copy, or a stray row, never travels.
+    let roots = super::state::Roots::decode(&entry.state_root)?;
+    let get = |t: Table, k: &[u8]| snap.get(t, k);
+    let mut bad_node = None;
+    let (records, _) = oi.walk_state(&roots, &get, &mut |k, e| {
+        bad_node.get_or_insert((k, e));
+    })?;
+    if let Some((_, e)) = bad_node {
+        return Err(e);
+    }
+    let records: Vec<_> = records.into_iter().filter(|(a, _)| a.kind() != RecordKind::Bucket).collect();
+    for (addr, _) in &records {
+        let table = addr.kind().table();
+        let key = addr.key(oi);
+        let v = oi.fetch(&roots, &get, *addr, &key)?.ok_or_else(|| Error::corrupt(table.name, &key))?;
+        let c = addr.record_kind().compartment(addr.sub);
+        let plain = Zeroizing::new(oi.open(table, &key, c, &v)?.as_slice().to_vec());
+        let kind = addr.kind().blind_kind().ok_or_else(|| Error::Internal("unblinded record kind".into()))?;
+        let mut item = Zeroizing::new(Vec::with_capacity(15 + plain.len()));
+        item.extend_from_slice(&[table.id, kind, addr.sub]);
+        item.extend_from_slice(&addr.page.to_le_bytes());
+        item.extend_from_slice(&addr.id.to_le_bytes());
+        item.extend_from_slice(&plain);
+        items.push(item);
+    }
+    Ok(items)
+}
+
 fn decode_aligned<T>(bytes: &[u8]) -> Result<T>
 where
     T: rkyv::Archive,
@@ -375,7 +434,7 @@ where
 }
 
 /// The target side of an import: one write transaction, committed only at the end.
-struct Importer {
+pub(super) struct Importer {
     org: Org,
     tag: OrgTag,
     entry: OrgEntry,
@@ -389,6 +448,21 @@ struct Importer {
     source_digest: [u8; 32],
     /// What the bundle's org item says the source chain is.
     claimed: (u64, Vec<u8>),
+    /// The page version of everything it writes.
+    version: u64,
+    /// The audit operation that ends it.
+    op: &'static str,
+}
+
+/// What an import into an existing org's place keeps of it (a full re-key, `Db::rekey_org`).
+pub(super) struct Keep {
+    /// The org's custody key id and wrapped custody secret.
+    pub custody: (Vec<u8>, Vec<u8>),
+    /// The epoch number of the new keys (past every old one).
+    pub epoch: u32,
+    /// The page version of everything written (past every old one: the state tree's node cache
+    /// is keyed by version).
+    pub version: u64,
 }
 
 /// The page version of every value an import writes (its data is one commit; the audit
@@ -396,21 +470,48 @@ struct Importer {
 const IMPORT_VERSION: u64 = 1;
 
 impl Importer {
-    fn begin(db: &Db, meta: BundleOrg) -> Result<Importer> {
+    fn begin(db: &Db, meta: BundleOrg, byok: Option<&OrgKey>) -> Result<Importer> {
         check_name("org name", &meta.name, MAX_NAME_LEN)?;
-        let inner = &db.inner;
-        let tag = inner.secret_keys.org_tag(&meta.name);
-        let wtx = inner.begin_write()?;
+        let tag = db.inner.secret_keys.org_tag(&meta.name);
+        let wtx = db.inner.begin_write()?;
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(meta.name));
         }
+        Importer::start(db, meta, byok, wtx, None)
+    }
+
+    /// An importer writing into `wtx` (whose org slot is free or being replaced, see [`Keep`]).
+    pub(super) fn start(
+        db: &Db,
+        meta: BundleOrg,
+        byok: Option<&OrgKey>,
+        wtx: Box<dyn KvWrite>,
+        keep: Option<Keep>,
+    ) -> Result<Importer> {
+        let inner = &db.inner;
+        let tag = inner.secret_keys.org_tag(&meta.name);
+        let (epoch, version, op) = match &keep {
+            Some(k) => (k.epoch, k.version, "rekey-org"),
+            None => (0, IMPORT_VERSION, "import-org"),
+        };
+        let (custody_id, custody_wrapped, key_check, seed, structure_seed) = match (byok, keep) {
+            (Some(k), _) => (Vec::new(), Vec::new(), super::byok_key_check(inner, tag, k)?, Vec::new(), Vec::new()),
+            (None, keep) => {
+                let (id, wrapped) = match keep {
+                    Some(k) => k.custody,
+                    None => inner.new_custody()?,
+                };
+                let seeds = (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec());
+                (id, wrapped, Vec::new(), seeds.0, seeds.1)
+            }
+        };
         let entry = OrgEntry {
             name: meta.name.clone(),
-            byok: false,
-            key_check: Vec::new(),
-            current_epoch: 0,
-            epochs: vec![EpochEntry { epoch: 0, seed: Secret::generate()?.expose().to_vec(), seal_count: 0 }],
-            structure_seed: Secret::generate()?.expose().to_vec(),
+            byok: byok.is_some(),
+            key_check,
+            current_epoch: epoch,
+            epochs: vec![EpochEntry { epoch, seed, seal_count: 0 }],
+            structure_seed,
             next_node: meta.next_node,
             next_edge: meta.next_edge,
             next_kind: meta.next_kind,
@@ -421,12 +522,14 @@ impl Importer {
             rotation: None,
             audit_seq: 0,
             audit_head: Vec::new(),
-            commit_seq: IMPORT_VERSION,
+            commit_seq: version,
             index_bits: 0,
             index_entries: 0,
             state_root: super::state::Roots::default().encode(),
+            custody_id,
+            custody_wrapped,
         };
-        let org = Org::from_entry(db.inner.clone(), tag, &entry, None, &Compartment::ALL)?;
+        let org = Org::from_entry(db.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
         let claimed = (meta.audit_len, meta.audit_digest.clone());
         Ok(Importer {
             org,
@@ -439,10 +542,12 @@ impl Importer {
             source_prev: Vec::new(),
             source_digest: [0; 32],
             claimed,
+            version,
+            op,
         })
     }
 
-    fn record(&mut self, payload: &[u8]) -> Result<()> {
+    pub(super) fn record(&mut self, payload: &[u8]) -> Result<()> {
         let head = payload.get(..15).ok_or_else(|| bad_bundle("short record"))?;
         let (table_id, kind, sub) = (head[0], head[1], head[2]);
         let page = u32::from_le_bytes([head[3], head[4], head[5], head[6]]);
@@ -495,16 +600,19 @@ impl Importer {
             RecordKind::NodeProps | RecordKind::EdgeProps => {
                 decode_aligned::<codec::PropMap>(plain)?;
             }
+            RecordKind::Secrets => {
+                decode_aligned::<codec::SecretMap>(plain)?;
+            }
             // The index and the state tree are rebuilt; the audit chain travels as its own items.
             RecordKind::Bucket | RecordKind::Audit | RecordKind::Tree => return Err(bad_bundle("bad record kind")),
         }
         let c = rk.compartment(sub);
-        let sealed = oi.seal(table, &key, c, IMPORT_VERSION, plain)?;
-        self.state.push((super::state::Addr::new(rk, sub, page, id)?, IMPORT_VERSION));
+        let sealed = oi.seal(table, &key, c, self.version, plain)?;
+        self.state.push((super::state::Addr::new(rk, sub, page, id)?, self.version));
         self.wtx.put(table, &key, &sealed)
     }
 
-    fn audit(&mut self, payload: &[u8]) -> Result<()> {
+    pub(super) fn audit(&mut self, payload: &[u8]) -> Result<()> {
         let rec: AuditRecord = decode_aligned(payload)?;
         // The source chain: in sequence from 0, each entry linked to the one before.
         if rec.seq != self.entry.audit_seq || rec.seq != self.source_len || rec.prev != self.source_prev {
@@ -517,7 +625,7 @@ impl Importer {
         audit::append(&mut *self.wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
     }
 
-    fn finish(mut self, expected_digest: Option<&str>) -> Result<String> {
+    pub(super) fn finish(mut self, expected_digest: Option<&str>) -> Result<String> {
         // The whole source chain arrived, and it is the one the bundle (and the host) names.
         let digest = hex::encode(self.source_digest);
         if self.source_len != self.claimed.0 || self.source_digest.as_slice() != self.claimed.1.as_slice() {
@@ -534,9 +642,9 @@ impl Importer {
             self.entry.index_bits = bits;
             for (b, page) in &buckets {
                 let key = oi.bucket_key(*b);
-                let sealed = oi.seal_record(INDEX, &key, Compartment::Core, IMPORT_VERSION, page)?;
+                let sealed = oi.seal_record(INDEX, &key, Compartment::Core, self.version, page)?;
                 self.wtx.put(INDEX, &key, &sealed)?;
-                self.state.push((super::state::Addr::bucket(*b), IMPORT_VERSION));
+                self.state.push((super::state::Addr::bucket(*b), self.version));
             }
         }
         {
@@ -544,14 +652,14 @@ impl Importer {
             let none = |_: Table, _: &[u8]| -> Result<Option<Vec<u8>>> { Ok(None) };
             let changes = std::mem::take(&mut self.state);
             let (roots, up) =
-                super::state::StateUpdate::apply(&oi, &super::state::Roots::default(), &none, changes, IMPORT_VERSION)?;
+                super::state::StateUpdate::apply(&oi, &super::state::Roots::default(), &none, changes, self.version)?;
             self.entry.state_root = roots.encode();
             for (k, v) in &up.puts {
                 self.wtx.put(super::tables::TREE, k, v)?;
             }
         }
         let actor = oi.db.actor.clone();
-        audit::append(&mut *self.wtx, &oi, &mut self.entry, &actor, "import-org", &[], now_ms())?;
+        audit::append(&mut *self.wtx, &oi, &mut self.entry, &actor, self.op, &[], now_ms())?;
         let sealed = oi.db.seal_entry(self.tag, &self.entry)?;
         self.wtx.put(ORGS, &self.tag.0, &sealed)?;
         self.wtx.commit()?;

@@ -15,7 +15,9 @@ mod overlay;
 pub(crate) mod pg;
 mod read;
 mod records;
+mod rekey;
 mod root;
+mod secrets;
 mod state;
 pub(crate) mod tables;
 mod verify;
@@ -28,6 +30,7 @@ pub use bundle::BundleReport;
 pub use org::Org;
 pub use read::{EdgeView, Neighbor, NeighborFilter, Neighbors, NodeView, ReadTxn};
 pub use root::Anchor;
+pub use secrets::{SecretValue, Secrets};
 pub use verify::{CorruptRecord, VerifyReport};
 pub use write::{EdgeInput, NodeInput, WriteTxn};
 
@@ -54,6 +57,9 @@ const ROOT_CHECK_KEY: &[u8] = b"root-check";
 const DB_SECRET_KEY: &[u8] = b"db-secret";
 const ROOT_CHECK_VALUE: &[u8] = b"silograph root check v1";
 const BYOK_CHECK_VALUE: &[u8] = b"silograph byok check v1";
+/// The layout of registry entries this build writes, carried in the entry envelope's (otherwise
+/// unused) page version: 0 is the layout before key custody, read and upgraded on read.
+const ENTRY_LAYOUT: u64 = 1;
 
 /// Longest org, kind, system or property name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -90,6 +96,7 @@ pub struct DbBuilder {
     actor: String,
     anchor: Option<root::Anchor>,
     unchecked_state: bool,
+    custody: Option<crate::custody::CustodyRef>,
 }
 
 /// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
@@ -105,6 +112,7 @@ impl Default for DbBuilder {
             actor: "host".to_owned(),
             anchor: None,
             unchecked_state: false,
+            custody: None,
         }
     }
 }
@@ -144,6 +152,17 @@ impl DbBuilder {
     #[doc(hidden)]
     pub fn unchecked_state_for_benchmarks(mut self) -> Self {
         self.unchecked_state = true;
+        self
+    }
+
+    /// Keeps a per-org key outside the data file in `custody` (a [`crate::LocalKeyring`], or the
+    /// host's KMS through [`crate::CallbackCustody`]): orgs created from then on derive their keys
+    /// from their stored seeds and a custody secret only the custody can unwrap, so
+    /// [`Db::delete_org`] (which destroys the org's custody key) shreds them in every copy of the
+    /// file. Orgs created without custody keep working as before, without copy-proof shredding.
+    /// Opening an org that was created under custody needs the same custody.
+    pub fn custody(mut self, custody: impl crate::KeyCustody + 'static) -> Self {
+        self.custody = Some(crate::custody::CustodyRef(Arc::new(custody)));
         self
     }
 
@@ -267,6 +286,7 @@ impl DbBuilder {
                 path,
                 rotate_after_seals: self.rotate_after_seals,
                 actor: self.actor,
+                custody: self.custody,
                 secret_keys: Arc::new(DbSecretKeys::derive(&meta.secret, &meta.db_id)),
                 db_secret: meta.secret,
                 page_cache: self.page_cache,
@@ -411,6 +431,8 @@ pub(crate) struct DbInner {
     pub rotate_after_seals: u64,
     /// The actor recorded in audit entries when a handle names none.
     pub actor: String,
+    /// Where per-org custody keys live, if the `Db` was opened with one.
+    pub custody: Option<crate::custody::CustodyRef>,
     pub secret_keys: Arc<DbSecretKeys>,
     /// The database secret (wrapped under the KEK on disk); needed to rewrap it at root rotation.
     pub db_secret: Secret,
@@ -459,7 +481,37 @@ impl DbInner {
             codec::encode(entry).map_err(|_| Error::invalid(InputKind::TooLarge, "org entry too large"))?.to_vec(),
         );
         let root = self.root();
-        envelope::seal(&root.keys.kek, root.gen, &Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 }, &bytes)
+        let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
+        envelope::seal_versioned(&root.keys.kek, root.gen, ENTRY_LAYOUT, &binding, &bytes)
+    }
+
+    /// A custody id and wrapped custody secret for a new org: empty if the `Db` has no custody.
+    pub(crate) fn new_custody(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let Some(custody) = &self.custody else { return Ok((Vec::new(), Vec::new())) };
+        let id = crate::CustodyKeyId::generate()?;
+        let secret = Secret::generate()?;
+        let wrapped = custody.0.wrap(&id, secret.expose())?;
+        Ok((id.as_bytes().to_vec(), wrapped))
+    }
+
+    /// The custody secret of an org under custody (`None` for an org created without one).
+    /// A destroyed custody key is `OrgNotFound`: the org was deleted.
+    pub(crate) fn custody_secret(&self, entry: &OrgEntry, tag: OrgTag) -> Result<Option<Secret>> {
+        if entry.custody_id.is_empty() {
+            return Ok(None);
+        }
+        let id: [u8; 16] = entry.custody_id.as_slice().try_into().map_err(|_| Error::corrupt(ORGS.name, &tag.0))?;
+        let custody = self.custody.as_ref().ok_or_else(|| {
+            Error::invalid(
+                InputKind::KeyKind,
+                format!("org `{}` was created under key custody: open the database with its custody", entry.name),
+            )
+        })?;
+        let plain = custody.0.unwrap(&crate::CustodyKeyId(id), &entry.custody_wrapped).map_err(|e| match e {
+            Error::CustodyKeyDestroyed => Error::OrgNotFound(entry.name.clone()),
+            other => other,
+        })?;
+        Secret::from_slice(&plain).map(Some).map_err(|_| Error::WrongKey)
     }
 
     /// Opens a sealed registry entry under `from`'s KEK and seals it again under `to`'s, for root
@@ -473,8 +525,9 @@ impl DbInner {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key };
+        let layout = envelope::peek_version(sealed, ORGS.name, key)?;
         let mut plain = envelope::open(&from.kek, &binding, ORGS.name, sealed)?;
-        let out = envelope::seal(&to.kek, gen, &binding, plain.as_slice());
+        let out = envelope::seal_versioned(&to.kek, gen, layout, &binding, plain.as_slice());
         zeroize::Zeroize::zeroize(plain.as_mut_slice());
         out
     }
@@ -482,8 +535,13 @@ impl DbInner {
     /// Opens and validates an org registry entry.
     pub(crate) fn open_entry(&self, tag: OrgTag, sealed: &[u8]) -> Result<OrgEntry> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
+        let layout = envelope::peek_version(sealed, ORGS.name, &tag.0)?;
         let mut buf = envelope::open(&self.root().keys.kek, &binding, ORGS.name, sealed)?;
-        let entry = codec::decode::<OrgEntry>(buf.as_slice());
+        let entry = match layout {
+            0 => codec::decode::<codec::OrgEntryV0>(buf.as_slice()).map(OrgEntry::from),
+            ENTRY_LAYOUT => codec::decode::<OrgEntry>(buf.as_slice()),
+            _ => Err(codec::CodecError),
+        };
         zeroize::Zeroize::zeroize(buf.as_mut_slice());
         entry.map_err(|_| Error::corrupt(ORGS.name, &tag.0))
     }
@@ -525,13 +583,12 @@ impl Db {
             Some(_) => (Vec::new(), Vec::new()),
             None => (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec()),
         };
+        let (custody_id, custody_wrapped) = match byok {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => inner.new_custody()?,
+        };
         let key_check = match byok {
-            Some(k) => envelope::seal(
-                &crypto::byok_check_key(k, &inner.db_id, tag),
-                0,
-                &Binding { db_id: &inner.db_id, table: ORGS.id, key: &tag.0 },
-                BYOK_CHECK_VALUE,
-            )?,
+            Some(k) => byok_key_check(inner, tag, k)?,
             None => Vec::new(),
         };
         let entry = OrgEntry {
@@ -555,9 +612,11 @@ impl Db {
             index_bits: 0,
             index_entries: 0,
             state_root: state::Roots::default().encode(),
+            custody_id,
+            custody_wrapped,
         };
         let mut entry = entry;
-        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::ALL)?;
+        let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
         let mut wtx = inner.begin_write()?;
         if wtx.get(ORGS, &tag.0)?.is_some() {
             return Err(Error::OrgExists(name.to_owned()));
@@ -573,12 +632,12 @@ impl Db {
     /// `Error::OrgNotFound` if there is none; `Error::InvalidInput` for a BYOK org (use
     /// [`Db::org_with_key`]).
     pub fn org(&self, name: &str) -> Result<Org> {
-        self.open_org(name, None, &Compartment::ALL)
+        self.open_org(name, None, &Compartment::FULL_SCOPE)
     }
 
     /// A handle for a BYOK organization; `Error::WrongKey` if `key` is not its key.
     pub fn org_with_key(&self, name: &str, key: &OrgKey) -> Result<Org> {
-        self.open_org(name, Some(key), &Compartment::ALL)
+        self.open_org(name, Some(key), &Compartment::FULL_SCOPE)
     }
 
     /// A handle restricted to `scope`: it derives no key for the compartments outside it, so
@@ -632,7 +691,7 @@ impl Db {
         }
         drop(snap);
         let org = Org::from_entry(self.inner.clone(), tag, &entry, key, scope)?;
-        if scope.len() < Compartment::ALL.len() {
+        if scope.len() < Compartment::FULL_SCOPE.len() {
             let scope_count = [("compartments", scope.len() as u64)];
             audit::append_admin_for(&org, tag, "scoped-open", &scope_count, &self.inner.actor)?;
         }
@@ -653,6 +712,16 @@ impl Db {
         names.sort();
         Ok(names)
     }
+}
+
+/// The key-check record of a BYOK org: a known value sealed under a key derived from its key.
+pub(crate) fn byok_key_check(inner: &DbInner, tag: OrgTag, key: &OrgKey) -> Result<Vec<u8>> {
+    envelope::seal(
+        &crypto::byok_check_key(key, &inner.db_id, tag),
+        0,
+        &Binding { db_id: &inner.db_id, table: ORGS.id, key: &tag.0 },
+        BYOK_CHECK_VALUE,
+    )
 }
 
 /// Runs storage calls, turning a panic inside redb (it panics on some corrupt files instead of

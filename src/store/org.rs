@@ -3,8 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use zeroize::Zeroizing;
-
 use super::cache::PageCache;
 use super::read::ReadTxn;
 use super::write::WriteTxn;
@@ -106,8 +104,14 @@ pub(crate) struct OrgInner {
     pub structure: StructureKeys,
     /// Data keys by epoch. Grows when a rotation adds an epoch (see [`OrgInner::refresh_keys`]).
     pub epochs: RwLock<EpochSet>,
-    /// BYOK orgs: the host key, needed to derive keys of epochs learned later.
-    pub byok: Option<Zeroizing<[u8; 32]>>,
+    /// BYOK orgs: the chain keys of this handle's scope, from which the keys of epochs learned
+    /// later derive (the handle never keeps the host key itself).
+    pub byok: Option<crypto::ByokChain>,
+    /// Orgs under key custody: the custody secret every seed is mixed with.
+    pub custody: Option<Secret>,
+    /// A keyed fingerprint of the stored structure seed this handle's keys derive from: a
+    /// registry entry with another one was re-keyed (`Db::rekey_org`) after the handle opened.
+    pub structure_fp: [u8; 32],
     pub scope: Vec<Compartment>,
     pub shared: Arc<OrgShared>,
 }
@@ -122,13 +126,23 @@ pub(crate) struct EpochSet {
 impl OrgInner {
     /// Derives the keys of every epoch of `entry` this handle does not hold yet.
     pub(crate) fn learn_epochs(&self, entry: &OrgEntry) -> Result<()> {
+        if structure_fingerprint(&self.structure, entry) != self.structure_fp {
+            return Err(Error::invalid(
+                crate::error::InputKind::WrongState,
+                format!("org `{}` was re-keyed after this handle was opened: open a new handle", self.name),
+            ));
+        }
         let mut set = self.epochs.write().unwrap_or_else(|p| p.into_inner());
         for e in &entry.epochs {
             if set.keys.contains_key(&e.epoch) {
                 continue;
             }
-            let seed = match &self.byok {
-                Some(k) => Secret::from_bytes(**k),
+            if let Some(chain) = &self.byok {
+                set.keys.insert(e.epoch, chain.epoch_keys(&self.db.db_id, self.tag, e.epoch));
+                continue;
+            }
+            let seed = match &self.custody {
+                Some(c) => crypto::custody_seed(c, &self.db.db_id, self.tag, b"epoch", &e.seed),
                 None => {
                     Secret::from_slice(&e.seed).map_err(|_| Error::corrupt(super::tables::ORGS.name, &self.tag.0))?
                 }
@@ -162,6 +176,11 @@ impl OrgInner {
     }
 }
 
+/// A fingerprint of `entry`'s stored structure seed under `structure`'s index key.
+fn structure_fingerprint(structure: &StructureKeys, entry: &OrgEntry) -> [u8; 32] {
+    structure.index.mac(&[b"silograph/1/structure-fingerprint", &entry.structure_seed])
+}
+
 impl std::fmt::Debug for Org {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Org").field("name", &self.inner.name).field("scope", &self.inner.scope).finish_non_exhaustive()
@@ -176,9 +195,14 @@ impl Org {
         byok: Option<&OrgKey>,
         scope: &[Compartment],
     ) -> Result<Org> {
-        let structure_seed = match byok {
-            Some(k) => crypto::byok_seed(k),
-            None => Secret::from_slice(&entry.structure_seed)
+        let custody = match byok {
+            Some(_) => None,
+            None => db.custody_secret(entry, tag)?,
+        };
+        let structure_seed = match (byok, &custody) {
+            (Some(k), _) => crypto::byok_seed(k),
+            (None, Some(c)) => crypto::custody_seed(c, &db.db_id, tag, b"structure", &entry.structure_seed),
+            (None, None) => Secret::from_slice(&entry.structure_seed)
                 .map_err(|_| Error::corrupt(super::tables::ORGS.name, &tag.0))?,
         };
         let structure = crypto::derive_structure_keys(&structure_seed, &db.db_id, tag);
@@ -186,13 +210,17 @@ impl Org {
         let mut scope = scope.to_vec();
         scope.sort();
         scope.dedup();
+        let byok = byok.map(|k| crypto::ByokChain::derive(k, &db.db_id, tag, &scope));
+        let structure_fp = structure_fingerprint(&structure, entry);
         let inner = OrgInner {
+            structure_fp,
             db,
             name: entry.name.clone(),
             tag,
             structure,
             epochs: RwLock::new(EpochSet::default()),
-            byok: byok.map(|k| Zeroizing::new(*crypto::byok_seed(k).expose())),
+            byok,
+            custody,
             scope,
             shared,
         };

@@ -436,6 +436,7 @@ impl ReadTxn {
     }
 
     fn props(&self, owner: Owner, c: Compartment) -> Result<Vec<(String, Value)>> {
+        c.check_property()?;
         if !self.org.inner.scope.contains(&c) {
             return Err(Error::Denied(c));
         }

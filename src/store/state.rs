@@ -63,6 +63,8 @@ pub(crate) struct Addr {
 impl Addr {
     /// The address of a record of `kind` (a tracked kind) at `(sub, page, id)`.
     pub(crate) fn new(kind: RecordKind, sub: u8, page: u32, id: u64) -> Result<Addr> {
+        // The secrets record is a `dict` record (see `tables::SECRETS_SUB`).
+        let kind = if kind == RecordKind::Secrets { RecordKind::Dict } else { kind };
         let code = TRACKED.iter().position(|k| *k == kind).ok_or_else(|| Error::Internal("untracked kind".into()))?;
         Ok(Addr { code: code as u8, sub, page, id })
     }
@@ -92,6 +94,16 @@ impl Addr {
     /// The record kind.
     pub(crate) fn kind(&self) -> RecordKind {
         TRACKED[usize::from(self.code)]
+    }
+
+    /// What the record at this address is: its tracked kind, or `Secrets` for the secrets
+    /// record (a `dict` record, see `tables::SECRETS_SUB`).
+    pub(crate) fn record_kind(&self) -> RecordKind {
+        let kind = self.kind();
+        match kind {
+            RecordKind::Dict if self.sub == super::tables::SECRETS_SUB && self.id == 0 => RecordKind::Secrets,
+            _ => kind,
+        }
     }
 
     /// Its storage key in `org`.

@@ -43,6 +43,10 @@ pub(crate) mod blind_kind {
     pub const TREE: u8 = 8;
 }
 
+/// The `sub` of the secrets record's address: it is a `dict` record (blind kind `DICT`, id 0,
+/// which no kind uses) so that the `Dict` state tree covers it.
+pub(crate) const SECRETS_SUB: u8 = 1;
+
 /// Every kind of org record: its table, how its key is addressed, which compartment's key seals
 /// it. Adding a record type is a change here (and in the code that reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,9 @@ pub(crate) enum RecordKind {
     Audit,
     /// `tree`: a node of the org's state tree, addressed by (tracked kind, level, index).
     Tree,
+    /// `dict`: the org's sealed secrets, one record at address `(SECRETS_SUB, 0, 0)` of the
+    /// `DICT` blind kind, under the `Secrets` key.
+    Secrets,
 }
 
 impl RecordKind {
@@ -76,7 +83,7 @@ impl RecordKind {
             RecordKind::Adj => ADJ,
             RecordKind::NodeProps | RecordKind::EdgeProps => PROPS,
             RecordKind::Bucket => INDEX,
-            RecordKind::Dict => DICT,
+            RecordKind::Dict | RecordKind::Secrets => DICT,
             RecordKind::Audit => AUDIT,
             RecordKind::Tree => TREE,
         }
@@ -92,6 +99,7 @@ impl RecordKind {
             RecordKind::EdgeProps => Some(blind_kind::EDGE_PROPS),
             RecordKind::Bucket => Some(blind_kind::BUCKET),
             RecordKind::Dict => Some(blind_kind::DICT),
+            RecordKind::Secrets => Some(blind_kind::DICT),
             RecordKind::Audit => None,
             RecordKind::Tree => Some(blind_kind::TREE),
         }
@@ -103,7 +111,7 @@ impl RecordKind {
         if table.id == AUDIT.id {
             return Some(RecordKind::Audit);
         }
-        let (kind, sub, page, _) = addr?;
+        let (kind, sub, page, id) = addr?;
         // Every blinded kind: those the state tree tracks, and the tree's own nodes.
         let rk = super::state::TRACKED
             .into_iter()
@@ -114,6 +122,7 @@ impl RecordKind {
             RecordKind::Adj => sub <= 1,
             RecordKind::NodeProps | RecordKind::EdgeProps => sub <= 2 && page == 0,
             RecordKind::Tree => usize::from(sub) < super::state::TRACKED.len() && page < 16,
+            RecordKind::Dict if sub == SECRETS_SUB && page == 0 && id == 0 => return Some(RecordKind::Secrets),
             _ => sub == 0 && page == 0,
         };
         shape_ok.then_some(rk)
@@ -128,6 +137,7 @@ impl RecordKind {
                 2 => Compartment::Raw,
                 _ => Compartment::Core,
             },
+            RecordKind::Secrets => Compartment::Secrets,
             _ => Compartment::Core,
         }
     }

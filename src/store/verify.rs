@@ -104,6 +104,11 @@ fn check_record(org: &Org, table: Table, key: &[u8], value: &[u8]) -> Result<()>
             let n: codec::TreeNode = oi.open_record(table, key, c, value)?;
             n.validate().map_err(|_| Error::corrupt(table.name, key))?;
         }
+        RecordKind::Secrets => {
+            if oi.scope.contains(&c) {
+                oi.open_record::<crate::codec::SecretMap>(table, key, c, value)?;
+            }
+        }
     }
     Ok(())
 }

@@ -426,6 +426,7 @@ impl WriteTxn {
     }
 
     fn props_mut(&mut self, owner: Owner, c: Compartment) -> Result<&mut PropMap> {
+        c.check_property()?;
         if !self.org.inner.scope.contains(&c) {
             return Err(Error::Denied(c));
         }
@@ -1022,9 +1023,10 @@ impl WriteTxn {
             e.seal_count = e.seal_count.saturating_add(seals);
             over_limit = e.seal_count >= org.db.rotate_after_seals;
         }
-        if over_limit && !self.entry.byok {
-            // Near the random-nonce bound: later seals use a fresh epoch; the re-sealing of
-            // older records is finished by `Db::rotate_org_key`.
+        if over_limit {
+            // Near the random-nonce bound: later seals use a fresh epoch (BYOK: keys derived
+            // from the host key's chain keys); the re-sealing of older records is finished by
+            // `Db::rotate_org_key` (BYOK: `rotate_org_key_with_key`).
             super::DbInner::start_epoch(&mut self.entry)?;
         }
         let set = WriteSet {

@@ -6,8 +6,10 @@ mod common;
 
 mod basic;
 mod bulk;
+mod byok;
 mod canary;
 mod crash;
+mod custody;
 mod file_tamper;
 mod golden;
 mod group_commit;
@@ -20,6 +22,8 @@ mod model;
 mod nonce;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rekey;
+mod secrets;
 #[cfg(feature = "serde")]
 mod serde_views;
 mod state;

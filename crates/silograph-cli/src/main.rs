@@ -462,7 +462,10 @@ fn run(cli: Cli) -> Outcome {
             })
         }
         Command::Org(OrgCommand::Rotate { name }) => {
-            let r = with_spinner(format!("rotating {name}"), || db.rotate_org_key(&name))?;
+            let r = with_spinner(format!("rotating {name}"), || match &org_key {
+                Some(k) => db.rotate_org_key_with_key(&name, k),
+                None => db.rotate_org_key(&name),
+            })?;
             emit(
                 json,
                 &OrgRotated {
@@ -491,7 +494,10 @@ fn run(cli: Cli) -> Outcome {
                 .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", out.display())))?;
             let bar = bytes_spinner("exporting");
             let writer = std::io::BufWriter::new(bar.wrap_write(file));
-            let res = db.export_org(&org, &key, writer);
+            let res = match &org_key {
+                Some(k) => db.export_org_with_key(&org, k, &key, writer),
+                None => db.export_org(&org, &key, writer),
+            };
             bar.finish_and_clear();
             let r = match res {
                 Ok(r) => r,

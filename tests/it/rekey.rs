@@ -1,0 +1,247 @@
+//! Full re-key: new structure and data keys, every record key re-blinded.
+
+use std::collections::BTreeMap;
+
+use crate::common::backend::{Fault, FaultDisk, SharedBytes};
+use crate::common::{root_key, tmp};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use silograph::{Compartment, Db, Direction, EdgeInput, Error, InputKind, NodeInput, Org};
+
+type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
+const TABLES: [&str; 10] = ["meta", "orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit", "tree"];
+
+/// People `from..to` with a raw property and a label, linked in a chain.
+fn add_people(org: &Org, from: u64, to: u64) {
+    let mut w = org.write().unwrap();
+    for i in from..to {
+        let id = w
+            .upsert_node(
+                NodeInput::new("person")
+                    .source("crm", format!("p{i}"))
+                    .prop("email", format!("p{i}@x"))
+                    .label("t", 1i64),
+            )
+            .unwrap();
+        if i > 0 {
+            if let Some(prev) = w.lookup("crm", &format!("p{}", i - 1)).unwrap() {
+                w.add_edge(EdgeInput::new(prev, id, "knows").source("mail", format!("m{i}"))).unwrap();
+            }
+        }
+    }
+    w.commit().unwrap();
+}
+
+fn snapshot(org: &Org, n: u64) -> Vec<String> {
+    let r = org.read().unwrap();
+    let mut out = vec![format!("{:?}", r.counts().unwrap())];
+    for i in 0..n {
+        let id = r.lookup("crm", &format!("p{i}")).unwrap().unwrap();
+        let node = r.node(id).unwrap().unwrap();
+        let nb: Vec<_> = r.neighbors(id, Direction::Both).unwrap().map(|x| x.unwrap()).collect();
+        let raw = r.node_props(id, Compartment::Raw).unwrap();
+        let labels = r.node_props(id, Compartment::Labels).unwrap();
+        let edge = i.checked_sub(1).map(|j| r.lookup_edge("mail", &format!("m{}", j + 1)).unwrap());
+        out.push(format!("{node:?} {nb:?} {raw:?} {labels:?} {edge:?}"));
+    }
+    out
+}
+
+fn rows(path: &std::path::Path) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+    let raw = redb::Database::open(path).unwrap();
+    let rtx = raw.begin_read().unwrap();
+    let mut out = BTreeMap::new();
+    for t in TABLES {
+        for item in rtx.open_table(Raw::new(t)).unwrap().iter().unwrap() {
+            let (k, v) = item.unwrap();
+            out.insert((t, k.value().to_vec()), v.value().to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn full_rekey_moves_every_record_to_new_keys_and_keeps_the_data() {
+    let path = tmp("rekey.silo");
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let org = db.create_org("acme").unwrap();
+    db.create_org("globex").unwrap();
+    add_people(&org, 0, 40);
+    org.secrets().unwrap().put("token", "t".into()).unwrap();
+    let before = snapshot(&org, 40);
+    drop((org, db));
+    let old_rows = rows(&path);
+
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let stale = db.org("acme").unwrap();
+    let report = db.rekey_org("acme").unwrap();
+    assert!(report.resealed > 40);
+    let acme = db.org("acme").unwrap();
+    assert_eq!(snapshot(&acme, 40), before);
+    assert_eq!(acme.secrets().unwrap().get("token").unwrap().unwrap().expose(), b"t");
+    assert!(db.verify().unwrap().is_ok());
+    let audit = acme.audit();
+    assert!(audit.verify().unwrap().first_bad.is_none());
+    assert_eq!(audit.entries().unwrap().last().unwrap().op, "rekey-org");
+    // A handle from before the re-key holds the old keys: its writes are refused.
+    match stale.write() {
+        Err(Error::InvalidInput(e)) => assert_eq!(e.kind(), &InputKind::WrongState),
+        other => panic!("{other:?}"),
+    }
+    // Writes after the re-key read back after reopening.
+    add_people(&acme, 40, 50);
+    drop((audit, stale, acme, db));
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let acme = db.org("acme").unwrap();
+    let after = snapshot(&acme, 50);
+    assert_eq!(after[1..40], before[1..40], "records from before the re-key changed");
+    drop((acme, db));
+    // No record key of the org survived (audit keys are sequence numbers: same keys, new values).
+    let new_rows = rows(&path);
+    // acme's tag: its registry row is the one that changed (globex's is untouched).
+    let tags: Vec<&Vec<u8>> = old_rows
+        .iter()
+        .filter(|((t, k), v)| *t == "orgs" && new_rows.get(&(*t, k.clone())) != Some(v))
+        .map(|((_, k), _)| k)
+        .collect();
+    assert_eq!(tags.len(), 1);
+    let mut checked = 0;
+    for ((t, k), v) in &old_rows {
+        if ["meta", "orgs"].contains(t) || !k.starts_with(tags[0]) {
+            continue;
+        }
+        checked += 1;
+        match new_rows.get(&(*t, k.clone())) {
+            None => {}
+            Some(nv) => {
+                assert!(*t == "audit" || nv == v, "a {t} key of the old structure is still in use");
+                if *t == "audit" {
+                    assert_ne!(nv, v, "an audit entry was not re-sealed");
+                }
+            }
+        }
+    }
+    assert!(checked > 40);
+}
+
+#[test]
+fn after_root_rotation_and_rekey_old_root_key_and_old_rows_tell_present_from_absent_ids_apart_no_more() {
+    let path = tmp("rekey-oracle.silo");
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let org = db.create_org("acme").unwrap();
+    add_people(&org, 0, 20);
+    drop((org, db));
+    // What someone holding root key 1 kept: the meta rows and acme's registry row.
+    let kept: Vec<_> = rows(&path).into_iter().filter(|((t, _), _)| ["meta", "orgs"].contains(t)).collect();
+
+    let db = Db::open(&path, root_key(1)).unwrap();
+    db.rotate_root_key(root_key(2)).unwrap();
+    db.rekey_org("acme").unwrap();
+    add_people(&db.org("acme").unwrap(), 20, 40);
+    drop(db);
+
+    // Splice the old rows into a copy of the current file and use the old key.
+    let spliced = tmp("rekey-spliced.silo");
+    std::fs::copy(&path, &spliced).unwrap();
+    {
+        let raw = redb::Database::open(&spliced).unwrap();
+        let wtx = raw.begin_write().unwrap();
+        for ((t, k), v) in &kept {
+            wtx.open_table(Raw::new(t)).unwrap().insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let outcome = |id: &str| -> String {
+        let db = match Db::open(&spliced, root_key(1)) {
+            Ok(db) => db,
+            Err(e) => {
+                return format!("open: {}", std::mem::discriminant(&e) == std::mem::discriminant(&Error::WrongKey))
+            }
+        };
+        let org = match db.org("acme") {
+            Ok(o) => o,
+            Err(e) => return format!("org: {e}"),
+        };
+        let r = match org.read() {
+            Ok(r) => r,
+            Err(e) => return format!("read: {e}"),
+        };
+        match r.lookup("crm", id) {
+            Ok(Some(_)) => "found".into(),
+            Ok(None) => "absent".into(),
+            // The error names the table and an opaque key; what matters is that it is the same.
+            Err(Error::Corrupt { table, .. }) => format!("corrupt in {table}"),
+            Err(e) => format!("error: {e}"),
+        }
+    };
+    let present_after = outcome("p30");
+    let present_before = outcome("p3");
+    let absent = outcome("nobody");
+    eprintln!("with the old key and old rows, every lookup: {absent}");
+    assert_eq!(present_after, absent, "an id added after the re-key is told apart from an absent one");
+    assert_eq!(present_before, absent, "an id from before the re-key is told apart from an absent one");
+    assert_ne!(absent, "found");
+}
+
+#[test]
+fn rekey_survives_a_crash_at_every_write_and_can_be_repeated() {
+    let pristine = {
+        let mem = SharedBytes::default();
+        let db = Db::builder().open_with_backend(mem.backend(), root_key(1)).unwrap();
+        add_people(&db.create_org("acme").unwrap(), 0, 20);
+        drop(db);
+        mem.snapshot()
+    };
+    let expected = {
+        let db =
+            Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root_key(1)).unwrap();
+        snapshot(&db.org("acme").unwrap(), 20)
+    };
+    let disk = FaultDisk::from_bytes(pristine.clone());
+    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+    let start = disk.events();
+    db.rekey_org("acme").unwrap();
+    let total = disk.events() - start;
+    drop(db);
+    let mut swept = 0;
+    for n in (0..total).step_by(usize::try_from(total / 24).unwrap_or(1).max(1)) {
+        let disk = FaultDisk::from_bytes(pristine.clone());
+        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+        disk.arm(n, if n % 2 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } });
+        let outcome = db.rekey_org("acme");
+        drop(db);
+        if !disk.crashed() {
+            assert!(outcome.is_ok(), "no fault at event {n}, yet the re-key failed: {outcome:?}");
+            continue;
+        }
+        swept += 1;
+        for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
+            let db = Db::builder().open_with_backend(SharedBytes::from_vec(img).backend(), root_key(1)).unwrap();
+            assert_eq!(snapshot(&db.org("acme").unwrap(), 20), expected, "crash at event {n}");
+            db.rekey_org("acme").unwrap();
+            assert_eq!(snapshot(&db.org("acme").unwrap(), 20), expected, "crash at event {n}");
+            assert!(db.verify().unwrap().is_ok(), "crash at event {n}");
+        }
+    }
+    eprintln!("re-key crash points swept: {swept} of {total}");
+    assert!(swept > 5);
+}
+
+#[test]
+fn rekey_refuses_byok_orgs_and_a_rotation_in_progress() {
+    let db = Db::builder().rotate_after_seals(20).open(tmp("rekey-refuse.silo"), root_key(1)).unwrap();
+    db.create_org_with_key("globex", &crate::common::byok()).unwrap();
+    match db.rekey_org("globex") {
+        Err(Error::InvalidInput(e)) => assert_eq!(e.kind(), &InputKind::KeyKind),
+        other => panic!("{other:?}"),
+    }
+    let acme = db.create_org("acme").unwrap();
+    add_people(&acme, 0, 30);
+    assert!(db.org_info("acme").unwrap().rotation_in_progress);
+    match db.rekey_org("acme") {
+        Err(Error::InvalidInput(e)) => assert_eq!(e.kind(), &InputKind::WrongState),
+        other => panic!("{other:?}"),
+    }
+    db.rotate_org_key("acme").unwrap();
+    db.rekey_org("acme").unwrap();
+    assert!(db.verify().unwrap().is_ok());
+}
