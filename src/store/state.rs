@@ -319,10 +319,12 @@ impl OrgInner {
 pub(crate) struct StateUpdate<'o> {
     org: &'o OrgInner,
     version: u64,
-    /// Sealed tree nodes to write.
+    /// Sealed tree nodes to write (filled when `apply` returns).
     pub puts: Vec<(RecordKey, Vec<u8>)>,
     /// Tree nodes that became empty.
     pub removes: Vec<RecordKey>,
+    /// New nodes, sealed together (on all cores) at the end of `apply`.
+    pending: Vec<(RecordKey, TreeNode)>,
 }
 
 /// Where a node being rewritten comes from.
@@ -347,7 +349,7 @@ impl<'o> StateUpdate<'o> {
         for (addr, v) in changes {
             by_kind[usize::from(addr.code)].entry(addr.leaf()).or_default().push((addr.slot(), v));
         }
-        let mut up = StateUpdate { org, version, puts: Vec::new(), removes: Vec::new() };
+        let mut up = StateUpdate { org, version, puts: Vec::new(), removes: Vec::new(), pending: Vec::new() };
         let mut out = *roots;
         for (code, leaves) in by_kind.iter().enumerate() {
             let Some((&max_leaf, _)) = leaves.last_key_value() else { continue };
@@ -365,6 +367,10 @@ impl<'o> StateUpdate<'o> {
             let v = up.rewrite(get, code as u8, depth, 0, cur, &leaves)?;
             out.0[code] = if v == 0 { Root::default() } else { Root { depth, version: v } };
         }
+        let pending = std::mem::take(&mut up.pending);
+        up.puts = super::records::par_map(&pending, |(key, node)| {
+            Ok((*key, org.seal_record(TREE, key, Compartment::Core, version, node)?))
+        })?;
         Ok((out, up))
     }
 
@@ -428,8 +434,7 @@ impl<'o> StateUpdate<'o> {
             }
             return Ok(0);
         }
-        let sealed = self.org.seal_record(TREE, &key, Compartment::Core, self.version, &node)?;
-        self.puts.push((key, sealed));
+        self.pending.push((key, node));
         Ok(self.version)
     }
 
@@ -440,7 +445,7 @@ impl<'o> StateUpdate<'o> {
         for l in depth + 1..=level {
             let node = TreeNode { entries: vec![(0, v)] };
             let key = self.org.tree_key(code, l, 0);
-            self.puts.push((key, self.org.seal_record(TREE, &key, Compartment::Core, self.version, &node)?));
+            self.pending.push((key, node));
             v = self.version;
         }
         Ok(v)
