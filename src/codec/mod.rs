@@ -395,7 +395,8 @@ pub struct OrgEntry {
     pub index_bits: u8,
     /// Entries in the hashed index.
     pub index_entries: u64,
-    /// Reserved for the root of the org's authenticated page tree (empty in this version).
+    /// The root of the org's state tree (`store::state::Roots`): each record kind's depth and top
+    /// node version.
     pub state_root: Vec<u8>,
     /// Orgs under key custody: the id of the org's custody key (16 bytes); empty for orgs
     /// created without custody (their seeds alone derive their keys).
