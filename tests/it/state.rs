@@ -358,3 +358,36 @@ fn whole_file_rollback_is_refused_with_an_anchor_and_undetected_without() {
         .open(&path, root_key(1))));
     assert!(silograph::Anchor::from_bytes(&altered[1..]).is_err());
 }
+
+#[test]
+fn the_state_tree_grows_at_the_top_across_commits_and_every_record_still_checks() {
+    // Node ids past 64 and 4096 make the adjacency and property trees one and two levels deeper
+    // in later commits (the old top becomes child 0 of new levels).
+    let path = tmp("grow");
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let o = db.create_org("acme").unwrap();
+    let mut prev = None;
+    for batch in 0..6u64 {
+        let mut w = o.write().unwrap();
+        for i in batch * 900..(batch + 1) * 900 {
+            let n = w.upsert_node(person("acme", i)).unwrap();
+            if let Some(p) = prev {
+                w.add_edge(EdgeInput::new(p, n, "next")).unwrap();
+            }
+            prev = Some(n);
+        }
+        w.commit().unwrap();
+        let report = db.verify().unwrap();
+        assert!(report.is_ok(), "after batch {batch}: {:?}", report.corrupt.iter().take(3).collect::<Vec<_>>());
+    }
+    drop(o);
+    drop(db);
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let r = db.org("acme").unwrap().read().unwrap();
+    for i in [0u64, 63, 64, 4095, 4096, 5399] {
+        let id = r.lookup("crm", &format!("acme-{i}")).unwrap().unwrap();
+        assert_eq!(r.node_props(id, Compartment::Core).unwrap().len(), 1);
+        let nb = r.neighbors(id, Direction::Both).unwrap().count();
+        assert!(nb >= 1, "node {i} has its chain neighbours");
+    }
+}
