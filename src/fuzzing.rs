@@ -242,8 +242,9 @@ pub fn commit_together(txns: Vec<crate::WriteTxn>) -> Result<Vec<Result<()>>> {
 /// and derives its keys from the stored seeds alone.
 pub fn strip_custody(db: &Db, name: &str) -> Result<()> {
     let inner = &db.inner;
-    let tag = inner.secret_keys.org_tag(name);
-    let mut entry = inner.read_entry(&*inner.kv.snapshot()?, tag, name)?;
+    let snap = inner.kv.snapshot()?;
+    let tag = inner.tag_of(&*snap, name)?;
+    let mut entry = inner.read_entry(&*snap, tag, name)?;
     entry.custody_id.clear();
     entry.custody_wrapped.clear();
     let sealed = inner.seal_entry(tag, &entry)?;
@@ -257,4 +258,11 @@ pub fn strip_custody(db: &Db, name: &str) -> Result<()> {
 /// handle keeps these and nothing else of the host key.
 pub fn byok_chain_scope(org: &Org) -> Option<Vec<Compartment>> {
     org.inner.byok.as_ref().map(|c| c.held())
+}
+
+/// What someone holding a root key and a copy of `meta` can compute: the tags the org called
+/// `name` would have under every database secret `db` knows (the current one first). An org
+/// keeps the tag it was created or last re-keyed under.
+pub fn org_tags(db: &Db, name: &str) -> Vec<[u8; 8]> {
+    db.inner.secrets().tags_of(name).into_iter().map(|t| t.0).collect()
 }

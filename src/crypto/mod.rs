@@ -16,6 +16,7 @@ pub use keys::{KeyringKey, OrgKey, RootKey, Secret, TransportKey, KEY_LEN};
 
 use std::sync::Arc;
 
+use crate::error::Result;
 use crate::types::{Compartment, OrgTag};
 
 const INFO_ROOT_CHECK: &[u8] = b"silograph/1/root-check";
@@ -78,6 +79,77 @@ impl DbSecretKeys {
         let mut t = [0u8; 8];
         t.copy_from_slice(&mac[..8]);
         OrgTag(t)
+    }
+}
+
+/// Every generation of the database secret this database knows: the current one (the tags of
+/// orgs created or re-keyed from now on, the database root's keys) and the ones earlier root
+/// rotations retired, newest first, still needed to find the orgs tagged under them and to
+/// check anchors minted under them.
+pub(crate) struct DbSecrets {
+    current: (Secret, DbSecretKeys),
+    priors: Vec<(Secret, DbSecretKeys)>,
+}
+
+impl DbSecrets {
+    /// The generations from the current secret and the retired ones (newest first).
+    pub(crate) fn new(current: Secret, priors: Vec<Secret>, db_id: &[u8; 16]) -> Self {
+        let gen = |s: Secret| {
+            let k = DbSecretKeys::derive(&s, db_id);
+            (s, k)
+        };
+        DbSecrets { current: gen(current), priors: priors.into_iter().map(gen).collect() }
+    }
+
+    /// A fresh current secret, this one's secrets becoming the newest retired ones (root
+    /// rotation).
+    pub(crate) fn rotated(&self, db_id: &[u8; 16]) -> Result<Self> {
+        let priors = self.secrets().map(|s| Secret::copy_from(s.expose())).collect();
+        Ok(DbSecrets::new(Secret::generate()?, priors, db_id))
+    }
+
+    /// The keys of the current secret.
+    pub(crate) fn current(&self) -> &DbSecretKeys {
+        &self.current.1
+    }
+
+    /// The current secret.
+    pub(crate) fn current_secret(&self) -> &Secret {
+        &self.current.0
+    }
+
+    /// The retired secrets, newest first.
+    pub(crate) fn prior_secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.priors.iter().map(|(s, _)| s)
+    }
+
+    /// Every secret, the current one first.
+    fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.current.0).chain(self.prior_secrets())
+    }
+
+    /// The keys of every generation, the current one first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &DbSecretKeys> {
+        std::iter::once(&self.current.1).chain(self.priors.iter().map(|(_, k)| k))
+    }
+
+    /// The tags `name` has had under every generation, the current one first (an org keeps the
+    /// tag it was created or last re-keyed under).
+    pub(crate) fn tags_of(&self, name: &str) -> Vec<OrgTag> {
+        let mut tags: Vec<OrgTag> = Vec::new();
+        for k in self.all() {
+            let t = k.org_tag(name);
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        tags
+    }
+}
+
+impl std::fmt::Debug for DbSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbSecrets").field("priors", &self.priors.len()).finish_non_exhaustive()
     }
 }
 

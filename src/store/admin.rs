@@ -7,8 +7,8 @@ use zeroize::Zeroize;
 
 use super::kv::{BackendKind, KvRead};
 use super::org::Org;
-use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, NODES, ORGS, PROPS, TREE};
-use super::{check_name, Db, DbInner, RootState, MAX_NAME_LEN};
+use super::tables::{RecordKind, Table, ADJ, AUDIT, DICT, EDGES, INDEX, META, NODES, ORGS, PROPS, TREE};
+use super::{Db, DbInner};
 use crate::codec::{EpochEntry, OrgEntry, RotationState};
 use crate::crypto::{RootKey, RootKeys, Secret};
 use crate::error::{Error, InputKind, Result};
@@ -99,19 +99,28 @@ impl DbInner {
 
 impl Db {
     fn tag_of(&self, name: &str) -> Result<OrgTag> {
-        check_name("org name", name, MAX_NAME_LEN)?;
-        Ok(self.inner.secret_keys.org_tag(name))
+        self.inner.tag_of(&*self.inner.kv.snapshot()?, name)
     }
 
-    /// Rotates the root key: rewraps every org's seeds, the database secret and the root check
-    /// under keys derived from `new_root`, in one transaction. O(orgs): no record is re-encrypted.
-    /// After it returns, only `new_root` opens the database.
+    /// Rotates the root key, and the database secret with it: rewraps every org's seeds under
+    /// keys derived from `new_root`, draws a new database secret (the tags of orgs created or
+    /// re-keyed from now on, the database root's keys, the anchors' key) and re-seals the
+    /// database root under it, in one transaction. O(orgs): no record is re-encrypted, and every
+    /// org keeps its tag (the secrets it was tagged under stay in the file, wrapped under the new
+    /// key, to find it by name). After it returns, only `new_root` opens the database; someone
+    /// who kept the old root key and an old copy of `meta` can no longer map org names to the
+    /// tags of orgs created or re-keyed ([`Db::rekey_org`]) since. Anchors taken before stay
+    /// valid. The registry must match the database root (`Corrupt` otherwise: a rotation must not
+    /// launder a tampered registry into a freshly sealed root).
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "rotate_root_key", level = "debug", skip_all))]
     pub fn rotate_root_key(&self, new_root: RootKey) -> Result<()> {
         self.inner.group.writable()?;
         let inner = &self.inner;
         let new_keys = RootKeys::derive(&new_root, &inner.db_id);
-        // Held across the commit so no reader opens a new-generation entry with old keys.
+        // The storage writer first (on redb it excludes every other write until the commit),
+        // then the root state, held across the commit so no reader or writer pairs the new
+        // rows with the old keys. A plain storage transaction: the root record is rebuilt here.
+        let mut wtx = inner.kv.begin_write()?;
         let mut root = inner.root.write().map_err(|_| {
             inner.group.poison();
             Error::Internal("an earlier root rotation panicked: reopen the database".into())
@@ -120,20 +129,28 @@ impl Db {
             .gen
             .checked_add(1)
             .ok_or_else(|| Error::invalid(InputKind::Exhausted, "root generations exhausted"))?;
-        let mut wtx = inner.begin_write()?;
-        {
-            let mut rewrapped = Vec::new();
-            for (key, v) in wtx.scan_prefix(ORGS, &[])? {
-                let sealed = inner.rewrap_entry(&root.keys, &new_keys, gen, &key, &v)?;
-                rewrapped.push((key, sealed));
-            }
-            for (k, v) in rewrapped {
-                wtx.put(ORGS, &k, &v)?;
-            }
+        let old = super::root::check_with(root.secrets.current(), &inner.db_id, inner.kv.serializes_commits(), &*wtx)?;
+        let secrets = root.secrets.rotated(&inner.db_id)?;
+        let mut rewrapped = Vec::new();
+        for (key, v) in wtx.scan_prefix(ORGS, &[])? {
+            let sealed = inner.rewrap_entry(&root.keys, &new_keys, gen, &key, &v)?;
+            rewrapped.push((key, sealed));
         }
-        super::write_meta(&mut *wtx, &inner.db_id, gen, &new_keys, &inner.db_secret)?;
+        for (k, v) in &rewrapped {
+            wtx.put(ORGS, k, v)?;
+        }
+        let rec = super::root::sums(secrets.current(), old.counter.saturating_add(1), &rewrapped);
+        wtx.put(META, super::root::ROOT_RECORD_KEY, &super::root::seal(secrets.current(), &inner.db_id, &rec)?)?;
+        super::write_meta(&mut *wtx, &inner.db_id, gen, &new_keys, &secrets)?;
         wtx.commit()?;
-        *root = RootState { keys: new_keys, gen };
+        let prev = std::mem::replace(&mut root.keys, new_keys);
+        let old_gen = root.gen;
+        root.prev.push((old_gen, prev));
+        if root.prev.len() > super::ROOT_KEYS_KEPT {
+            root.prev.remove(0);
+        }
+        root.gen = gen;
+        root.secrets = Arc::new(secrets);
         Ok(())
     }
 

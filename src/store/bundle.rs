@@ -472,9 +472,9 @@ const IMPORT_VERSION: u64 = 1;
 impl Importer {
     fn begin(db: &Db, meta: BundleOrg, byok: Option<&OrgKey>) -> Result<Importer> {
         check_name("org name", &meta.name, MAX_NAME_LEN)?;
-        let tag = db.inner.secret_keys.org_tag(&meta.name);
+        let tag = db.inner.new_tag(&meta.name);
         let wtx = db.inner.begin_write()?;
-        if wtx.get(ORGS, &tag.0)?.is_some() {
+        if wtx.get(ORGS, &tag.0)?.is_some() || db.inner.find_org(&*wtx, &meta.name)?.is_some() {
             return Err(Error::OrgExists(meta.name));
         }
         Importer::start(db, meta, byok, wtx, None)
@@ -489,7 +489,8 @@ impl Importer {
         keep: Option<Keep>,
     ) -> Result<Importer> {
         let inner = &db.inner;
-        let tag = inner.secret_keys.org_tag(&meta.name);
+        // A re-keyed org moves to its tag under the current database secret too.
+        let tag = inner.new_tag(&meta.name);
         let (epoch, version, op) = match &keep {
             Some(k) => (k.epoch, k.version, "rekey-org"),
             None => (0, IMPORT_VERSION, "import-org"),

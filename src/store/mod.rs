@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 use crate::codec::{self, OrgEntry};
-use crate::crypto::{self, envelope, Binding, DbSecretKeys, OrgKey, RootKey, RootKeys, Secret, KEY_LEN};
+use crate::crypto::{self, envelope, Binding, DbSecrets, OrgKey, RootKey, RootKeys, Secret, KEY_LEN};
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, OrgTag};
 use cache::PageCache;
@@ -55,6 +55,8 @@ const MAGIC: &[u8; 10] = b"SILOGRAPH\0";
 const HEADER_KEY: &[u8] = b"header";
 const ROOT_CHECK_KEY: &[u8] = b"root-check";
 const DB_SECRET_KEY: &[u8] = b"db-secret";
+/// The database secrets earlier root rotations retired, newest first (absent before the first).
+const DB_SECRET_PRIOR_KEY: &[u8] = b"db-secret-prior";
 const ROOT_CHECK_VALUE: &[u8] = b"silograph root check v1";
 const BYOK_CHECK_VALUE: &[u8] = b"silograph byok check v1";
 /// The layout of registry entries this build writes, carried in the entry envelope's (otherwise
@@ -282,13 +284,13 @@ impl DbBuilder {
                 root: std::sync::RwLock::new(RootState {
                     keys: RootKeys::derive(&root, &meta.db_id),
                     gen: meta.root_gen,
+                    secrets: Arc::new(meta.secrets),
+                    prev: Vec::new(),
                 }),
                 path,
                 rotate_after_seals: self.rotate_after_seals,
                 actor: self.actor,
                 custody: self.custody,
-                secret_keys: Arc::new(DbSecretKeys::derive(&meta.secret, &meta.db_id)),
-                db_secret: meta.secret,
                 page_cache: self.page_cache,
                 unchecked_state: self.unchecked_state,
                 shared: Mutex::new(HashMap::new()),
@@ -308,7 +310,7 @@ impl DbBuilder {
 struct Meta {
     db_id: [u8; 16],
     root_gen: u32,
-    secret: Secret,
+    secrets: DbSecrets,
 }
 
 fn header_bytes(db_id: &[u8; 16], root_gen: u32) -> Vec<u8> {
@@ -370,36 +372,57 @@ fn load_meta(kv: &dyn Kv, root: &RootKey) -> Result<Meta> {
         return Err(Error::corrupt(META.name, HEADER_KEY));
     }
     let secret = Secret::from_slice(&check(DB_SECRET_KEY)?).map_err(|_| Error::corrupt(META.name, DB_SECRET_KEY))?;
-    Ok(Meta { db_id, root_gen, secret })
+    let mut priors = Vec::new();
+    if table.get(META, DB_SECRET_PRIOR_KEY)?.is_some() {
+        let bytes = check(DB_SECRET_PRIOR_KEY).map_err(|e| match e {
+            Error::WrongKey => Error::corrupt(META.name, DB_SECRET_PRIOR_KEY),
+            other => other,
+        })?;
+        if bytes.is_empty() || bytes.len() % KEY_LEN != 0 {
+            return Err(Error::corrupt(META.name, DB_SECRET_PRIOR_KEY));
+        }
+        for chunk in bytes.chunks(KEY_LEN) {
+            priors.push(Secret::from_slice(chunk).map_err(|_| Error::corrupt(META.name, DB_SECRET_PRIOR_KEY))?);
+        }
+    }
+    Ok(Meta { db_id, root_gen, secrets: DbSecrets::new(secret, priors, &db_id) })
 }
 
 /// Writes a new database's `meta` in `wtx` and commits it.
 fn init_meta(mut wtx: Box<dyn KvWrite>, root: &RootKey) -> Result<Meta> {
     let mut db_id = [0u8; 16];
     crypto::fill_random(&mut db_id)?;
-    let secret = Secret::generate()?;
+    let secrets = DbSecrets::new(Secret::generate()?, Vec::new(), &db_id);
     let keys = RootKeys::derive(root, &db_id);
-    write_meta(&mut *wtx, &db_id, 0, &keys, &secret)?;
-    let root = root::seal(&DbSecretKeys::derive(&secret, &db_id), &db_id, &root::empty())?;
+    write_meta(&mut *wtx, &db_id, 0, &keys, &secrets)?;
+    let root = root::seal(secrets.current(), &db_id, &root::empty())?;
     wtx.put(META, root::ROOT_RECORD_KEY, &root)?;
     wtx.commit()?;
-    Ok(Meta { db_id, root_gen: 0, secret })
+    Ok(Meta { db_id, root_gen: 0, secrets })
 }
 
-/// Writes the header, the root check and the wrapped database secret for root generation `gen`.
+/// Writes the header, the root check and the wrapped database secrets (the current one and the
+/// retired ones) for root generation `gen`.
 pub(crate) fn write_meta(
     wtx: &mut dyn KvWrite,
     db_id: &[u8; 16],
     gen: u32,
     keys: &RootKeys,
-    secret: &Secret,
+    secrets: &DbSecrets,
 ) -> Result<()> {
     wtx.put(META, HEADER_KEY, header_bytes(db_id, gen).as_slice())?;
     let seal =
         |aead, key: &[u8], value: &[u8]| envelope::seal(aead, gen, &Binding { db_id, table: META.id, key }, value);
     wtx.put(META, ROOT_CHECK_KEY, seal(&keys.check, ROOT_CHECK_KEY, ROOT_CHECK_VALUE)?.as_slice())?;
-    let secret_bytes: &[u8; KEY_LEN] = secret.expose();
+    let secret_bytes: &[u8; KEY_LEN] = secrets.current_secret().expose();
     wtx.put(META, DB_SECRET_KEY, seal(&keys.kek, DB_SECRET_KEY, secret_bytes)?.as_slice())?;
+    let mut priors = Zeroizing::new(Vec::new());
+    for s in secrets.prior_secrets() {
+        priors.extend_from_slice(s.expose());
+    }
+    if !priors.is_empty() {
+        wtx.put(META, DB_SECRET_PRIOR_KEY, seal(&keys.kek, DB_SECRET_PRIOR_KEY, &priors)?.as_slice())?;
+    }
     Ok(())
 }
 
@@ -433,9 +456,6 @@ pub(crate) struct DbInner {
     pub actor: String,
     /// Where per-org custody keys live, if the `Db` was opened with one.
     pub custody: Option<crate::custody::CustodyRef>,
-    pub secret_keys: Arc<DbSecretKeys>,
-    /// The database secret (wrapped under the KEK on disk); needed to rewrap it at root rotation.
-    pub db_secret: Secret,
     /// Benchmarks only: the state tree is neither checked nor maintained.
     pub unchecked_state: bool,
     pub page_cache: usize,
@@ -455,9 +475,18 @@ impl Drop for DbInner {
     }
 }
 
+/// How many earlier root generations' keys a `Db` keeps after rotating (for snapshots begun
+/// before a rotation; a snapshot older than that many rotations reads its entries as `Corrupt`).
+pub(crate) const ROOT_KEYS_KEPT: usize = 8;
+
 pub(crate) struct RootState {
     pub keys: RootKeys,
     pub gen: u32,
+    /// The database secrets (wrapped under the KEK on disk): they rotate with the root key.
+    pub secrets: Arc<DbSecrets>,
+    /// The keys of the last few generations before, after rotations by this process (newest
+    /// last): a snapshot begun before a rotation holds registry entries sealed under them.
+    pub prev: Vec<(u32, RootKeys)>,
 }
 
 impl DbInner {
@@ -536,7 +565,11 @@ impl DbInner {
     pub(crate) fn open_entry(&self, tag: OrgTag, sealed: &[u8]) -> Result<OrgEntry> {
         let binding = Binding { db_id: &self.db_id, table: ORGS.id, key: &tag.0 };
         let layout = envelope::peek_version(sealed, ORGS.name, &tag.0)?;
-        let mut buf = envelope::open(&self.root().keys.kek, &binding, ORGS.name, sealed)?;
+        let epoch = envelope::peek_epoch(sealed, ORGS.name, &tag.0)?;
+        let root = self.root();
+        let keys = root.prev.iter().find(|(g, _)| *g == epoch).map_or(&root.keys, |(_, k)| k);
+        let mut buf = envelope::open(&keys.kek, &binding, ORGS.name, sealed)?;
+        drop(root);
         let entry = match layout {
             0 => codec::decode::<codec::OrgEntryV0>(buf.as_slice()).map(OrgEntry::from),
             ENTRY_LAYOUT => codec::decode::<OrgEntry>(buf.as_slice()),
@@ -549,6 +582,44 @@ impl DbInner {
     pub(crate) fn read_entry(&self, kv: &dyn KvRead, tag: OrgTag, name: &str) -> Result<OrgEntry> {
         let sealed = kv.get(ORGS, &tag.0)?;
         self.open_entry(tag, &sealed.ok_or_else(|| Error::OrgNotFound(name.to_owned()))?)
+    }
+
+    /// The database secrets of the current root generation.
+    pub(crate) fn secrets(&self) -> Arc<DbSecrets> {
+        self.root().secrets.clone()
+    }
+
+    /// The tag a new org called `name` gets (or a re-keyed one moves to): its tag under the
+    /// current database secret.
+    pub(crate) fn new_tag(&self, name: &str) -> OrgTag {
+        self.root().secrets.current().org_tag(name)
+    }
+
+    /// The tag of the org called `name` as `kv` holds it (deleted or not), and its entry:
+    /// an org keeps the tag of the database secret it was created or last re-keyed under, so
+    /// every generation's tag is looked up (in one round trip), the current one first.
+    /// `None` if no registry row is the org's; `Corrupt` if a row at one of its tags is not.
+    pub(crate) fn find_org(&self, kv: &dyn KvRead, name: &str) -> Result<Option<(OrgTag, OrgEntry)>> {
+        let tags = self.secrets().tags_of(name);
+        let keys: Vec<&[u8]> = tags.iter().map(|t| t.0.as_slice()).collect();
+        for (tag, sealed) in tags.iter().zip(kv.get_many(ORGS, &keys)?) {
+            let Some(sealed) = sealed else { continue };
+            let entry = self.open_entry(*tag, &sealed)?;
+            if entry.name != name {
+                return Err(Error::corrupt(ORGS.name, &tag.0));
+            }
+            return Ok(Some((*tag, entry)));
+        }
+        Ok(None)
+    }
+
+    /// The tag of the org called `name` (deleted or not): `OrgNotFound` if there is none.
+    pub(crate) fn tag_of(&self, kv: &dyn KvRead, name: &str) -> Result<OrgTag> {
+        check_name("org name", name, MAX_NAME_LEN)?;
+        match self.find_org(kv, name)? {
+            Some((tag, _)) => Ok(tag),
+            None => Err(Error::OrgNotFound(name.to_owned())),
+        }
     }
 }
 
@@ -578,7 +649,7 @@ impl Db {
         self.inner.group.writable()?;
         check_name("org name", name, MAX_NAME_LEN)?;
         let inner = &self.inner;
-        let tag = inner.secret_keys.org_tag(name);
+        let tag = inner.new_tag(name);
         let (seed, structure_seed) = match byok {
             Some(_) => (Vec::new(), Vec::new()),
             None => (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec()),
@@ -618,7 +689,7 @@ impl Db {
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
         let mut wtx = inner.begin_write()?;
-        if wtx.get(ORGS, &tag.0)?.is_some() {
+        if wtx.get(ORGS, &tag.0)?.is_some() || inner.find_org(&*wtx, name)?.is_some() {
             return Err(Error::OrgExists(name.to_owned()));
         }
         audit::append(&mut *wtx, &org.inner, &mut entry, &inner.actor, "create-org", &[], now_ms())?;
@@ -651,12 +722,8 @@ impl Db {
 
     pub(crate) fn open_org(&self, name: &str, key: Option<&OrgKey>, scope: &[Compartment]) -> Result<Org> {
         check_name("org name", name, MAX_NAME_LEN)?;
-        let tag = self.inner.secret_keys.org_tag(name);
         let snap = self.inner.kv.snapshot()?;
-        let entry = self.inner.read_entry(&*snap, tag, name)?;
-        if entry.name != name {
-            return Err(Error::corrupt(ORGS.name, &tag.0));
-        }
+        let (tag, entry) = self.inner.find_org(&*snap, name)?.ok_or_else(|| Error::OrgNotFound(name.to_owned()))?;
         if entry.state != 0 {
             return Err(Error::OrgNotFound(name.to_owned()));
         }

@@ -11,7 +11,7 @@
 
 use super::admin::{RotationReport, ORG_TABLES};
 use super::bundle::{audit_items, tree_items, BundleOrg, Importer, Keep};
-use super::tables::AUDIT;
+use super::tables::{AUDIT, ORGS};
 use super::Db;
 use crate::error::{Error, InputKind, Result};
 use crate::types::Compartment;
@@ -19,16 +19,17 @@ use crate::types::Compartment;
 impl Db {
     /// Re-keys org `name` completely: new structure and data seeds, every record key re-blinded,
     /// the index, state tree and audit chain rebuilt under the new keys (the audit chain keeps
-    /// its entries and gains `rekey-org`). After [`Db::rotate_root_key`] and this, an old root key
-    /// with the org's old registry row finds nothing of the org: every lookup fails the same way,
-    /// whether the id exists or not.
+    /// its entries and gains `rekey-org`), and the org moved to its tag under the current
+    /// database secret. After [`Db::rotate_root_key`] and this, an old root key with the org's
+    /// old registry row finds nothing of the org: every lookup fails the same way, whether the id
+    /// exists or not, and the old database secret does not give the org's new tag.
     ///
     /// One storage transaction, holding the org's writer lock (writers of the org wait; readers
     /// keep reading the old state until it commits): a crash changes nothing, and the call can
     /// simply be repeated. The org must verify first (`Corrupt` otherwise: a re-key must not
     /// launder a tampered record into a freshly authenticated state). Handles opened before the
-    /// re-key hold the old keys: their writes are refused (`InvalidInput(WrongState)`) and their
-    /// reads fail; open new ones. Managed orgs only (a BYOK org is re-keyed onto a new host key by
+    /// re-key hold the old keys: their writes are refused (`InvalidInput(WrongState)`, or
+    /// `OrgNotFound` once the org moved to a new tag) and their reads fail; open new ones. Managed orgs only (a BYOK org is re-keyed onto a new host key by
     /// `export_org_with_key` + `import_org_with_key`): `InvalidInput(KeyKind)`. On a `Db` opened
     /// with [`DbBuilder::custody`](crate::DbBuilder::custody), an org created without custody
     /// comes under it (its shredding then holds against copies made from then on).
@@ -75,6 +76,15 @@ impl Db {
         for (table, k) in &old_keys {
             wtx.remove(*table, k)?;
         }
+        // After a root rotation the org moves to its tag under the new database secret (which
+        // no holder of an older root key can compute); the importer writes its new entry there.
+        let new_tag = inner.new_tag(name);
+        if new_tag != oi.tag {
+            if wtx.get(ORGS, &new_tag.0)?.is_some() {
+                return Err(Error::OrgExists(name.to_owned()));
+            }
+            wtx.remove(ORGS, &oi.tag.0)?;
+        }
         let epoch = old.epochs.iter().map(|e| e.epoch).max().unwrap_or(0).checked_add(1);
         let epoch = epoch.ok_or_else(|| Error::invalid(InputKind::Exhausted, "key epochs exhausted"))?;
         // An org created before custody comes under it now, if the `Db` has one.
@@ -107,6 +117,9 @@ impl Db {
         oi.shared.cache.clear();
         oi.shared.tree.clear();
         drop(writer);
+        if new_tag != oi.tag {
+            inner.shared.lock().unwrap_or_else(|p| p.into_inner()).remove(&oi.tag);
+        }
         Ok(RotationReport { epoch, resealed, batches: 1, resumed: false })
     }
 }

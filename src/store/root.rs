@@ -25,7 +25,7 @@ use super::kv::{Kv, KvRead, KvWrite};
 use super::tables::{RecordKey, Table, META, ORGS};
 use super::{Db, DbBuilder, DbInner};
 use crate::codec::{self, DbRootRecord};
-use crate::crypto::{envelope, Binding, DbSecretKeys};
+use crate::crypto::{envelope, Binding, DbSecretKeys, DbSecrets};
 use crate::error::{CorruptAt, Error, InputKind, Result};
 
 /// The root record's key in `meta`.
@@ -94,27 +94,36 @@ pub(crate) fn empty() -> DbRootRecord {
 /// Recomputes the registry's sums and checks them against the root record: `Corrupt` at
 /// [`CorruptAt::Registry`] if a registry row was removed, added, replaced or moved.
 pub(crate) fn check(db: &DbInner, r: &dyn KvRead) -> Result<DbRootRecord> {
-    let rec = load(&db.secret_keys, &db.db_id, r)?;
-    let mut state = [0u8; 32];
-    let mut members = [0u8; 32];
-    let mut orgs = 0u64;
-    for (tag, sealed) in r.scan_prefix(ORGS, &[])? {
-        add(&mut state, &row_hash(&db.secret_keys, &tag, &sealed));
-        add(&mut members, &member_hash(&db.secret_keys, &tag));
-        orgs += 1;
-    }
-    let state_ok = !db.kv.serializes_commits() || rec.state == state;
-    if !state_ok || rec.members != members || rec.orgs != orgs {
+    check_with(db.secrets().current(), &db.db_id, db.kv.serializes_commits(), r)
+}
+
+/// [`check`] under the given keys (`full`: whether the backend serializes commits, so the
+/// sum over the rows' contents is kept too).
+pub(crate) fn check_with(keys: &DbSecretKeys, db_id: &[u8; 16], full: bool, r: &dyn KvRead) -> Result<DbRootRecord> {
+    let rec = load(keys, db_id, r)?;
+    let now = sums(keys, rec.counter, &r.scan_prefix(ORGS, &[])?);
+    if (full && rec.state != now.state) || rec.members != now.members || rec.orgs != now.orgs {
         return Err(registry_mismatch());
     }
     Ok(rec)
+}
+
+/// The root record of a registry holding `rows` (key, sealed entry), under `keys`.
+pub(crate) fn sums(keys: &DbSecretKeys, counter: u64, rows: &[(Vec<u8>, Vec<u8>)]) -> DbRootRecord {
+    let mut state = [0u8; 32];
+    let mut members = [0u8; 32];
+    for (tag, sealed) in rows {
+        add(&mut state, &row_hash(keys, tag, sealed));
+        add(&mut members, &member_hash(keys, tag));
+    }
+    DbRootRecord { counter, state: state.to_vec(), members: members.to_vec(), orgs: rows.len() as u64 }
 }
 
 /// A write transaction that keeps the database root in step with the registry rows it writes:
 /// every put or remove of an `orgs` row is folded into the root record, written at commit.
 pub(crate) struct RootedWrite {
     inner: Box<dyn KvWrite>,
-    keys: std::sync::Arc<DbSecretKeys>,
+    keys: std::sync::Arc<DbSecrets>,
     db_id: [u8; 16],
     /// Whether the backend serializes commits (then every registry change is tracked; else
     /// membership only).
@@ -137,17 +146,17 @@ impl std::fmt::Debug for RootedWrite {
 impl DbInner {
     /// A storage write transaction that maintains the database root.
     pub(crate) fn begin_write(&self) -> Result<Box<dyn KvWrite>> {
-        Ok(Box::new(RootedWrite::new(self.kv.begin_write()?, self.secret_keys.clone(), self.db_id, &*self.kv)))
+        // The storage transaction first, then the keys: a root rotation holds the storage
+        // writer (on a backend that serializes commits) until its new keys are in place, so a
+        // write that begins after it sees them; on one that does not, the two conflict on the
+        // root record they both write.
+        let wtx = self.kv.begin_write()?;
+        Ok(Box::new(RootedWrite::new(wtx, self.secrets(), self.db_id, &*self.kv)))
     }
 }
 
 impl RootedWrite {
-    pub(crate) fn new(
-        inner: Box<dyn KvWrite>,
-        keys: std::sync::Arc<DbSecretKeys>,
-        db_id: [u8; 16],
-        kv: &dyn Kv,
-    ) -> Self {
+    pub(crate) fn new(inner: Box<dyn KvWrite>, keys: std::sync::Arc<DbSecrets>, db_id: [u8; 16], kv: &dyn Kv) -> Self {
         RootedWrite {
             inner,
             keys,
@@ -167,21 +176,21 @@ impl RootedWrite {
         let old = self.inner.get(ORGS, tag)?;
         if self.full {
             if let Some(o) = &old {
-                add(&mut self.state_minus, &row_hash(&self.keys, tag, o));
+                add(&mut self.state_minus, &row_hash(self.keys.current(), tag, o));
             }
             if let Some(n) = new {
-                add(&mut self.state_plus, &row_hash(&self.keys, tag, n));
+                add(&mut self.state_plus, &row_hash(self.keys.current(), tag, n));
             }
             self.changed = true;
         }
         match (&old, new) {
             (None, Some(_)) => {
-                add(&mut self.members_plus, &member_hash(&self.keys, tag));
+                add(&mut self.members_plus, &member_hash(self.keys.current(), tag));
                 self.orgs_added += 1;
                 self.changed = true;
             }
             (Some(_), None) => {
-                add(&mut self.members_minus, &member_hash(&self.keys, tag));
+                add(&mut self.members_minus, &member_hash(self.keys.current(), tag));
                 self.orgs_removed += 1;
                 self.changed = true;
             }
@@ -237,7 +246,7 @@ impl KvWrite for RootedWrite {
     fn commit(self: Box<Self>) -> Result<()> {
         let mut me = *self;
         if me.changed {
-            let mut rec = load(&me.keys, &me.db_id, &*me.inner)?;
+            let mut rec = load(me.keys.current(), &me.db_id, &*me.inner)?;
             let mut state = sum_of(&rec.state)?;
             let mut members = sum_of(&rec.members)?;
             add(&mut state, &me.state_plus);
@@ -250,7 +259,7 @@ impl KvWrite for RootedWrite {
                 .checked_sub(me.orgs_removed)
                 .ok_or_else(|| Error::corrupt(META.name, ROOT_RECORD_KEY))?;
             rec.counter = rec.counter.saturating_add(1);
-            let sealed = seal(&me.keys, &me.db_id, &rec)?;
+            let sealed = seal(me.keys.current(), &me.db_id, &rec)?;
             me.inner.put(META, ROOT_RECORD_KEY, &sealed)?;
         }
         me.inner.commit()
@@ -333,23 +342,27 @@ impl Anchor {
         keys.anchor.mac(&[db_id, &counter.to_le_bytes(), state, members])
     }
 
-    fn of(db: &DbInner, rec: &DbRootRecord) -> Result<Anchor> {
+    fn of(keys: &DbSecretKeys, db_id: &[u8; 16], rec: &DbRootRecord) -> Result<Anchor> {
         let state = sum_of(&rec.state)?;
         let members = sum_of(&rec.members)?;
-        let mac = Self::mac_of(&db.secret_keys, &db.db_id, rec.counter, &state, &members);
-        Ok(Anchor { db_id: db.db_id, counter: rec.counter, state, members, mac })
+        let mac = Self::mac_of(keys, db_id, rec.counter, &state, &members);
+        Ok(Anchor { db_id: *db_id, counter: rec.counter, state, members, mac })
     }
 
     /// Checks the database's current root against this anchor (the host's last known state).
     pub(crate) fn check(&self, db: &DbInner, rec: &DbRootRecord) -> Result<()> {
-        let mac = Self::mac_of(&db.secret_keys, &self.db_id, self.counter, &self.state, &self.members);
-        if self.db_id != db.db_id || mac != self.mac {
+        // An anchor minted before a root rotation is under an older database secret.
+        let secrets = db.secrets();
+        let genuine = secrets
+            .all()
+            .any(|keys| Self::mac_of(keys, &self.db_id, self.counter, &self.state, &self.members) == self.mac);
+        if self.db_id != db.db_id || !genuine {
             return Err(Error::invalid(
                 InputKind::Anchor,
                 "the anchor is not one of this database (another database, or altered)",
             ));
         }
-        let now = Self::of(db, rec)?;
+        let now = Self::of(secrets.current(), &db.db_id, rec)?;
         if now.counter < self.counter || (now.counter == self.counter && now != *self) {
             return Err(Error::RolledBack { file: now.counter, anchor: self.counter });
         }
@@ -364,9 +377,11 @@ impl Db {
     /// commit that must not be rolled back (or periodically: an anchor refuses every state older
     /// than itself). Tests: `state::whole_file_rollback_is_refused_with_an_anchor_and_undetected_without`.
     pub fn anchor(&self) -> Result<Anchor> {
+        // Held so that no root rotation commits between the snapshot and the keys.
+        let root = self.inner.root();
         let snap = self.inner.kv.snapshot()?;
-        let rec = load(&self.inner.secret_keys, &self.inner.db_id, &*snap)?;
-        Anchor::of(&self.inner, &rec)
+        let rec = load(root.secrets.current(), &self.inner.db_id, &*snap)?;
+        Anchor::of(root.secrets.current(), &self.inner.db_id, &rec)
     }
 }
 

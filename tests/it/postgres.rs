@@ -430,3 +430,47 @@ fn postgres_lookup_by_another_orgs_external_id_finds_nothing() {
         }
     }
 }
+
+/// The key lifecycle on PostgreSQL, with two instances: custody, sealed secrets, org rotation,
+/// root rotation (the database secret with it), full re-key onto the new secret, and shredding.
+#[test]
+fn postgres_key_lifecycle_custody_secrets_rotation_rekey_and_shredding() {
+    use silograph::{KeyringKey, LocalKeyring, SecretValue};
+    use std::sync::Arc;
+    let Some(s) = Schema::new("lifecycle") else { return };
+    let ring_path = crate::common::tmp("pg-lifecycle.keys");
+    let ring = Arc::new(LocalKeyring::open(ring_path.to_path_buf(), KeyringKey::from_bytes([0x4b; 32])).unwrap());
+    let open = |k: u8| Db::builder().custody(ring.clone()).open_postgres(&s.url, root_key(k));
+    let a = open(1).unwrap();
+    for name in ["acme", "globex"] {
+        let org = a.create_org(name).unwrap();
+        let mut w = org.write().unwrap();
+        for i in 0..30 {
+            w.upsert_node(NodeInput::new("person").source("crm", format!("{name}-{i}")).prop("n", i as i64)).unwrap();
+        }
+        w.commit().unwrap();
+        org.secrets().unwrap().put("oauth", SecretValue::from(format!("token-of-{name}").as_str())).unwrap();
+    }
+    let check = |db: &Db, name: &str| {
+        let org = db.org(name).unwrap();
+        let r = org.read().unwrap();
+        assert_eq!(r.counts().unwrap().0, 30, "{name}");
+        assert!(r.lookup("crm", &format!("{name}-29")).unwrap().is_some(), "{name}");
+        let token = org.secrets().unwrap().get("oauth").unwrap().unwrap();
+        assert_eq!(token.expose(), format!("token-of-{name}").as_bytes());
+    };
+    a.rotate_org_key("acme").unwrap();
+    let b = open(1).unwrap();
+    check(&b, "acme");
+    a.rotate_root_key(root_key(2)).unwrap();
+    assert!(matches!(open(1), Err(Error::WrongKey)));
+    a.rekey_org("acme").unwrap();
+    let c = open(2).unwrap();
+    check(&c, "acme");
+    check(&c, "globex");
+    assert!(c.verify().unwrap().is_ok());
+    c.delete_org("globex").unwrap();
+    assert!(matches!(c.org("globex"), Err(Error::OrgNotFound(_))));
+    assert!(matches!(open(2).unwrap().org("globex"), Err(Error::OrgNotFound(_))));
+    check(&open(2).unwrap(), "acme");
+}

@@ -245,3 +245,175 @@ fn rekey_refuses_byok_orgs_and_a_rotation_in_progress() {
     db.rekey_org("acme").unwrap();
     assert!(db.verify().unwrap().is_ok());
 }
+
+/// The record-key prefixes (org tags) that occur in the file's org tables.
+fn tags_in(path: &std::path::Path) -> std::collections::BTreeSet<Vec<u8>> {
+    rows(path).into_keys().filter(|(t, _)| !["meta", "orgs"].contains(t)).map(|(_, k)| k[..8].to_vec()).collect()
+}
+
+#[test]
+fn root_rotation_rotates_the_database_secret_so_old_secrets_name_no_org_created_or_rekeyed_since() {
+    let path = tmp("rekey-db-secret.silo");
+    let db = Db::open(&path, root_key(1)).unwrap();
+    for name in ["acme", "gamma"] {
+        add_people(&db.create_org(name).unwrap(), 0, 10);
+    }
+    let anchor_before = db.anchor().unwrap();
+    drop(db);
+    // What someone holding root key 1 kept: a copy of the file (its `meta` holds secret 1).
+    let old_copy = tmp("rekey-db-secret-old.silo");
+    std::fs::copy(&path, &old_copy).unwrap();
+
+    let db = Db::open(&path, root_key(1)).unwrap();
+    db.rotate_root_key(root_key(2)).unwrap();
+    add_people(&db.create_org("beta").unwrap(), 0, 10);
+    db.rekey_org("acme").unwrap();
+    // gamma is neither re-keyed nor recreated: found under the secret it was tagged under.
+    assert!(matches!(db.create_org("gamma"), Err(Error::OrgExists(_))));
+    let current: Vec<_> = ["acme", "beta", "gamma"].iter().map(|n| silograph::fuzzing::org_tags(&db, n)).collect();
+    drop(db);
+
+    let old = Db::open(&old_copy, root_key(1)).unwrap();
+    let old_tag = |name: &str| -> Vec<u8> {
+        let tags = silograph::fuzzing::org_tags(&old, name);
+        assert_eq!(tags.len(), 1, "the old copy knows one database secret");
+        tags[0].to_vec()
+    };
+    let in_file = tags_in(&path);
+    assert!(!in_file.contains(&old_tag("acme")), "the re-keyed org is still under its old tag");
+    assert!(!in_file.contains(&old_tag("beta")), "an org created after the rotation is under the old secret's tag");
+    // The control: what the old secret still names (documented), and the probe works.
+    assert!(in_file.contains(&old_tag("gamma")), "an org neither re-keyed nor created since keeps its tag");
+    assert!(in_file.contains(current[0][0].as_slice()) && in_file.contains(current[1][0].as_slice()));
+    assert_eq!(current[2].len(), 2, "the current and the retired secret");
+    assert_eq!(current[2][1].to_vec(), old_tag("gamma"));
+    drop(old);
+
+    // Everything opens under the new key, and across a second rotation; the anchor from before
+    // both rotations still verifies.
+    let db = Db::open(&path, root_key(2)).unwrap();
+    db.rotate_root_key(root_key(3)).unwrap();
+    drop(db);
+    let db = Db::builder().expect_anchor(anchor_before).open(&path, root_key(3)).unwrap();
+    for name in ["acme", "beta", "gamma"] {
+        let org = db.org(name).unwrap();
+        assert_eq!(snapshot(&org, 10).len(), 11, "{name}");
+        add_people(&org, 10, 12);
+    }
+    assert_eq!(silograph::fuzzing::org_tags(&db, "gamma").len(), 3);
+    db.delete_org("gamma").unwrap();
+    assert!(matches!(db.org("gamma"), Err(Error::OrgNotFound(_))));
+    let fresh = db.create_org("gamma").unwrap();
+    add_people(&fresh, 0, 3);
+    let report = db.verify().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let kept = db.anchor().unwrap();
+    drop((fresh, db));
+    let db = Db::builder().expect_anchor(kept).open(&path, root_key(3)).unwrap();
+    assert_eq!(db.org("gamma").unwrap().read().unwrap().counts().unwrap().0, 3);
+}
+
+/// Opens `img` with whichever of the root keys `keys` opens it.
+fn open_either(img: Vec<u8>, keys: &[u8]) -> (Db, u8) {
+    for &k in keys {
+        match Db::builder().open_with_backend(SharedBytes::from_vec(img.clone()).backend(), root_key(k)) {
+            Ok(db) => return (db, k),
+            Err(Error::WrongKey) => continue,
+            Err(e) => panic!("root key {k}: {e}"),
+        }
+    }
+    panic!("no root key of {keys:?} opens the image")
+}
+
+#[test]
+fn root_rotation_then_rekey_onto_the_new_secret_survive_a_crash_at_every_write() {
+    let pristine = {
+        let mem = SharedBytes::default();
+        let db = Db::builder().open_with_backend(mem.backend(), root_key(1)).unwrap();
+        add_people(&db.create_org("acme").unwrap(), 0, 12);
+        add_people(&db.create_org("beta").unwrap(), 0, 12);
+        drop(db);
+        mem.snapshot()
+    };
+    let expected: Vec<_> = {
+        let db =
+            Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root_key(1)).unwrap();
+        ["acme", "beta"].iter().map(|n| snapshot(&db.org(n).unwrap(), 12)).collect()
+    };
+    let run = |db: &Db| -> silograph::Result<()> {
+        db.rotate_root_key(root_key(2))?;
+        db.rekey_org("acme").map(|_| ())
+    };
+    let disk = FaultDisk::from_bytes(pristine.clone());
+    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+    let start = disk.events();
+    run(&db).unwrap();
+    let total = disk.events() - start;
+    drop(db);
+    let mut swept = 0;
+    for n in (0..total).step_by(usize::try_from(total / 24).unwrap_or(1).max(1)) {
+        let disk = FaultDisk::from_bytes(pristine.clone());
+        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+        disk.arm(n, if n % 2 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } });
+        let outcome = run(&db);
+        drop(db);
+        if !disk.crashed() {
+            assert!(outcome.is_ok(), "no fault at event {n}, yet it failed: {outcome:?}");
+            continue;
+        }
+        swept += 1;
+        for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
+            // The old key or the new one opens it, never neither, and both orgs are whole.
+            let (db, key) = open_either(img, &[1, 2]);
+            let now: Vec<_> = ["acme", "beta"].iter().map(|o| snapshot(&db.org(o).unwrap(), 12)).collect();
+            assert_eq!(now, expected, "crash at event {n}, opened with root key {key}");
+            if key == 1 {
+                db.rotate_root_key(root_key(2)).unwrap();
+            }
+            db.rekey_org("acme").unwrap();
+            let now: Vec<_> = ["acme", "beta"].iter().map(|o| snapshot(&db.org(o).unwrap(), 12)).collect();
+            assert_eq!(now, expected, "crash at event {n}, finished");
+            assert!(db.verify().unwrap().is_ok(), "crash at event {n}");
+        }
+    }
+    eprintln!("root rotation + re-key crash points swept: {swept} of {total}");
+    assert!(swept > 5);
+}
+
+#[test]
+fn root_rotations_while_writers_of_other_orgs_commit_lose_nothing() {
+    let path = tmp("rekey-rotate-concurrent.silo");
+    let db = Db::open(&path, root_key(1)).unwrap();
+    let names: Vec<String> = (0..3).map(|i| format!("org{i}")).collect();
+    for n in &names {
+        db.create_org(n).unwrap();
+    }
+    let writers: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let org = db.org(n).unwrap();
+            std::thread::spawn(move || {
+                for i in 0..40u64 {
+                    let mut w = org.write().unwrap();
+                    w.upsert_node(NodeInput::new("person").source("crm", format!("p{i}"))).unwrap();
+                    w.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    for k in 2..6u8 {
+        db.rotate_root_key(root_key(k)).unwrap();
+        db.create_org(&format!("new{k}")).unwrap();
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let kept = db.anchor().unwrap();
+    drop(db);
+    let db = Db::builder().expect_anchor(kept).open(&path, root_key(5)).unwrap();
+    for n in &names {
+        assert_eq!(db.org(n).unwrap().read().unwrap().counts().unwrap().0, 40, "{n}");
+    }
+    assert_eq!(db.list_orgs().unwrap().len(), 7);
+    assert!(db.verify().unwrap().is_ok());
+}
