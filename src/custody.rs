@@ -20,7 +20,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::codec::{self, KeyringBody, KeyringSlot};
 use crate::crypto::{self, envelope, Binding, KeyringKey, Secret, KEY_LEN};
-use crate::error::{Error, InputKind, Result};
+use crate::error::{Error, Result};
 
 /// The id of one org's custody key: 16 random bytes chosen when the org is created (a new org of
 /// the same name gets a new id). Shown as 32 hex digits.
@@ -237,22 +237,7 @@ impl LocalKeyring {
     }
 
     fn read(path: PathBuf, mut file: std::fs::File, key: KeyringKey) -> Result<LocalKeyring> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = file.metadata()?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(Error::invalid(
-                    InputKind::KeyFormat,
-                    format!(
-                        "keyring {path} is accessible by group or others (mode {:04o}); it must be private \
-                         to its owner: run `chmod 600 {path}`",
-                        mode & 0o7777,
-                        path = path.display()
-                    ),
-                ));
-            }
-        }
+        crate::keyprovider::check_private(&file, "keyring", &path)?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut file, &mut bytes)?;
         let bad = || Error::corrupt(KEYRING, b"header");

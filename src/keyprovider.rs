@@ -61,26 +61,35 @@ impl FileKey {
     }
 }
 
+/// Refuses a key-bearing file (`what`: "key file", "keyring") that its group or others may read
+/// or write, as ssh does, saying how to fix it: `InvalidInput(KeyFormat)`. Checks the file
+/// actually opened, not whatever `path` names a moment later. No check off Unix.
+pub(crate) fn check_private(file: &std::fs::File, what: &str, path: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::invalid(
+                InputKind::KeyFormat,
+                format!(
+                    "{what} {path} is accessible by group or others (mode {:04o}); a {what} must be private \
+                     to its owner: run `chmod 600 {path}`",
+                    mode & 0o7777,
+                    path = path.display()
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (file, what, path);
+    Ok(())
+}
+
 impl KeyProvider for FileKey {
     fn root_key(&self) -> Result<RootKey> {
         let mut file = std::fs::File::open(&self.path)?;
-        // The mode of the file actually opened (not of whatever the path names a moment later).
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = file.metadata()?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(Error::invalid(
-                    InputKind::KeyFormat,
-                    format!(
-                        "key file {path} is accessible by group or others (mode {:04o}); a key file must be \
-                     private to its owner: run `chmod 600 {path}`",
-                        mode & 0o7777,
-                        path = self.path.display()
-                    ),
-                ));
-            }
-        }
+        check_private(&file, "key file", &self.path)?;
         let mut bytes = Zeroizing::new(Vec::new());
         std::io::Read::read_to_end(&mut file, &mut bytes)?;
         if bytes.len() == KEY_LEN {

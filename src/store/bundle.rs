@@ -55,6 +55,36 @@ pub(super) struct BundleOrg {
     pub(super) audit_digest: Vec<u8>,
 }
 
+impl BundleOrg {
+    /// The org item of `entry`, whose audit chain digests to `audit_digest`.
+    pub(super) fn of(entry: &OrgEntry, audit_digest: &[u8]) -> BundleOrg {
+        BundleOrg {
+            name: entry.name.clone(),
+            next_node: entry.next_node,
+            next_edge: entry.next_edge,
+            next_kind: entry.next_kind,
+            node_count: entry.node_count,
+            edge_count: entry.edge_count,
+            created_at: entry.created_at,
+            audit_len: entry.audit_seq,
+            audit_digest: audit_digest.to_vec(),
+        }
+    }
+}
+
+/// `Corrupt` at the first bad entry unless `org`'s audit chain verifies whole: an export or a
+/// re-key carries the chain on, so it must not launder a broken one.
+pub(super) fn require_whole_chain(org: &Org) -> Result<()> {
+    match org.audit().verify()?.first_bad {
+        Some(seq) => Err(Error::Corrupt {
+            table: AUDIT.name,
+            key: format!("audit entry {seq}"),
+            at: crate::error::CorruptAt::AuditEntry(seq),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The digest of an audit chain as a bundle carries it: SHA-256 chained over each entry's
 /// archive, starting from 32 zero bytes.
 pub(super) fn chain_step(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
@@ -168,14 +198,7 @@ impl Db {
     fn export(&self, org: Org, transport: &TransportKey, out: impl Write) -> Result<BundleReport> {
         let name = org.inner.name.clone();
         let name = name.as_str();
-        let chain = org.audit().verify()?;
-        if let Some(seq) = chain.first_bad {
-            return Err(Error::Corrupt {
-                table: AUDIT.name,
-                key: format!("audit entry {seq}"),
-                at: crate::error::CorruptAt::AuditEntry(seq),
-            });
-        }
+        require_whole_chain(&org)?;
         audit::append_admin_for(&org, org.inner.tag, "export", &[], org.actor())?;
         let oi = &org.inner;
         let mut bundle_id = [0u8; 16];
@@ -208,17 +231,7 @@ impl Db {
         // The chain (verified above) is read and digested before anything is written, so the
         // org item can carry its digest.
         let (audit_items, digest) = audit_items(oi, &*snap, &entry)?;
-        let meta = BundleOrg {
-            name: entry.name.clone(),
-            next_node: entry.next_node,
-            next_edge: entry.next_edge,
-            next_kind: entry.next_kind,
-            node_count: entry.node_count,
-            edge_count: entry.edge_count,
-            created_at: entry.created_at,
-            audit_len: entry.audit_seq,
-            audit_digest: digest.to_vec(),
-        };
+        let meta = BundleOrg::of(&entry, &digest);
         w.report.audit_digest = hex::encode(digest);
         w.item(ITEM_ORG, &codec::encode(&meta).map_err(|_| Error::invalid(InputKind::TooLarge, "org too large"))?)?;
         for item in tree_items(oi, &*snap, &entry)? {

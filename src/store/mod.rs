@@ -60,7 +60,7 @@ const DB_SECRET_PRIOR_KEY: &[u8] = b"db-secret-prior";
 const ROOT_CHECK_VALUE: &[u8] = b"silograph root check v1";
 const BYOK_CHECK_VALUE: &[u8] = b"silograph byok check v1";
 /// The layout of registry entries this build writes, carried in the entry envelope's (otherwise
-/// unused) page version: 0 is the layout before key custody, read and upgraded on read.
+/// unused) page version; another layout is `Corrupt`.
 const ENTRY_LAYOUT: u64 = 1;
 
 /// Longest org, kind, system or property name, in bytes.
@@ -571,7 +571,6 @@ impl DbInner {
         let mut buf = envelope::open(&keys.kek, &binding, ORGS.name, sealed)?;
         drop(root);
         let entry = match layout {
-            0 => codec::decode::<codec::OrgEntryV0>(buf.as_slice()).map(OrgEntry::from),
             ENTRY_LAYOUT => codec::decode::<OrgEntry>(buf.as_slice()),
             _ => Err(codec::CodecError),
         };

@@ -10,8 +10,8 @@
 //! readers keep reading the old org until it commits).
 
 use super::admin::{RotationReport, ORG_TABLES};
-use super::bundle::{audit_items, tree_items, BundleOrg, Importer, Keep};
-use super::tables::{AUDIT, ORGS};
+use super::bundle::{audit_items, require_whole_chain, tree_items, BundleOrg, Importer, Keep};
+use super::tables::ORGS;
 use super::Db;
 use crate::error::{Error, InputKind, Result};
 use crate::types::Compartment;
@@ -43,14 +43,7 @@ impl Db {
         if let Some(bad) = check.corrupt.first() {
             return Err(Error::Corrupt { table: bad.table, key: bad.key.clone(), at: crate::error::CorruptAt::Record });
         }
-        let chain = org.audit().verify()?;
-        if let Some(seq) = chain.first_bad {
-            return Err(Error::Corrupt {
-                table: AUDIT.name,
-                key: format!("audit entry {seq}"),
-                at: crate::error::CorruptAt::AuditEntry(seq),
-            });
-        }
+        require_whole_chain(&org)?;
         let writer = super::commit::WriterLock::acquire(&oi.shared);
         let mut wtx = inner.begin_write()?;
         let old = inner.read_entry(&*wtx, oi.tag, name)?;
@@ -93,17 +86,7 @@ impl Db {
             false => (old.custody_id.clone(), old.custody_wrapped.clone()),
         };
         let keep = Keep { custody, epoch, version: old.commit_seq + 1 };
-        let meta = BundleOrg {
-            name: old.name.clone(),
-            next_node: old.next_node,
-            next_edge: old.next_edge,
-            next_kind: old.next_kind,
-            node_count: old.node_count,
-            edge_count: old.edge_count,
-            created_at: old.created_at,
-            audit_len: old.audit_seq,
-            audit_digest: digest.to_vec(),
-        };
+        let meta = BundleOrg::of(&old, &digest);
         let mut import = Importer::start(self, meta, None, wtx, Some(keep))?;
         let resealed = items.len() as u64;
         for item in &items {

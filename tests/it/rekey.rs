@@ -196,34 +196,48 @@ fn rekey_survives_a_crash_at_every_write_and_can_be_repeated() {
             Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root_key(1)).unwrap();
         snapshot(&db.org("acme").unwrap(), 20)
     };
-    let disk = FaultDisk::from_bytes(pristine.clone());
-    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
-    let start = disk.events();
-    db.rekey_org("acme").unwrap();
-    let total = disk.events() - start;
-    drop(db);
-    let mut swept = 0;
-    for n in (0..total).step_by(usize::try_from(total / 24).unwrap_or(1).max(1)) {
-        let disk = FaultDisk::from_bytes(pristine.clone());
-        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
-        disk.arm(n, if n % 2 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } });
-        let outcome = db.rekey_org("acme");
-        drop(db);
-        if !disk.crashed() {
-            assert!(outcome.is_ok(), "no fault at event {n}, yet the re-key failed: {outcome:?}");
-            continue;
-        }
-        swept += 1;
-        for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
+    let swept = crash_sweep(
+        &pristine,
+        |db| db.rekey_org("acme").map(|_| ()),
+        |img, n| {
             let db = Db::builder().open_with_backend(SharedBytes::from_vec(img).backend(), root_key(1)).unwrap();
             assert_eq!(snapshot(&db.org("acme").unwrap(), 20), expected, "crash at event {n}");
             db.rekey_org("acme").unwrap();
             assert_eq!(snapshot(&db.org("acme").unwrap(), 20), expected, "crash at event {n}");
             assert!(db.verify().unwrap().is_ok(), "crash at event {n}");
+        },
+    );
+    eprintln!("re-key crash points swept: {swept}");
+}
+
+/// Runs `run` on a database opened with root key 1 from `pristine`, once per sampled write or
+/// sync (about 24 of them), failing or tearing it; every image a power cut could leave goes to
+/// `check` (with the event number). Returns how many points crashed (asserted to be over 5).
+fn crash_sweep(pristine: &[u8], run: impl Fn(&Db) -> silograph::Result<()>, check: impl Fn(Vec<u8>, u64)) -> usize {
+    let disk = FaultDisk::from_bytes(pristine.to_vec());
+    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+    let start = disk.events();
+    run(&db).unwrap();
+    let total = disk.events() - start;
+    drop(db);
+    let mut swept = 0;
+    for n in (0..total).step_by(usize::try_from(total / 24).unwrap_or(1).max(1)) {
+        let disk = FaultDisk::from_bytes(pristine.to_vec());
+        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+        disk.arm(n, if n % 2 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } });
+        let outcome = run(&db);
+        drop(db);
+        if !disk.crashed() {
+            assert!(outcome.is_ok(), "no fault at event {n}, yet it failed: {outcome:?}");
+            continue;
+        }
+        swept += 1;
+        for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
+            check(img, n);
         }
     }
-    eprintln!("re-key crash points swept: {swept} of {total}");
-    assert!(swept > 5);
+    assert!(swept > 5, "only {swept} of {total} points crashed");
+    swept
 }
 
 #[test]
@@ -335,49 +349,25 @@ fn root_rotation_then_rekey_onto_the_new_secret_survive_a_crash_at_every_write()
         drop(db);
         mem.snapshot()
     };
-    let expected: Vec<_> = {
-        let db =
-            Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root_key(1)).unwrap();
-        ["acme", "beta"].iter().map(|n| snapshot(&db.org(n).unwrap(), 12)).collect()
-    };
+    let both = |db: &Db| -> Vec<_> { ["acme", "beta"].iter().map(|n| snapshot(&db.org(n).unwrap(), 12)).collect() };
+    let expected =
+        both(&Db::builder().open_with_backend(SharedBytes::from_vec(pristine.clone()).backend(), root_key(1)).unwrap());
     let run = |db: &Db| -> silograph::Result<()> {
         db.rotate_root_key(root_key(2))?;
         db.rekey_org("acme").map(|_| ())
     };
-    let disk = FaultDisk::from_bytes(pristine.clone());
-    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
-    let start = disk.events();
-    run(&db).unwrap();
-    let total = disk.events() - start;
-    drop(db);
-    let mut swept = 0;
-    for n in (0..total).step_by(usize::try_from(total / 24).unwrap_or(1).max(1)) {
-        let disk = FaultDisk::from_bytes(pristine.clone());
-        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
-        disk.arm(n, if n % 2 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } });
-        let outcome = run(&db);
-        drop(db);
-        if !disk.crashed() {
-            assert!(outcome.is_ok(), "no fault at event {n}, yet it failed: {outcome:?}");
-            continue;
+    let swept = crash_sweep(&pristine, run, |img, n| {
+        // The old key or the new one opens it, never neither, and both orgs are whole.
+        let (db, key) = open_either(img, &[1, 2]);
+        assert_eq!(both(&db), expected, "crash at event {n}, opened with root key {key}");
+        if key == 1 {
+            db.rotate_root_key(root_key(2)).unwrap();
         }
-        swept += 1;
-        for img in disk.images_after_power_cut(&[u64::MAX, 0]) {
-            // The old key or the new one opens it, never neither, and both orgs are whole.
-            let (db, key) = open_either(img, &[1, 2]);
-            let now: Vec<_> = ["acme", "beta"].iter().map(|o| snapshot(&db.org(o).unwrap(), 12)).collect();
-            assert_eq!(now, expected, "crash at event {n}, opened with root key {key}");
-            if key == 1 {
-                db.rotate_root_key(root_key(2)).unwrap();
-            }
-            db.rekey_org("acme").unwrap();
-            let now: Vec<_> = ["acme", "beta"].iter().map(|o| snapshot(&db.org(o).unwrap(), 12)).collect();
-            assert_eq!(now, expected, "crash at event {n}, finished");
-            assert!(db.verify().unwrap().is_ok(), "crash at event {n}");
-        }
-    }
-    eprintln!("root rotation + re-key crash points swept: {swept} of {total}");
-    assert!(swept > 5);
+        db.rekey_org("acme").unwrap();
+        assert_eq!(both(&db), expected, "crash at event {n}, finished");
+        assert!(db.verify().unwrap().is_ok(), "crash at event {n}");
+    });
+    eprintln!("root rotation + re-key crash points swept: {swept}");
 }
 
 #[test]
