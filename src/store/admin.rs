@@ -192,6 +192,12 @@ impl Db {
             if entry.byok != key.is_some() {
                 return Err(Error::invalid(InputKind::KeyKind, format!("org `{name}` changed its kind of key")));
             }
+            if entry.rotation.as_ref().is_some_and(super::rekey::is_rekey) {
+                return Err(Error::invalid(
+                    InputKind::WrongState,
+                    format!("org `{name}` has a re-key in progress: finish it with rekey_org first"),
+                ));
+            }
             resumed = entry.rotation.is_some();
             if !resumed {
                 DbInner::start_epoch(&mut entry)?;
@@ -275,8 +281,11 @@ impl Db {
         let inner = &self.inner;
         let writer = super::commit::WriterLock::acquire(&inner.shared_for(tag));
         let mut wtx = inner.begin_write()?;
+        let shadow;
         {
             let mut entry = inner.read_entry(&*wtx, tag, name)?;
+            // An interrupted re-key onto another tag left rows there: they go too.
+            shadow = super::rekey::shadow_tag(&entry).filter(|t| *t != tag);
             inner.destroy_custody_key(&entry, tag)?;
             entry.custody_wrapped.clear();
             for e in entry.epochs.iter_mut() {
@@ -310,6 +319,9 @@ impl Db {
                     break;
                 }
             }
+        }
+        if let Some(t) = shadow {
+            purged += super::rekey::purge_shadow(inner, tag, 0, t)?;
         }
         let mut wtx = inner.begin_write()?;
         wtx.remove(ORGS, &tag.0)?;
@@ -388,8 +400,10 @@ pub struct OrgInfo {
     pub current_epoch: u32,
     /// Epochs whose seeds are still stored, with the seals performed under each.
     pub epochs: Vec<(u32, u64)>,
-    /// True while a rotation has records left to re-seal.
+    /// True while a data-key rotation has records left to re-seal.
     pub rotation_in_progress: bool,
+    /// True while a full re-key ([`Db::rekey_org`]) was interrupted and has not finished.
+    pub rekey_in_progress: bool,
     /// Audit entries so far.
     pub audit_entries: u64,
     /// Nodes stored.
@@ -411,7 +425,8 @@ impl Db {
             byok: e.byok,
             current_epoch: e.current_epoch,
             epochs: e.epochs.iter().map(|x| (x.epoch, x.seal_count)).collect(),
-            rotation_in_progress: e.rotation.is_some(),
+            rotation_in_progress: e.rotation.as_ref().is_some_and(|r| !super::rekey::is_rekey(r)),
+            rekey_in_progress: e.rotation.as_ref().is_some_and(super::rekey::is_rekey),
             audit_entries: e.audit_seq,
             nodes: e.node_count,
             edges: e.edge_count,

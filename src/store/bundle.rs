@@ -451,7 +451,11 @@ pub(super) struct Importer {
     org: Org,
     tag: OrgTag,
     entry: OrgEntry,
-    wtx: Box<dyn KvWrite>,
+    /// The storage transaction written into (`None` only between two batches).
+    wtx: Option<Box<dyn KvWrite>>,
+    /// Records to replay without writing (see [`Keep::skip`]), and records seen so far.
+    skip: u64,
+    seen: u64,
     index: Vec<(super::records::IndexHash, u64)>,
     /// Every record written, for the state tree.
     state: Vec<(super::state::Addr, u64)>,
@@ -476,6 +480,15 @@ pub(super) struct Keep {
     /// The page version of everything written (past every old one: the state tree's node cache
     /// is keyed by version).
     pub version: u64,
+    /// The new epoch seed and structure seed.
+    pub seeds: (Vec<u8>, Vec<u8>),
+    /// Records already written by an interrupted run: replayed (checked, indexed, entered in
+    /// the state tree) without being written again.
+    pub skip: u64,
+}
+
+fn closed() -> Error {
+    Error::Internal("the import's transaction is closed".into())
 }
 
 /// The page version of every value an import writes (its data is one commit; the audit
@@ -504,17 +517,18 @@ impl Importer {
         let inner = &db.inner;
         // A re-keyed org moves to its tag under the current database secret too.
         let tag = inner.new_tag(&meta.name);
-        let (epoch, version, op) = match &keep {
-            Some(k) => (k.epoch, k.version, "rekey-org"),
-            None => (0, IMPORT_VERSION, "import-org"),
+        let (epoch, version, op, skip) = match &keep {
+            Some(k) => (k.epoch, k.version, "rekey-org", k.skip),
+            None => (0, IMPORT_VERSION, "import-org", 0),
         };
         let (custody_id, custody_wrapped, key_check, seed, structure_seed) = match (byok, keep) {
             (Some(k), _) => (Vec::new(), Vec::new(), super::byok_key_check(inner, tag, k)?, Vec::new(), Vec::new()),
-            (None, keep) => {
-                let (id, wrapped) = match keep {
-                    Some(k) => k.custody,
-                    None => inner.new_custody()?,
-                };
+            (None, Some(keep)) => {
+                let (id, wrapped) = keep.custody;
+                (id, wrapped, Vec::new(), keep.seeds.0, keep.seeds.1)
+            }
+            (None, None) => {
+                let (id, wrapped) = inner.new_custody()?;
                 let seeds = (Secret::generate()?.expose().to_vec(), Secret::generate()?.expose().to_vec());
                 (id, wrapped, Vec::new(), seeds.0, seeds.1)
             }
@@ -549,7 +563,9 @@ impl Importer {
             org,
             tag,
             entry,
-            wtx,
+            wtx: Some(wtx),
+            skip,
+            seen: 0,
             index: Vec::new(),
             state: Vec::new(),
             source_len: 0,
@@ -559,6 +575,24 @@ impl Importer {
             version,
             op,
         })
+    }
+
+    /// The storage transaction being written.
+    pub(super) fn w(&mut self) -> Result<&mut (dyn KvWrite + 'static)> {
+        self.wtx.as_deref_mut().ok_or_else(closed)
+    }
+
+    /// Records seen so far (replayed or written).
+    pub(super) fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Commits what was written so far and goes on in a new transaction from `begin` (a re-key
+    /// in batches: other writers go between them).
+    pub(super) fn commit_batch(&mut self, begin: impl FnOnce() -> Result<Box<dyn KvWrite>>) -> Result<()> {
+        self.wtx.take().ok_or_else(closed)?.commit()?;
+        self.wtx = Some(begin()?);
+        Ok(())
     }
 
     pub(super) fn record(&mut self, payload: &[u8]) -> Result<()> {
@@ -620,10 +654,14 @@ impl Importer {
             // The index and the state tree are rebuilt; the audit chain travels as its own items.
             RecordKind::Bucket | RecordKind::Audit | RecordKind::Tree => return Err(bad_bundle("bad record kind")),
         }
+        self.state.push((super::state::Addr::new(rk, sub, page, id)?, self.version));
+        self.seen += 1;
+        if self.seen <= self.skip {
+            return Ok(());
+        }
         let c = rk.compartment(sub);
         let sealed = oi.seal(table, &key, c, self.version, plain)?;
-        self.state.push((super::state::Addr::new(rk, sub, page, id)?, self.version));
-        self.wtx.put(table, &key, &sealed)
+        self.w()?.put(table, &key, &sealed)
     }
 
     pub(super) fn audit(&mut self, payload: &[u8]) -> Result<()> {
@@ -636,7 +674,8 @@ impl Importer {
         self.source_prev = rec.mac.clone();
         self.source_digest = chain_step(&self.source_digest, payload);
         let counts: Vec<(&str, u64)> = rec.counts.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-        audit::append(&mut *self.wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
+        let wtx = self.wtx.as_deref_mut().ok_or_else(closed)?;
+        audit::append(wtx, &self.org.inner, &mut self.entry, &rec.actor, &rec.op, &counts, rec.time)
     }
 
     pub(super) fn finish(mut self, expected_digest: Option<&str>) -> Result<String> {
@@ -657,7 +696,7 @@ impl Importer {
             for (b, page) in &buckets {
                 let key = oi.bucket_key(*b);
                 let sealed = oi.seal_record(INDEX, &key, Compartment::Core, self.version, page)?;
-                self.wtx.put(INDEX, &key, &sealed)?;
+                self.w()?.put(INDEX, &key, &sealed)?;
                 self.state.push((super::state::Addr::bucket(*b), self.version));
             }
         }
@@ -669,14 +708,15 @@ impl Importer {
                 super::state::StateUpdate::apply(&oi, &super::state::Roots::default(), &none, changes, self.version)?;
             self.entry.state_root = roots.encode();
             for (k, v) in &up.puts {
-                self.wtx.put(super::tables::TREE, k, v)?;
+                self.w()?.put(super::tables::TREE, k, v)?;
             }
         }
         let actor = oi.db.actor.clone();
-        audit::append(&mut *self.wtx, &oi, &mut self.entry, &actor, self.op, &[], now_ms())?;
+        let mut wtx = self.wtx.take().ok_or_else(closed)?;
+        audit::append(&mut *wtx, &oi, &mut self.entry, &actor, self.op, &[], now_ms())?;
         let sealed = oi.db.seal_entry(self.tag, &self.entry)?;
-        self.wtx.put(ORGS, &self.tag.0, &sealed)?;
-        self.wtx.commit()?;
+        wtx.put(ORGS, &self.tag.0, &sealed)?;
+        wtx.commit()?;
         Ok(digest)
     }
 }

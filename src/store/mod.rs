@@ -95,6 +95,7 @@ pub struct DbBuilder {
     page_cache: usize,
     storage_cache: Option<usize>,
     rotate_after_seals: u64,
+    rekey_batch: usize,
     actor: String,
     anchor: Option<root::Anchor>,
     unchecked_state: bool,
@@ -111,6 +112,7 @@ impl Default for DbBuilder {
             page_cache: 64 << 20,
             storage_cache: None,
             rotate_after_seals: DEFAULT_ROTATE_AFTER_SEALS,
+            rekey_batch: admin::ADMIN_BATCH,
             actor: "host".to_owned(),
             anchor: None,
             unchecked_state: false,
@@ -136,6 +138,14 @@ impl DbBuilder {
     /// (default [`DEFAULT_ROTATE_AFTER_SEALS`]). Lower it only to test rotation.
     pub fn rotate_after_seals(mut self, seals: u64) -> Self {
         self.rotate_after_seals = seals.max(1);
+        self
+    }
+
+    /// Records [`Db::rekey_org`] re-keys per storage transaction (default
+    /// [`ADMIN_BATCH`](crate::ADMIN_BATCH)): between two, other orgs' writers commit, and an
+    /// interrupted re-key resumes after the last one. Smaller: shorter waits, more commits.
+    pub fn rekey_batch(mut self, records: usize) -> Self {
+        self.rekey_batch = records.max(1);
         self
     }
 
@@ -289,6 +299,7 @@ impl DbBuilder {
                 }),
                 path,
                 rotate_after_seals: self.rotate_after_seals,
+                rekey_batch: self.rekey_batch,
                 actor: self.actor,
                 custody: self.custody,
                 page_cache: self.page_cache,
@@ -452,6 +463,8 @@ pub(crate) struct DbInner {
     pub path: Option<std::path::PathBuf>,
     /// Seals under one epoch after which a commit starts a new epoch (AES-GCM random-nonce limit).
     pub rotate_after_seals: u64,
+    /// Records re-keyed per storage transaction.
+    pub rekey_batch: usize,
     /// The actor recorded in audit entries when a handle names none.
     pub actor: String,
     /// Where per-org custody keys live, if the `Db` was opened with one.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::common::backend::{Fault, FaultDisk, SharedBytes};
 use crate::common::{root_key, tmp};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use silograph::{Compartment, Db, Direction, EdgeInput, Error, InputKind, NodeInput, Org};
+use silograph::{Compartment, Db, DbBuilder, Direction, EdgeInput, Error, InputKind, NodeInput, Org};
 
 type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
 const TABLES: [&str; 10] = ["meta", "orgs", "nodes", "props", "edges", "adj", "index", "dict", "audit", "tree"];
@@ -214,8 +214,18 @@ fn rekey_survives_a_crash_at_every_write_and_can_be_repeated() {
 /// sync (about 24 of them), failing or tearing it; every image a power cut could leave goes to
 /// `check` (with the event number). Returns how many points crashed (asserted to be over 5).
 fn crash_sweep(pristine: &[u8], run: impl Fn(&Db) -> silograph::Result<()>, check: impl Fn(Vec<u8>, u64)) -> usize {
+    crash_sweep_with(pristine, Db::builder, run, check)
+}
+
+/// [`crash_sweep`] with the databases opened from `builder`.
+fn crash_sweep_with(
+    pristine: &[u8],
+    builder: impl Fn() -> DbBuilder,
+    run: impl Fn(&Db) -> silograph::Result<()>,
+    check: impl Fn(Vec<u8>, u64),
+) -> usize {
     let disk = FaultDisk::from_bytes(pristine.to_vec());
-    let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+    let db = builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
     let start = disk.events();
     run(&db).unwrap();
     let total = disk.events() - start;
@@ -223,7 +233,7 @@ fn crash_sweep(pristine: &[u8], run: impl Fn(&Db) -> silograph::Result<()>, chec
     let mut swept = 0;
     for n in (0..total).step_by(usize::try_from(total / 24).unwrap_or(1).max(1)) {
         let disk = FaultDisk::from_bytes(pristine.to_vec());
-        let db = Db::builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
+        let db = builder().open_with_backend(disk.backend(), root_key(1)).unwrap();
         disk.arm(n, if n % 2 == 0 { Fault::Fail } else { Fault::Tear { keep_num: (n % 8) as u8 } });
         let outcome = run(&db);
         drop(db);
@@ -405,5 +415,125 @@ fn root_rotations_while_writers_of_other_orgs_commit_lose_nothing() {
         assert_eq!(db.org(n).unwrap().read().unwrap().counts().unwrap().0, 40, "{n}");
     }
     assert_eq!(db.list_orgs().unwrap().len(), 7);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+/// A re-key in batches of a few records: a builder for it.
+fn small_batches() -> DbBuilder {
+    Db::builder().rekey_batch(8)
+}
+
+#[test]
+fn rekey_in_batches_resumes_after_a_crash_at_every_write_where_it_stopped() {
+    let pristine = {
+        let mem = SharedBytes::default();
+        let db = small_batches().open_with_backend(mem.backend(), root_key(1)).unwrap();
+        add_people(&db.create_org("acme").unwrap(), 0, 16);
+        add_people(&db.create_org("beta").unwrap(), 0, 4);
+        drop(db);
+        mem.snapshot()
+    };
+    let open = |img: Vec<u8>| small_batches().open_with_backend(SharedBytes::from_vec(img).backend(), root_key(1));
+    let expected = snapshot(&open(pristine.clone()).unwrap().org("acme").unwrap(), 16);
+    let clean = open(pristine.clone()).unwrap().rekey_org("acme").unwrap();
+    assert!(clean.batches > 3, "{clean:?}");
+    let resumed = std::cell::Cell::new(0);
+    let swept = crash_sweep_with(
+        &pristine,
+        small_batches,
+        |db| db.rekey_org("acme").map(|_| ()),
+        |img, n| {
+            let db = open(img).unwrap();
+            assert_eq!(snapshot(&db.org("acme").unwrap(), 16), expected, "crash at event {n}");
+            // An interrupted copy is not the org's: it verifies, and no rotation may start on it.
+            let v = db.verify().unwrap();
+            assert!(v.is_ok(), "crash at event {n}: {:?}", v.corrupt.first());
+            let info = db.org_info("acme").unwrap();
+            assert!(!info.rotation_in_progress);
+            if info.rekey_in_progress {
+                match db.rotate_org_key("acme") {
+                    Err(Error::InvalidInput(e)) => assert_eq!(e.kind(), &InputKind::WrongState),
+                    other => panic!("crash at event {n}: rotation during a re-key: {other:?}"),
+                }
+            }
+            let report = db.rekey_org("acme").unwrap();
+            resumed.set(resumed.get() + usize::from(report.resumed));
+            assert_eq!(snapshot(&db.org("acme").unwrap(), 16), expected, "crash at event {n}");
+            assert_eq!(snapshot(&db.org("beta").unwrap(), 4).len(), 5);
+            let v = db.verify().unwrap();
+            assert!(v.is_ok(), "crash at event {n}: {:?}", v.corrupt.first());
+        },
+    );
+    eprintln!("batched re-key crash points swept: {swept}, resumed after {} of them", resumed.get());
+    assert!(resumed.get() > 0, "no crash point left a re-key to resume");
+}
+
+#[test]
+fn an_interrupted_rekey_of_an_org_written_since_starts_again_and_leaves_no_copy_behind() {
+    let pristine = {
+        let mem = SharedBytes::default();
+        let db = small_batches().open_with_backend(mem.backend(), root_key(1)).unwrap();
+        add_people(&db.create_org("acme").unwrap(), 0, 16);
+        drop(db);
+        mem.snapshot()
+    };
+    let disk = FaultDisk::from_bytes(pristine.clone());
+    let db = small_batches().open_with_backend(disk.backend(), root_key(1)).unwrap();
+    let start = disk.events();
+    db.rekey_org("acme").unwrap();
+    let total = disk.events() - start;
+    drop(db);
+    let mut interrupted = 0;
+    for n in [total / 3, total / 2, 2 * total / 3] {
+        let disk = FaultDisk::from_bytes(pristine.clone());
+        let db = small_batches().open_with_backend(disk.backend(), root_key(1)).unwrap();
+        disk.arm(n, Fault::Fail);
+        assert!(db.rekey_org("acme").is_err());
+        drop(db);
+        let img = disk.images_after_power_cut(&[u64::MAX]).remove(0);
+        let db = small_batches().open_with_backend(SharedBytes::from_vec(img).backend(), root_key(1)).unwrap();
+        if !db.org_info("acme").unwrap().rekey_in_progress {
+            continue;
+        }
+        interrupted += 1;
+        // The org moves on, so the partial copy no longer fits it.
+        add_people(&db.org("acme").unwrap(), 16, 20);
+        let report = db.rekey_org("acme").unwrap();
+        assert!(!report.resumed, "event {n}: resumed a copy of an older state");
+        assert_eq!(snapshot(&db.org("acme").unwrap(), 20).len(), 21);
+        let v = db.verify().unwrap();
+        assert!(v.is_ok(), "event {n}: {:?}", v.corrupt.first());
+    }
+    assert!(interrupted > 0);
+}
+
+#[test]
+fn other_orgs_commit_between_the_batches_of_a_rekey() {
+    let path = tmp("rekey-batches-online.silo");
+    let db = small_batches().open(&path, root_key(1)).unwrap();
+    add_people(&db.create_org("acme").unwrap(), 0, 200);
+    let beta = db.create_org("beta").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut w = beta.write().unwrap();
+                w.upsert_node(NodeInput::new("person").source("crm", format!("b{n}"))).unwrap();
+                w.commit().unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let expected = snapshot(&db.org("acme").unwrap(), 200);
+    let report = db.rekey_org("acme").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    eprintln!("re-key in {} transactions; beta committed {commits} times meanwhile", report.batches);
+    assert!(report.batches > 10, "{report:?}");
+    assert_eq!(snapshot(&db.org("acme").unwrap(), 200), expected);
+    assert_eq!(db.org("beta").unwrap().read().unwrap().counts().unwrap().0, commits);
     assert!(db.verify().unwrap().is_ok());
 }
