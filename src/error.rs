@@ -12,7 +12,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The root key (or a bring-your-own org key) does not match the one the data was sealed with.
+    /// The root key (or a bring-your-own org key) does not match the one the data was sealed with
+    /// — also on a `Db` whose root key another instance has rotated since (PostgreSQL): reopen
+    /// it with the new key.
     #[error("wrong key")]
     WrongKey,
     /// No organization with this name exists in the database.

@@ -581,14 +581,30 @@ impl DbInner {
         let epoch = envelope::peek_epoch(sealed, ORGS.name, &tag.0)?;
         let root = self.root();
         let keys = root.prev.iter().find(|(g, _)| *g == epoch).map_or(&root.keys, |(_, k)| k);
-        let mut buf = envelope::open(&keys.kek, &binding, ORGS.name, sealed)?;
+        let opened = envelope::open(&keys.kek, &binding, ORGS.name, sealed);
+        let gen = root.gen;
         drop(root);
+        let mut buf = match opened {
+            Ok(b) => b,
+            // Another instance rotated the root key (PostgreSQL): this one's key no longer opens
+            // the database. Not a tampered entry: the database's own header says so too.
+            Err(Error::Corrupt { .. }) if epoch > gen && self.stored_root_gen()? > gen => return Err(Error::WrongKey),
+            Err(e) => return Err(e),
+        };
         let entry = match layout {
             ENTRY_LAYOUT => codec::decode::<OrgEntry>(buf.as_slice()),
             _ => Err(codec::CodecError),
         };
         zeroize::Zeroize::zeroize(buf.as_mut_slice());
         entry.map_err(|_| Error::corrupt(ORGS.name, &tag.0))
+    }
+
+    /// The root generation the stored header names.
+    fn stored_root_gen(&self) -> Result<u32> {
+        let header = self.kv.snapshot()?.get(META, HEADER_KEY)?.unwrap_or_default();
+        let gen: [u8; 4] =
+            header.get(30..34).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::corrupt(META.name, HEADER_KEY))?;
+        Ok(u32::from_le_bytes(gen))
     }
 
     pub(crate) fn read_entry(&self, kv: &dyn KvRead, tag: OrgTag, name: &str) -> Result<OrgEntry> {

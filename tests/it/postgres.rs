@@ -464,6 +464,8 @@ fn postgres_key_lifecycle_custody_secrets_rotation_rekey_and_shredding() {
     check(&b, "acme");
     a.rotate_root_key(root_key(2)).unwrap();
     assert!(matches!(open(1), Err(Error::WrongKey)));
+    // An instance still on the old key learns it at its next registry read.
+    assert!(matches!(b.org("acme"), Err(Error::WrongKey)), "{:?}", b.org("acme").map(|_| ()));
     a.rekey_org("acme").unwrap();
     let c = open(2).unwrap();
     check(&c, "acme");
