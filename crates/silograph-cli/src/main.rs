@@ -1,7 +1,8 @@
 //! `silograph`: the command-line tool (crate `silograph-cli`).
 //!
 //! ```text
-//! silograph --db FILE (--root-key-file F | --root-key-env VAR) <command>
+//! silograph --db FILE (--root-key-file F | --root-key-env VAR)
+//!           [--keyring F (--keyring-key-file F | --keyring-key-env VAR)] <command>
 //! ```
 //!
 //! The root key is read from a file or an environment variable (64 hex digits) through the
@@ -12,14 +13,20 @@
 //! Built with `--features postgres`, without `--db` and with `SILOGRAPH_POSTGRES_URL` set (a
 //! libpq connection string), the tool works on that PostgreSQL database instead of a file.
 //!
-//! Exit codes: 0 ok; 1 integrity or verification failure (and storage/I/O failures); 2 usage
-//! (bad arguments, a malformed input file, an unknown organization); 3 wrong key.
+//! With `--keyring F`, organizations are kept under key custody in the keyring file `F`
+//! ([`silograph::LocalKeyring`], sealed under its own keyring key): an organization created so
+//! opens only with that keyring, and deleting it destroys its key there, which shreds it in every
+//! copy of the database file too.
+//!
+//! Exit codes: 0 ok; 1 integrity or verification failure (and storage/I/O failures), or a secret
+//! that is not set; 2 usage (bad arguments, a malformed input file, an unknown organization);
+//! 3 wrong key.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -29,10 +36,11 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use silograph::{
-    Db, Direction, EnvKey, Error, FileKey, KeyProvider, NeighborFilter, NodeId, Org, OrgKey, PathOptions, ReadTxn,
-    RootKey, Timestamp, TransportKey,
+    Db, Direction, EnvKey, Error, FileKey, InputKind, KeyProvider, KeyringKey, LocalKeyring, NeighborFilter, NodeId,
+    Org, OrgKey, PathOptions, ReadTxn, RootKey, SecretValue, Timestamp, TransportKey, MAX_VALUE_LEN,
 };
 use silograph_import::{self as import, Column, EdgeImport, Format, ImportReport, NodeImport, Phase, TimeUnit};
+use zeroize::Zeroizing;
 
 /// Whether `--db` is required: not in a build that can use PostgreSQL instead.
 const DB_REQUIRED: bool = !cfg!(feature = "postgres");
@@ -76,6 +84,8 @@ struct Cli {
     key: KeyArgs,
     #[command(flatten)]
     org_key: OrgKeyArgs,
+    #[command(flatten)]
+    keyring: KeyringArgs,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
@@ -112,6 +122,35 @@ struct OrgKeyArgs {
     /// An environment variable holding the organization's own key as 64 hex digits (BYOK).
     #[arg(long, global = true, value_name = "VAR", help_heading = "Global options")]
     org_key_env: Option<String>,
+}
+
+/// Key custody: a keyring file holding a key per organization outside the database file, and
+/// where its own key comes from (64 hex digits; never from the command line). Checked by
+/// [`keyring`]: the key is needed exactly when the keyring is given.
+#[derive(Debug, Args)]
+struct KeyringArgs {
+    /// A keyring file holding a key per organization outside the database (key custody; only
+    /// `init` and `org create` create it). Keep it apart from the database and from its key.
+    #[arg(long, global = true, value_name = "F", help_heading = "Global options")]
+    keyring: Option<PathBuf>,
+    /// A file holding the keyring's key as 64 hex digits (chmod 600), with --keyring.
+    #[arg(long, global = true, value_name = "F", help_heading = "Global options")]
+    keyring_key_file: Option<PathBuf>,
+    /// An environment variable holding the keyring's key as 64 hex digits, with --keyring.
+    #[arg(long, global = true, value_name = "VAR", help_heading = "Global options")]
+    keyring_key_env: Option<String>,
+}
+
+/// Where the new root key of `rotate-root` comes from (64 hex digits). Never from the command line.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct NewRootKeyArgs {
+    /// A file holding the new root key as 64 hex digits (chmod 600).
+    #[arg(long, value_name = "F")]
+    new_root_key_file: Option<PathBuf>,
+    /// An environment variable holding the new root key as 64 hex digits.
+    #[arg(long, value_name = "VAR")]
+    new_root_key_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +241,47 @@ enum Command {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Rotate the root key: afterwards only the new key opens the database (O(organizations)).
+    RotateRoot {
+        #[command(flatten)]
+        new_key: NewRootKeyArgs,
+    },
+    /// Sealed secrets of an organization (tokens, API keys); values are read from stdin only.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Store the secret NAME, its value read from stdin (byte for byte: see --strip-newline).
+    Put {
+        /// The organization.
+        org: String,
+        /// The secret's name.
+        name: String,
+        /// Drop one trailing newline (LF or CRLF) from the value, as `echo` or a text editor adds.
+        #[arg(long)]
+        strip_newline: bool,
+    },
+    /// Print the secret NAME's value on stdout, as stored (no newline added); exit 1 if not set.
+    Get {
+        /// The organization.
+        org: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// List the names of an organization's secrets (never their values).
+    List {
+        /// The organization.
+        org: String,
+    },
+    /// Delete the secret NAME; exit 1 if it was not set.
+    Delete {
+        /// The organization.
+        org: String,
+        /// The secret's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +300,12 @@ enum OrgCommand {
     },
     /// Rotate an organization's data keys (re-seals every record under a fresh seed).
     Rotate {
+        /// Its name.
+        name: String,
+    },
+    /// Re-key an organization completely: new structure and data keys, every record moved to a
+    /// new record key, index and audit chain rebuilt (managed keys only; resumable).
+    Rekey {
         /// Its name.
         name: String,
     },
@@ -351,6 +437,10 @@ enum Failure {
     Integrity(String),
     /// A usage problem clap cannot see (e.g. no key given).
     Usage(String),
+    /// What was asked for is not there (a secret that is not set).
+    NotSet(String),
+    /// The store said no about something the message names (e.g. the keyring file).
+    Context(String, Error),
 }
 
 impl From<Error> for Failure {
@@ -371,10 +461,13 @@ impl From<import::Error> for Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Store(Error::WrongKey) => 3,
-            Failure::Store(Error::InvalidInput(_) | Error::OrgNotFound(_) | Error::OrgExists(_) | Error::Denied(_))
-            | Failure::Usage(_) => 2,
-            Failure::Store(_) | Failure::Integrity(_) => 1,
+            Failure::Store(e) | Failure::Context(_, e) => match e {
+                Error::WrongKey => 3,
+                Error::InvalidInput(_) | Error::OrgNotFound(_) | Error::OrgExists(_) | Error::Denied(_) => 2,
+                _ => 1,
+            },
+            Failure::Usage(_) => 2,
+            Failure::Integrity(_) | Failure::NotSet(_) => 1,
         }
     }
 }
@@ -383,7 +476,8 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Store(e) => write!(f, "{e}"),
-            Failure::Integrity(m) | Failure::Usage(m) => f.write_str(m),
+            Failure::Context(what, e) => write!(f, "{what}: {e}"),
+            Failure::Integrity(m) | Failure::Usage(m) | Failure::NotSet(m) => f.write_str(m),
         }
     }
 }
@@ -417,38 +511,60 @@ fn run(cli: Cli) -> Outcome {
     if let Some(mb) = cli.storage_cache_mb {
         builder = builder.storage_cache_size(mb << 20);
     }
-    let db = cli.open(builder, root_key(&cli.key)?)?;
+    let root = root_key(&cli.key)?;
+    let new_root = match &cli.command {
+        Command::RotateRoot { new_key } => Some(new_root_key(new_key, &root)?),
+        _ => None,
+    };
+    // Only `org create` may make a new keyring (as `init` does): any other command given a path
+    // where no keyring is would otherwise run against an empty one.
+    let creates_keyring = matches!(cli.command, Command::Org(OrgCommand::Create { .. }));
+    let ring = keyring(&cli, creates_keyring)?;
+    let new_ring = ring.as_ref().filter(|r| r.created).map(|r| r.path.clone());
+    if let Some(r) = ring {
+        builder = builder.custody(r.ring);
+    }
+    let db = match cli.open(builder, root) {
+        Ok(db) => db,
+        Err(e) => {
+            remove_new_keyring(new_ring.as_deref());
+            return Err(e);
+        }
+    };
     let org_key = read_key(cli.org_key.org_key_file.as_deref(), cli.org_key.org_key_env.as_deref(), "org key", |k| {
         OrgKey::from_hex(&k.to_hex())
     })?;
     let open = |name: &str| -> Outcome<Org> {
         match &org_key {
-            Some(k) => db.org_with_key(name, k).map_err(|e| match e {
-                Error::InvalidInput(_) => {
-                    Failure::Usage(format!("organization {name} has a managed key: drop --org-key-file/--org-key-env"))
-                }
-                other => other.into(),
-            }),
-            None => db.org(name).map_err(|e| match e {
-                Error::InvalidInput(_) => Failure::Usage(format!(
-                    "organization {name} uses its own key (BYOK): give it with --org-key-file F or --org-key-env VAR"
-                )),
-                other => other.into(),
-            }),
+            Some(k) => db.org_with_key(name, k),
+            None => db.org(name),
         }
+        .map_err(|e| explain(&db, &cli, Some(name), e))
     };
-    match cli.command {
+    match &cli.command {
         // Handled above, before the database is opened.
         Command::Init { .. } => Ok(()),
         Command::Org(OrgCommand::Create { name }) => {
-            match &org_key {
-                Some(k) => db.create_org_with_key(&name, k)?,
-                None => db.create_org(&name)?,
+            let created = match &org_key {
+                Some(k) => db.create_org_with_key(name, k),
+                None => db.create_org(name),
             };
+            if let Err(e) = created {
+                // A keyring made for this organization protects nothing: leave none behind.
+                remove_new_keyring(new_ring.as_deref());
+                return Err(e.into());
+            }
             let byok = org_key.is_some();
-            emit(json, &OrgCreated { byok, created: &name }, || {
+            // A BYOK organization's keys come from the host's key alone, never from the keyring.
+            let custody = !byok && cli.keyring.keyring.is_some();
+            emit(json, &OrgCreated { byok, created: name, custody }, || {
                 let how = if byok { "with the host's own key (BYOK)" } else { "with a managed key" };
-                format!("created organization {name} {how}")
+                match (custody, &cli.keyring.keyring) {
+                    (true, Some(k)) => {
+                        format!("created organization {name} {how}, under key custody in keyring {}", k.display())
+                    }
+                    _ => format!("created organization {name} {how}"),
+                }
             })
         }
         Command::Org(OrgCommand::List) => {
@@ -456,25 +572,21 @@ fn run(cli: Cli) -> Outcome {
             emit(json, &names, || names.join("\n"))
         }
         Command::Org(OrgCommand::Delete { name }) => {
-            let report = with_spinner(format!("deleting {name}"), || db.delete_org(&name))?;
-            emit(json, &OrgDeleted { deleted: &name, purged: report.purged }, || {
+            let report = with_spinner(format!("deleting {name}"), || db.delete_org(name))
+                .map_err(|f| explain_failure(&db, &cli, Some(name), f))?;
+            emit(json, &OrgDeleted { deleted: name, purged: report.purged }, || {
                 format!("deleted organization {name}: keys shredded, {} records purged", report.purged)
             })
         }
         Command::Org(OrgCommand::Rotate { name }) => {
             let r = with_spinner(format!("rotating {name}"), || match &org_key {
-                Some(k) => db.rotate_org_key_with_key(&name, k),
-                None => db.rotate_org_key(&name),
-            })?;
+                Some(k) => db.rotate_org_key_with_key(name, k),
+                None => db.rotate_org_key(name),
+            })
+            .map_err(|f| explain_failure(&db, &cli, Some(name), f))?;
             emit(
                 json,
-                &OrgRotated {
-                    batches: r.batches,
-                    epoch: r.epoch,
-                    org: &name,
-                    resealed: r.resealed,
-                    resumed: r.resumed,
-                },
+                &OrgRotated { batches: r.batches, epoch: r.epoch, org: name, resealed: r.resealed, resumed: r.resumed },
                 || {
                     let resumed = if r.resumed { " (finished an interrupted rotation)" } else { "" };
                     format!(
@@ -484,27 +596,71 @@ fn run(cli: Cli) -> Outcome {
                 },
             )
         }
-        Command::Verify => verify_cmd(&db, json),
+        Command::Org(OrgCommand::Rekey { name }) => {
+            let managed_only = || {
+                Failure::Usage(format!(
+                    "organization {name} uses its own key (BYOK): `org rekey` re-keys organizations with a managed \
+                     key only"
+                ))
+            };
+            if org_key.is_some() {
+                return Err(managed_only());
+            }
+            let r = with_spinner(format!("re-keying {name}"), || db.rekey_org(name)).map_err(|f| match f {
+                Failure::Store(Error::InvalidInput(ref e))
+                    if matches!(e.kind(), InputKind::KeyKind) && db.org_info(name).is_ok_and(|i| i.byok) =>
+                {
+                    managed_only()
+                }
+                f => explain_failure(&db, &cli, Some(name), f),
+            })?;
+            emit(
+                json,
+                &OrgRotated { batches: r.batches, epoch: r.epoch, org: name, resealed: r.resealed, resumed: r.resumed },
+                || {
+                    let resumed = if r.resumed { " (finished an interrupted re-key)" } else { "" };
+                    format!(
+                        "re-keyed {name}: new structure and data keys (key epoch {}), {} re-sealed in {}{resumed}",
+                        r.epoch,
+                        counted(r.resealed, "record"),
+                        counted(r.batches, "write transaction")
+                    )
+                },
+            )
+        }
+        Command::RotateRoot { .. } => {
+            let new = new_root.ok_or_else(|| Failure::Usage("the new root key is needed".into()))?;
+            with_spinner("rotating the root key".into(), || db.rotate_root_key(new))?;
+            let target = match cli.postgres_url() {
+                Some(_) => "the PostgreSQL database".to_owned(),
+                None => cli.db_path()?.display().to_string(),
+            };
+            emit(json, &RootRotated { db: target.clone(), rotated_root: true }, || {
+                format!("rotated the root key of {target}: from now on only the new key opens it")
+            })
+        }
+        Command::Secret(cmd) => secret_cmd(&open, cmd, json),
+        Command::Verify => verify_cmd(&db, json).map_err(|f| explain_failure(&db, &cli, None, f)),
         Command::Export { org, out, transport } => {
-            let key = transport_key(&transport)?;
+            let key = transport_key(transport)?;
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&out)
+                .open(out)
                 .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", out.display())))?;
             let bar = bytes_spinner("exporting");
             let writer = std::io::BufWriter::new(bar.wrap_write(file));
             let res = match &org_key {
-                Some(k) => db.export_org_with_key(&org, k, &key, writer),
-                None => db.export_org(&org, &key, writer),
+                Some(k) => db.export_org_with_key(org, k, &key, writer),
+                None => db.export_org(org, &key, writer),
             };
             bar.finish_and_clear();
             let r = match res {
                 Ok(r) => r,
                 Err(e) => {
                     // Leave no half-written bundle behind.
-                    let _ = std::fs::remove_file(&out);
-                    return Err(e.into());
+                    let _ = std::fs::remove_file(out);
+                    return Err(explain(&db, &cli, Some(org), e));
                 }
             };
             emit(
@@ -530,8 +686,8 @@ fn run(cli: Cli) -> Outcome {
             )
         }
         Command::ImportOrg { bundle, transport } => {
-            let key = transport_key(&transport)?;
-            let file = std::fs::File::open(&bundle)
+            let key = transport_key(transport)?;
+            let file = std::fs::File::open(bundle)
                 .map_err(|e| Failure::Usage(format!("cannot open {}: {e}", bundle.display())))?;
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let bar = file_bar(len, "importing");
@@ -545,13 +701,13 @@ fn run(cli: Cli) -> Outcome {
             )
         }
         Command::Audit { org, action: AuditCommand::Verify } => {
-            let report = open(&org)?.audit().verify()?;
+            let report = open(org)?.audit().verify()?;
             emit(
                 json,
                 &AuditVerified {
                     first_bad: report.first_bad,
                     ok: report.is_ok(),
-                    org: &org,
+                    org,
                     reason: report.reason.as_deref(),
                     valid_entries: report.valid_entries,
                 },
@@ -569,16 +725,16 @@ fn run(cli: Cli) -> Outcome {
                 Some(seq) => Err(Failure::Integrity(format!("audit chain of {org} is broken at entry {seq}"))),
             }
         }
-        Command::Import(args) => import_cmd(&open(&args.org)?, &args, json),
+        Command::Import(args) => import_cmd(&open(&args.org)?, args, json),
         Command::Neighbors { org, node, direction, filter } => {
-            let r = open(&org)?.read()?;
-            let id = resolve(&r, &node)?;
-            neighbors_cmd(&r, id, direction, &filter, json)
+            let r = open(org)?.read()?;
+            let id = resolve(&r, node)?;
+            neighbors_cmd(&r, id, *direction, filter, json)
         }
         Command::Khop { org, node, depth, direction, filter } => {
-            let r = open(&org)?.read()?;
-            let id = resolve(&r, &node)?;
-            let mut t = r.traverse(id).max_depth(depth).direction(direction);
+            let r = open(org)?.read()?;
+            let id = resolve(&r, node)?;
+            let mut t = r.traverse(id).max_depth(*depth).direction(*direction);
             if !filter.kind.is_empty() {
                 t = t.kinds(&filter.kind);
             }
@@ -593,10 +749,10 @@ fn run(cli: Cli) -> Outcome {
             emit(json, &rows, || rows.iter().map(|h| format!("{}\t{}", h.depth, h.node)).collect::<Vec<_>>().join("\n"))
         }
         Command::Path { org, from, to, direction, max_depth, filter } => {
-            let r = open(&org)?.read()?;
-            let (a, b) = (resolve(&r, &from)?, resolve(&r, &to)?);
-            let mut opts = PathOptions::new().direction(direction);
-            if let Some(k) = max_depth {
+            let r = open(org)?.read()?;
+            let (a, b) = (resolve(&r, from)?, resolve(&r, to)?);
+            let mut opts = PathOptions::new().direction(*direction);
+            if let Some(k) = *max_depth {
                 opts = opts.max_depth(k);
             }
             if !filter.kind.is_empty() {
@@ -616,9 +772,9 @@ fn run(cli: Cli) -> Outcome {
             }
         }
         Command::Stats { org } => {
-            let o = open(&org)?;
+            let o = open(org)?;
             let (nodes, edges) = o.counts()?;
-            emit(json, &Stats { edges, nodes, org: &org }, || format!("org\t{org}\nnodes\t{nodes}\nedges\t{edges}"))
+            emit(json, &Stats { edges, nodes, org }, || format!("org\t{org}\nnodes\t{nodes}\nedges\t{edges}"))
         }
     }
 }
@@ -688,6 +844,216 @@ fn transport_key(t: &TransportArgs) -> Outcome<TransportKey> {
     .ok_or_else(|| Failure::Usage("give --transport-key-file F or --transport-key-env VAR".into()))
 }
 
+/// The new root key of `rotate-root`, refused if it is the current one (`current`).
+fn new_root_key(k: &NewRootKeyArgs, current: &RootKey) -> Outcome<RootKey> {
+    let new = read_key(k.new_root_key_file.as_deref(), k.new_root_key_env.as_deref(), "new root key", Ok)?
+        .ok_or_else(|| Failure::Usage("give --new-root-key-file F or --new-root-key-env VAR".into()))?;
+    if new.to_hex() == current.to_hex() {
+        return Err(Failure::Usage("the new root key is the current one: rotating to it would change nothing".into()));
+    }
+    Ok(new)
+}
+
+/// The keyring of `--keyring`, opened with its key, and whether this call created the file.
+struct Keyring {
+    ring: LocalKeyring,
+    path: PathBuf,
+    created: bool,
+}
+
+/// Whether `a` and `b` name the same file (as given, or once resolved if both exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Opens the keyring of `--keyring` (`None` without it) with the key of `--keyring-key-file` or
+/// `--keyring-key-env` (exactly one of them). A missing keyring file is created (mode 0600) only
+/// if `create`; otherwise it is an error naming the path, never a silently new, empty keyring.
+fn keyring(cli: &Cli, create: bool) -> Outcome<Option<Keyring>> {
+    let k = &cli.keyring;
+    let Some(path) = k.keyring.as_deref() else {
+        if k.keyring_key_file.is_some() || k.keyring_key_env.is_some() {
+            return Err(Failure::Usage(
+                "--keyring-key-file/--keyring-key-env give the key of a keyring: add --keyring F".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if k.keyring_key_file.is_some() && k.keyring_key_env.is_some() {
+        return Err(Failure::Usage(
+            "give the keyring's key once: --keyring-key-file F or --keyring-key-env VAR, not both".into(),
+        ));
+    }
+    let apart = [
+        (cli.db.as_deref(), "the database file"),
+        (k.keyring_key_file.as_deref(), "the keyring's key file"),
+        (cli.key.root_key_file.as_deref(), "the root key file"),
+    ];
+    for (other, what) in apart {
+        if other.is_some_and(|o| same_file(path, o)) {
+            return Err(Failure::Usage(format!(
+                "--keyring {} is {what}: the keyring is a file of its own, kept apart from the database and \
+                 from its key",
+                path.display()
+            )));
+        }
+    }
+    let key = read_key(k.keyring_key_file.as_deref(), k.keyring_key_env.as_deref(), "keyring key", |k| {
+        KeyringKey::from_hex(&k.to_hex())
+    })?
+    .ok_or_else(|| {
+        Failure::Usage("--keyring F needs the keyring's key: give --keyring-key-file F or --keyring-key-env VAR".into())
+    })?;
+    let exists = match std::fs::metadata(path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Failure::Context(format!("keyring {}", path.display()), e.into())),
+    };
+    if !exists && !create {
+        return Err(Failure::Usage(format!(
+            "no keyring at {}: only `init` and `org create` create a keyring (is the path right?)",
+            path.display()
+        )));
+    }
+    let ring = LocalKeyring::open(path, key).map_err(|e| {
+        let what = match e {
+            Error::WrongKey => format!("keyring {} (its key does not open it)", path.display()),
+            _ => format!("keyring {}", path.display()),
+        };
+        Failure::Context(what, e)
+    })?;
+    Ok(Some(Keyring { ring, path: path.to_owned(), created: !exists }))
+}
+
+/// Removes the keyring file this run created, when what it was created for failed: it holds no
+/// key yet, and leaving it would make the next `init` or `org create` adopt it silently.
+fn remove_new_keyring(path: Option<&Path>) {
+    if let Some(p) = path {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Turns an error about the kind of key organization `name` needs (`InvalidInput(KeyKind)`) into
+/// what to give on the command line: its BYOK key, no BYOK key, or its keyring.
+fn explain(db: &Db, cli: &Cli, name: Option<&str>, e: Error) -> Failure {
+    let Error::InvalidInput(input) = &e else { return e.into() };
+    if !matches!(input.kind(), InputKind::KeyKind) {
+        return e.into();
+    }
+    let byok_key = cli.org_key.org_key_file.is_some() || cli.org_key.org_key_env.is_some();
+    let no_keyring = cli.keyring.keyring.is_none();
+    let keyring_hint = "give the keyring with --keyring F and --keyring-key-file F or --keyring-key-env VAR";
+    match name.map(|n| (n, db.org_info(n))) {
+        Some((n, Ok(info))) if info.byok && !byok_key => Failure::Usage(format!(
+            "organization {n} uses its own key (BYOK): give it with --org-key-file F or --org-key-env VAR"
+        )),
+        Some((n, Ok(info))) if !info.byok && byok_key => {
+            Failure::Usage(format!("organization {n} has a managed key: drop --org-key-file/--org-key-env"))
+        }
+        Some((n, Ok(_))) if no_keyring => {
+            Failure::Usage(format!("organization {n} was created under key custody: {keyring_hint}"))
+        }
+        _ if no_keyring => Failure::Usage(format!("{}; {keyring_hint}", input.message())),
+        _ => e.into(),
+    }
+}
+
+/// [`explain`] for a failure that may hold a store error.
+fn explain_failure(db: &Db, cli: &Cli, name: Option<&str>, f: Failure) -> Failure {
+    match f {
+        Failure::Store(e) => explain(db, cli, name, e),
+        other => other,
+    }
+}
+
+/// Reads a secret's value from stdin: all of it, byte for byte, or without one trailing newline
+/// (LF or CRLF) if `strip_newline`. Read into one buffer allocated once and never grown (a grown
+/// buffer leaves copies of the value in freed memory), zeroized when dropped.
+fn read_secret_value(name: &str, strip_newline: bool) -> Outcome<SecretValue> {
+    let mut stdin = std::io::stdin().lock();
+    if stdin.is_terminal() {
+        eprintln!("silograph: reading the value of secret {name} from stdin (end it with Ctrl-D)");
+    }
+    // The longest value the store takes, a CRLF, and one byte more to see a longer input.
+    let mut buf = Zeroizing::new(vec![0u8; MAX_VALUE_LEN + 3]);
+    let mut len = 0;
+    while len < buf.len() {
+        match stdin.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::Context("reading the secret's value from stdin".into(), e.into())),
+        }
+    }
+    if len == buf.len() {
+        return Err(Failure::Usage(format!(
+            "the value on stdin is longer than a secret may be ({MAX_VALUE_LEN} bytes)"
+        )));
+    }
+    if strip_newline {
+        if buf[..len].ends_with(b"\r\n") {
+            len -= 2;
+        } else if buf[..len].ends_with(b"\n") {
+            len -= 1;
+        }
+    }
+    if len == 0 {
+        return Err(Failure::Usage(format!("the value of secret {name} on stdin is empty")));
+    }
+    buf.truncate(len);
+    // Moved, not copied: the value's only copy is now the `SecretValue`'s (zeroized on drop).
+    Ok(SecretValue::new(std::mem::take(&mut *buf)))
+}
+
+/// `secret put|get|list|delete`, on the organizations `open` opens.
+fn secret_cmd(open: &dyn Fn(&str) -> Outcome<Org>, cmd: &SecretCommand, json: bool) -> Outcome {
+    let not_set = |org: &str, name: &str| Failure::NotSet(format!("no secret {name} in organization {org}"));
+    match cmd {
+        SecretCommand::Put { org, name, strip_newline } => {
+            let secrets = open(org)?.secrets()?;
+            secrets.put(name, read_secret_value(name, *strip_newline)?)?;
+            emit(json, &SecretPut { org, put: name }, || format!("stored secret {name} of organization {org}"))
+        }
+        SecretCommand::Get { org, name } => match open(org)?.secrets()?.get(name)? {
+            Some(value) => print_secret(json, org, name, &value),
+            None => Err(not_set(org, name)),
+        },
+        SecretCommand::List { org } => {
+            let names = open(org)?.secrets()?.list()?;
+            emit(json, &names, || names.join("\n"))
+        }
+        SecretCommand::Delete { org, name } => match open(org)?.secrets()?.delete(name)? {
+            true => emit(json, &SecretDeleted { deleted: name, org }, || {
+                format!("deleted secret {name} of organization {org}")
+            }),
+            false => Err(not_set(org, name)),
+        },
+    }
+}
+
+/// Writes a secret's value to stdout: its bytes as they are (no newline added), or with `--json`
+/// one object holding it as a string (UTF-8 values only), serialized straight to stdout.
+fn print_secret(json: bool, org: &str, name: &str, value: &SecretValue) -> Outcome {
+    let mut stdout = std::io::stdout().lock();
+    let written = if json {
+        let text = std::str::from_utf8(value.expose()).map_err(|_| {
+            Failure::Usage(format!(
+                "secret {name} is not UTF-8 text, which JSON cannot carry: drop --json to get its bytes"
+            ))
+        })?;
+        serde_json::to_writer(&mut stdout, &SecretShown { name, org, value: text })
+            .map_err(std::io::Error::from)
+            .and_then(|()| stdout.write_all(b"\n"))
+    } else {
+        stdout.write_all(value.expose())
+    };
+    match written.and_then(|()| stdout.flush()) {
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Store(e.into())),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a fresh key to a new file at `path`, readable by its owner only. The file is created
 /// exclusively: an existing file (perhaps a key planted by someone else) is refused, never adopted.
 fn write_new_key_file(path: &Path) -> Outcome<RootKey> {
@@ -715,6 +1081,7 @@ struct Initialized {
     db: String,
     generated_key: bool,
     key_file: Option<String>,
+    keyring: Option<String>,
 }
 
 fn init(cli: &Cli, generate: Option<&Path>) -> Outcome {
@@ -725,25 +1092,56 @@ fn init(cli: &Cli, generate: Option<&Path>) -> Outcome {
     if cli.postgres_url().is_none() && std::fs::metadata(cli.db_path()?).map(|m| m.len() > 0).unwrap_or(false) {
         return Err(Failure::Usage(format!("{target} already exists")));
     }
-    let key = match generate {
-        Some(f) => write_new_key_file(f)?,
-        None => root_key(&cli.key)?,
+    // The given root key first (a missing one exits), then the keyring (perhaps created), then
+    // the generated key file: whatever this call created is removed again if a later step fails.
+    let given = match generate {
+        Some(_) => None,
+        None => Some(root_key(&cli.key)?),
     };
-    if let Err(e) = cli.open(Db::builder(), key) {
+    let ring = keyring(cli, true)?;
+    let new_ring = ring.as_ref().filter(|r| r.created).map(|r| r.path.clone());
+    let key = match (given, generate) {
+        (Some(k), _) => k,
+        (None, Some(f)) => match write_new_key_file(f) {
+            Ok(k) => k,
+            Err(e) => {
+                remove_new_keyring(new_ring.as_deref());
+                return Err(e);
+            }
+        },
+        (None, None) => return Err(Failure::Usage("the root key is needed".into())),
+    };
+    let mut builder = Db::builder();
+    if let Some(r) = ring {
+        builder = builder.custody(r.ring);
+    }
+    if let Err(e) = cli.open(builder, key) {
         if let Some(f) = generate {
             // The new key protects nothing yet: remove it, so that running `init` again works.
             let _ = std::fs::remove_file(f);
         }
+        remove_new_keyring(new_ring.as_deref());
         return Err(e);
     }
+    let keyring = cli.keyring.keyring.as_deref().map(|k| k.display().to_string());
     let report = Initialized {
         db: target.clone(),
         generated_key: generate.is_some(),
         key_file: generate.map(|f| f.display().to_string()),
+        keyring: keyring.clone(),
     };
-    emit(cli.json, &report, || match generate {
-        Some(f) => format!("created {target} with a new root key in {} (mode 0600)", f.display()),
-        None => format!("created {target}"),
+    emit(cli.json, &report, || {
+        let custody = match (&keyring, &new_ring) {
+            (Some(k), Some(_)) => {
+                format!("; organizations it creates go under key custody in the new keyring {k} (mode 0600)")
+            }
+            (Some(k), None) => format!("; organizations it creates go under key custody in keyring {k}"),
+            _ => String::new(),
+        };
+        match generate {
+            Some(f) => format!("created {target} with a new root key in {} (mode 0600){custody}", f.display()),
+            None => format!("created {target}{custody}"),
+        }
     })
 }
 
@@ -1014,6 +1412,36 @@ fn import_cmd(org: &Org, a: &ImportArgs, json: bool) -> Outcome {
 struct OrgCreated<'a> {
     byok: bool,
     created: &'a str,
+    custody: bool,
+}
+
+/// `rotate-root`.
+#[derive(Serialize)]
+struct RootRotated {
+    db: String,
+    rotated_root: bool,
+}
+
+/// `secret put` (never the value).
+#[derive(Serialize)]
+struct SecretPut<'a> {
+    org: &'a str,
+    put: &'a str,
+}
+
+/// `secret get --json`.
+#[derive(Serialize)]
+struct SecretShown<'a> {
+    name: &'a str,
+    org: &'a str,
+    value: &'a str,
+}
+
+/// `secret delete`.
+#[derive(Serialize)]
+struct SecretDeleted<'a> {
+    deleted: &'a str,
+    org: &'a str,
 }
 
 /// `org delete`.
@@ -1023,7 +1451,7 @@ struct OrgDeleted<'a> {
     purged: u64,
 }
 
-/// `org rotate`.
+/// `org rotate` and `org rekey`.
 #[derive(Serialize)]
 struct OrgRotated<'a> {
     batches: u64,

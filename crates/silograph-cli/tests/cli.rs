@@ -626,3 +626,388 @@ fn postgres_without_db_the_tool_uses_the_postgres_database() {
     assert_ok(&run(&key, &["--db", db.to_str().unwrap(), "init"]));
     assert!(db.exists(), "--db was ignored");
 }
+
+/// Runs `silograph args…` with `input` on its stdin.
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silograph"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `args` after `--db DB --root-key-file KEY` (or another database and root key file).
+fn with_db<'a>(db: &'a Path, key: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--db", db.to_str().unwrap(), "--root-key-file", key.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all
+}
+
+/// The keys of every record in redb table `table` of the file `db`, read with plain redb.
+fn record_keys(db: &Path, table: &str) -> BTreeSet<Vec<u8>> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+    let raw = redb::Database::open(db).unwrap();
+    let rtx = raw.begin_read().unwrap();
+    let t = rtx.open_table(def).unwrap();
+    t.iter().unwrap().map(|r| r.unwrap().0.value().to_vec()).collect()
+}
+
+/// Whether `needle` occurs anywhere in the bytes of the file at `path`.
+fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path).unwrap().windows(needle.len()).any(|w| w == needle)
+}
+
+/// A keyring path (not created) and its key file (mode 0600) in `env`, in a directory of their
+/// own apart from the database.
+fn keyring_files(env: &Env) -> (PathBuf, PathBuf) {
+    let dir = env.path("custody");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = env.path("keyring.key");
+    write_key(&key, &"5c".repeat(32));
+    (dir.join("ctx.keys"), key)
+}
+
+/// `--keyring RING --keyring-key-file KEY` followed by `args`.
+fn with_keyring<'a>(ring: &'a Path, key: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--keyring", ring.to_str().unwrap(), "--keyring-key-file", key.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all
+}
+
+#[test]
+fn an_org_under_a_keyring_opens_only_with_it_and_its_deletion_holds_against_copies() {
+    let env = Env::new();
+    let (ring, ring_key) = keyring_files(&env);
+    let created = env.json(&with_keyring(&ring, &ring_key, &["org", "create", "acme"]));
+    assert_eq!(created, serde_json::json!({"byok": false, "created": "acme", "custody": true}));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (path, msgs) = messages(&env, 200);
+    let import = import_messages("acme", &path, &[]);
+    assert_eq!(env.json(&with_keyring(&ring, &ring_key, &import))["edges_added"], msgs.len() as u64);
+    assert_eq!(env.json(&with_keyring(&ring, &ring_key, &["stats", "acme"]))["edges"], msgs.len() as u64);
+
+    // Without the keyring the org's keys cannot be derived: a usage error saying what to give.
+    for args in [&["stats", "acme"][..], &["neighbors", "acme", "user:1"], &["audit", "acme", "verify"]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("key custody") && err.contains("--keyring"), "{args:?}: {err}");
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+    // The wrong keyring key does not open the keyring: exit 3, naming the keyring.
+    let bad = env.path("bad-keyring.key");
+    write_key(&bad, &"5d".repeat(32));
+    let out = env.run(&with_keyring(&ring, &bad, &["stats", "acme"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(ring.to_str().unwrap()), "{}", stderr(&out));
+
+    assert_ok(&env.run(&with_keyring(&ring, &ring_key, &["org", "create", "beta"])));
+    let small = import_messages("beta", &path, &[]);
+    assert_ok(&env.run(&with_keyring(&ring, &ring_key, &small)));
+
+    // A copy of the database made before the deletion, then the deletion (it destroys acme's key
+    // in the keyring).
+    let copy = env.path("copy.silo");
+    std::fs::copy(env.db(), &copy).unwrap();
+    assert_eq!(env.json(&with_keyring(&ring, &ring_key, &["org", "delete", "acme"]))["deleted"], "acme");
+
+    let key = env.key();
+    let on_copy = |args: &[&str]| {
+        let mut all = with_keyring(&ring, &ring_key, args);
+        all.splice(0..0, with_db(&copy, &key, &[]));
+        env.run_raw(&all)
+    };
+    let out = on_copy(&["stats", "acme", "--json"]);
+    assert!(!out.status.success(), "the copy still opens the deleted org: {}", stdout(&out));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    let out = on_copy(&["neighbors", "acme", &format!("user:{}", msgs[0].0), "--json"]);
+    assert!(!out.status.success(), "the copy still opens the deleted org: {}", stdout(&out));
+    // The other org of the copy opens, with all its edges.
+    let out = on_copy(&["stats", "beta", "--json"]);
+    assert_ok(&out);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["edges"], msgs.len() as u64);
+}
+
+#[test]
+fn a_keyring_needs_exactly_one_private_key_and_only_init_and_org_create_make_one() {
+    let env = Env::new();
+    let (ring, ring_key) = keyring_files(&env);
+    assert_ok(&env.run(&["org", "create", "acme"]));
+
+    // A missing keyring is an error naming it for every other command, and stays missing.
+    let acme_secret = ["secret", "list", "acme"];
+    for args in [&["org", "list"][..], &["stats", "acme"], &["verify"], &acme_secret, &["org", "rekey", "acme"]] {
+        let out = env.run(&with_keyring(&ring, &ring_key, args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("no keyring at {}", ring.display())), "{args:?}: {}", stderr(&out));
+        assert!(!ring.exists(), "{args:?} created the keyring");
+    }
+    assert_eq!(env.json(&["stats", "acme"])["edges"], 0, "the org was left without custody");
+
+    // The key: exactly one of file and variable, with --keyring; a file private to its owner.
+    let cases: [(&[&str], &str); 3] = [
+        (&["--keyring", ring.to_str().unwrap(), "org", "create", "x"], "--keyring-key-file"),
+        (&["--keyring-key-file", ring_key.to_str().unwrap(), "org", "create", "x"], "--keyring F"),
+        (
+            &[
+                "--keyring",
+                ring.to_str().unwrap(),
+                "--keyring-key-file",
+                ring_key.to_str().unwrap(),
+                "--keyring-key-env",
+                "SILO_TEST_KEYRING",
+                "org",
+                "create",
+                "x",
+            ],
+            "not both",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(!ring.exists(), "{args:?} created the keyring");
+    }
+    let short = env.path("short.key");
+    write_key(&short, &"5c".repeat(31));
+    let out = env.run(&with_keyring(&ring, &short, &["org", "create", "x"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("64 hex digits"), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        set_mode(&ring_key, 0o640);
+        let out = env.run(&with_keyring(&ring, &ring_key, &["org", "create", "x"]));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("chmod 600 {}", ring_key.display())), "{}", stderr(&out));
+        set_mode(&ring_key, 0o600);
+    }
+    assert!(!ring.exists());
+    let out = env.run(&with_keyring(env.db().as_path(), &ring_key, &["org", "create", "x"]));
+    assert_eq!(out.status.code(), Some(2), "the database file as the keyring: {}", stderr(&out));
+    assert_eq!(env.json(&["org", "list"]), serde_json::json!(["acme"]), "no org was created by a refused command");
+
+    // `org create` makes the keyring; the key may come from a variable as well.
+    let hex = std::fs::read_to_string(&ring_key).unwrap();
+    let (db, key) = (env.db(), env.key());
+    let via_env = |args: &[&str]| {
+        let mut all = with_db(&db, &key, &["--keyring", ring.to_str().unwrap()]);
+        all.extend_from_slice(&["--keyring-key-env", "SILO_TEST_KEYRING"]);
+        all.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_silograph")).args(&all).env("SILO_TEST_KEYRING", hex.trim()).output().unwrap()
+    };
+    assert_ok(&via_env(&["org", "create", "globex"]));
+    assert!(ring.exists());
+    assert_ok(&via_env(&["stats", "globex"]));
+    assert_eq!(env.json(&with_keyring(&ring, &ring_key, &["stats", "globex"]))["nodes"], 0);
+    #[cfg(unix)]
+    {
+        set_mode(&ring, 0o644);
+        let out = env.run(&with_keyring(&ring, &ring_key, &["stats", "globex"]));
+        assert_eq!(out.status.code(), Some(2), "a keyring readable by others: {}", stderr(&out));
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+        set_mode(&ring, 0o600);
+    }
+
+    // `init` makes one too, and reports it.
+    let (db2, key2, ring2) = (env.path("second.silo"), env.path("second.key"), env.path("custody/second.keys"));
+    let args = with_keyring(
+        &ring2,
+        &ring_key,
+        &["--db", db2.to_str().unwrap(), "init", "--generate-key-file", key2.to_str().unwrap(), "--json"],
+    );
+    let out = env.run_raw(&args);
+    assert_ok(&out);
+    let init: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(init["keyring"], ring2.to_str().unwrap());
+    assert!(ring2.exists() && db2.exists());
+}
+
+#[test]
+fn org_rekey_moves_every_record_to_new_keys_and_answers_stay_the_same() {
+    let (env, msgs) = loaded(300);
+    let node = format!("user:{}", msgs[0].0);
+    let before = env.json(&["neighbors", "uci", &node]);
+    let (edges, nodes) = (record_keys(&env.db(), "edges"), record_keys(&env.db(), "nodes"));
+    assert!(!edges.is_empty() && !nodes.is_empty());
+
+    let r = env.json(&["org", "rekey", "uci"]);
+    assert_eq!(r["org"], "uci");
+    assert_eq!(r["resumed"], false);
+    // Records are pages (up to 128 edges, 64 nodes each), index buckets, audit entries...
+    assert!(r["resealed"].as_u64().unwrap() > 0, "{r}");
+    let epoch = r["epoch"].as_u64().unwrap();
+    assert!(epoch >= 1, "{r}");
+    assert!(r["batches"].as_u64().unwrap() >= 1, "{r}");
+    // Nothing is left under the old record keys (a data-key rotation would keep them all).
+    assert!(record_keys(&env.db(), "edges").is_disjoint(&edges), "edge records kept their keys");
+    assert!(record_keys(&env.db(), "nodes").is_disjoint(&nodes), "node records kept their keys");
+    assert_eq!(env.json(&["neighbors", "uci", &node]), before);
+    assert_eq!(env.json(&["stats", "uci"])["edges"], msgs.len() as u64);
+    assert_eq!(env.json(&["audit", "uci", "verify"])["ok"], true);
+    assert_eq!(env.json(&["verify"])["ok"], true);
+    let text = env.run(&["org", "rekey", "uci"]);
+    assert_ok(&text);
+    assert!(stdout(&text).starts_with("re-keyed uci"), "{}", stdout(&text));
+    assert!(env.json(&["org", "rekey", "uci"])["epoch"].as_u64().unwrap() > epoch, "each re-key is a new epoch");
+
+    // With --keyring, a re-key brings an org created without custody under it.
+    let (ring, ring_key) = keyring_files(&env);
+    assert_ok(&env.run(&with_keyring(&ring, &ring_key, &["org", "create", "other"])));
+    assert_ok(&env.run(&with_keyring(&ring, &ring_key, &["org", "rekey", "uci"])));
+    assert_eq!(env.json(&with_keyring(&ring, &ring_key, &["stats", "uci"]))["edges"], msgs.len() as u64);
+    let out = env.run(&["stats", "uci"]);
+    assert_eq!(out.status.code(), Some(2), "re-keyed under custody, it needs the keyring: {}", stderr(&out));
+
+    // A BYOK org is refused, saying why; so is an unknown one.
+    let k = env.path("byok.key");
+    write_key(&k, &"42".repeat(32));
+    assert_ok(&env.run(&["--org-key-file", k.to_str().unwrap(), "org", "create", "globex"]));
+    for args in [&["org", "rekey", "globex"][..], &["org", "rekey", "globex", "--org-key-file", k.to_str().unwrap()]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("managed key only"), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(env.run(&["org", "rekey", "nope"]).status.code(), Some(2));
+}
+
+#[test]
+fn rotate_root_makes_only_the_new_key_open_the_database() {
+    let (env, msgs) = loaded(100);
+    let node = format!("user:{}", msgs[0].0);
+    let before = env.json(&["neighbors", "uci", &node]);
+    let new_key = env.path("new-root.key");
+    write_key(&new_key, &"61".repeat(32));
+
+    // Refused without touching anything: the current key again, a key file others can read.
+    let out = env.run(&["rotate-root", "--new-root-key-file", env.key().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("current one"), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        set_mode(&new_key, 0o644);
+        let out = env.run(&["rotate-root", "--new-root-key-file", new_key.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+        set_mode(&new_key, 0o600);
+    }
+    assert_eq!(env.run(&["rotate-root"]).status.code(), Some(2), "the new key is required");
+    assert_eq!(env.json(&["neighbors", "uci", &node]), before, "the old key still opens it");
+
+    let r = env.json(&["rotate-root", "--new-root-key-file", new_key.to_str().unwrap()]);
+    assert_eq!(r, serde_json::json!({"db": env.db().to_str().unwrap(), "rotated_root": true}));
+    let old = env.run(&["org", "list"]);
+    assert_eq!(old.status.code(), Some(3), "the old root key still opens the database: {}", stdout(&old));
+    let db = env.db();
+    let with_new = |args: &[&str]| {
+        let mut all = with_db(&db, &new_key, args);
+        all.push("--json");
+        let out = env.run_raw(&all);
+        assert_ok(&out);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(with_new(&["neighbors", "uci", &node]), before);
+    assert_eq!(with_new(&["verify"])["ok"], true);
+
+    // Again, the new key from a variable: then only that one opens it.
+    let third = "62".repeat(32);
+    let out = Command::new(env!("CARGO_BIN_EXE_silograph"))
+        .args(with_db(&env.db(), &new_key, &["rotate-root", "--new-root-key-env", "SILO_TEST_NEW_ROOT"]))
+        .env("SILO_TEST_NEW_ROOT", &third)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(stdout(&out).contains("only the new key opens it"), "{}", stdout(&out));
+    assert_eq!(env.run_raw(&with_db(&env.db(), &new_key, &["org", "list"])).status.code(), Some(3));
+    let third_key = env.path("third.key");
+    write_key(&third_key, &third);
+    let out = env.run_raw(&with_db(&env.db(), &third_key, &["stats", "uci", "--json"]));
+    assert_ok(&out);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["edges"], msgs.len() as u64);
+}
+
+#[test]
+fn secrets_round_trip_through_stdin_and_the_value_is_never_in_the_file_or_the_output() {
+    let env = Env::new();
+    assert_ok(&env.run(&["org", "create", "acme"]));
+    let (db, key) = (env.db(), env.key());
+    let canary = "sk-live-CANARY-5f0c1d2e9a8b7c6d-never-in-plain";
+    let put = |name: &str, input: &[u8], extra: &[&str]| {
+        let mut args = with_db(&db, &key, &["secret", "put", "acme", name]);
+        args.extend_from_slice(extra);
+        run_with_stdin(&args, input)
+    };
+    let no_canary = |o: &Output, what: &str| {
+        assert!(!stdout(o).contains(canary), "{what}: the value is on stdout: {}", stdout(o));
+        assert!(!stderr(o).contains(canary), "{what}: the value is on stderr: {}", stderr(o));
+    };
+
+    // The value is stored byte for byte; --strip-newline drops one trailing newline.
+    let out = put("salesforce/oauth", format!("{canary}\n").as_bytes(), &["--strip-newline", "--json"]);
+    assert_ok(&out);
+    no_canary(&out, "put --json");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        serde_json::json!({"org": "acme", "put": "salesforce/oauth"})
+    );
+    let out = put("raw", b"two\nlines\n", &[]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("stored secret raw"), "{}", stdout(&out));
+    let get = |name: &str| env.run(&["secret", "get", "acme", name]);
+    let out = get("salesforce/oauth");
+    assert_ok(&out);
+    assert_eq!(out.stdout, canary.as_bytes(), "exactly the value, no newline added");
+    assert_eq!(get("raw").stdout, b"two\nlines\n");
+    assert_eq!(
+        env.json(&["secret", "get", "acme", "salesforce/oauth"]),
+        serde_json::json!({"name": "salesforce/oauth", "org": "acme", "value": canary})
+    );
+
+    let out = env.run(&["secret", "list", "acme", "--json"]);
+    assert_ok(&out);
+    no_canary(&out, "list --json");
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), serde_json::json!(["raw", "salesforce/oauth"]));
+    let out = env.run(&["secret", "list", "acme"]);
+    no_canary(&out, "list");
+    assert_eq!(stdout(&out), "raw\nsalesforce/oauth\n");
+    assert!(!file_contains(&db, canary.as_bytes()), "the value is in the database file in plain");
+
+    // Never from the command line; an empty value is refused.
+    let out = env.run(&["secret", "put", "acme", "argv", canary]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = put("empty", b"", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = put("empty", b"\n", &["--strip-newline"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = put("huge", &vec![b'x'; 64 * 1024 + 1], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(env.json(&["secret", "list", "acme"]), serde_json::json!(["raw", "salesforce/oauth"]));
+
+    // Replace, delete; a secret that is not set exits 1 with a message.
+    assert_ok(&put("raw", b"replaced", &[]));
+    assert_eq!(get("raw").stdout, b"replaced");
+    assert_eq!(
+        env.json(&["secret", "delete", "acme", "salesforce/oauth"]),
+        serde_json::json!({"deleted": "salesforce/oauth", "org": "acme"})
+    );
+    for args in [&["secret", "get", "acme", "salesforce/oauth"][..], &["secret", "delete", "acme", "salesforce/oauth"]]
+    {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("no secret salesforce/oauth in organization acme"), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(env.json(&["secret", "list", "acme"]), serde_json::json!(["raw"]));
+    assert_eq!(env.run(&["secret", "list", "nope"]).status.code(), Some(2), "an unknown org");
+    assert!(!file_contains(&db, canary.as_bytes()), "the value is in the database file in plain");
+}
