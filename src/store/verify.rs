@@ -44,6 +44,9 @@ pub struct VerifyReport {
     pub orgs: Vec<String>,
     /// Orgs skipped because their key is the host's (BYOK): verify them with `Org::verify`.
     pub skipped_byok: Vec<String>,
+    /// Orgs whose registry row is live in this file but whose custody key is destroyed: a copy
+    /// of the file made before they were deleted (they are shredded; nothing of them is read).
+    pub shredded: Vec<String>,
     /// Every record that failed, in table and key order.
     pub corrupt: Vec<CorruptRecord>,
     /// Orgs whose audit chain failed, with the first bad entry.
@@ -309,7 +312,14 @@ impl Db {
                 report.skipped_byok.push(name);
                 continue;
             }
-            let org = self.org(&name)?;
+            let org = match self.org(&name) {
+                Ok(org) => org,
+                Err(Error::OrgNotFound(_)) => {
+                    report.shredded.push(name);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             org.verify_into(&mut report, &mut |done| progress(done, total))?;
         }
         Ok(report)

@@ -94,6 +94,11 @@ fn copy_made_before_delete_cannot_open_the_deleted_org_and_opens_the_others() {
     assert!(matches!(old.org("acme"), Err(Error::OrgNotFound(_))), "the deleted org opens from a copy");
     assert!(reads_back(&old, "globex", 20));
     assert!(reads_back(&old, "initech", 20));
+    // Verifying the copy checks the others and names the shredded org, reading nothing of it.
+    let report = old.verify().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.shredded, vec!["acme".to_string()]);
+    assert_eq!(report.orgs.len(), 2);
     drop(old);
 
     // The root key alone: the copy opened without custody refuses the custody orgs...

@@ -1229,6 +1229,7 @@ fn verify_cmd(db: &Db, json: bool) -> Outcome {
         ok: r.is_ok(),
         orgs: &r.orgs,
         records: r.records(),
+        shredded: &r.shredded,
         skipped_byok: &r.skipped_byok,
     };
     emit(json, &report, || {
@@ -1242,6 +1243,9 @@ fn verify_cmd(db: &Db, json: bool) -> Outcome {
                 format!(" (skipped BYOK: {})", r.skipped_byok.join(", "))
             }
         )];
+        if !r.shredded.is_empty() {
+            lines.push(format!("shredded (custody key destroyed, nothing read): {}", r.shredded.join(", ")));
+        }
         for c in &r.corrupt {
             let at = match (c.node, c.edge) {
                 (Some(n), _) => format!(" (node {})", n.0),
@@ -1535,6 +1539,7 @@ struct Verified<'a> {
     ok: bool,
     orgs: &'a [String],
     records: u64,
+    shredded: &'a [String],
     skipped_byok: &'a [String],
 }
 

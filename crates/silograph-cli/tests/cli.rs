@@ -736,6 +736,12 @@ fn an_org_under_a_keyring_opens_only_with_it_and_its_deletion_holds_against_copi
     let out = on_copy(&["stats", "beta", "--json"]);
     assert_ok(&out);
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["edges"], msgs.len() as u64);
+    // Verifying the copy checks beta and names acme as shredded.
+    let out = on_copy(&["verify", "--json"]);
+    assert_ok(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["shredded"], serde_json::json!(["acme"]), "{v}");
 }
 
 #[test]
