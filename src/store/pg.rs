@@ -24,7 +24,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls, Statement};
 
 use super::kv::{BackendKind, Kv, KvRead, KvSnapshot, KvWrite};
-use super::tables::{Table, ALL};
+use super::tables::{Table, ALL, META, ORGS};
 use crate::error::{Error, Result, StorageError, StorageReason};
 
 /// A client call's result.
@@ -311,7 +311,12 @@ impl Kv for PgKv {
 
     fn begin_write(&self) -> Result<Box<dyn KvWrite>> {
         let conn = self.pool.begin("begin write", "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")?;
-        Ok(Box::new(PgWrite { pool: Arc::clone(&self.pool), session: Session::new(conn), buffer: BTreeMap::new() }))
+        Ok(Box::new(PgWrite {
+            pool: Arc::clone(&self.pool),
+            session: Session::new(conn),
+            buffer: BTreeMap::new(),
+            reads: Mutex::new(HashMap::new()),
+        }))
     }
 
     fn kind(&self) -> BackendKind {
@@ -406,6 +411,12 @@ impl Drop for PgSnapshot {
     }
 }
 
+/// Point reads remembered by a write transaction: (table id, key) → value.
+type Memo = HashMap<(u8, Vec<u8>), Option<Vec<u8>>>;
+
+/// Tables whose point reads a write transaction remembers (few, small rows read more than once).
+const REMEMBERED: [u8; 2] = [ORGS.id, META.id];
+
 /// Buffered changes of one table: key → new value (`None`: removed).
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -415,6 +426,10 @@ struct PgWrite {
     session: Session,
     /// By table id: the table and its pending changes.
     buffer: BTreeMap<u8, (Table, Changes)>,
+    /// Point reads of the small tables (registry, meta) already made in this transaction: its
+    /// snapshot does not move (REPEATABLE READ), so a second read of the same row (the conflict
+    /// check and the database root both read the org's registry row) needs no round trip.
+    reads: Mutex<Memo>,
 }
 
 impl PgWrite {
@@ -485,7 +500,18 @@ impl KvRead for PgWrite {
         if let Some(v) = self.changes(table).and_then(|c| c.get(key)) {
             return Ok(v.clone());
         }
-        self.read("get", |c| c.get(table, key))
+        if !REMEMBERED.contains(&table.id) {
+            return self.read("get", |c| c.get(table, key));
+        }
+        let memo = (table.id, key.to_vec());
+        if let Some(v) = self.reads.lock().ok().and_then(|m| m.get(&memo).cloned()) {
+            return Ok(v);
+        }
+        let v = self.read("get", |c| c.get(table, key))?;
+        if let Ok(mut m) = self.reads.lock() {
+            m.insert(memo, v.clone());
+        }
+        Ok(v)
     }
 
     fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -594,7 +620,7 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tables::{META, NODES, ORGS};
+    use crate::store::tables::NODES;
 
     fn open() -> Option<PgKv> {
         let url = testing::fresh_url()?;

@@ -343,8 +343,10 @@ fn postgres_server_restart_is_a_clear_error_then_recovers_without_reopening() {
     let a = w.upsert_node(NodeInput::new("n").source("s", "a")).unwrap();
     w.commit().unwrap();
 
-    // A snapshot open across a restart: its next read fails clearly.
-    let r = org.read().unwrap();
+    // A snapshot open across a restart: its next read of the server fails clearly (a second
+    // handle, whose page cache does not hold what the first one's commit wrote through).
+    let reader = s.open(root()).unwrap();
+    let r = reader.org("acme").unwrap().read().unwrap();
     pg_ctl("restart");
     match r.node(a) {
         Err(Error::Storage(e)) => {
