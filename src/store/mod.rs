@@ -716,14 +716,36 @@ impl Db {
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
-        let mut wtx = inner.begin_write()?;
-        if wtx.get(ORGS, &tag.0)?.is_some() || inner.find_org(&*wtx, name)?.is_some() {
-            return Err(Error::OrgExists(name.to_owned()));
-        }
-        audit::append(&mut *wtx, &org.inner, &mut entry, &inner.actor, "create-org", &[], now_ms())?;
-        wtx.put(ORGS, &tag.0, inner.seal_entry(tag, &entry)?.as_slice())?;
-        wtx.commit()?;
+        self.insert_org(&org, tag, &mut entry)?;
         Ok(org)
+    }
+
+    /// Writes a new org's registry entry and first audit entry, unless the name is taken
+    /// (`OrgExists`). On a shared store two instances may create orgs at once: the loser of a
+    /// race for the same name fails at commit (a unique violation or a serialization failure on
+    /// the registry row), and so may two creations of different names (both rewrite the database
+    /// root's membership). Such a commit is retried: the name is then found taken, or the
+    /// creation goes through.
+    fn insert_org(&self, org: &Org, tag: OrgTag, entry: &mut OrgEntry) -> Result<()> {
+        const ATTEMPTS: u32 = 16;
+        let inner = &self.inner;
+        let start = (entry.commit_seq, entry.audit_seq, entry.audit_head.clone());
+        for attempt in 1..=ATTEMPTS {
+            (entry.commit_seq, entry.audit_seq, entry.audit_head) = (start.0, start.1, start.2.clone());
+            let mut wtx = inner.begin_write()?;
+            if wtx.get(ORGS, &tag.0)?.is_some() || inner.find_org(&*wtx, &entry.name)?.is_some() {
+                return Err(Error::OrgExists(entry.name.clone()));
+            }
+            audit::append(&mut *wtx, &org.inner, entry, &inner.actor, "create-org", &[], now_ms())?;
+            wtx.put(ORGS, &tag.0, inner.seal_entry(tag, entry)?.as_slice())?;
+            match wtx.commit() {
+                Err(Error::Storage(e)) if e.reason() == crate::error::StorageReason::Conflict && attempt < ATTEMPTS => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Internal("org creation retries exhausted".into()))
     }
 
     /// A handle for an existing organization with a managed seed.

@@ -478,3 +478,51 @@ fn postgres_key_lifecycle_custody_secrets_rotation_rekey_and_shredding() {
     assert!(matches!(open(2).unwrap().org("globex"), Err(Error::OrgNotFound(_))));
     check(&open(2).unwrap(), "acme");
 }
+
+#[test]
+fn postgres_two_instances_creating_one_org_name_one_wins_the_other_gets_org_exists() {
+    let Some(s) = Schema::new("create_race") else { return };
+    let dbs = [s.open(root()).unwrap(), s.open(root()).unwrap()];
+    let barrier = std::sync::Barrier::new(2);
+    for round in 0..40 {
+        // The same name from both instances at once; then two different names at once (both
+        // rewrite the database root's membership: neither may fail).
+        for same in [true, false] {
+            let results: Vec<silograph::Result<silograph::Org>> = std::thread::scope(|sc| {
+                let hs: Vec<_> = dbs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, db)| {
+                        let name = if same { format!("same-{round}") } else { format!("own-{round}-{i}") };
+                        let barrier = &barrier;
+                        sc.spawn(move || {
+                            barrier.wait();
+                            db.create_org(&name)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            if same {
+                let won = results.iter().filter(|r| r.is_ok()).count();
+                assert_eq!(won, 1, "round {round}: {won} instances created the same org");
+                for r in &results {
+                    match r {
+                        Ok(_) => {}
+                        Err(Error::OrgExists(n)) => assert_eq!(n, &format!("same-{round}")),
+                        Err(e) => panic!("round {round}: the loser got {e:?}, not OrgExists"),
+                    }
+                }
+            } else {
+                for r in &results {
+                    assert!(r.is_ok(), "round {round}: creating a distinct name failed: {:?}", r.as_ref().err());
+                }
+            }
+        }
+    }
+    let mut names = dbs[1].list_orgs().unwrap();
+    names.sort();
+    assert_eq!(names.len(), 40 * 3);
+    assert!(dbs[0].verify().unwrap().is_ok());
+    assert!(s.open(root()).is_ok(), "the registry and the database root agree after the races");
+}
