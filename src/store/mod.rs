@@ -100,7 +100,14 @@ pub struct DbBuilder {
     anchor: Option<root::Anchor>,
     unchecked_state: bool,
     custody: Option<crate::custody::CustodyRef>,
+    #[cfg(feature = "postgres")]
+    pg_max_connections: usize,
 }
+
+/// Default of [`DbBuilder::postgres_max_connections`]: connections one `Db` keeps open to
+/// PostgreSQL at most.
+#[cfg(feature = "postgres")]
+pub const DEFAULT_POSTGRES_MAX_CONNECTIONS: usize = pg::DEFAULT_MAX_CONNECTIONS;
 
 /// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
 /// 2^32 random-nonce bound of AES-GCM (collision probability below 2^-33 at this count).
@@ -117,6 +124,8 @@ impl Default for DbBuilder {
             anchor: None,
             unchecked_state: false,
             custody: None,
+            #[cfg(feature = "postgres")]
+            pg_max_connections: DEFAULT_POSTGRES_MAX_CONNECTIONS,
         }
     }
 }
@@ -125,6 +134,21 @@ impl DbBuilder {
     /// Bytes of decrypted adjacency pages to keep per organization (0 disables the cache).
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.page_cache = bytes;
+        self
+    }
+
+    /// PostgreSQL only (feature `postgres`): the most connections this `Db` opens to the server
+    /// at once (default [`DEFAULT_POSTGRES_MAX_CONNECTIONS`]; at least 1). Every live snapshot
+    /// ([`Org::read`](crate::Org::read), and the one a write transaction reads from) and every
+    /// storage write transaction (a commit round) holds one connection until it ends; when all
+    /// are busy the next one waits for a connection to come back, and fails with
+    /// `Error::Storage` of reason [`StorageReason::PoolExhausted`](crate::StorageReason) after
+    /// 30 s. A thread that holds a snapshot while it opens a write transaction needs two. Up to
+    /// 16 idle connections are kept for reuse. Size it so that instances × cap stays below the
+    /// server's `max_connections`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_max_connections(mut self, max: usize) -> Self {
+        self.pg_max_connections = max.max(1);
         self
     }
 
@@ -243,7 +267,7 @@ impl DbBuilder {
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "open_postgres", level = "debug", skip_all))]
     pub fn open_postgres(self, url: &str, root: RootKey) -> Result<Db> {
         check_name("actor", &self.actor, MAX_NAME_LEN)?;
-        let kv = Arc::new(pg::PgKv::open(url)?);
+        let kv = Arc::new(pg::PgKv::open(url, self.pg_max_connections)?);
         // Several instances may create a new store at once: the first commit of `meta` wins, the
         // others conflict on its rows (REPEATABLE READ) and read the winner's.
         let mut tries = 0;

@@ -36,8 +36,15 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// another layout is `UnsupportedFormat` at open.
 pub(crate) const SCHEMA_VERSION: i32 = 1;
 
-/// Idle connections kept for reuse; more may be open at once (one per live snapshot or write).
+/// Idle connections kept for reuse (at most the cap).
 const MAX_IDLE: usize = 16;
+
+/// Default cap on the connections one `Db` keeps open at once (`DbBuilder::postgres_max_connections`).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 32;
+
+/// How long a snapshot or write waits for a connection when all of the cap are busy, before
+/// failing with `StorageReason::PoolExhausted`.
+const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The SQL that creates the schema; run at open inside one transaction under an advisory lock,
 /// so N instances starting at once do not race on `CREATE TABLE`.
@@ -128,6 +135,29 @@ fn pair(r: &postgres::Row) -> PgResult<(Vec<u8>, Vec<u8>)> {
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// This connection's place under the pool's cap, given up when the connection is dropped.
+    _slot: Slot,
+}
+
+/// The count of open connections under the cap.
+#[derive(Debug)]
+struct Slots {
+    /// (open now, most ever open at once).
+    open: Mutex<(usize, usize)>,
+    /// Signalled when a connection closes or goes back idle.
+    changed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One counted connection; dropping it frees its place.
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        self.0.changed.notify_all();
+    }
 }
 
 impl Conn {
@@ -200,47 +230,104 @@ impl Conn {
     }
 }
 
-/// A pool of idle connections: taken by a snapshot or write, given back when it ends cleanly.
+/// A pool of connections, at most `max` open at once: taken by a snapshot or write, given back
+/// when it ends cleanly; a caller finding all of them busy waits for one.
 struct Pool {
     config: postgres::Config,
     idle: Mutex<Vec<Conn>>,
+    slots: Arc<Slots>,
+}
+
+/// What [`Pool::acquire`] found.
+enum Acquired {
+    Idle(Box<Conn>),
+    /// A place under the cap, to connect in.
+    Free(Slot),
 }
 
 impl Pool {
-    fn connect(&self) -> Result<Conn> {
+    fn new(config: postgres::Config, max: usize) -> Pool {
+        let slots = Slots { open: Mutex::new((0, 0)), changed: std::sync::Condvar::new(), max: max.max(1) };
+        Pool { config, idle: Mutex::new(Vec::new()), slots: Arc::new(slots) }
+    }
+
+    fn connect(&self, slot: Slot) -> Result<Conn> {
         let client = self.config.connect(NoTls).map_err(|e| storage("connect", e))?;
-        Ok(Conn { client, statements: HashMap::new() })
+        Ok(Conn { client, statements: HashMap::new(), _slot: slot })
     }
 
     fn take_idle(&self) -> Option<Conn> {
         self.idle.lock().ok().and_then(|mut v| v.pop())
     }
 
+    /// An idle connection, or a free place under the cap; waits (at most [`CONNECTION_WAIT`])
+    /// while every connection is busy.
+    fn acquire(&self) -> Result<Acquired> {
+        let deadline = std::time::Instant::now() + CONNECTION_WAIT;
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Checked under the count's lock: `give_back` signals under it after pushing.
+            if let Some(conn) = self.take_idle() {
+                return Ok(Acquired::Idle(Box::new(conn)));
+            }
+            if open.0 < self.slots.max {
+                open.0 += 1;
+                open.1 = open.1.max(open.0);
+                return Ok(Acquired::Free(Slot(Arc::clone(&self.slots))));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Storage(StorageError::new(
+                    "wait for a connection",
+                    StorageReason::PoolExhausted,
+                    None,
+                )));
+            }
+            open = self.slots.changed.wait_timeout(open, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
     fn give_back(&self, conn: Conn) {
         if conn.client.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
+        let extra = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < MAX_IDLE => {
                 idle.push(conn);
+                None
             }
-        }
+            _ => Some(conn),
+        };
+        // Dropped (its place freed) outside the idle lock; waiters woken under the count's.
+        drop(extra);
+        let _open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        self.slots.changed.notify_all();
+    }
+
+    /// The most connections ever open at once (tests).
+    #[cfg(test)]
+    fn peak(&self) -> usize {
+        self.slots.open.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// A connection on which `begin` (the transaction's first round trip) succeeded. Idle
     /// connections found dead are dropped and the next one tried, then a fresh one: a server
     /// restart between two operations costs nothing but reconnecting.
     fn begin(&self, op: &'static str, begin: &str) -> Result<Conn> {
-        while let Some(mut conn) = self.take_idle() {
-            match conn.client.batch_execute(begin) {
-                Ok(()) => return Ok(conn),
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) => return Err(storage(op, e)),
+        loop {
+            match self.acquire()? {
+                Acquired::Idle(mut conn) => match conn.client.batch_execute(begin) {
+                    Ok(()) => return Ok(*conn),
+                    Err(e) if is_connection_error(&e) => continue,
+                    Err(e) => return Err(storage(op, e)),
+                },
+                Acquired::Free(slot) => {
+                    let mut conn = self.connect(slot)?;
+                    conn.client.batch_execute(begin).map_err(|e| storage(op, e))?;
+                    return Ok(conn);
+                }
             }
         }
-        let mut conn = self.connect()?;
-        conn.client.batch_execute(begin).map_err(|e| storage(op, e))?;
-        Ok(conn)
     }
 }
 
@@ -259,19 +346,25 @@ impl std::fmt::Debug for PgKv {
 impl PgKv {
     /// Connects to `url` (a libpq connection string or URI), creates the schema if missing and
     /// checks its version.
-    pub(crate) fn open(url: &str) -> Result<PgKv> {
+    ///
+    /// At most `max_connections` connections are open at once (at least 1): one per live
+    /// snapshot or write transaction; more callers wait for one.
+    pub(crate) fn open(url: &str, max_connections: usize) -> Result<PgKv> {
         let mut config = postgres::Config::from_str(url).map_err(|e| storage("parse connection string", e))?;
         if config.get_application_name().is_none() {
             config.application_name("silograph");
         }
-        let kv = PgKv { pool: Arc::new(Pool { config, idle: Mutex::new(Vec::new()) }) };
+        let kv = PgKv { pool: Arc::new(Pool::new(config, max_connections)) };
         kv.create_schema()?;
         Ok(kv)
     }
 
     fn create_schema(&self) -> Result<()> {
         const OP: &str = "create schema";
-        let mut conn = self.pool.connect()?;
+        let mut conn = match self.pool.acquire()? {
+            Acquired::Idle(conn) => *conn,
+            Acquired::Free(slot) => self.pool.connect(slot)?,
+        };
         let sql = format!(
             "BEGIN; SELECT pg_advisory_xact_lock(7306086971736977920); {}\
              INSERT INTO silo_schema (id, version) VALUES (1, {SCHEMA_VERSION}) ON CONFLICT (id) DO NOTHING; COMMIT;",
@@ -624,13 +717,54 @@ mod tests {
 
     fn open() -> Option<PgKv> {
         let url = testing::fresh_url()?;
-        Some(PgKv::open(&url).expect("open"))
+        Some(PgKv::open(&url, DEFAULT_MAX_CONNECTIONS).expect("open"))
     }
 
     #[test]
     fn postgres_backend_passes_the_storage_conformance_checks() {
         let Some(kv) = open() else { return };
         crate::store::kv::conformance(&kv);
+    }
+
+    #[test]
+    fn postgres_pool_never_opens_more_than_its_cap_and_waiters_all_complete() {
+        let Some(url) = testing::fresh_url() else { return };
+        let kv = PgKv::open(&url, 2).expect("open");
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let (kv, done) = (&kv, &done);
+                s.spawn(move || {
+                    for i in 0..20u8 {
+                        let snap = kv.snapshot().expect("snapshot");
+                        assert_eq!(snap.get(NODES, &[t, i]).expect("get"), None);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        drop(snap);
+                        let mut w = kv.begin_write().expect("begin_write");
+                        w.put(NODES, &[t, i], &[i]).expect("put");
+                        w.commit().expect("commit");
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 8, "every thread finished");
+        assert_eq!(kv.snapshot().expect("snapshot").count(NODES).expect("count"), 160);
+        assert_eq!(kv.pool.peak(), 2, "the pool opened more than its cap, or never used it all");
+    }
+
+    #[test]
+    fn postgres_pool_of_one_wakes_a_waiter_when_the_connection_comes_back() {
+        let Some(url) = testing::fresh_url() else { return };
+        let kv = PgKv::open(&url, 1).expect("open");
+        let held = kv.snapshot().expect("snapshot");
+        std::thread::scope(|s| {
+            let h = s.spawn(|| kv.snapshot().map(|_| ()));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+            h.join().expect("waiter").expect("the waiter got the connection given back");
+        });
+        assert_eq!(kv.pool.peak(), 1);
     }
 
     #[test]
@@ -717,9 +851,9 @@ mod tests {
     #[test]
     fn postgres_schema_of_another_version_is_unsupported_format() {
         let Some(url) = testing::fresh_url() else { return };
-        let kv = PgKv::open(&url).unwrap();
+        let kv = PgKv::open(&url, DEFAULT_MAX_CONNECTIONS).unwrap();
         kv.execute_raw("UPDATE silo_schema SET version = 99").unwrap();
-        match PgKv::open(&url) {
+        match PgKv::open(&url, DEFAULT_MAX_CONNECTIONS) {
             Err(Error::UnsupportedFormat(m)) => assert!(m.contains("99"), "{m}"),
             other => panic!("expected UnsupportedFormat, got {other:?}"),
         }
@@ -732,7 +866,7 @@ mod tests {
         }
         // A closed loopback port.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        match PgKv::open(&format!("host=127.0.0.1 port={port} user=silo connect_timeout=5")) {
+        match PgKv::open(&format!("host=127.0.0.1 port={port} user=silo connect_timeout=5"), 4) {
             Err(Error::Storage(e)) => {
                 assert_eq!(e.operation(), "connect");
                 assert_eq!(e.reason(), StorageReason::Connection);

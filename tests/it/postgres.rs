@@ -526,3 +526,53 @@ fn postgres_two_instances_creating_one_org_name_one_wins_the_other_gets_org_exis
     assert!(dbs[0].verify().unwrap().is_ok());
     assert!(s.open(root()).is_ok(), "the registry and the database root agree after the races");
 }
+
+#[test]
+fn postgres_connection_cap_makes_extra_threads_wait_and_is_never_exceeded() {
+    let Some(s) = Schema::new("cap") else { return };
+    let app = format!("silo_cap_{}", std::process::id());
+    let db = Db::builder()
+        .postgres_max_connections(2)
+        .open_postgres(&format!("{} application_name={app}", s.url), root())
+        .unwrap();
+    let orgs: Vec<_> = (0..8).map(|t| db.create_org(&format!("o{t}")).unwrap()).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let peak = std::thread::scope(|sc| {
+        let monitor = sc.spawn(|| {
+            let mut c = s.client();
+            let mut peak = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&app])
+                    .unwrap()
+                    .get(0);
+                peak = peak.max(n);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        let writers: Vec<_> = orgs
+            .iter()
+            .map(|org| {
+                sc.spawn(move || {
+                    for i in 0..15 {
+                        let mut w = org.write().unwrap();
+                        w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap();
+                        w.commit().unwrap();
+                        assert_eq!(org.read().unwrap().counts().unwrap().0, i + 1);
+                    }
+                })
+            })
+            .collect();
+        for h in writers {
+            h.join().expect("a writer failed");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        monitor.join().unwrap()
+    });
+    assert!(peak >= 1, "the monitor saw none of the pool's connections");
+    assert!(peak <= 2, "{peak} connections open at once, cap 2");
+    for org in &orgs {
+        assert_eq!(org.read().unwrap().counts().unwrap().0, 15);
+    }
+}
