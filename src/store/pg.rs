@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use postgres::error::SqlState;
@@ -137,6 +138,8 @@ struct Conn {
     statements: HashMap<String, Statement>,
     /// This connection's place under the pool's cap, given up when the connection is dropped.
     _slot: Slot,
+    /// The pool's count of round trips (tests read it).
+    trips: Arc<AtomicU64>,
 }
 
 /// The count of open connections under the cap.
@@ -161,10 +164,16 @@ impl Drop for Slot {
 }
 
 impl Conn {
+    /// Counts one round trip.
+    fn trip(&self) {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn statement(&mut self, sql: &str) -> PgResult<Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
+        self.trip();
         let s = self.client.prepare(sql)?;
         self.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
@@ -236,6 +245,7 @@ struct Pool {
     config: postgres::Config,
     idle: Mutex<Vec<Conn>>,
     slots: Arc<Slots>,
+    trips: Arc<AtomicU64>,
 }
 
 /// What [`Pool::acquire`] found.
@@ -248,12 +258,12 @@ enum Acquired {
 impl Pool {
     fn new(config: postgres::Config, max: usize) -> Pool {
         let slots = Slots { open: Mutex::new((0, 0)), changed: std::sync::Condvar::new(), max: max.max(1) };
-        Pool { config, idle: Mutex::new(Vec::new()), slots: Arc::new(slots) }
+        Pool { config, idle: Mutex::new(Vec::new()), slots: Arc::new(slots), trips: Arc::new(AtomicU64::new(0)) }
     }
 
     fn connect(&self, slot: Slot) -> Result<Conn> {
         let client = self.config.connect(NoTls).map_err(|e| storage("connect", e))?;
-        Ok(Conn { client, statements: HashMap::new(), _slot: slot })
+        Ok(Conn { client, statements: HashMap::new(), _slot: slot, trips: Arc::clone(&self.trips) })
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -316,13 +326,17 @@ impl Pool {
     fn begin(&self, op: &'static str, begin: &str) -> Result<Conn> {
         loop {
             match self.acquire()? {
-                Acquired::Idle(mut conn) => match conn.client.batch_execute(begin) {
-                    Ok(()) => return Ok(*conn),
-                    Err(e) if is_connection_error(&e) => continue,
-                    Err(e) => return Err(storage(op, e)),
-                },
+                Acquired::Idle(mut conn) => {
+                    conn.trip();
+                    match conn.client.batch_execute(begin) {
+                        Ok(()) => return Ok(*conn),
+                        Err(e) if is_connection_error(&e) => continue,
+                        Err(e) => return Err(storage(op, e)),
+                    }
+                }
                 Acquired::Free(slot) => {
                     let mut conn = self.connect(slot)?;
+                    conn.trip();
                     conn.client.batch_execute(begin).map_err(|e| storage(op, e))?;
                     return Ok(conn);
                 }
@@ -421,6 +435,11 @@ impl Kv for PgKv {
     fn serializes_commits(&self) -> bool {
         false
     }
+
+    #[cfg(test)]
+    fn round_trips(&self) -> u64 {
+        self.pool.trips.load(Ordering::Relaxed)
+    }
 }
 
 /// One transaction's connection, shared by `&self` reads: `None` once it broke or finished.
@@ -438,6 +457,7 @@ impl Session {
     fn with<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
         let mut guard = self.conn.lock().map_err(|_| Error::Internal("connection lock poisoned".into()))?;
         let conn = guard.as_mut().ok_or_else(|| Error::Internal(format!("`{op}` on a finished transaction")))?;
+        conn.trip();
         f(conn).map_err(|e| {
             if is_connection_error(&e) {
                 *guard = None;
@@ -454,6 +474,7 @@ impl Session {
     /// drops it instead).
     fn rollback(&mut self, pool: &Pool) {
         if let Some(mut conn) = self.take() {
+            conn.trip();
             if conn.client.batch_execute("ROLLBACK").is_ok() {
                 pool.give_back(conn);
             }
@@ -765,6 +786,51 @@ mod tests {
             h.join().expect("waiter").expect("the waiter got the connection given back");
         });
         assert_eq!(kv.pool.peak(), 1);
+    }
+
+    /// Round trips of `f` on `db`'s server.
+    fn trips_of<T>(db: &crate::Db, f: impl FnOnce() -> T) -> (T, u64) {
+        let before = db.inner.kv.round_trips();
+        let out = f();
+        (out, db.inner.kv.round_trips() - before)
+    }
+
+    #[test]
+    fn postgres_subgraph_and_shortest_path_fetch_each_level_in_a_few_round_trips() {
+        use crate::{Direction, EdgeInput, NodeInput, PathOptions, RootKey};
+        let Some(url) = testing::fresh_url() else { return };
+        // No page cache: every page a query needs comes from the server.
+        let db = crate::Db::builder().cache_size(0).open_postgres(&url, RootKey::from_bytes([9; 32])).expect("open");
+        let org = db.create_org("acme").expect("org");
+        // a → 40 middles → 40 lasts (one each) → b: subgraph(a, 2) has 81 nodes, the path a→b
+        // has 3 hops and both of its middle levels have 40 nodes.
+        const WIDTH: usize = 40;
+        let mut w = org.write().expect("write");
+        let a = w.upsert_node(NodeInput::new("n").source("s", "a")).expect("node");
+        let b = w.upsert_node(NodeInput::new("n").source("s", "b")).expect("node");
+        for i in 0..WIDTH {
+            let m = w.upsert_node(NodeInput::new("n").source("s", format!("m{i}"))).expect("node");
+            let l = w.upsert_node(NodeInput::new("n").source("s", format!("l{i}"))).expect("node");
+            w.add_edge(EdgeInput::new(a, m, "to")).expect("edge");
+            w.add_edge(EdgeInput::new(m, l, "to")).expect("edge");
+            w.add_edge(EdgeInput::new(l, b, "to")).expect("edge");
+        }
+        w.commit().expect("commit");
+
+        let r = org.read().expect("read");
+        let (sg, used) = trips_of(&db, || r.traverse(a).direction(Direction::Out).max_depth(2).subgraph());
+        let sg = sg.expect("subgraph");
+        assert_eq!(sg.nodes.len(), 1 + 2 * WIDTH);
+        assert_eq!(sg.edges.len(), 2 * WIDTH);
+        // Per level a page-0 and a further-page round trip, the last level's out-pages for the
+        // edges, and the state-tree nodes those pages are checked against (a few, cached after):
+        // one page at a time it would be over 2 × WIDTH.
+        assert!(used <= 16, "subgraph: {used} round trips");
+
+        let (path, used) = trips_of(&db, || r.shortest_path(a, b, &PathOptions::new().direction(Direction::Out)));
+        let path = path.expect("path").expect("a path");
+        assert_eq!(path.len(), 3);
+        assert!(used <= 16, "shortest path: {used} round trips");
     }
 
     #[test]
