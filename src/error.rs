@@ -245,6 +245,10 @@ pub enum StorageReason {
     Connection,
     /// The engine refused the transaction because a concurrent one conflicted with it.
     Conflict,
+    /// Every connection of the pool stayed busy for the whole wait (PostgreSQL: the cap set by
+    /// `DbBuilder::postgres_max_connections`; a thread holding a snapshot while it waits for a
+    /// second connection can exhaust a small cap by itself).
+    PoolExhausted,
     /// Any other failure of the engine (or of a custom storage backend).
     Other,
 }
@@ -283,6 +287,7 @@ impl std::fmt::Display for StorageError {
             StorageReason::ValueTooLarge => "a value exceeds the storage engine's size limit",
             StorageReason::Connection => "the connection to the database server failed",
             StorageReason::Conflict => "the storage engine refused a conflicting transaction",
+            StorageReason::PoolExhausted => "no pooled connection became free in time",
             StorageReason::Other => "the storage engine failed",
         })
     }

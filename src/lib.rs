@@ -51,6 +51,8 @@ pub use custody::{CallbackCustody, CustodyKeyId, KeyCustody, LocalKeyring};
 pub use error::{CorruptAt, Error, InputError, InputKind, Result, StorageError, StorageReason};
 pub use graph::{Path, PathOptions, Subgraph, SubgraphEdge, Traversal};
 pub use keyprovider::{CallbackKey, EnvKey, FileKey, KeyProvider};
+#[cfg(feature = "postgres")]
+pub use store::DEFAULT_POSTGRES_MAX_CONNECTIONS;
 pub use store::{Anchor, BulkLoader, BulkStats, DEFAULT_BULK_BUDGET};
 pub use store::{
     Audit, AuditEntry, AuditReport, BundleReport, CorruptRecord, DeleteReport, OrgInfo, RotationReport, SecretValue,

@@ -101,6 +101,8 @@ impl Side {
         let next_depth = self.depth + 1;
         let mut next = Vec::new();
         let mut best: Option<(u32, u64)> = None;
+        // The whole level's pages in one round trip on a server backend (a no-op on redb).
+        txn.prefetch_direction(self.frontier.iter().copied(), self.dir)?;
         for &u in &self.frontier {
             txn.for_each_entry(NodeId(u), self.dir, filter, |e, _| {
                 let v = e.neighbor;

@@ -260,6 +260,24 @@ impl PageCache {
         self.gen.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Enters the pages a commit just made durable (write-through), of the org's state at commit
+    /// counter `seq`. Taken only while no other commit is in progress and, for a store other
+    /// processes write too (`shared`), only if the cache is of `seq` (else another instance's
+    /// commit came between and the pages may be stale: they are left out).
+    pub(crate) fn fill(&self, pages: &[([u8; 16], Cached)], seq: u64, shared: bool) {
+        let Some(map) = &self.map else { return };
+        if pages.is_empty() {
+            return;
+        }
+        let _g = self.write();
+        if !self.gen.load(Ordering::Acquire).is_multiple_of(2) || (shared && self.seen.load(Ordering::Acquire) != seq) {
+            return;
+        }
+        for (k, page) in pages {
+            map.insert(*k, page.clone());
+        }
+    }
+
     /// Drops every entry (after rotation or deletion).
     pub(crate) fn clear(&self) {
         let _g = self.write();

@@ -23,10 +23,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::kv::KvWrite;
+use super::cache::Cached;
+use super::kv::{BackendKind, KvWrite};
 use super::org::{OrgInner, OrgShared};
+use super::state::NodeKey;
 use super::tables::{RecordKey, Table, AUDIT, ORGS};
-use crate::codec::OrgEntry;
+use crate::codec::{OrgEntry, TreeNode};
 use crate::error::{Error, Result, StorageReason};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +91,11 @@ pub(crate) struct WriteSet {
     pub audit: Option<([u8; 16], Vec<u8>)>,
     /// Opaque keys of adjacency pages the commit changes (page-cache invalidation).
     pub changed_pages: Vec<[u8; 16]>,
+    /// Pages the commit writes, decoded, to enter in the page cache once it is durable
+    /// (write-through; empty for a large commit).
+    pub fresh: Vec<([u8; 16], Cached)>,
+    /// State tree nodes the commit writes, to enter in the tree cache once it is durable.
+    pub fresh_tree: Vec<(NodeKey, Arc<TreeNode>)>,
 }
 
 impl std::fmt::Debug for WriteSet {
@@ -129,8 +136,16 @@ impl WriteSet {
             s.org.shared.cache.begin_commit();
         }
         let res = wtx.commit();
+        let shared = sets.first().is_some_and(|s| s.org.db.kv.kind() != BackendKind::Redb);
         for s in sets {
             s.org.shared.cache.end_commit_at(s.changed_pages.iter(), s.entry.commit_seq, res.is_ok());
+            if res.is_ok() {
+                // Durable: what it wrote is the org's state at its commit counter.
+                s.org.shared.cache.fill(&s.fresh, s.entry.commit_seq, shared);
+                for (k, node) in &s.fresh_tree {
+                    s.org.shared.tree.insert(*k, node.clone());
+                }
+            }
         }
         res
     }

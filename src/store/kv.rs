@@ -45,6 +45,12 @@ pub(crate) trait Kv: Send + Sync + std::fmt::Debug {
     fn serializes_commits(&self) -> bool {
         true
     }
+    /// Round trips to the server so far (statements, prepares, BEGIN / COMMIT / ROLLBACK), for
+    /// tests that count them; 0 for a local backend.
+    #[cfg(test)]
+    fn round_trips(&self) -> u64 {
+        0
+    }
 }
 
 /// Reads, in a snapshot or in a write transaction (which sees its own writes).

@@ -100,7 +100,14 @@ pub struct DbBuilder {
     anchor: Option<root::Anchor>,
     unchecked_state: bool,
     custody: Option<crate::custody::CustodyRef>,
+    #[cfg(feature = "postgres")]
+    pg_max_connections: usize,
 }
+
+/// Default of [`DbBuilder::postgres_max_connections`]: connections one `Db` keeps open to
+/// PostgreSQL at most.
+#[cfg(feature = "postgres")]
+pub const DEFAULT_POSTGRES_MAX_CONNECTIONS: usize = pg::DEFAULT_MAX_CONNECTIONS;
 
 /// Seals under one key epoch after which a commit moves the org to a new epoch: far below the
 /// 2^32 random-nonce bound of AES-GCM (collision probability below 2^-33 at this count).
@@ -117,6 +124,8 @@ impl Default for DbBuilder {
             anchor: None,
             unchecked_state: false,
             custody: None,
+            #[cfg(feature = "postgres")]
+            pg_max_connections: DEFAULT_POSTGRES_MAX_CONNECTIONS,
         }
     }
 }
@@ -125,6 +134,21 @@ impl DbBuilder {
     /// Bytes of decrypted adjacency pages to keep per organization (0 disables the cache).
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.page_cache = bytes;
+        self
+    }
+
+    /// PostgreSQL only (feature `postgres`): the most connections this `Db` opens to the server
+    /// at once (default [`DEFAULT_POSTGRES_MAX_CONNECTIONS`]; at least 1). Every live snapshot
+    /// ([`Org::read`](crate::Org::read), and the one a write transaction reads from) and every
+    /// storage write transaction (a commit round) holds one connection until it ends; when all
+    /// are busy the next one waits for a connection to come back, and fails with
+    /// `Error::Storage` of reason [`StorageReason::PoolExhausted`](crate::StorageReason) after
+    /// 30 s. A thread that holds a snapshot while it opens a write transaction needs two. Up to
+    /// 16 idle connections are kept for reuse. Size it so that instances × cap stays below the
+    /// server's `max_connections`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_max_connections(mut self, max: usize) -> Self {
+        self.pg_max_connections = max.max(1);
         self
     }
 
@@ -243,7 +267,7 @@ impl DbBuilder {
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "open_postgres", level = "debug", skip_all))]
     pub fn open_postgres(self, url: &str, root: RootKey) -> Result<Db> {
         check_name("actor", &self.actor, MAX_NAME_LEN)?;
-        let kv = Arc::new(pg::PgKv::open(url)?);
+        let kv = Arc::new(pg::PgKv::open(url, self.pg_max_connections)?);
         // Several instances may create a new store at once: the first commit of `meta` wins, the
         // others conflict on its rows (REPEATABLE READ) and read the winner's.
         let mut tries = 0;
@@ -716,14 +740,36 @@ impl Db {
         };
         let mut entry = entry;
         let org = Org::from_entry(self.inner.clone(), tag, &entry, byok, &Compartment::FULL_SCOPE)?;
-        let mut wtx = inner.begin_write()?;
-        if wtx.get(ORGS, &tag.0)?.is_some() || inner.find_org(&*wtx, name)?.is_some() {
-            return Err(Error::OrgExists(name.to_owned()));
-        }
-        audit::append(&mut *wtx, &org.inner, &mut entry, &inner.actor, "create-org", &[], now_ms())?;
-        wtx.put(ORGS, &tag.0, inner.seal_entry(tag, &entry)?.as_slice())?;
-        wtx.commit()?;
+        self.insert_org(&org, tag, &mut entry)?;
         Ok(org)
+    }
+
+    /// Writes a new org's registry entry and first audit entry, unless the name is taken
+    /// (`OrgExists`). On a shared store two instances may create orgs at once: the loser of a
+    /// race for the same name fails at commit (a unique violation or a serialization failure on
+    /// the registry row), and so may two creations of different names (both rewrite the database
+    /// root's membership). Such a commit is retried: the name is then found taken, or the
+    /// creation goes through.
+    fn insert_org(&self, org: &Org, tag: OrgTag, entry: &mut OrgEntry) -> Result<()> {
+        const ATTEMPTS: u32 = 16;
+        let inner = &self.inner;
+        let start = (entry.commit_seq, entry.audit_seq, entry.audit_head.clone());
+        for attempt in 1..=ATTEMPTS {
+            (entry.commit_seq, entry.audit_seq, entry.audit_head) = (start.0, start.1, start.2.clone());
+            let mut wtx = inner.begin_write()?;
+            if wtx.get(ORGS, &tag.0)?.is_some() || inner.find_org(&*wtx, &entry.name)?.is_some() {
+                return Err(Error::OrgExists(entry.name.clone()));
+            }
+            audit::append(&mut *wtx, &org.inner, entry, &inner.actor, "create-org", &[], now_ms())?;
+            wtx.put(ORGS, &tag.0, inner.seal_entry(tag, entry)?.as_slice())?;
+            match wtx.commit() {
+                Err(Error::Storage(e)) if e.reason() == crate::error::StorageReason::Conflict && attempt < ATTEMPTS => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Internal("org creation retries exhausted".into()))
     }
 
     /// A handle for an existing organization with a managed seed.

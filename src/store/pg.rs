@@ -18,13 +18,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Statement};
 
 use super::kv::{BackendKind, Kv, KvRead, KvSnapshot, KvWrite};
-use super::tables::{Table, ALL};
+use super::tables::{Table, ALL, META, ORGS};
 use crate::error::{Error, Result, StorageError, StorageReason};
 
 /// A client call's result.
@@ -36,8 +37,15 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// another layout is `UnsupportedFormat` at open.
 pub(crate) const SCHEMA_VERSION: i32 = 1;
 
-/// Idle connections kept for reuse; more may be open at once (one per live snapshot or write).
+/// Idle connections kept for reuse (at most the cap).
 const MAX_IDLE: usize = 16;
+
+/// Default cap on the connections one `Db` keeps open at once (`DbBuilder::postgres_max_connections`).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 32;
+
+/// How long a snapshot or write waits for a connection when all of the cap are busy, before
+/// failing with `StorageReason::PoolExhausted`.
+const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The SQL that creates the schema; run at open inside one transaction under an advisory lock,
 /// so N instances starting at once do not race on `CREATE TABLE`.
@@ -128,13 +136,44 @@ fn pair(r: &postgres::Row) -> PgResult<(Vec<u8>, Vec<u8>)> {
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// This connection's place under the pool's cap, given up when the connection is dropped.
+    _slot: Slot,
+    /// The pool's count of round trips (tests read it).
+    trips: Arc<AtomicU64>,
+}
+
+/// The count of open connections under the cap.
+#[derive(Debug)]
+struct Slots {
+    /// (open now, most ever open at once).
+    open: Mutex<(usize, usize)>,
+    /// Signalled when a connection closes or goes back idle.
+    changed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One counted connection; dropping it frees its place.
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        self.0.changed.notify_all();
+    }
 }
 
 impl Conn {
+    /// Counts one round trip.
+    fn trip(&self) {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn statement(&mut self, sql: &str) -> PgResult<Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
+        self.trip();
         let s = self.client.prepare(sql)?;
         self.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
@@ -200,47 +239,109 @@ impl Conn {
     }
 }
 
-/// A pool of idle connections: taken by a snapshot or write, given back when it ends cleanly.
+/// A pool of connections, at most `max` open at once: taken by a snapshot or write, given back
+/// when it ends cleanly; a caller finding all of them busy waits for one.
 struct Pool {
     config: postgres::Config,
     idle: Mutex<Vec<Conn>>,
+    slots: Arc<Slots>,
+    trips: Arc<AtomicU64>,
+}
+
+/// What [`Pool::acquire`] found.
+enum Acquired {
+    Idle(Box<Conn>),
+    /// A place under the cap, to connect in.
+    Free(Slot),
 }
 
 impl Pool {
-    fn connect(&self) -> Result<Conn> {
+    fn new(config: postgres::Config, max: usize) -> Pool {
+        let slots = Slots { open: Mutex::new((0, 0)), changed: std::sync::Condvar::new(), max: max.max(1) };
+        Pool { config, idle: Mutex::new(Vec::new()), slots: Arc::new(slots), trips: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn connect(&self, slot: Slot) -> Result<Conn> {
         let client = self.config.connect(NoTls).map_err(|e| storage("connect", e))?;
-        Ok(Conn { client, statements: HashMap::new() })
+        Ok(Conn { client, statements: HashMap::new(), _slot: slot, trips: Arc::clone(&self.trips) })
     }
 
     fn take_idle(&self) -> Option<Conn> {
         self.idle.lock().ok().and_then(|mut v| v.pop())
     }
 
+    /// An idle connection, or a free place under the cap; waits (at most [`CONNECTION_WAIT`])
+    /// while every connection is busy.
+    fn acquire(&self) -> Result<Acquired> {
+        let deadline = std::time::Instant::now() + CONNECTION_WAIT;
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            // Checked under the count's lock: `give_back` signals under it after pushing.
+            if let Some(conn) = self.take_idle() {
+                return Ok(Acquired::Idle(Box::new(conn)));
+            }
+            if open.0 < self.slots.max {
+                open.0 += 1;
+                open.1 = open.1.max(open.0);
+                return Ok(Acquired::Free(Slot(Arc::clone(&self.slots))));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Storage(StorageError::new(
+                    "wait for a connection",
+                    StorageReason::PoolExhausted,
+                    None,
+                )));
+            }
+            open = self.slots.changed.wait_timeout(open, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
     fn give_back(&self, conn: Conn) {
         if conn.client.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
+        let extra = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < MAX_IDLE => {
                 idle.push(conn);
+                None
             }
-        }
+            _ => Some(conn),
+        };
+        // Dropped (its place freed) outside the idle lock; waiters woken under the count's.
+        drop(extra);
+        let _open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        self.slots.changed.notify_all();
+    }
+
+    /// The most connections ever open at once (tests).
+    #[cfg(test)]
+    fn peak(&self) -> usize {
+        self.slots.open.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// A connection on which `begin` (the transaction's first round trip) succeeded. Idle
     /// connections found dead are dropped and the next one tried, then a fresh one: a server
     /// restart between two operations costs nothing but reconnecting.
     fn begin(&self, op: &'static str, begin: &str) -> Result<Conn> {
-        while let Some(mut conn) = self.take_idle() {
-            match conn.client.batch_execute(begin) {
-                Ok(()) => return Ok(conn),
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) => return Err(storage(op, e)),
+        loop {
+            match self.acquire()? {
+                Acquired::Idle(mut conn) => {
+                    conn.trip();
+                    match conn.client.batch_execute(begin) {
+                        Ok(()) => return Ok(*conn),
+                        Err(e) if is_connection_error(&e) => continue,
+                        Err(e) => return Err(storage(op, e)),
+                    }
+                }
+                Acquired::Free(slot) => {
+                    let mut conn = self.connect(slot)?;
+                    conn.trip();
+                    conn.client.batch_execute(begin).map_err(|e| storage(op, e))?;
+                    return Ok(conn);
+                }
             }
         }
-        let mut conn = self.connect()?;
-        conn.client.batch_execute(begin).map_err(|e| storage(op, e))?;
-        Ok(conn)
     }
 }
 
@@ -259,19 +360,25 @@ impl std::fmt::Debug for PgKv {
 impl PgKv {
     /// Connects to `url` (a libpq connection string or URI), creates the schema if missing and
     /// checks its version.
-    pub(crate) fn open(url: &str) -> Result<PgKv> {
+    ///
+    /// At most `max_connections` connections are open at once (at least 1): one per live
+    /// snapshot or write transaction; more callers wait for one.
+    pub(crate) fn open(url: &str, max_connections: usize) -> Result<PgKv> {
         let mut config = postgres::Config::from_str(url).map_err(|e| storage("parse connection string", e))?;
         if config.get_application_name().is_none() {
             config.application_name("silograph");
         }
-        let kv = PgKv { pool: Arc::new(Pool { config, idle: Mutex::new(Vec::new()) }) };
+        let kv = PgKv { pool: Arc::new(Pool::new(config, max_connections)) };
         kv.create_schema()?;
         Ok(kv)
     }
 
     fn create_schema(&self) -> Result<()> {
         const OP: &str = "create schema";
-        let mut conn = self.pool.connect()?;
+        let mut conn = match self.pool.acquire()? {
+            Acquired::Idle(conn) => *conn,
+            Acquired::Free(slot) => self.pool.connect(slot)?,
+        };
         let sql = format!(
             "BEGIN; SELECT pg_advisory_xact_lock(7306086971736977920); {}\
              INSERT INTO silo_schema (id, version) VALUES (1, {SCHEMA_VERSION}) ON CONFLICT (id) DO NOTHING; COMMIT;",
@@ -311,7 +418,12 @@ impl Kv for PgKv {
 
     fn begin_write(&self) -> Result<Box<dyn KvWrite>> {
         let conn = self.pool.begin("begin write", "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")?;
-        Ok(Box::new(PgWrite { pool: Arc::clone(&self.pool), session: Session::new(conn), buffer: BTreeMap::new() }))
+        Ok(Box::new(PgWrite {
+            pool: Arc::clone(&self.pool),
+            session: Session::new(conn),
+            buffer: BTreeMap::new(),
+            reads: Mutex::new(HashMap::new()),
+        }))
     }
 
     fn kind(&self) -> BackendKind {
@@ -322,6 +434,11 @@ impl Kv for PgKv {
     /// tracks membership only (a row every commit rewrote would serialize them all).
     fn serializes_commits(&self) -> bool {
         false
+    }
+
+    #[cfg(test)]
+    fn round_trips(&self) -> u64 {
+        self.pool.trips.load(Ordering::Relaxed)
     }
 }
 
@@ -340,6 +457,7 @@ impl Session {
     fn with<T>(&self, op: &'static str, f: impl FnOnce(&mut Conn) -> PgResult<T>) -> Result<T> {
         let mut guard = self.conn.lock().map_err(|_| Error::Internal("connection lock poisoned".into()))?;
         let conn = guard.as_mut().ok_or_else(|| Error::Internal(format!("`{op}` on a finished transaction")))?;
+        conn.trip();
         f(conn).map_err(|e| {
             if is_connection_error(&e) {
                 *guard = None;
@@ -356,6 +474,7 @@ impl Session {
     /// drops it instead).
     fn rollback(&mut self, pool: &Pool) {
         if let Some(mut conn) = self.take() {
+            conn.trip();
             if conn.client.batch_execute("ROLLBACK").is_ok() {
                 pool.give_back(conn);
             }
@@ -406,6 +525,12 @@ impl Drop for PgSnapshot {
     }
 }
 
+/// Point reads remembered by a write transaction: (table id, key) → value.
+type Memo = HashMap<(u8, Vec<u8>), Option<Vec<u8>>>;
+
+/// Tables whose point reads a write transaction remembers (few, small rows read more than once).
+const REMEMBERED: [u8; 2] = [ORGS.id, META.id];
+
 /// Buffered changes of one table: key → new value (`None`: removed).
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -415,6 +540,10 @@ struct PgWrite {
     session: Session,
     /// By table id: the table and its pending changes.
     buffer: BTreeMap<u8, (Table, Changes)>,
+    /// Point reads of the small tables (registry, meta) already made in this transaction: its
+    /// snapshot does not move (REPEATABLE READ), so a second read of the same row (the conflict
+    /// check and the database root both read the org's registry row) needs no round trip.
+    reads: Mutex<Memo>,
 }
 
 impl PgWrite {
@@ -485,7 +614,18 @@ impl KvRead for PgWrite {
         if let Some(v) = self.changes(table).and_then(|c| c.get(key)) {
             return Ok(v.clone());
         }
-        self.read("get", |c| c.get(table, key))
+        if !REMEMBERED.contains(&table.id) {
+            return self.read("get", |c| c.get(table, key));
+        }
+        let memo = (table.id, key.to_vec());
+        if let Some(v) = self.reads.lock().ok().and_then(|m| m.get(&memo).cloned()) {
+            return Ok(v);
+        }
+        let v = self.read("get", |c| c.get(table, key))?;
+        if let Ok(mut m) = self.reads.lock() {
+            m.insert(memo, v.clone());
+        }
+        Ok(v)
     }
 
     fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -594,17 +734,103 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tables::{META, NODES, ORGS};
+    use crate::store::tables::NODES;
 
     fn open() -> Option<PgKv> {
         let url = testing::fresh_url()?;
-        Some(PgKv::open(&url).expect("open"))
+        Some(PgKv::open(&url, DEFAULT_MAX_CONNECTIONS).expect("open"))
     }
 
     #[test]
     fn postgres_backend_passes_the_storage_conformance_checks() {
         let Some(kv) = open() else { return };
         crate::store::kv::conformance(&kv);
+    }
+
+    #[test]
+    fn postgres_pool_never_opens_more_than_its_cap_and_waiters_all_complete() {
+        let Some(url) = testing::fresh_url() else { return };
+        let kv = PgKv::open(&url, 2).expect("open");
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let (kv, done) = (&kv, &done);
+                s.spawn(move || {
+                    for i in 0..20u8 {
+                        let snap = kv.snapshot().expect("snapshot");
+                        assert_eq!(snap.get(NODES, &[t, i]).expect("get"), None);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        drop(snap);
+                        let mut w = kv.begin_write().expect("begin_write");
+                        w.put(NODES, &[t, i], &[i]).expect("put");
+                        w.commit().expect("commit");
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 8, "every thread finished");
+        assert_eq!(kv.snapshot().expect("snapshot").count(NODES).expect("count"), 160);
+        assert_eq!(kv.pool.peak(), 2, "the pool opened more than its cap, or never used it all");
+    }
+
+    #[test]
+    fn postgres_pool_of_one_wakes_a_waiter_when_the_connection_comes_back() {
+        let Some(url) = testing::fresh_url() else { return };
+        let kv = PgKv::open(&url, 1).expect("open");
+        let held = kv.snapshot().expect("snapshot");
+        std::thread::scope(|s| {
+            let h = s.spawn(|| kv.snapshot().map(|_| ()));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+            h.join().expect("waiter").expect("the waiter got the connection given back");
+        });
+        assert_eq!(kv.pool.peak(), 1);
+    }
+
+    /// Round trips of `f` on `db`'s server.
+    fn trips_of<T>(db: &crate::Db, f: impl FnOnce() -> T) -> (T, u64) {
+        let before = db.inner.kv.round_trips();
+        let out = f();
+        (out, db.inner.kv.round_trips() - before)
+    }
+
+    #[test]
+    fn postgres_subgraph_and_shortest_path_fetch_each_level_in_a_few_round_trips() {
+        use crate::{Direction, EdgeInput, NodeInput, PathOptions, RootKey};
+        let Some(url) = testing::fresh_url() else { return };
+        // No page cache: every page a query needs comes from the server.
+        let db = crate::Db::builder().cache_size(0).open_postgres(&url, RootKey::from_bytes([9; 32])).expect("open");
+        let org = db.create_org("acme").expect("org");
+        // a → 40 middles → 40 lasts (one each) → b: subgraph(a, 2) has 81 nodes, the path a→b
+        // has 3 hops and both of its middle levels have 40 nodes.
+        const WIDTH: usize = 40;
+        let mut w = org.write().expect("write");
+        let a = w.upsert_node(NodeInput::new("n").source("s", "a")).expect("node");
+        let b = w.upsert_node(NodeInput::new("n").source("s", "b")).expect("node");
+        for i in 0..WIDTH {
+            let m = w.upsert_node(NodeInput::new("n").source("s", format!("m{i}"))).expect("node");
+            let l = w.upsert_node(NodeInput::new("n").source("s", format!("l{i}"))).expect("node");
+            w.add_edge(EdgeInput::new(a, m, "to")).expect("edge");
+            w.add_edge(EdgeInput::new(m, l, "to")).expect("edge");
+            w.add_edge(EdgeInput::new(l, b, "to")).expect("edge");
+        }
+        w.commit().expect("commit");
+
+        let r = org.read().expect("read");
+        let (sg, used) = trips_of(&db, || r.traverse(a).direction(Direction::Out).max_depth(2).subgraph());
+        let sg = sg.expect("subgraph");
+        assert_eq!(sg.nodes.len(), 1 + 2 * WIDTH);
+        assert_eq!(sg.edges.len(), 2 * WIDTH);
+        // Per level a page-0 and a further-page round trip, the last level's out-pages for the
+        // edges, and the state-tree nodes those pages are checked against (a few, cached after):
+        // one page at a time it would be over 2 × WIDTH.
+        assert!(used <= 16, "subgraph: {used} round trips");
+
+        let (path, used) = trips_of(&db, || r.shortest_path(a, b, &PathOptions::new().direction(Direction::Out)));
+        let path = path.expect("path").expect("a path");
+        assert_eq!(path.len(), 3);
+        assert!(used <= 16, "shortest path: {used} round trips");
     }
 
     #[test]
@@ -691,9 +917,9 @@ mod tests {
     #[test]
     fn postgres_schema_of_another_version_is_unsupported_format() {
         let Some(url) = testing::fresh_url() else { return };
-        let kv = PgKv::open(&url).unwrap();
+        let kv = PgKv::open(&url, DEFAULT_MAX_CONNECTIONS).unwrap();
         kv.execute_raw("UPDATE silo_schema SET version = 99").unwrap();
-        match PgKv::open(&url) {
+        match PgKv::open(&url, DEFAULT_MAX_CONNECTIONS) {
             Err(Error::UnsupportedFormat(m)) => assert!(m.contains("99"), "{m}"),
             other => panic!("expected UnsupportedFormat, got {other:?}"),
         }
@@ -706,7 +932,7 @@ mod tests {
         }
         // A closed loopback port.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        match PgKv::open(&format!("host=127.0.0.1 port={port} user=silo connect_timeout=5")) {
+        match PgKv::open(&format!("host=127.0.0.1 port={port} user=silo connect_timeout=5"), 4) {
             Err(Error::Storage(e)) => {
                 assert_eq!(e.operation(), "connect");
                 assert_eq!(e.reason(), StorageReason::Connection);

@@ -525,13 +525,23 @@ impl ReadTxn {
         Ok(Some(page))
     }
 
-    /// Fetches the adjacency pages of `nodes` in each of `dirs` that neither the cache nor an
+    /// Fetches the adjacency pages of `nodes` in direction `dir` that neither the cache nor an
     /// earlier prefetch holds, in one `get_many` for the pages 0 and one for the further pages of
     /// nodes that have more: a traversal calls it once per BFS level, so on a server backend a
     /// level costs two round trips, not two per node. A no-op on redb (a local read is as cheap
     /// one by one). Pages are opened and validated here; one that fails is left for
     /// [`ReadTxn::page`] to read again and report, so a prefetch never fails a walk that would
     /// not have read that page.
+    pub(crate) fn prefetch_direction(&self, nodes: impl Iterator<Item = u64>, dir: Direction) -> Result<()> {
+        let dirs: &[u8] = match dir {
+            Direction::Out => &[0],
+            Direction::In => &[1],
+            Direction::Both => &[0, 1],
+        };
+        self.prefetch_pages(nodes, dirs)
+    }
+
+    /// [`ReadTxn::prefetch_direction`] by page direction bytes (0 out, 1 in).
     pub(crate) fn prefetch_pages(&self, nodes: impl Iterator<Item = u64>, dirs: &[u8]) -> Result<()> {
         if self.org.inner.db.kv.kind() == BackendKind::Redb {
             return Ok(());

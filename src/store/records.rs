@@ -282,8 +282,13 @@ pub(crate) fn bits_for(entries: u64, current: u8) -> u8 {
 /// Maps `f` over `items` on all cores (sealing is pure CPU work), keeping the order; the first
 /// error wins.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    // Small sets first: `available_parallelism` reads cgroup files on every call (a syscall
+    // storm per commit otherwise).
+    if items.len() < 4096 {
+        return items.iter().map(&f).collect();
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if threads < 2 || items.len() < 4096 {
+    if threads < 2 {
         return items.iter().map(&f).collect();
     }
     let f = &f;

@@ -324,7 +324,10 @@ pub(crate) struct StateUpdate<'o> {
     /// Tree nodes that became empty.
     pub removes: Vec<RecordKey>,
     /// New nodes, sealed together (on all cores) at the end of `apply`.
-    pending: Vec<(RecordKey, TreeNode)>,
+    pending: Vec<(RecordKey, TreeNode, NodeKey)>,
+    /// The new nodes by cache key, to enter in the org's tree cache once the commit is durable
+    /// (filled when `apply` returns): the next commit then reads none of them back.
+    pub fresh: Vec<(NodeKey, Arc<TreeNode>)>,
 }
 
 /// Where a node being rewritten comes from.
@@ -349,7 +352,8 @@ impl<'o> StateUpdate<'o> {
         for (addr, v) in changes {
             by_kind[usize::from(addr.code)].entry(addr.leaf()).or_default().push((addr.slot(), v));
         }
-        let mut up = StateUpdate { org, version, puts: Vec::new(), removes: Vec::new(), pending: Vec::new() };
+        let mut up =
+            StateUpdate { org, version, puts: Vec::new(), removes: Vec::new(), pending: Vec::new(), fresh: Vec::new() };
         let mut out = *roots;
         for (code, leaves) in by_kind.iter().enumerate() {
             let Some((&max_leaf, _)) = leaves.last_key_value() else { continue };
@@ -368,9 +372,10 @@ impl<'o> StateUpdate<'o> {
             out.0[code] = if v == 0 { Root::default() } else { Root { depth, version: v } };
         }
         let pending = std::mem::take(&mut up.pending);
-        up.puts = super::records::par_map(&pending, |(key, node)| {
+        up.puts = super::records::par_map(&pending, |(key, node, _)| {
             Ok((*key, org.seal_record(TREE, key, Compartment::Core, version, node)?))
         })?;
+        up.fresh = pending.into_iter().map(|(_, node, ck)| (ck, Arc::new(node))).collect();
         Ok((out, up))
     }
 
@@ -434,7 +439,7 @@ impl<'o> StateUpdate<'o> {
             }
             return Ok(0);
         }
-        self.pending.push((key, node));
+        self.pending.push((key, node, (code, level, index, self.version)));
         Ok(self.version)
     }
 
@@ -445,7 +450,7 @@ impl<'o> StateUpdate<'o> {
         for l in depth + 1..=level {
             let node = TreeNode { entries: vec![(0, v)] };
             let key = self.org.tree_key(code, l, 0);
-            self.pending.push((key, node));
+            self.pending.push((key, node, (code, l, 0, self.version)));
             v = self.version;
         }
         Ok(v)

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use super::cache::{Bucket, Cached, Page, Records};
 use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
-use super::kv::{KvSnapshot, KvWrite};
+use super::kv::{BackendKind, KvSnapshot, KvWrite};
 use super::org::Org;
 use super::read::DensePage;
 use super::records::{bits_for, bucket_of, fingerprint, par_map, IndexHash, Owner};
@@ -190,6 +191,9 @@ pub struct WriteTxn {
     buckets: Mutex<HashMap<u32, Arc<BucketPage>>>,
     new_kinds: HashMap<String, u32>,
     stats: WriteStats,
+    /// The page-cache generation this transaction's base may read the org's cache at (`None`:
+    /// not at all), by the same rule as a read snapshot's (`ReadTxn::begin`).
+    cache_gen: Option<u64>,
     /// Held until the commit is durable or the transaction is dropped.
     _writer: WriterToken,
 }
@@ -225,6 +229,8 @@ impl WriteTxn {
         org.inner.db.group.writable()?;
         let writer = WriterLock::acquire(&org.inner.shared);
         let db = &org.inner.db;
+        let cache = &org.inner.shared.cache;
+        let g1 = cache.generation();
         let (base, entry) = if exclusive {
             let txn = db.begin_write()?;
             let entry = db.read_entry(&*txn, org.inner.tag, &org.inner.name)?;
@@ -239,6 +245,15 @@ impl WriteTxn {
         }
         // A rotation since this handle was opened added an epoch: learn its keys.
         org.inner.learn_epochs(&entry)?;
+        // The bulk loader writes pages straight into its transaction: it reads without the cache.
+        let cache_gen = if exclusive || !cache.enabled() {
+            None
+        } else if db.kv.kind() != BackendKind::Redb {
+            cache.observe(entry.commit_seq)
+        } else {
+            let g2 = cache.generation();
+            (g1 == g2 && g1.is_multiple_of(2)).then_some(g1)
+        };
         Ok(WriteTxn {
             org,
             base: Some(base),
@@ -267,6 +282,7 @@ impl WriteTxn {
             buckets: Mutex::new(HashMap::new()),
             new_kinds: HashMap::new(),
             stats: WriteStats::default(),
+            cache_gen,
             _writer: writer,
         })
     }
@@ -305,6 +321,12 @@ impl WriteTxn {
         self.org.inner.check_state(&self.start.roots, &|t, k| self.get(t, k), addr, key, sealed)
     }
 
+    /// A page of the org's page cache (decrypted and checked when it went in), if this
+    /// transaction's base may use the cache.
+    fn cached(&self, key: &RecordKey) -> Option<Cached> {
+        self.org.inner.shared.cache.get(&opaque_of(key), self.cache_gen?)
+    }
+
     /// Bucket `b` of the index as stored when this transaction began (empty if the index had
     /// no entries; a missing bucket of a non-empty index is `Corrupt`).
     fn stored_bucket(&self, b: u32) -> Result<Arc<BucketPage>> {
@@ -316,8 +338,13 @@ impl WriteTxn {
             BucketPage::default()
         } else {
             let key = self.org.inner.bucket_key(b);
-            let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
-            self.org.inner.open_bucket(&key, &sealed)?
+            match self.cached(&key) {
+                Some(Cached::Bucket(page)) => page.0.clone(),
+                _ => {
+                    let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+                    self.org.inner.open_bucket(&key, &sealed)?
+                }
+            }
         };
         let page = Arc::new(page);
         buckets.insert(b, page.clone());
@@ -334,11 +361,17 @@ impl WriteTxn {
 
     /// Page `page` of node or edge records as stored when this transaction began (empty if it
     /// held no record then: `next` is the next id as of begin).
-    fn stored_records<P: DensePage>(&self, page: u64, next: u64) -> Result<Vec<P::Rec>> {
+    fn stored_records<P: DensePage>(&self, page: u64, next: u64) -> Result<Vec<P::Rec>>
+    where
+        P::Rec: Clone,
+    {
         if first_of(page, P::PER) >= next {
             return Ok(Vec::new());
         }
         let key = P::key(&self.org.inner, page);
+        if let Some(r) = self.cached(&key).as_ref().and_then(P::unwrap) {
+            return Ok(r.0.clone());
+        }
         let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
         P::open(&self.org.inner, page, &key, &sealed)
     }
@@ -417,9 +450,19 @@ impl WriteTxn {
     fn page_mut(&mut self, id: PageId) -> Result<&mut Vec<AdjEntry>> {
         if !self.pages.contains_key(&id) {
             let key = self.org.inner.adj_key(id.0, id.1, id.2);
-            let addr = Addr::adj(id.0, id.1, id.2);
-            let sealed = self.fetch(addr, &key)?.ok_or_else(|| Error::corrupt("adj", &key))?;
-            let (_, entries) = self.org.inner.open_page(&key, &sealed)?;
+            // A cached page 0 of count 0 is a checked absence: then the stored page decides.
+            let cached = match self.cached(&key) {
+                Some(Cached::Adj(page)) if id.2 > 0 || page.pages > 0 => Some(page.entries.to_vec()),
+                _ => None,
+            };
+            let entries = match cached {
+                Some(entries) => entries,
+                None => {
+                    let addr = Addr::adj(id.0, id.1, id.2);
+                    let sealed = self.fetch(addr, &key)?.ok_or_else(|| Error::corrupt("adj", &key))?;
+                    self.org.inner.open_page(&key, &sealed)?.1
+                }
+            };
             self.pages.insert(id, entries);
         }
         self.pages.get_mut(&id).ok_or_else(|| Error::Internal("page vanished".into()))
@@ -923,10 +966,16 @@ impl WriteTxn {
             let (roots, up) =
                 StateUpdate::apply(&self.org.inner, &self.start.roots, &|t, k| self.get(t, k), changes, version)?;
             self.entry.state_root = roots.encode();
-            (up.seals(), up.puts, up.removes)
+            (up.seals(), up.puts, up.removes, up.fresh)
         };
         let base = self.base.take().ok_or_else(|| Error::Internal("transaction already finished".into()))?;
         let org = self.org.inner.clone();
+        // Write-through: the pages a small commit writes go into the page cache once it is
+        // durable, so this instance's next commit (or read) of the org fetches none of them.
+        let through = org.shared.cache.enabled()
+            && !matches!(base, Base::Exclusive(_))
+            && node_pages.len() + edge_pages.len() + self.dirty_pages.len() + buckets.len() <= WRITE_THROUGH_PAGES;
+        let mut fresh: Vec<([u8; 16], Cached)> = Vec::new();
         let mut seals: u64 = extra_seals + state.0;
         let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len() + extra_pages.len());
         changed_pages.extend_from_slice(extra_pages);
@@ -942,7 +991,13 @@ impl WriteTxn {
             let key = org.node_page_key(page_of(p.first, NODES_PER_PAGE));
             Ok((key, org.seal_record(NODES, &key, Compartment::Core, version, p)?))
         })?;
-        drop(node_pages);
+        if through {
+            for (p, (k, _)) in node_pages.into_iter().zip(&rows) {
+                fresh.push((opaque_of(k), Cached::Nodes(Arc::new(Records(p.nodes)))));
+            }
+        } else {
+            drop(node_pages);
+        }
         seals += rows.len() as u64;
         changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(NODES, rows);
@@ -951,24 +1006,36 @@ impl WriteTxn {
             let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
             Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
         })?;
-        drop(edge_pages);
+        if through {
+            for (p, (k, _)) in edge_pages.into_iter().zip(&rows) {
+                fresh.push((opaque_of(k), Cached::Edges(Arc::new(Records(p.edges)))));
+            }
+        } else {
+            drop(edge_pages);
+        }
         seals += rows.len() as u64;
         changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(EDGES, rows);
 
         let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
+        let count_of = |&(node, dir, p): &PageId| match (p, self.nodes.get(&node)) {
+            (0, Some(n)) if dir == 0 => Ok(n.out_pages),
+            (0, Some(n)) => Ok(n.in_pages),
+            (0, None) => Err(Error::Internal("page 0 changed without its node".into())),
+            _ => Ok(0),
+        };
         let rows = par_map(&ids, |id| {
             let (node, dir, p) = *id;
             let entries = self.pages.get(id).ok_or_else(|| Error::Internal("dirty page not loaded".into()))?;
-            let count = match (p, self.nodes.get(&node)) {
-                (0, Some(n)) if dir == 0 => n.out_pages,
-                (0, Some(n)) => n.in_pages,
-                (0, None) => return Err(Error::Internal("page 0 changed without its node".into())),
-                _ => 0,
-            };
             let key = org.adj_key(node, dir, p);
-            Ok((key, org.seal_page(&key, version, &encode_page(count, entries))?))
+            Ok((key, org.seal_page(&key, version, &encode_page(count_of(id)?, entries))?))
         })?;
+        if through {
+            for (id, (k, _)) in ids.iter().zip(&rows) {
+                let entries = self.pages.get(id).ok_or_else(|| Error::Internal("dirty page not loaded".into()))?;
+                fresh.push((opaque_of(k), Cached::Adj(Arc::new(Page::new(count_of(id)?, entries.clone())))));
+            }
+        }
         seals += rows.len() as u64;
         changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(ADJ, rows);
@@ -992,7 +1059,13 @@ impl WriteTxn {
             let key = org.bucket_key(*b);
             Ok((key, org.seal_record(INDEX, &key, Compartment::Core, version, page)?))
         })?;
-        drop(buckets);
+        if through {
+            for ((_, page), (k, _)) in buckets.into_iter().zip(&rows) {
+                fresh.push((opaque_of(k), Cached::Bucket(Arc::new(Bucket(page)))));
+            }
+        } else {
+            drop(buckets);
+        }
         seals += rows.len() as u64;
         changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(INDEX, rows);
@@ -1037,10 +1110,16 @@ impl WriteTxn {
             removes: vec![(PROPS, removed), (TREE, state.2)],
             audit: Some(audit),
             changed_pages,
+            fresh,
+            fresh_tree: state.3,
         };
         Ok((set, base, std::mem::take(&mut self.new_kinds), self._writer))
     }
 }
+
+/// At most this many pages go into the page cache after a commit (write-through); a larger
+/// commit (an import) only invalidates what it changed.
+const WRITE_THROUGH_PAGES: usize = 64;
 
 /// Poisons the group committer (the `Db` refuses writes) if dropped during a panic.
 struct PoisonOnPanic<'a>(&'a super::commit::GroupCommit);

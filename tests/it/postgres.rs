@@ -343,8 +343,10 @@ fn postgres_server_restart_is_a_clear_error_then_recovers_without_reopening() {
     let a = w.upsert_node(NodeInput::new("n").source("s", "a")).unwrap();
     w.commit().unwrap();
 
-    // A snapshot open across a restart: its next read fails clearly.
-    let r = org.read().unwrap();
+    // A snapshot open across a restart: its next read of the server fails clearly (a second
+    // handle, whose page cache does not hold what the first one's commit wrote through).
+    let reader = s.open(root()).unwrap();
+    let r = reader.org("acme").unwrap().read().unwrap();
     pg_ctl("restart");
     match r.node(a) {
         Err(Error::Storage(e)) => {
@@ -475,4 +477,205 @@ fn postgres_key_lifecycle_custody_secrets_rotation_rekey_and_shredding() {
     assert!(matches!(c.org("globex"), Err(Error::OrgNotFound(_))));
     assert!(matches!(open(2).unwrap().org("globex"), Err(Error::OrgNotFound(_))));
     check(&open(2).unwrap(), "acme");
+}
+
+#[test]
+fn postgres_two_instances_creating_one_org_name_one_wins_the_other_gets_org_exists() {
+    let Some(s) = Schema::new("create_race") else { return };
+    let dbs = [s.open(root()).unwrap(), s.open(root()).unwrap()];
+    let barrier = std::sync::Barrier::new(2);
+    for round in 0..40 {
+        // The same name from both instances at once; then two different names at once (both
+        // rewrite the database root's membership: neither may fail).
+        for same in [true, false] {
+            let results: Vec<silograph::Result<silograph::Org>> = std::thread::scope(|sc| {
+                let hs: Vec<_> = dbs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, db)| {
+                        let name = if same { format!("same-{round}") } else { format!("own-{round}-{i}") };
+                        let barrier = &barrier;
+                        sc.spawn(move || {
+                            barrier.wait();
+                            db.create_org(&name)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            if same {
+                let won = results.iter().filter(|r| r.is_ok()).count();
+                assert_eq!(won, 1, "round {round}: {won} instances created the same org");
+                for r in &results {
+                    match r {
+                        Ok(_) => {}
+                        Err(Error::OrgExists(n)) => assert_eq!(n, &format!("same-{round}")),
+                        Err(e) => panic!("round {round}: the loser got {e:?}, not OrgExists"),
+                    }
+                }
+            } else {
+                for r in &results {
+                    assert!(r.is_ok(), "round {round}: creating a distinct name failed: {:?}", r.as_ref().err());
+                }
+            }
+        }
+    }
+    let mut names = dbs[1].list_orgs().unwrap();
+    names.sort();
+    assert_eq!(names.len(), 40 * 3);
+    assert!(dbs[0].verify().unwrap().is_ok());
+    assert!(s.open(root()).is_ok(), "the registry and the database root agree after the races");
+}
+
+/// What instance B's handle does after instance A deleted its org: reads and writes are
+/// `OrgNotFound`, nothing else.
+fn assert_gone(org: &silograph::Org, what: &str) {
+    match org.read().and_then(|r| r.counts().map(|_| ())) {
+        Err(Error::OrgNotFound(n)) => assert_eq!(n, "acme"),
+        other => panic!("{what}: a read of a deleted org gave {other:?}"),
+    }
+    let w = org.write().and_then(|mut w| {
+        w.upsert_node(NodeInput::new("n").source("s", "late"))?;
+        w.commit()
+    });
+    match w {
+        Err(Error::OrgNotFound(n)) => assert_eq!(n, "acme"),
+        other => panic!("{what}: a write to a deleted org gave {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_org_deleted_by_another_instance_is_org_not_found_to_an_open_handle() {
+    let Some(s) = Schema::new("admin_delete") else { return };
+    let (a, b) = (s.open(root()).unwrap(), s.open(root()).unwrap());
+    a.create_org("acme").unwrap();
+    let held = b.org("acme").unwrap();
+    let mut w = held.write().unwrap();
+    let x = w.upsert_node(NodeInput::new("n").source("s", "x")).unwrap();
+    let y = w.upsert_node(NodeInput::new("n").source("s", "y")).unwrap();
+    w.add_edge(EdgeInput::new(x, y, "to")).unwrap();
+    w.commit().unwrap();
+    // B's page cache holds the org's pages (written through, then read).
+    assert_eq!(neighbors(&b, "acme", x), vec![y]);
+    assert!(held.read().unwrap().node(x).unwrap().is_some());
+
+    a.delete_org("acme").unwrap();
+    assert_gone(&held, "after delete");
+    assert_gone(&held, "again");
+    // Nothing came back: not in the registry, not to a new handle, not to B's other calls.
+    assert!(a.list_orgs().unwrap().is_empty());
+    assert!(b.list_orgs().unwrap().is_empty());
+    assert!(matches!(b.org("acme"), Err(Error::OrgNotFound(_))));
+    assert!(matches!(s.open(root()).unwrap().org("acme"), Err(Error::OrgNotFound(_))));
+    assert!(a.verify().unwrap().is_ok());
+    // The name can be taken again, as a new org: B's old handle stays dead to it (another
+    // seed, another org).
+    let again = a.create_org("acme").unwrap();
+    assert_eq!(again.read().unwrap().counts().unwrap(), (0, 0));
+    match held.read().and_then(|r| r.node(x)) {
+        Err(Error::OrgNotFound(_)) | Ok(None) => {}
+        other => panic!("the old handle read the new org's data or failed otherwise: {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_org_key_rotated_by_another_instance_keeps_an_open_handle_reading_and_writing() {
+    let Some(s) = Schema::new("admin_rotate") else { return };
+    let (a, b) = (s.open(root()).unwrap(), s.open(root()).unwrap());
+    a.create_org("acme").unwrap();
+    let held = b.org("acme").unwrap();
+    let (mut ids, mut extras) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let mut w = held.write().unwrap();
+        for i in 0..30i64 {
+            let n = w.upsert_node(NodeInput::new("n").source("s", format!("{round}-{i}")).prop("i", i)).unwrap();
+            if let Some(&prev) = ids.last() {
+                w.add_edge(EdgeInput::new(prev, n, "next")).unwrap();
+            }
+            ids.push(n);
+        }
+        w.commit().unwrap();
+        // Warm B's cache, then A re-seals every record under a new epoch.
+        assert!(neighbors(&b, "acme", ids[0]).contains(&ids[1]));
+        let report = a.rotate_org_key("acme").unwrap();
+        assert!(report.resealed > 0, "{report:?}");
+        // B reads everything (cache or not) and writes on top, learning the new epoch.
+        let r = held.read().unwrap();
+        assert_eq!(r.counts().unwrap().0, (ids.len() + extras.len()) as u64);
+        for (k, &id) in ids.iter().enumerate() {
+            assert!(r.node(id).unwrap().is_some(), "round {round}: node {k} lost");
+            assert_eq!(
+                r.node_props(id, Compartment::Raw).unwrap(),
+                vec![("i".to_string(), Value::from((k % 30) as i64))],
+                "round {round}: node {k}"
+            );
+        }
+        drop(r);
+        let mut w = held.write().unwrap();
+        let extra = w.upsert_node(NodeInput::new("n").source("s", format!("extra-{round}"))).unwrap();
+        w.add_edge(EdgeInput::new(ids[0], extra, "next")).unwrap();
+        w.commit().unwrap();
+        extras.push(extra);
+        let mut want = extras.clone();
+        want.push(ids[1]);
+        want.sort();
+        assert_eq!(neighbors(&b, "acme", ids[0]), want, "round {round}");
+        assert_eq!(neighbors(&a, "acme", ids[0]), want, "round {round}");
+    }
+    // A fresh instance sees all of it, and the store verifies.
+    let c = s.open(root()).unwrap();
+    let r = c.org("acme").unwrap().read().unwrap();
+    assert_eq!(r.counts().unwrap().0, (ids.len() + extras.len()) as u64);
+    assert!(c.verify().unwrap().is_ok());
+    assert!(a.verify().unwrap().is_ok());
+}
+
+#[test]
+fn postgres_connection_cap_makes_extra_threads_wait_and_is_never_exceeded() {
+    let Some(s) = Schema::new("cap") else { return };
+    let app = format!("silo_cap_{}", std::process::id());
+    let db = Db::builder()
+        .postgres_max_connections(2)
+        .open_postgres(&format!("{} application_name={app}", s.url), root())
+        .unwrap();
+    let orgs: Vec<_> = (0..8).map(|t| db.create_org(&format!("o{t}")).unwrap()).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let peak = std::thread::scope(|sc| {
+        let monitor = sc.spawn(|| {
+            let mut c = s.client();
+            let mut peak = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&app])
+                    .unwrap()
+                    .get(0);
+                peak = peak.max(n);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        let writers: Vec<_> = orgs
+            .iter()
+            .map(|org| {
+                sc.spawn(move || {
+                    for i in 0..15 {
+                        let mut w = org.write().unwrap();
+                        w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap();
+                        w.commit().unwrap();
+                        assert_eq!(org.read().unwrap().counts().unwrap().0, i + 1);
+                    }
+                })
+            })
+            .collect();
+        for h in writers {
+            h.join().expect("a writer failed");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        monitor.join().unwrap()
+    });
+    assert!(peak >= 1, "the monitor saw none of the pool's connections");
+    assert!(peak <= 2, "{peak} connections open at once, cap 2");
+    for org in &orgs {
+        assert_eq!(org.read().unwrap().counts().unwrap().0, 15);
+    }
 }
