@@ -533,12 +533,27 @@ impl DbInner {
 
     pub(crate) fn shared_for(&self, tag: OrgTag) -> Arc<org::OrgShared> {
         let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(tag)
-            .or_insert_with(|| {
-                let tree = (self.page_cache as u64 / 8).max(16 << 20);
-                Arc::new(org::OrgShared::new(PageCache::new(self.page_cache), tree))
-            })
-            .clone()
+        map.entry(tag).or_insert_with(|| self.new_shared()).clone()
+    }
+
+    fn new_shared(&self) -> Arc<org::OrgShared> {
+        let tree = (self.page_cache as u64 / 8).max(16 << 20);
+        Arc::new(org::OrgShared::new(PageCache::new(self.page_cache), tree))
+    }
+
+    /// The shared state of the org `incarnation` names (see `OrgShared::incarnation`). State of
+    /// an earlier org under the same tag (deleted by another instance, the name taken again) is
+    /// replaced, not reused: its cached tree nodes and kind names are keyed by versions and ids
+    /// the new org reuses.
+    pub(crate) fn shared_for_org(&self, tag: OrgTag, incarnation: [u8; 32]) -> Arc<org::OrgShared> {
+        let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = map.entry(tag).or_insert_with(|| self.new_shared());
+        if *shared.incarnation.get_or_init(|| incarnation) != incarnation {
+            let fresh = self.new_shared();
+            let _ = fresh.incarnation.set(incarnation);
+            *shared = fresh;
+        }
+        shared.clone()
     }
 
     /// Seals an org registry entry under the KEK, bound to its key.

@@ -24,6 +24,10 @@ pub(crate) struct OrgShared {
     /// State tree nodes, by (kind, level, index, version): a version names one content, so
     /// this cache is never invalidated (see `store::state`).
     pub tree: quick_cache::sync::Cache<super::state::NodeKey, Arc<crate::codec::TreeNode>, TreeWeight>,
+    /// Which org of this tag the state is of (a digest of its structure fingerprint and creation
+    /// time), set by the first handle: another instance may delete the org and create a new one
+    /// under the same name, whose versions and kind ids start over.
+    pub incarnation: std::sync::OnceLock<[u8; 32]>,
 }
 
 /// Weighs a cached tree node by its entries' bytes.
@@ -51,6 +55,7 @@ impl OrgShared {
             writer: Default::default(),
             kinds: RwLock::new(KindDict::default()),
             tree: quick_cache::sync::Cache::with_weighter(1024, tree_bytes, TreeWeight),
+            incarnation: std::sync::OnceLock::new(),
         }
     }
 
@@ -206,12 +211,20 @@ impl Org {
                 .map_err(|_| Error::corrupt(super::tables::ORGS.name, &tag.0))?,
         };
         let structure = crypto::derive_structure_keys(&structure_seed, &db.db_id, tag);
-        let shared = db.shared_for(tag);
         let mut scope = scope.to_vec();
         scope.sort();
         scope.dedup();
         let byok = byok.map(|k| crypto::ByokChain::derive(k, &db.db_id, tag, &scope));
         let structure_fp = structure_fingerprint(&structure, entry);
+        let incarnation: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::new()
+                .chain_update(structure_fp)
+                .chain_update(entry.created_at.to_le_bytes())
+                .finalize()
+                .into()
+        };
+        let shared = db.shared_for_org(tag, incarnation);
         let inner = OrgInner {
             structure_fp,
             db,

@@ -576,6 +576,27 @@ fn postgres_org_deleted_by_another_instance_is_org_not_found_to_an_open_handle()
         Err(Error::OrgNotFound(_)) | Ok(None) => {}
         other => panic!("the old handle read the new org's data or failed otherwise: {other:?}"),
     }
+    // The new org, written by A with other kinds and as many commits as the old one had: B
+    // (whose caches held the old org's pages, state-tree nodes and kind names under the same
+    // tag and commit counters) reads it as it is.
+    for (i, kind) in ["deal", "account"].iter().enumerate() {
+        let mut w = again.write().unwrap();
+        let n = w.upsert_node(NodeInput::new(*kind).source("crm", format!("{i}"))).unwrap();
+        w.add_edge(EdgeInput::new(n, n, "self")).unwrap();
+        w.commit().unwrap();
+    }
+    let fresh = b.org("acme").unwrap();
+    let r = fresh.read().unwrap();
+    assert_eq!(r.counts().unwrap(), (2, 2));
+    let n0 = r.lookup("crm", "0").unwrap().expect("the new org's node");
+    assert_eq!(r.node(n0).unwrap().unwrap().kind, "deal", "a kind name of the deleted org");
+    assert!(r.lookup("s", "x").unwrap().is_none(), "the deleted org's node resurfaced");
+    drop(r);
+    let mut w = fresh.write().unwrap();
+    w.upsert_node(NodeInput::new("deal").source("crm", "b")).unwrap();
+    w.commit().unwrap();
+    assert!(b.verify().unwrap().is_ok());
+    assert_eq!(a.org("acme").unwrap().read().unwrap().counts().unwrap().0, 3);
 }
 
 #[test]
