@@ -209,6 +209,12 @@ impl Db {
             skip: marker.done,
         };
         let mut import = Importer::start(self, BundleOrg::of(&old, &digest), None, inner.begin_write()?, Some(keep))?;
+        // The importer's handle on the new keys registered fresh per-org state for the tag (a new
+        // incarnation); until the switch the org is the old one, whose writers must keep meeting
+        // the writer lock held above.
+        if new_tag == oi.tag {
+            inner.shared.lock().unwrap_or_else(|p| p.into_inner()).insert(oi.tag, oi.shared.clone());
+        }
         let batch = inner.rekey_batch as u64;
         let mut batches = 1;
         for item in &items {
@@ -230,6 +236,13 @@ impl Db {
         }
         {
             let w = import.w()?;
+            // The copy is of the org as it was when it began: if anything committed to the org
+            // since (the writer lock excludes this process's writers; this catches any other
+            // path), the switch must not drop it. The partial copy stays and is redone.
+            let now = inner.read_entry(w, oi.tag, name)?;
+            if now.commit_seq != marker.base || now.audit_seq != marker.audits {
+                return Err(Error::Conflict(name.to_owned()));
+            }
             for table in ORG_TABLES {
                 for (k, v) in w.scan_prefix(table, &oi.tag.0)? {
                     if new_tag != oi.tag || envelope::peek_version(&v, table.name, &k)? <= old.commit_seq {
