@@ -537,3 +537,36 @@ fn other_orgs_commit_between_the_batches_of_a_rekey() {
     assert_eq!(db.org("beta").unwrap().read().unwrap().counts().unwrap().0, commits);
     assert!(db.verify().unwrap().is_ok());
 }
+
+#[test]
+fn a_handle_opened_during_a_rekey_waits_for_it_and_its_write_is_kept() {
+    let path = tmp("rekey-new-handle.silo");
+    let db = small_batches().open(&path, root_key(1)).unwrap();
+    add_people(&db.create_org("acme").unwrap(), 0, 150);
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut done = 0u64;
+            for i in 0..20u64 {
+                // A new handle each time: it may open the org during the re-key.
+                let org = db.org("acme").unwrap();
+                let Ok(mut w) = org.write() else { continue };
+                w.upsert_node(NodeInput::new("person").source("crm", format!("late{i}"))).unwrap();
+                if w.commit().is_ok() {
+                    done += 1;
+                }
+            }
+            done
+        })
+    };
+    let rekeyed = db.rekey_org("acme");
+    let done = writer.join().unwrap();
+    assert!(matches!(rekeyed, Ok(_) | Err(Error::Conflict(_))), "{rekeyed:?}");
+    // Every write that committed is there, re-keyed or not.
+    let org = db.org("acme").unwrap();
+    let r = org.read().unwrap();
+    let kept = (0..20).filter(|i| r.lookup("crm", &format!("late{i}")).unwrap().is_some()).count() as u64;
+    assert_eq!(kept, done, "a write committed during the re-key was lost");
+    assert_eq!(r.counts().unwrap().0, 150 + done);
+    assert!(db.verify().unwrap().is_ok());
+}
