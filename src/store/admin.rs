@@ -84,11 +84,16 @@ impl DbInner {
         custody.0.destroy(&crate::CustodyKeyId(id))
     }
 
+    /// The epoch number after every epoch `entry` has had.
+    pub(crate) fn next_epoch(entry: &OrgEntry) -> Result<u32> {
+        let next = entry.epochs.iter().map(|e| e.epoch).max().unwrap_or(0).checked_add(1);
+        next.ok_or_else(|| Error::invalid(InputKind::Exhausted, "key epochs exhausted"))
+    }
+
     /// Starts a new key epoch for `entry` (fresh random seed; BYOK: none, its keys derive from
     /// the host key) and schedules the re-sealing of every record into it.
     pub(crate) fn start_epoch(entry: &mut OrgEntry) -> Result<u32> {
-        let next = entry.epochs.iter().map(|e| e.epoch).max().unwrap_or(0).checked_add(1);
-        let next = next.ok_or_else(|| Error::invalid(InputKind::Exhausted, "key epochs exhausted"))?;
+        let next = DbInner::next_epoch(entry)?;
         let seed = if entry.byok { Vec::new() } else { Secret::generate()?.expose().to_vec() };
         entry.epochs.push(EpochEntry { epoch: next, seed, seal_count: 0 });
         entry.current_epoch = next;

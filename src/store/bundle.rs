@@ -500,7 +500,7 @@ impl Importer {
         check_name("org name", &meta.name, MAX_NAME_LEN)?;
         let tag = db.inner.new_tag(&meta.name);
         let wtx = db.inner.begin_write()?;
-        if wtx.get(ORGS, &tag.0)?.is_some() || db.inner.find_org(&*wtx, &meta.name)?.is_some() {
+        if db.inner.name_taken(&*wtx, tag, &meta.name)? {
             return Err(Error::OrgExists(meta.name));
         }
         Importer::start(db, meta, byok, wtx, None)

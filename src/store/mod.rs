@@ -680,6 +680,12 @@ impl DbInner {
         Ok(None)
     }
 
+    /// Whether a new org called `name` (to be tagged `tag`) cannot be created: an org of that
+    /// name exists under any generation's tag (deleted or not), or another org holds `tag`.
+    pub(crate) fn name_taken(&self, kv: &dyn KvRead, tag: OrgTag, name: &str) -> Result<bool> {
+        Ok(kv.get(ORGS, &tag.0)?.is_some() || self.find_org(kv, name)?.is_some())
+    }
+
     /// The tag of the org called `name` (deleted or not): `OrgNotFound` if there is none.
     pub(crate) fn tag_of(&self, kv: &dyn KvRead, name: &str) -> Result<OrgTag> {
         check_name("org name", name, MAX_NAME_LEN)?;
@@ -772,7 +778,7 @@ impl Db {
         for attempt in 1..=ATTEMPTS {
             (entry.commit_seq, entry.audit_seq, entry.audit_head) = (start.0, start.1, start.2.clone());
             let mut wtx = inner.begin_write()?;
-            if wtx.get(ORGS, &tag.0)?.is_some() || inner.find_org(&*wtx, &entry.name)?.is_some() {
+            if inner.name_taken(&*wtx, tag, &entry.name)? {
                 return Err(Error::OrgExists(entry.name.clone()));
             }
             audit::append(&mut *wtx, &org.inner, entry, &inner.actor, "create-org", &[], now_ms())?;

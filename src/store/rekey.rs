@@ -293,11 +293,13 @@ impl Db {
                 },
             };
             match pending {
-                Some(m) if m.base == old.commit_seq && m.audits == old.audit_seq && m.tag == new_tag => {
-                    if old.epochs.iter().any(|e| e.epoch == m.epoch) {
-                        return Ok((m, true));
-                    }
-                    (Some(m), old.commit_seq)
+                Some(m)
+                    if m.base == old.commit_seq
+                        && m.audits == old.audit_seq
+                        && m.tag == new_tag
+                        && old.epochs.iter().any(|e| e.epoch == m.epoch) =>
+                {
+                    return Ok((m, true))
                 }
                 other => (other, old.commit_seq),
             }
@@ -315,8 +317,7 @@ impl Db {
             let current = e.current_epoch;
             e.epochs.retain(|x| x.epoch != m.epoch || x.epoch == current);
         }
-        let epoch = e.epochs.iter().map(|x| x.epoch).max().unwrap_or(0).checked_add(1);
-        let epoch = epoch.ok_or_else(|| Error::invalid(InputKind::Exhausted, "key epochs exhausted"))?;
+        let epoch = DbInner::next_epoch(&e)?;
         e.epochs.push(EpochEntry { epoch, seed: Secret::generate()?.expose().to_vec(), seal_count: 0 });
         let custody = match e.custody_id.is_empty() {
             true => inner.new_custody()?,
