@@ -183,8 +183,9 @@ impl Db {
         // The copy, from the org as it stands (its writers wait on the lock held above).
         let snap = inner.kv.snapshot()?;
         let old = inner.read_entry(&*snap, oi.tag, name)?;
+        // Another instance (PostgreSQL) is not held off by this process's writer lock.
         if old.commit_seq != marker.base || old.audit_seq != marker.audits {
-            return Err(Error::Internal("the org changed under its writer lock".into()));
+            return Err(Error::Conflict(name.to_owned()));
         }
         oi.learn_epochs(&old)?;
         let items = tree_items(oi, &*snap, &old)?;
