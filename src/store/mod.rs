@@ -348,6 +348,11 @@ struct Meta {
     secrets: DbSecrets,
 }
 
+/// The root generation a header (from [`header_bytes`]) names.
+fn header_root_gen(header: &[u8]) -> Option<u32> {
+    header.get(30..34).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+}
+
 fn header_bytes(db_id: &[u8; 16], root_gen: u32) -> Vec<u8> {
     let mut h = Vec::with_capacity(34);
     h.extend_from_slice(MAGIC);
@@ -384,7 +389,7 @@ fn load_meta(kv: &dyn Kv, root: &RootKey) -> Result<Meta> {
     }
     let mut db_id = [0u8; 16];
     db_id.copy_from_slice(&header[14..30]);
-    let root_gen = u32::from_le_bytes([header[30], header[31], header[32], header[33]]);
+    let root_gen = header_root_gen(&header).ok_or_else(|| Error::corrupt(META.name, HEADER_KEY))?;
     let keys = RootKeys::derive(root, &db_id);
     let check = |key: &[u8]| -> Result<Zeroizing<Vec<u8>>> {
         let sealed = table.get(META, key)?.ok_or(Error::WrongKey)?;
@@ -641,9 +646,7 @@ impl DbInner {
     /// The root generation the stored header names.
     fn stored_root_gen(&self) -> Result<u32> {
         let header = self.kv.snapshot()?.get(META, HEADER_KEY)?.unwrap_or_default();
-        let gen: [u8; 4] =
-            header.get(30..34).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::corrupt(META.name, HEADER_KEY))?;
-        Ok(u32::from_le_bytes(gen))
+        header_root_gen(&header).ok_or_else(|| Error::corrupt(META.name, HEADER_KEY))
     }
 
     pub(crate) fn read_entry(&self, kv: &dyn KvRead, tag: OrgTag, name: &str) -> Result<OrgEntry> {
