@@ -10,9 +10,12 @@
 use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
 use super::state::Addr;
-use super::tables::{ADJ, EDGES};
+use super::tables::{ADJ, EDGES, NODES};
 use super::write::{NodeInput, WriteTxn};
-use crate::codec::{encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE, PAGE_CAPACITY};
+use crate::codec::{
+    decode_inline, encode_inline, encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE,
+    INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
+};
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
@@ -283,9 +286,40 @@ impl BulkLoader {
     ) -> Result<()> {
         let rec = self.w.node_for_update(node)?;
         let old_pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
-        // The pages to (re)write: the tail page if it has room, then new ones.
+        // The pages to (re)write: the tail page if it has room, then new ones. Without pages the
+        // entries are inline in the node record: they stay there while they fit, else they
+        // become the start of page 0.
         let mut first = old_pages;
         let mut current: Vec<AdjEntry> = Vec::new();
+        if old_pages == 0 {
+            let (degree, inline) = if dir == 0 { (rec.out_degree, &rec.out_adj) } else { (rec.in_degree, &rec.in_adj) };
+            let key = self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE));
+            current = decode_inline(inline).map_err(|_| Error::corrupt(NODES.name, &key))?;
+            if current.len() as u64 != degree {
+                return Err(Error::corrupt(NODES.name, &key));
+            }
+            if current.len() + len <= INLINE_MAX {
+                current.extend(run);
+                let bytes = encode_inline(&current);
+                let rec = self.w.node_for_update(node)?;
+                if dir == 0 {
+                    rec.out_degree += len as u64;
+                    rec.out_adj = bytes;
+                } else {
+                    rec.in_degree += len as u64;
+                    rec.in_adj = bytes;
+                }
+                // The page cache holds inline entries under the page-0 key.
+                self.changed_pages.push(super::write::opaque_of(&self.org.inner.adj_key(node, dir, 0)));
+                return Ok(());
+            }
+            let rec = self.w.node_for_update(node)?;
+            if dir == 0 {
+                rec.out_adj.clear();
+            } else {
+                rec.in_adj.clear();
+            }
+        }
         if old_pages > 0 {
             let tail = self.read_page(node, dir, old_pages - 1)?;
             if tail.len() < PAGE_CAPACITY {

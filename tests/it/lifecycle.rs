@@ -117,7 +117,8 @@ fn org_rotation_reseals_every_record_and_destroys_old_seeds() {
     }
     drop(db);
     let epochs = envelope_epochs(&path);
-    assert!(epochs.len() > 4000);
+    // Small nodes keep their adjacency inline in their node pages: fewer values than records.
+    assert!(epochs.len() > 2500, "{}", epochs.len());
     assert!(epochs.iter().all(|(_, e)| *e == 1), "a record is still under the old epoch");
 }
 
@@ -282,7 +283,7 @@ fn deleted_org_is_shredded_and_compaction_removes_its_bytes() {
     fill(&db, "victim", 50);
     drop(db);
     let victim = raw_records(&path);
-    assert!(victim.len() > 200);
+    assert!(victim.len() > 150, "{}", victim.len());
     let db = Db::open(&path, root_key(1)).unwrap();
     db.create_org("keeper").unwrap();
     fill(&db, "keeper", 50);

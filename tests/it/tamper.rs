@@ -276,6 +276,11 @@ fn build_fixture(disk: &SharedBytes) -> Vec<OrgSpec> {
     let e4 = w.add_edge(EdgeInput::new(p3, a1, "owns")).unwrap();
     let e5 = w.add_edge(EdgeInput::new(p2, d2, "owns").source("sf", "e2")).unwrap();
     let e6 = w.add_edge(EdgeInput::new(p1, p1, "emailed").source("gmail", "m3")).unwrap();
+    // More edges than a node record keeps inline: p3's out-entries and d2's in-entries are in
+    // adjacency pages, the other nodes' inline in their records.
+    for _ in 0..17 {
+        w.add_edge(EdgeInput::new(p3, d2, "owns")).unwrap();
+    }
     w.commit().unwrap();
     let mut w = acme.write().unwrap();
     w.set_time(1_700_000_100_000);
@@ -383,8 +388,9 @@ fn every_flipped_byte_of_every_stored_value_is_an_error() {
         assert!(!rows[t].is_empty(), "fixture wrote nothing to `{t}`");
     }
     let records: usize = rows.values().map(Vec::len).sum();
-    // Format v2 packs nodes, edges and index entries into pages: fewer, larger values.
-    assert!(records >= 35, "fixture has only {records} records");
+    // Format v2 packs nodes, edges and index entries into pages, and small nodes' adjacency into
+    // their node records: fewer, larger values.
+    assert!(records >= 30, "fixture has only {records} records");
     let start = Instant::now();
     let mut flips = 0usize;
     for (table, kvs) in &rows {
@@ -450,7 +456,7 @@ fn value_moved_onto_another_key_of_the_same_table_is_rejected() {
             }
         }
     }
-    assert!(same_org >= 60 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
+    assert!(same_org >= 40 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
 }
 
 #[test]
@@ -474,7 +480,7 @@ fn value_moved_into_another_table_is_rejected() {
             }
         }
     }
-    assert!(moved >= 250, "only {moved} values moved");
+    assert!(moved >= 200, "only {moved} values moved");
 }
 
 #[test]
@@ -516,10 +522,13 @@ fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
     let mut w = org.write().unwrap();
     let ids: Vec<NodeId> =
         (0..4).map(|i| w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap()).collect();
-    for &to in &ids[1..] {
-        w.add_edge(EdgeInput::new(ids[0], to, "to")).unwrap();
+    // 17 of each edge: more than a node record keeps inline, so every list is in pages.
+    for _ in 0..17 {
+        for &to in &ids[1..] {
+            w.add_edge(EdgeInput::new(ids[0], to, "to")).unwrap();
+        }
+        w.add_edge(EdgeInput::new(ids[3], ids[2], "to")).unwrap();
     }
-    w.add_edge(EdgeInput::new(ids[3], ids[2], "to")).unwrap();
     w.commit().unwrap();
     drop((org, db));
     let walks: Vec<(NodeId, Direction)> =
