@@ -50,9 +50,9 @@ pub struct NodeRecord {
     pub props: u8,
 }
 
-/// Node ids per node page (page `p` holds ids `p * 64 ..` — page 0 from id 1, as 0 is never
+/// Node ids per node page (page `p` holds ids `p * 16 ..` — page 0 from id 1, as 0 is never
 /// assigned).
-pub const NODES_PER_PAGE: u64 = 64;
+pub const NODES_PER_PAGE: u64 = 16;
 /// Edge ids per edge page.
 pub const EDGES_PER_PAGE: u64 = 128;
 

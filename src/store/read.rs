@@ -202,7 +202,12 @@ pub struct ReadTxn {
     /// Node pages fetched ahead for one traversal level (they hold most nodes' adjacency
     /// inline), for a snapshot the cache may not serve; cleared at the next level.
     prefetched_nodes: std::sync::Mutex<HashMap<u64, Arc<Records<NodeRecord>>>>,
+    /// Node pages this snapshot has read (only while the cache does not serve it).
+    touched: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
+
+/// Node pages a snapshot the page cache does not serve keeps decoded (those it reads twice).
+const SNAPSHOT_NODE_PAGES: usize = 256;
 
 impl std::fmt::Debug for ReadTxn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,6 +230,7 @@ impl ReadTxn {
                 facts: Default::default(),
                 prefetched: Default::default(),
                 prefetched_nodes: Default::default(),
+                touched: Default::default(),
                 org,
             };
             let seq = txn.facts()?.commit_seq;
@@ -239,6 +245,7 @@ impl ReadTxn {
             facts: std::sync::OnceLock::new(),
             prefetched: Default::default(),
             prefetched_nodes: Default::default(),
+            touched: Default::default(),
             org,
         })
     }
@@ -543,10 +550,42 @@ impl ReadTxn {
         Ok(Some(page))
     }
 
+    /// Whether this snapshot reads node page `page` for the first time (for snapshots the page
+    /// cache does not serve).
+    fn first_touch(&self, page: u64) -> bool {
+        self.touched.lock().is_ok_and(|mut t| t.insert(page))
+    }
+
     /// The entries of `node` in `dir` if its record keeps them inline (`Some(Some(_))`: no
     /// adjacency page), `Some(None)` if it has pages, `None` for an id this org never assigned.
     /// Inline entries must number the record's degree; a record with pages holds none inline.
     fn inline_entries(&self, node: u64, dir: u8) -> Result<Option<Option<Vec<AdjEntry>>>> {
+        let f = self.facts()?;
+        if node == 0 || node >= f.next_node {
+            return Ok(None);
+        }
+        let page = page_of(node, NODES_PER_PAGE);
+        let key = self.org.inner.node_page_key(page);
+        let held = self.cache_ok && self.cached(&key).is_some()
+            || self.prefetched_nodes.lock().is_ok_and(|m| m.contains_key(&page));
+        if !self.cache_ok && !held && self.first_touch(page) {
+            // Nothing keeps the decoded page: the first time, read the one record in place
+            // instead of deserializing all of them; a page read again (a walk) is decoded once
+            // and kept for this snapshot (at most `SNAPSHOT_NODE_PAGES` of them).
+            let sealed = self.fetch(Addr::node_page(page), &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
+            let first = first_of(page, NODES_PER_PAGE);
+            let expected = f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
+            let slot = (node - first) as usize;
+            return self.org.inner.node_adjacency(page, &key, &sealed, expected, slot, dir).map(Some);
+        }
+        if !self.cache_ok && !held {
+            let r = self.dense_page::<NodePage>(page)?;
+            if let Ok(mut m) = self.prefetched_nodes.lock() {
+                if m.len() < SNAPSHOT_NODE_PAGES {
+                    m.insert(page, r);
+                }
+            }
+        }
         let got = self.with_node(NodeId(node), |r| {
             let (pages, degree, inline) =
                 if dir == 0 { (r.out_pages, r.out_degree, &r.out_adj) } else { (r.in_pages, r.in_degree, &r.in_adj) };

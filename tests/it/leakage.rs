@@ -73,7 +73,7 @@ fn one_edge_commit_between_small_nodes_rewrites_their_node_pages_and_no_adjacenc
     eprintln!("rows a one-edge commit adds or rewrites: {diff:?}");
     // Both endpoints have few edges: their entries are inline in their node records, so no
     // adjacency page (no per-node key) changes. What changes are the node pages holding them
-    // (ids 10 and 200: pages 0 and 3): 64 ids each, not the endpoint's own record.
+    // (ids 11 and 201: pages 0 and 12): 16 ids each, not the endpoint's own record.
     assert_eq!(diff["adj"], 0, "{diff:?}");
     assert_eq!(diff["nodes"], 2, "{diff:?}");
     // The edge page of the new edge id, one index bucket (its source), one audit entry, the
@@ -101,7 +101,7 @@ fn one_edge_commit_from_a_hub_rewrites_the_hubs_adjacency_page() {
     // The hub's out-page (its opaque per-node key is visible to whoever diffs copies, as in
     // v1); the small target's entries are inline in its node record.
     assert_eq!(diff["adj"], 1, "{diff:?}");
-    // The node pages of both endpoints (ids 1 and 251: pages 0 and 3).
+    // The node pages of both endpoints (ids 1 and 251: pages 0 and 15).
     assert_eq!(diff["nodes"], 2, "{diff:?}");
     assert_eq!(diff["edges"] + diff["index"] + diff["audit"] + diff["orgs"], 4, "{diff:?}");
     assert_eq!(diff["props"] + diff["dict"], 0, "{diff:?}");
