@@ -501,7 +501,7 @@ fn verify_reports_the_exact_corrupt_record_and_its_node() {
     assert_eq!(bad.key, hex_of(&rows[1].1));
     let node = bad.node.expect("a node page names the first node it holds");
     assert!(ids.contains(&node));
-    assert!(node.0 == 1 || node.0 % 16 == 0, "{node:?} does not start a page");
+    assert!(node.0 == 1 || node.0.is_multiple_of(16), "{node:?} does not start a page");
     let r = db.org("acme").unwrap().read().unwrap();
     assert!(matches!(r.node(node), Err(Error::Corrupt { .. })), "the named node is one that fails to read");
     let last = NodeId(if node.0 == 1 { 15 } else { (node.0 + 15).min(150) });
