@@ -568,7 +568,8 @@ impl ReadTxn {
         let key = self.org.inner.node_page_key(page);
         let held = self.cache_ok && self.cached(&key).is_some()
             || self.prefetched_nodes.lock().is_ok_and(|m| m.contains_key(&page));
-        if !self.cache_ok && !held && self.first_touch(page) {
+        let room = || self.prefetched_nodes.lock().is_ok_and(|m| m.len() < SNAPSHOT_NODE_PAGES);
+        if !self.cache_ok && !held && (self.first_touch(page) || !room()) {
             // Nothing keeps the decoded page: the first time, read the one record in place
             // instead of deserializing all of them; a page read again (a walk) is decoded once
             // and kept for this snapshot (at most `SNAPSHOT_NODE_PAGES` of them).
@@ -581,9 +582,7 @@ impl ReadTxn {
         if !self.cache_ok && !held {
             let r = self.dense_page::<NodePage>(page)?;
             if let Ok(mut m) = self.prefetched_nodes.lock() {
-                if m.len() < SNAPSHOT_NODE_PAGES {
-                    m.insert(page, r);
-                }
+                m.insert(page, r);
             }
         }
         let got = self.with_node(NodeId(node), |r| {
