@@ -223,6 +223,20 @@ pub(crate) fn encode_inline(entries: &[AdjEntry]) -> Vec<u8> {
     data
 }
 
+/// The inline entries of one (node, direction) of a node record with `pages` adjacency pages,
+/// `degree` entries and `inline` bytes: `None` if the entries are in pages (then there must be
+/// no inline bytes), else the decoded entries, which must number `degree`.
+pub(crate) fn inline_of(pages: u32, degree: u64, inline: &[u8]) -> Result<Option<Vec<AdjEntry>>, CodecError> {
+    if pages > 0 {
+        return if inline.is_empty() { Ok(None) } else { Err(CodecError) };
+    }
+    let entries = decode_inline(inline)?;
+    if entries.len() as u64 != degree {
+        return Err(CodecError);
+    }
+    Ok(Some(entries))
+}
+
 /// Decodes [`encode_inline`]'s bytes: at most [`INLINE_MAX`] entries, nothing left over.
 pub(crate) fn decode_inline(bytes: &[u8]) -> Result<Vec<AdjEntry>, CodecError> {
     if bytes.is_empty() {

@@ -6,7 +6,7 @@
 mod adj;
 mod edges;
 
-pub(crate) use adj::{decode_inline, decode_page, encode_inline, encode_page};
+pub(crate) use adj::{decode_inline, decode_page, encode_inline, encode_page, inline_of};
 pub use adj::{AdjEntry, INLINE_MAX, PAGE_CAPACITY};
 
 use rkyv::rancor;

@@ -13,11 +13,14 @@ use super::state::Addr;
 use super::tables::{ADJ, EDGES, NODES};
 use super::write::{NodeInput, WriteTxn};
 use crate::codec::{
-    decode_inline, encode_inline, encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE,
+    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE,
     INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
+
+/// Edge pages a flush builds and seals at a time.
+const EDGE_PAGES_PER_BATCH: usize = 64;
 
 /// Default for [`BulkLoader::memory_budget`]: 128 MiB (about 400,000 buffered edges).
 pub const DEFAULT_BULK_BUDGET: usize = 128 << 20;
@@ -214,7 +217,9 @@ impl BulkLoader {
         self.w.count_bulk_edges(pending.len() as u64);
         let version = self.w.version();
         // Edge records go into edge pages of consecutive ids; a page this load already started
-        // (or one stored before it) is read back and extended.
+        // (or one stored before it) is read back and extended. Built and sealed a few dozen
+        // pages at a time, so the records of all buffered edges never exist at once.
+        let mut rows = Vec::new();
         let mut pages: Vec<EdgePage> = Vec::new();
         let mut i = 0;
         while i < pending.len() {
@@ -242,15 +247,17 @@ impl BulkLoader {
                 i += 1;
             }
             pages.push(EdgePage { first, edges });
+            if pages.len() >= EDGE_PAGES_PER_BATCH || i >= pending.len() {
+                rows.extend(par_map(&pages, |p| {
+                    let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
+                    Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
+                })?);
+                self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
+                pages.clear();
+            }
         }
-        let mut rows = par_map(&pages, |p| {
-            let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
-            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
-        })?;
         self.seals += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
-        self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
-        drop(pages);
         write_sorted(self.w.txn_mut()?, EDGES, &mut rows)?;
         drop(rows);
 
@@ -294,10 +301,7 @@ impl BulkLoader {
         if old_pages == 0 {
             let (degree, inline) = if dir == 0 { (rec.out_degree, &rec.out_adj) } else { (rec.in_degree, &rec.in_adj) };
             let key = self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE));
-            current = decode_inline(inline).map_err(|_| Error::corrupt(NODES.name, &key))?;
-            if current.len() as u64 != degree {
-                return Err(Error::corrupt(NODES.name, &key));
-            }
+            current = inline_of(0, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))?.unwrap_or_default();
             if current.len() + len <= INLINE_MAX {
                 current.extend(run);
                 let bytes = encode_inline(&current);

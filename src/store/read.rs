@@ -588,20 +588,12 @@ impl ReadTxn {
         let got = self.with_node(NodeId(node), |r| {
             let (pages, degree, inline) =
                 if dir == 0 { (r.out_pages, r.out_degree, &r.out_adj) } else { (r.in_pages, r.in_degree, &r.in_adj) };
-            if pages > 0 {
-                return if inline.is_empty() { Ok(None) } else { Err(()) };
-            }
-            match crate::codec::decode_inline(inline) {
-                Ok(entries) if entries.len() as u64 == degree => Ok(Some(entries)),
-                _ => Err(()),
-            }
+            crate::codec::inline_of(pages, degree, inline)
         })?;
         match got {
             None => Ok(None),
             Some(Ok(v)) => Ok(Some(v)),
-            Some(Err(())) => {
-                Err(Error::corrupt(NODES.name, &self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE))))
-            }
+            Some(Err(_)) => Err(Error::corrupt(NODES.name, &key)),
         }
     }
 

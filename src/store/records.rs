@@ -226,13 +226,7 @@ impl OrgInner {
             } else {
                 (r.in_pages.to_native(), r.in_degree.to_native(), r.in_adj.as_slice())
             };
-            if pages > 0 {
-                return if inline.is_empty() { Ok(None) } else { Err(()) };
-            }
-            match codec::decode_inline(inline) {
-                Ok(entries) if entries.len() as u64 == degree => Ok(Some(entries)),
-                _ => Err(()),
-            }
+            codec::inline_of(pages, degree, inline).map_err(|_| ())
         })()
         .map_err(|()| Error::corrupt(NODES.name, key));
         buf.as_mut_slice().zeroize();

@@ -14,7 +14,7 @@ use super::state::{Addr, Roots, StateUpdate};
 use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS, TREE};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{
-    decode_inline, encode_inline, encode_page, first_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage,
+    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage,
     NodeRecord, OrgEntry, PropMap, StoredValue, EDGES_PER_PAGE, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 use crate::error::{Error, InputKind, Result};
@@ -457,11 +457,7 @@ impl WriteTxn {
             } else {
                 (rec.in_pages, rec.in_degree, &rec.in_adj)
             };
-            if pages == 0 {
-                let entries = decode_inline(inline).map_err(|_| Error::corrupt(NODES.name, &key))?;
-                if entries.len() as u64 != degree {
-                    return Err(Error::corrupt(NODES.name, &key));
-                }
+            if let Some(entries) = inline_of(pages, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))? {
                 self.pages.insert(id, entries);
             }
         }
