@@ -627,3 +627,85 @@ fn corrupt_second_page_of_a_multi_page_node_yields_an_error_after_the_first_page
         poke(&mem, "adj", &page2_key, &page2);
     }
 }
+
+/// With the page cache off a snapshot reads a small node's inline adjacency in place from its
+/// node page (validated, not deserialized: `OrgInner::node_adjacency`), and keeps a page it
+/// reads twice. Either way a flipped byte anywhere in a node page, or an older copy of the page
+/// put back, fails the neighbor walk of every node on that page, whichever read comes first;
+/// it never reads as fewer or other neighbors, and nodes of other pages still read.
+#[test]
+fn inline_adjacency_read_without_the_cache_fails_closed_on_a_tampered_or_older_node_page() {
+    let disk = SharedBytes::default();
+    let open = |d: &SharedBytes| Db::builder().cache_size(0).open_with_backend(d.backend(), crate::common::root());
+    let ids: Vec<NodeId> = {
+        let db = open(&disk).unwrap();
+        let org = db.create_org("acme").unwrap();
+        let mut w = org.write().unwrap();
+        // 40 nodes: node pages of ids 1–15, 16–31 and 32–40; a ring plus chords, all inline.
+        let ids: Vec<NodeId> =
+            (0..40).map(|i| w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap()).collect();
+        for i in 0..40 {
+            w.add_edge(EdgeInput::new(ids[i], ids[(i + 1) % 40], "to")).unwrap();
+            w.add_edge(EdgeInput::new(ids[i], ids[(i * 7 + 3) % 40], "to")).unwrap();
+        }
+        w.commit().unwrap();
+        ids
+    };
+    let walk = |db: &Db| -> Vec<silograph::Result<Vec<NodeId>>> {
+        // One snapshot for all: the second and later nodes of a page hit the snapshot's memo.
+        let r = db.org("acme").unwrap().read().unwrap();
+        ids.iter()
+            .map(|&n| r.neighbors(n, Direction::Out).and_then(|it| it.map(|x| x.map(|x| x.node)).collect()))
+            .collect()
+    };
+    let baseline: Vec<Vec<NodeId>> = walk(&open(&disk).unwrap()).into_iter().map(|r| r.unwrap()).collect();
+    assert!(baseline.iter().all(|n| n.len() == 2));
+    let pristine = disk.snapshot();
+    let pages = dump(&disk, &["nodes"]).remove("nodes").unwrap();
+    assert_eq!(pages.len(), 3);
+    assert!(dump(&disk, &["adj"])["adj"].is_empty(), "every list is inline");
+    // An older copy of each node page: the pages after one more edge of every node.
+    let newer = SharedBytes::from_vec(pristine.clone());
+    {
+        let db = open(&newer).unwrap();
+        let mut w = db.org("acme").unwrap().write().unwrap();
+        for i in 0..40 {
+            w.add_edge(EdgeInput::new(ids[i], ids[(i + 2) % 40], "to")).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let newer_pages = dump(&newer, &["nodes"]).remove("nodes").unwrap();
+    let newer_bytes = newer.snapshot();
+    let mut cases = 0;
+    for (key, value) in &pages {
+        let mut tampered: Vec<(SharedBytes, String)> = Vec::new();
+        for i in [0, 30, value.len() / 2, value.len() - 1] {
+            let mut bad = value.clone();
+            bad[i] ^= 0x40;
+            let d = SharedBytes::from_vec(pristine.clone());
+            poke(&d, "nodes", key, &bad);
+            tampered.push((d, format!("byte {i} of node page {}", hex::encode(key))));
+        }
+        // The pristine page put back into the newer file: an older version.
+        let d = SharedBytes::from_vec(newer_bytes.clone());
+        assert!(newer_pages.iter().any(|(k, _)| k == key));
+        poke(&d, "nodes", key, value);
+        tampered.push((d, format!("older node page {}", hex::encode(key))));
+        for (d, case) in tampered {
+            let got = walk(&open(&d).unwrap());
+            // A changed version byte is `UnsupportedFormat`, everything else `Corrupt`.
+            let failed =
+                got.iter().filter(|r| matches!(r, Err(Error::Corrupt { .. } | Error::UnsupportedFormat(_)))).count();
+            assert!(got.iter().all(|r| r.is_ok() || failed > 0), "{case}: {got:?}");
+            assert!(failed >= 9, "{case}: only {failed} walks failed: {got:?}");
+            for (r, want) in got.iter().zip(&baseline) {
+                if let Ok(n) = r {
+                    // A node of an untouched page reads as before (the newer file: one more).
+                    assert!(n.starts_with(want), "{case}: {n:?} vs {want:?}");
+                }
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 15);
+}
