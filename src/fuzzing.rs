@@ -16,7 +16,7 @@ pub use redb;
 // The record types and the codec entry points the `record_decode` target builds inputs with.
 pub use crate::codec::{
     encode, AdjEntry, BucketPage, EdgePage, EdgeRecord, EpochEntry, NodePage, NodeRecord, OrgEntry, PropMap,
-    StoredValue, PAGE_CAPACITY,
+    StoredValue, INLINE_MAX, PAGE_CAPACITY,
 };
 
 /// An AES-256-GCM envelope key built from 32 raw bytes.
@@ -164,7 +164,16 @@ impl RecordHarness {
         let o = &self.org.inner;
         let key = self.storage_key(kind);
         match kind {
-            RecordKind::Node => o.open_node_page(0, &key, sealed).map(Decoded::Node),
+            RecordKind::Node => {
+                let page = o.open_node_page(0, &key, sealed)?;
+                // The inline adjacency entries are decoded as a reader decodes them.
+                for r in &page.nodes {
+                    for inline in [&r.out_adj, &r.in_adj] {
+                        codec::decode_inline(inline).map_err(|_| Error::corrupt(NODES.name, &key))?;
+                    }
+                }
+                Ok(Decoded::Node(page))
+            }
             RecordKind::Edge => o.open_edge_page(0, &key, sealed).map(Decoded::Edge),
             RecordKind::Bucket => o.open_bucket(&key, sealed).map(Decoded::Bucket),
             RecordKind::AdjPage => o.open_page(&key, sealed).map(|(p, e)| Decoded::AdjPage(p, e)),
@@ -186,6 +195,11 @@ impl RecordHarness {
 /// Packs a plaintext (compression, padding) exactly as the store does before sealing.
 pub fn pack(plain: &[u8]) -> Option<Vec<u8>> {
     codec::pack(plain).ok().map(|p| p.to_vec())
+}
+
+/// Encodes adjacency entries for a node record's inline lists exactly as the writer does.
+pub fn encode_inline(entries: &[AdjEntry]) -> Vec<u8> {
+    codec::encode_inline(entries)
 }
 
 /// Encodes adjacency entries into a page exactly as the writer does.

@@ -1,4 +1,5 @@
-//! Arbitrary bytes sealed WITH THE RIGHT KEY as each v2 page type (node page, edge page, index
+//! Arbitrary bytes sealed WITH THE RIGHT KEY as each v2 page type (node page with inline
+//! adjacency entries, edge page (column encoded), index
 //! bucket page, adjacency page, property map, org registry entry), opened through the store's
 //! own read path: the result is an error or a valid value, never a panic. Inputs start from a
 //! valid archive built from the input, which the input's mutations then damage — before packing
@@ -11,8 +12,8 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use silograph::fuzzing::{
-    encode, encode_adj_page, pack, AdjEntry, BucketPage, Decoded, EdgePage, EdgeRecord, EpochEntry, NodePage,
-    NodeRecord, PropMap, RecordHarness, RecordKind, StoredValue, PAGE_CAPACITY,
+    encode, encode_adj_page, encode_inline, pack, AdjEntry, BucketPage, Decoded, EdgePage, EdgeRecord, EpochEntry, NodePage,
+    NodeRecord, PropMap, RecordHarness, RecordKind, StoredValue, INLINE_MAX, PAGE_CAPACITY,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -71,6 +72,8 @@ enum Base {
         times: (i64, i64),
         degrees: (u64, u64),
         pages: (u32, u32),
+        /// Adjacency entries kept inline in every record (at most `INLINE_MAX` are used).
+        inline: Vec<Entry>,
     },
     Edge {
         count: u8,
@@ -140,10 +143,24 @@ enum Expect {
     Nothing,
 }
 
+fn entry(e: Entry) -> AdjEntry {
+    AdjEntry {
+        neighbor: e.neighbor,
+        edge: e.edge,
+        kind: e.kind,
+        valid_from: e.valid_from,
+        valid_to: e.valid_to,
+        recorded_at: e.recorded_at,
+        retracted_at: e.retracted_at,
+    }
+}
+
 fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
     let h = harness();
     match base {
-        Base::Node { count, kind, sources, times, degrees, pages } => {
+        Base::Node { count, kind, sources, times, degrees, pages, inline } => {
+            let inline: Vec<AdjEntry> = inline.into_iter().take(INLINE_MAX).map(entry).collect();
+            let out_adj = encode_inline(&inline);
             let rec = |id| NodeRecord {
                 id,
                 kind,
@@ -154,6 +171,8 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 in_degree: degrees.1,
                 out_pages: pages.0,
                 in_pages: pages.1,
+                out_adj: out_adj.clone(),
+                in_adj: Vec::new(),
                 props: (kind & 7) as u8,
             };
             let page = NodePage { first: 1, nodes: (1..=u64::from(count % 64)).map(rec).collect() };
@@ -178,18 +197,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
             (RecordKind::Edge, bytes, Expect::Edge(page))
         }
         Base::AdjPage { pages, entries, repeat } => {
-            let mut all: Vec<AdjEntry> = entries
-                .into_iter()
-                .map(|e| AdjEntry {
-                    neighbor: e.neighbor,
-                    edge: e.edge,
-                    kind: e.kind,
-                    valid_from: e.valid_from,
-                    valid_to: e.valid_to,
-                    recorded_at: e.recorded_at,
-                    retracted_at: e.retracted_at,
-                })
-                .collect();
+            let mut all: Vec<AdjEntry> = entries.into_iter().map(entry).collect();
             // Reach the page capacity boundary without needing huge inputs.
             if let Some(last) = all.last().copied() {
                 all.extend(std::iter::repeat_n(last, usize::from(repeat % 600)));

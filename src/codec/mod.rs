@@ -4,9 +4,10 @@
 //! bytes were authenticated: a format bug or a fuzzer never reaches unchecked memory.
 
 mod adj;
+mod edges;
 
-pub(crate) use adj::{decode_page, encode_page};
-pub use adj::{AdjEntry, PAGE_CAPACITY};
+pub(crate) use adj::{decode_inline, decode_page, encode_inline, encode_page, inline_of};
+pub use adj::{AdjEntry, INLINE_MAX, PAGE_CAPACITY};
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -35,18 +36,23 @@ pub struct NodeRecord {
     pub out_degree: u64,
     /// Number of incoming edge entries (retracted ones included).
     pub in_degree: u64,
-    /// Number of outgoing adjacency pages.
+    /// Number of outgoing adjacency pages; 0: the entries are inline, in `out_adj`.
     pub out_pages: u32,
-    /// Number of incoming adjacency pages.
+    /// Number of incoming adjacency pages; 0: the entries are inline, in `in_adj`.
     pub in_pages: u32,
+    /// The outgoing adjacency entries while there are at most [`INLINE_MAX`] and no page
+    /// (`out_pages == 0`), encoded as [`encode_inline`] writes them; empty otherwise.
+    pub out_adj: Vec<u8>,
+    /// The incoming adjacency entries, as `out_adj`.
+    pub in_adj: Vec<u8>,
     /// Bit `i` set: compartment `i` holds a property record for this node (so a missing one is
     /// detected, not read as "no properties").
     pub props: u8,
 }
 
-/// Node ids per node page (page `p` holds ids `p * 64 ..` — page 0 from id 1, as 0 is never
+/// Node ids per node page (page `p` holds ids `p * 16 ..` — page 0 from id 1, as 0 is never
 /// assigned).
-pub const NODES_PER_PAGE: u64 = 64;
+pub const NODES_PER_PAGE: u64 = 16;
 /// Edge ids per edge page.
 pub const EDGES_PER_PAGE: u64 = 128;
 
@@ -79,12 +85,14 @@ pub struct NodePage {
     pub nodes: Vec<NodeRecord>,
 }
 
-/// Consecutive edge records, sealed as one value: `edges[i].id == first + i`.
+/// Consecutive edge records, sealed as one value: `edges[i].id == first + i`. The records are
+/// archived as one delta/varint byte string (`codec::edges`), not as rkyv structs.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct EdgePage {
     /// The id of `edges[0]`.
     pub first: u64,
     /// The records, in id order, without gaps.
+    #[rkyv(with = edges::EdgeColumns)]
     pub edges: Vec<EdgeRecord>,
 }
 

@@ -10,11 +10,17 @@
 use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
 use super::state::Addr;
-use super::tables::{ADJ, EDGES};
+use super::tables::{ADJ, EDGES, NODES};
 use super::write::{NodeInput, WriteTxn};
-use crate::codec::{encode_page, first_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE, PAGE_CAPACITY};
+use crate::codec::{
+    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE,
+    INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
+};
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
+
+/// Edge pages a flush builds and seals at a time.
+const EDGE_PAGES_PER_BATCH: usize = 64;
 
 /// Default for [`BulkLoader::memory_budget`]: 128 MiB (about 400,000 buffered edges).
 pub const DEFAULT_BULK_BUDGET: usize = 128 << 20;
@@ -211,7 +217,9 @@ impl BulkLoader {
         self.w.count_bulk_edges(pending.len() as u64);
         let version = self.w.version();
         // Edge records go into edge pages of consecutive ids; a page this load already started
-        // (or one stored before it) is read back and extended.
+        // (or one stored before it) is read back and extended. Built and sealed a few dozen
+        // pages at a time, so the records of all buffered edges never exist at once.
+        let mut rows = Vec::new();
         let mut pages: Vec<EdgePage> = Vec::new();
         let mut i = 0;
         while i < pending.len() {
@@ -239,15 +247,17 @@ impl BulkLoader {
                 i += 1;
             }
             pages.push(EdgePage { first, edges });
+            if pages.len() >= EDGE_PAGES_PER_BATCH || i >= pending.len() {
+                rows.extend(par_map(&pages, |p| {
+                    let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
+                    Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
+                })?);
+                self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
+                pages.clear();
+            }
         }
-        let mut rows = par_map(&pages, |p| {
-            let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
-            Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
-        })?;
         self.seals += rows.len() as u64;
         self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
-        self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
-        drop(pages);
         write_sorted(self.w.txn_mut()?, EDGES, &mut rows)?;
         drop(rows);
 
@@ -283,9 +293,37 @@ impl BulkLoader {
     ) -> Result<()> {
         let rec = self.w.node_for_update(node)?;
         let old_pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
-        // The pages to (re)write: the tail page if it has room, then new ones.
+        // The pages to (re)write: the tail page if it has room, then new ones. Without pages the
+        // entries are inline in the node record: they stay there while they fit, else they
+        // become the start of page 0.
         let mut first = old_pages;
         let mut current: Vec<AdjEntry> = Vec::new();
+        if old_pages == 0 {
+            let (degree, inline) = if dir == 0 { (rec.out_degree, &rec.out_adj) } else { (rec.in_degree, &rec.in_adj) };
+            let key = self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE));
+            current = inline_of(0, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))?.unwrap_or_default();
+            if current.len() + len <= INLINE_MAX {
+                current.extend(run);
+                let bytes = encode_inline(&current);
+                let rec = self.w.node_for_update(node)?;
+                if dir == 0 {
+                    rec.out_degree += len as u64;
+                    rec.out_adj = bytes;
+                } else {
+                    rec.in_degree += len as u64;
+                    rec.in_adj = bytes;
+                }
+                // The page cache holds inline entries under the page-0 key.
+                self.changed_pages.push(super::write::opaque_of(&self.org.inner.adj_key(node, dir, 0)));
+                return Ok(());
+            }
+            let rec = self.w.node_for_update(node)?;
+            if dir == 0 {
+                rec.out_adj.clear();
+            } else {
+                rec.in_adj.clear();
+            }
+        }
         if old_pages > 0 {
             let tail = self.read_page(node, dir, old_pages - 1)?;
             if tail.len() < PAGE_CAPACITY {

@@ -83,6 +83,8 @@ impl Scrub for NodeRecord {
             s.zeroize();
             e.zeroize();
         }
+        self.out_adj.zeroize();
+        self.in_adj.zeroize();
     }
 }
 

@@ -199,7 +199,15 @@ pub struct ReadTxn {
     /// checked-missing page 0, which `page` then verifies against the node record); cleared at
     /// the next level.
     prefetched: std::sync::Mutex<HashMap<RecordKey, Option<Arc<Page>>>>,
+    /// Node pages fetched ahead for one traversal level (they hold most nodes' adjacency
+    /// inline), for a snapshot the cache may not serve; cleared at the next level.
+    prefetched_nodes: std::sync::Mutex<HashMap<u64, Arc<Records<NodeRecord>>>>,
+    /// Node pages this snapshot has read (only while the cache does not serve it).
+    touched: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
+
+/// Node pages a snapshot the page cache does not serve keeps decoded (those it reads twice).
+const SNAPSHOT_NODE_PAGES: usize = 256;
 
 impl std::fmt::Debug for ReadTxn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,6 +229,8 @@ impl ReadTxn {
                 snap,
                 facts: Default::default(),
                 prefetched: Default::default(),
+                prefetched_nodes: Default::default(),
+                touched: Default::default(),
                 org,
             };
             let seq = txn.facts()?.commit_seq;
@@ -234,6 +244,8 @@ impl ReadTxn {
             snap,
             facts: std::sync::OnceLock::new(),
             prefetched: Default::default(),
+            prefetched_nodes: Default::default(),
+            touched: Default::default(),
             org,
         })
     }
@@ -321,6 +333,15 @@ impl ReadTxn {
     }
 
     fn with_node<T>(&self, id: NodeId, f: impl FnOnce(&NodeRecord) -> T) -> Result<Option<T>> {
+        if id.0 != 0 && id.0 < self.facts()?.next_node {
+            let page = page_of(id.0, NODES_PER_PAGE);
+            let ahead = self.prefetched_nodes.lock().ok().and_then(|m| m.get(&page).cloned());
+            if let Some(r) = ahead {
+                let rec = r.0.get((id.0 - first_of(page, NODES_PER_PAGE)) as usize);
+                let rec = rec.ok_or_else(|| Error::corrupt(NODES.name, &self.org.inner.node_page_key(page)))?;
+                return Ok(Some(f(rec)));
+            }
+        }
         self.with_record::<NodePage, T>(id.0, f)
     }
 
@@ -487,9 +508,21 @@ impl ReadTxn {
     pub(crate) fn page(&self, node: u64, dir: u8, p: u32) -> Result<Option<Arc<Page>>> {
         let key = self.org.inner.adj_key(node, dir, p);
         if let Some(Cached::Adj(page)) = self.cached(&key) {
-            // In page 0, a page count of 0 marks a checked absence (no page there); later
-            // pages always carry 0.
-            return Ok((p > 0 || page.pages > 0).then_some(page));
+            // In page 0, a page count of 0 marks the inline entries of the node record (none:
+            // no neighbors there); later pages always carry 0.
+            return Ok((p > 0 || page.pages > 0 || !page.entries.is_empty()).then_some(page));
+        }
+        if p == 0 {
+            // The node record says whether its entries are inline or in pages.
+            match self.inline_entries(node, dir)? {
+                None => return Ok(None),
+                Some(Some(entries)) => {
+                    let page = Arc::new(Page::new(0, entries));
+                    self.remember(&key, Cached::Adj(page.clone()));
+                    return Ok((!page.entries.is_empty()).then_some(page));
+                }
+                Some(None) => {}
+            }
         }
         let addr = Addr::adj(node, dir, p);
         let ahead = self.prefetched.lock().ok().and_then(|mut m| m.remove(&key));
@@ -503,18 +536,10 @@ impl ReadTxn {
             }
             None => self.fetch(addr, &key)?,
         };
+        // The node record says there are pages (page 0 only comes here then): a removed page
+        // must not read as "no neighbors".
         let Some(sealed) = sealed else {
-            if p > 0 {
-                return Err(Error::corrupt(ADJ.name, &key));
-            }
-            // No page 0 is fine only if the node has no pages there (or was never assigned):
-            // a removed page must not read as "no neighbors".
-            let pages = self.with_node(NodeId(node), |r| if dir == 0 { r.out_pages } else { r.in_pages })?;
-            if pages.unwrap_or(0) > 0 {
-                return Err(Error::corrupt(ADJ.name, &key));
-            }
-            self.remember(&key, Cached::Adj(Arc::new(Page::new(0, Vec::new()))));
-            return Ok(None);
+            return Err(Error::corrupt(ADJ.name, &key));
         };
         let (pages, entries) = self.org.inner.open_page(&key, &sealed)?;
         if p == 0 && pages == 0 {
@@ -523,6 +548,53 @@ impl ReadTxn {
         let page = Arc::new(Page::new(pages, entries));
         self.remember(&key, Cached::Adj(page.clone()));
         Ok(Some(page))
+    }
+
+    /// Whether this snapshot reads node page `page` for the first time (for snapshots the page
+    /// cache does not serve).
+    fn first_touch(&self, page: u64) -> bool {
+        self.touched.lock().is_ok_and(|mut t| t.insert(page))
+    }
+
+    /// The entries of `node` in `dir` if its record keeps them inline (`Some(Some(_))`: no
+    /// adjacency page), `Some(None)` if it has pages, `None` for an id this org never assigned.
+    /// Inline entries must number the record's degree; a record with pages holds none inline.
+    fn inline_entries(&self, node: u64, dir: u8) -> Result<Option<Option<Vec<AdjEntry>>>> {
+        let f = self.facts()?;
+        if node == 0 || node >= f.next_node {
+            return Ok(None);
+        }
+        let page = page_of(node, NODES_PER_PAGE);
+        let key = self.org.inner.node_page_key(page);
+        let held = self.cache_ok && self.cached(&key).is_some()
+            || self.prefetched_nodes.lock().is_ok_and(|m| m.contains_key(&page));
+        let room = || self.prefetched_nodes.lock().is_ok_and(|m| m.len() < SNAPSHOT_NODE_PAGES);
+        if !self.cache_ok && !held && (self.first_touch(page) || !room()) {
+            // Nothing keeps the decoded page: the first time, read the one record in place
+            // instead of deserializing all of them; a page read again (a walk) is decoded once
+            // and kept for this snapshot (at most `SNAPSHOT_NODE_PAGES` of them).
+            let sealed = self.fetch(Addr::node_page(page), &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
+            let first = first_of(page, NODES_PER_PAGE);
+            let expected = f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
+            let slot = (node - first) as usize;
+            return self.org.inner.node_adjacency(page, &key, &sealed, expected, slot, dir).map(Some);
+        }
+        if !self.cache_ok && !held {
+            let r = self.dense_page::<NodePage>(page)?;
+            if let Ok(mut m) = self.prefetched_nodes.lock() {
+                m.insert(page, r);
+            }
+        }
+        let got = self.with_node(NodeId(node), |r| {
+            let (pages, degree, inline) =
+                if dir == 0 { (r.out_pages, r.out_degree, &r.out_adj) } else { (r.in_pages, r.in_degree, &r.in_adj) };
+            crate::codec::inline_of(pages, degree, inline)
+        })?;
+        match got {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(_)) => Err(Error::corrupt(NODES.name, &key)),
+        }
     }
 
     /// Fetches the adjacency pages of `nodes` in direction `dir` that neither the cache nor an
@@ -548,13 +620,73 @@ impl ReadTxn {
         }
         // The previous level's leftovers (pages the cache served instead) are of no more use.
         self.prefetched.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?.clear();
+        let nodes: Vec<u64> = nodes.collect();
+        // Node pages first: most nodes keep their entries inline, and the others' records say
+        // how many pages they have.
+        self.prefetch_node_pages(&nodes)?;
         let mut wanted: Vec<(u64, u8)> = Vec::new();
-        for n in nodes {
-            wanted.extend(dirs.iter().map(|&d| (n, d)));
+        for &n in &nodes {
+            for &d in dirs {
+                // Only nodes with pages there (or whose record is not at hand) need page 0.
+                let inline = self.prefetched_record(n, |r| if d == 0 { r.out_pages == 0 } else { r.in_pages == 0 });
+                if inline != Some(true) {
+                    wanted.push((n, d));
+                }
+            }
         }
         // Pages 0, then every further page of the nodes whose page 0 says there are more.
         let more = self.prefetch_round(wanted.iter().map(|&(n, d)| (n, d, 0)).collect())?;
         self.prefetch_round(more)?;
+        Ok(())
+    }
+
+    /// A node record already at hand (cached or prefetched), without reading anything.
+    fn prefetched_record<T>(&self, id: u64, f: impl FnOnce(&NodeRecord) -> T) -> Option<T> {
+        let page = page_of(id, NODES_PER_PAGE);
+        let recs = match self.cached(&self.org.inner.node_page_key(page)).as_ref().and_then(NodePage::unwrap) {
+            Some(r) => r,
+            None => self.prefetched_nodes.lock().ok()?.get(&page).cloned()?,
+        };
+        recs.0.get(id.checked_sub(first_of(page, NODES_PER_PAGE))? as usize).map(f)
+    }
+
+    /// One `get_many` of the node pages of `nodes` that neither the cache nor this level's
+    /// prefetch holds. Each is checked against the state tree and opened; one that fails is left
+    /// for the one-by-one read to report.
+    fn prefetch_node_pages(&self, nodes: &[u64]) -> Result<()> {
+        let f = self.facts()?;
+        let mut pages: Vec<u64> =
+            nodes.iter().filter(|&&n| n != 0 && n < f.next_node).map(|&n| page_of(n, NODES_PER_PAGE)).collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let mut held = self.prefetched_nodes.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?;
+        held.retain(|p, _| pages.binary_search(p).is_ok());
+        let keys: Vec<(u64, RecordKey)> = pages
+            .into_iter()
+            .filter(|p| !held.contains_key(p))
+            .map(|p| (p, NodePage::key(&self.org.inner, p)))
+            .filter(|(_, k)| self.cached(k).is_none())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&[u8]> = keys.iter().map(|(_, k)| k.as_slice()).collect();
+        let values = self.snap.get_many(NODES, &refs)?;
+        let get = |t: Table, k: &[u8]| self.get(t, k);
+        for ((page, key), sealed) in keys.into_iter().zip(values) {
+            let Some(sealed) = sealed else { continue };
+            if self.org.inner.check_state(&f.roots, &get, Addr::node_page(page), &key, Some(&sealed)).is_err() {
+                continue;
+            }
+            let Ok(records) = NodePage::open(&self.org.inner, page, &key, &sealed) else { continue };
+            let first = first_of(page, NODES_PER_PAGE);
+            if records.len() as u64 != f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first) {
+                continue;
+            }
+            let r = Arc::new(Records(records));
+            self.remember(&key, Cached::Nodes(r.clone()));
+            held.insert(page, r);
+        }
         Ok(())
     }
 

@@ -198,6 +198,41 @@ impl OrgInner {
         Ok(p)
     }
 
+    /// One record's adjacency facts in direction `dir` read in place from node page `page`
+    /// (validated, not deserialized): `(pages, degree, inline entries)`, where `None` entries
+    /// means the record has pages there. `expected` is the number of records the page must hold.
+    /// The same checks as [`OrgInner::open_node_page`] plus the inline entries' own.
+    pub(crate) fn node_adjacency(
+        &self,
+        page: u64,
+        key: &[u8],
+        sealed: &[u8],
+        expected: u64,
+        slot: usize,
+        dir: u8,
+    ) -> Result<Option<Vec<codec::AdjEntry>>> {
+        let mut buf = self.open(NODES, key, Compartment::Core, sealed)?;
+        let out = (|| {
+            let p = codec::access::<codec::ArchivedNodePage>(buf.as_slice()).map_err(|_| ())?;
+            let ids = p.nodes.iter().map(|n| n.id.to_native());
+            if !codec::dense_page_fits(page, NODES_PER_PAGE, p.first.to_native(), ids)
+                || p.nodes.len() as u64 != expected
+            {
+                return Err(());
+            }
+            let r = p.nodes.get(slot).ok_or(())?;
+            let (pages, degree, inline) = if dir == 0 {
+                (r.out_pages.to_native(), r.out_degree.to_native(), r.out_adj.as_slice())
+            } else {
+                (r.in_pages.to_native(), r.in_degree.to_native(), r.in_adj.as_slice())
+            };
+            codec::inline_of(pages, degree, inline).map_err(|_| ())
+        })()
+        .map_err(|()| Error::corrupt(NODES.name, key));
+        buf.as_mut_slice().zeroize();
+        out
+    }
+
     /// Opens edge page `page` (as [`OrgInner::open_node_page`]).
     pub(crate) fn open_edge_page(&self, page: u64, key: &[u8], sealed: &[u8]) -> Result<EdgePage> {
         let p: EdgePage = self.open_record(EDGES, key, Compartment::Core, sealed)?;

@@ -14,8 +14,8 @@ use super::state::{Addr, Roots, StateUpdate};
 use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS, TREE};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{
-    encode_page, first_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage, NodeRecord, OrgEntry,
-    PropMap, StoredValue, EDGES_PER_PAGE, NODES_PER_PAGE, PAGE_CAPACITY,
+    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage,
+    NodeRecord, OrgEntry, PropMap, StoredValue, EDGES_PER_PAGE, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, EdgeId, NodeId, SourceRef, Timestamp, Value};
@@ -448,6 +448,19 @@ impl WriteTxn {
     }
 
     fn page_mut(&mut self, id: PageId) -> Result<&mut Vec<AdjEntry>> {
+        if !self.pages.contains_key(&id) && id.2 == 0 {
+            // A (node, direction) without pages keeps its entries inline in the node record.
+            let key = self.org.inner.node_page_key(page_of(id.0, NODES_PER_PAGE));
+            let rec = self.node_mut(id.0)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
+            let (pages, degree, inline) = if id.1 == 0 {
+                (rec.out_pages, rec.out_degree, &rec.out_adj)
+            } else {
+                (rec.in_pages, rec.in_degree, &rec.in_adj)
+            };
+            if let Some(entries) = inline_of(pages, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))? {
+                self.pages.insert(id, entries);
+            }
+        }
         if !self.pages.contains_key(&id) {
             let key = self.org.inner.adj_key(id.0, id.1, id.2);
             // A cached page 0 of count 0 is a checked absence: then the stored page decides.
@@ -585,6 +598,8 @@ impl WriteTxn {
                     in_degree: 0,
                     out_pages: 0,
                     in_pages: 0,
+                    out_adj: Vec::new(),
+                    in_adj: Vec::new(),
                     props: 0,
                 };
                 self.nodes.insert(id, rec);
@@ -678,6 +693,28 @@ impl WriteTxn {
             .node_mut(node)?
             .ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {node}")))?;
         let pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
+        if pages == 0 {
+            // Inline while there are few entries; past `INLINE_MAX` they become page 0.
+            let inline = self.page_mut((node, dir, 0))?;
+            inline.push(e);
+            let spill = inline.len() > INLINE_MAX;
+            let rec = self
+                .node_mut(node)?
+                .ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {node}")))?;
+            let (degree, pages, adj) = if dir == 0 {
+                (&mut rec.out_degree, &mut rec.out_pages, &mut rec.out_adj)
+            } else {
+                (&mut rec.in_degree, &mut rec.in_pages, &mut rec.in_adj)
+            };
+            *degree += 1;
+            if spill {
+                *pages = 1;
+                adj.clear();
+            }
+            self.dirty_nodes.insert(node);
+            self.dirty_pages.insert((node, dir, 0));
+            return Ok(());
+        }
         let mut target = pages.checked_sub(1);
         if let Some(last) = target {
             if self.page_mut((node, dir, last))?.len() >= PAGE_CAPACITY {
@@ -731,10 +768,14 @@ impl WriteTxn {
             let rec = self.node_mut(node)?.ok_or_else(|| Error::corrupt(EDGES.name, &[]))?;
             let pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
             let mut found = false;
-            for p in 0..pages {
+            // No pages: the entries are inline (page 0 of `page_mut`).
+            for p in 0..pages.max(1) {
                 if let Some(e) = self.page_mut((node, dir, p))?.iter_mut().find(|e| e.edge == edge.0) {
                     e.retracted_at = now;
                     self.dirty_pages.insert((node, dir, p));
+                    if pages == 0 {
+                        self.dirty_nodes.insert(node);
+                    }
                     found = true;
                     break;
                 }
@@ -782,6 +823,32 @@ impl WriteTxn {
             return Err(Error::invalid(InputKind::UnknownEdge, format!("unknown edge {}", edge.0)));
         }
         Ok(self.props_mut(Owner::Edge(edge.0), c)?.remove(name))
+    }
+
+    /// Moves the changed entries of every (node, direction) without pages into its node record
+    /// (`out_adj` / `in_adj`): they are not written as adjacency pages. Returns those
+    /// (node, direction, 0) ids.
+    fn fold_inline(&mut self) -> Result<Vec<PageId>> {
+        let mut inline: Vec<PageId> = Vec::new();
+        for &(node, dir, p) in &self.dirty_pages {
+            let rec = self.nodes.get(&node).ok_or_else(|| Error::Internal("page changed without its node".into()))?;
+            if p == 0 && (if dir == 0 { rec.out_pages } else { rec.in_pages }) == 0 {
+                inline.push((node, dir, p));
+            }
+        }
+        for id in &inline {
+            self.dirty_pages.remove(id);
+            let bytes =
+                encode_inline(self.pages.get(id).ok_or_else(|| Error::Internal("inline page not loaded".into()))?);
+            let rec = self.nodes.get_mut(&id.0).ok_or_else(|| Error::Internal("node vanished".into()))?;
+            if id.1 == 0 {
+                rec.out_adj = bytes;
+            } else {
+                rec.in_adj = bytes;
+            }
+            self.dirty_nodes.insert(id.0);
+        }
+        Ok(inline)
     }
 
     /// The node pages this transaction changes: each stored page with its changed and new
@@ -940,6 +1007,7 @@ impl WriteTxn {
                 };
             }
         }
+        let inline = self.fold_inline()?;
         // Everything that reads stored pages happens before the snapshot is released.
         let node_pages = self.merged_node_pages()?;
         let edge_pages = self.merged_edge_pages()?;
@@ -1039,6 +1107,16 @@ impl WriteTxn {
         seals += rows.len() as u64;
         changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(ADJ, rows);
+        // Inline entries live in the node pages sealed above; the page cache holds them under
+        // their (node, direction)'s page-0 key, so that key is invalidated (or written through).
+        for id in &inline {
+            let key = org.adj_key(id.0, id.1, 0);
+            if through {
+                let entries = self.pages.get(id).ok_or_else(|| Error::Internal("inline page not loaded".into()))?;
+                fresh.push((opaque_of(&key), Cached::Adj(Arc::new(Page::new(0, entries.clone())))));
+            }
+            changed_pages.push(opaque_of(&key));
+        }
 
         let ids: Vec<(Owner, Compartment)> = self.dirty_props.iter().copied().collect();
         let mut removed = Vec::new();

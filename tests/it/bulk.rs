@@ -274,3 +274,90 @@ fn bulk_load_throughput() {
         std::fs::metadata(&path).unwrap().len() as f64 / 1e6
     );
 }
+
+/// Inline adjacency (a node record keeps up to `INLINE_MAX` entries a direction; the next one
+/// moves them all to page 0): the threshold is crossed by a bulk load and by a write
+/// transaction, in both orders, with a retraction of an entry written while it was inline; the
+/// walk is the same through the cache, without it, and after reopening, and only the nodes past
+/// the threshold have adjacency rows.
+#[test]
+fn inline_adjacency_moves_to_a_page_past_the_threshold_in_bulk_and_write_transactions() {
+    use silograph::fuzzing::INLINE_MAX;
+    let path = tmp("inline");
+    let inline = INLINE_MAX as u64;
+    let (hub, hub2, leaf);
+    {
+        let db = Db::open(&path, root()).unwrap();
+        let org = db.create_org("acme").unwrap();
+        let mut bulk = org.bulk_load().unwrap();
+        hub = bulk.add_node(NodeInput::new("p").source("s", "hub")).unwrap();
+        hub2 = bulk.add_node(NodeInput::new("p").source("s", "hub2")).unwrap();
+        leaf = bulk.add_node(NodeInput::new("p").source("s", "leaf")).unwrap();
+        let mut others = Vec::new();
+        for i in 0..inline + 4 {
+            others.push(bulk.add_node(NodeInput::new("p").source("s", format!("o{i}"))).unwrap());
+        }
+        // hub: INLINE_MAX - 2 inline by the bulk load; hub2: INLINE_MAX inline.
+        for &o in &others[..INLINE_MAX - 2] {
+            bulk.add_edge(hub, o, "to").unwrap();
+        }
+        for &o in &others[..INLINE_MAX] {
+            bulk.add_edge(hub2, o, "to").unwrap();
+        }
+        bulk.add_edge(leaf, hub, "to").unwrap();
+        bulk.finish().unwrap();
+        let r = org.read().unwrap();
+        assert_eq!(r.neighbors(hub, Direction::Out).unwrap().count() as u64, inline - 2);
+        drop(r);
+        // A write transaction takes hub from inline past the threshold, and retracts an entry
+        // written inline; a second bulk load takes hub2 past it.
+        let mut w = org.write().unwrap();
+        let retracted = w.add_edge(EdgeInput::new(hub, others[0], "to")).unwrap();
+        for &o in &others[..5] {
+            w.add_edge(EdgeInput::new(hub, o, "to")).unwrap();
+        }
+        w.commit().unwrap();
+        let mut w = org.write().unwrap();
+        assert!(w.retract_edge(EdgeId(1)).unwrap());
+        assert!(w.retract_edge(retracted).unwrap());
+        w.commit().unwrap();
+        let mut bulk = org.bulk_load().unwrap();
+        for &o in &others[..3] {
+            bulk.add_edge(hub2, o, "to").unwrap();
+        }
+        bulk.finish().unwrap();
+        // And back through a write transaction onto hub2's page.
+        let mut w = org.write().unwrap();
+        w.add_edge(EdgeInput::new(hub2, leaf, "to")).unwrap();
+        w.commit().unwrap();
+        let r = org.read().unwrap();
+        // hub: 14 + 6 entries, 2 retracted; hub2: 16 + 3 + 1; leaf: 1 out, 1 in.
+        assert_eq!(edges(&r, hub, Direction::Out).len(), INLINE_MAX + 2);
+        assert_eq!(r.degree(hub, Direction::Out).unwrap(), Some(inline + 4));
+        assert_eq!(edges(&r, hub2, Direction::Out).len(), INLINE_MAX + 4);
+        assert_eq!(edges(&r, hub2, Direction::Out).last(), Some(&leaf));
+        assert_eq!(edges(&r, leaf, Direction::Out), vec![hub]);
+        assert_eq!(edges(&r, leaf, Direction::In), vec![hub2]);
+        assert!(db.verify().unwrap().is_ok());
+    }
+    // Only hub and hub2 (out) have an adjacency row; everything else is inline.
+    {
+        let raw = redb::Database::open(&*path).unwrap();
+        let rtx = redb::ReadableDatabase::begin_read(&raw).unwrap();
+        let t = rtx.open_table(redb::TableDefinition::<&[u8], &[u8]>::new("adj")).unwrap();
+        assert_eq!(redb::ReadableTableMetadata::len(&t).unwrap(), 2);
+    }
+    for cache in [0, 1 << 20] {
+        let db = Db::builder().cache_size(cache).open(&path, root()).unwrap();
+        let r = db.org("acme").unwrap().read().unwrap();
+        assert_eq!(edges(&r, hub, Direction::Out).len(), INLINE_MAX + 2);
+        assert_eq!(edges(&r, hub2, Direction::Out).len(), INLINE_MAX + 4);
+        assert_eq!(edges(&r, leaf, Direction::In), vec![hub2]);
+        // leaf, hub, and the 14 nodes hub points to.
+        assert_eq!(r.traverse(leaf).max_depth(2).run().unwrap().len(), 2 + INLINE_MAX - 2);
+    }
+}
+
+fn edges(r: &silograph::ReadTxn, n: NodeId, d: Direction) -> Vec<NodeId> {
+    r.neighbors(n, d).unwrap().map(|x| x.unwrap().node).collect()
+}

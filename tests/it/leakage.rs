@@ -49,13 +49,17 @@ fn populated() -> (SharedBytes, Vec<NodeId>) {
         let e = EdgeInput::new(ids[i % 300], ids[(i * 7 + 3) % 300], "emailed").source("mail", format!("m{i}"));
         w.add_edge(e).unwrap();
     }
+    // A hub: more out-edges than a node record keeps inline, so it has an adjacency page.
+    for i in 0..40usize {
+        w.add_edge(EdgeInput::new(ids[0], ids[100 + i], "emailed")).unwrap();
+    }
     w.commit().unwrap();
     drop((org, db));
     (disk, ids)
 }
 
 #[test]
-fn one_edge_commit_rewrites_two_adjacency_pages_and_whole_pages_elsewhere() {
+fn one_edge_commit_between_small_nodes_rewrites_their_node_pages_and_no_adjacency_page() {
     let (disk, ids) = populated();
     let before = SharedBytes::from_vec(disk.snapshot());
     {
@@ -67,11 +71,10 @@ fn one_edge_commit_rewrites_two_adjacency_pages_and_whole_pages_elsewhere() {
     }
     let diff = changed(&before, &disk);
     eprintln!("rows a one-edge commit adds or rewrites: {diff:?}");
-    // The endpoints' out- and in-adjacency pages: the opaque per-node keys of both endpoints are
-    // visible to whoever diffs copies (as in v1).
-    assert_eq!(diff["adj"], 2, "{diff:?}");
-    // The node pages holding the two endpoints (ids 10 and 200: pages 0 and 3): 64 ids each, not
-    // the endpoint's own record.
+    // Both endpoints have few edges: their entries are inline in their node records, so no
+    // adjacency page (no per-node key) changes. What changes are the node pages holding them
+    // (ids 11 and 201: pages 0 and 12): 16 ids each, not the endpoint's own record.
+    assert_eq!(diff["adj"], 0, "{diff:?}");
     assert_eq!(diff["nodes"], 2, "{diff:?}");
     // The edge page of the new edge id, one index bucket (its source), one audit entry, the
     // registry entry.
@@ -79,6 +82,28 @@ fn one_edge_commit_rewrites_two_adjacency_pages_and_whole_pages_elsewhere() {
     assert_eq!(diff["index"], 1, "{diff:?}");
     assert_eq!(diff["audit"], 1, "{diff:?}");
     assert_eq!(diff["orgs"], 1, "{diff:?}");
+    assert_eq!(diff["props"] + diff["dict"], 0, "{diff:?}");
+}
+
+#[test]
+fn one_edge_commit_from_a_hub_rewrites_the_hubs_adjacency_page() {
+    let (disk, ids) = populated();
+    let before = SharedBytes::from_vec(disk.snapshot());
+    {
+        let db = open_on(&disk).unwrap();
+        let org = db.org("acme").unwrap();
+        let mut w = org.write().unwrap();
+        w.add_edge(EdgeInput::new(ids[0], ids[250], "emailed").source("mail", "late")).unwrap();
+        w.commit().unwrap();
+    }
+    let diff = changed(&before, &disk);
+    eprintln!("rows a one-edge commit from a hub adds or rewrites: {diff:?}");
+    // The hub's out-page (its opaque per-node key is visible to whoever diffs copies, as in
+    // v1); the small target's entries are inline in its node record.
+    assert_eq!(diff["adj"], 1, "{diff:?}");
+    // The node pages of both endpoints (ids 1 and 251: pages 0 and 15).
+    assert_eq!(diff["nodes"], 2, "{diff:?}");
+    assert_eq!(diff["edges"] + diff["index"] + diff["audit"] + diff["orgs"], 4, "{diff:?}");
     assert_eq!(diff["props"] + diff["dict"], 0, "{diff:?}");
 }
 

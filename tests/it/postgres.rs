@@ -137,7 +137,10 @@ fn postgres_value_tampered_through_sql_is_corrupt() {
     let mut w = org.write().unwrap();
     let a = w.upsert_node(NodeInput::new("n").source("s", "a").prop("p", "v")).unwrap();
     let b = w.upsert_node(NodeInput::new("n").source("s", "b")).unwrap();
-    w.add_edge(EdgeInput::new(a, b, "to")).unwrap();
+    // More edges than a node record keeps inline: a's out-entries are in an adjacency page.
+    for _ in 0..17 {
+        w.add_edge(EdgeInput::new(a, b, "to")).unwrap();
+    }
     w.commit().unwrap();
     drop((org, db));
     // One flipped byte in every adjacency value, as the database's administrator could.
@@ -157,6 +160,10 @@ fn postgres_value_tampered_through_sql_is_corrupt() {
              UPDATE silo_nodes SET value = value || '\\x00'::bytea",
         )
         .unwrap();
+    // A fresh instance: the first one's page cache still holds the node page it authenticated
+    // before the tampering (the neighbor read above went through it).
+    drop(r);
+    let db = s.open(root()).unwrap();
     let r = db.org("acme").unwrap().read().unwrap();
     assert!(matches!(r.node(a), Err(Error::Corrupt { .. })), "a lengthened node page was accepted");
     assert!(matches!(r.node_props(a, Compartment::Raw), Err(Error::Corrupt { .. })));

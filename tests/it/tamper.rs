@@ -276,6 +276,11 @@ fn build_fixture(disk: &SharedBytes) -> Vec<OrgSpec> {
     let e4 = w.add_edge(EdgeInput::new(p3, a1, "owns")).unwrap();
     let e5 = w.add_edge(EdgeInput::new(p2, d2, "owns").source("sf", "e2")).unwrap();
     let e6 = w.add_edge(EdgeInput::new(p1, p1, "emailed").source("gmail", "m3")).unwrap();
+    // More edges than a node record keeps inline: p3's out-entries and d2's in-entries are in
+    // adjacency pages, the other nodes' inline in their records.
+    for _ in 0..17 {
+        w.add_edge(EdgeInput::new(p3, d2, "owns")).unwrap();
+    }
     w.commit().unwrap();
     let mut w = acme.write().unwrap();
     w.set_time(1_700_000_100_000);
@@ -383,8 +388,9 @@ fn every_flipped_byte_of_every_stored_value_is_an_error() {
         assert!(!rows[t].is_empty(), "fixture wrote nothing to `{t}`");
     }
     let records: usize = rows.values().map(Vec::len).sum();
-    // Format v2 packs nodes, edges and index entries into pages: fewer, larger values.
-    assert!(records >= 35, "fixture has only {records} records");
+    // Format v2 packs nodes, edges and index entries into pages, and small nodes' adjacency into
+    // their node records: fewer, larger values.
+    assert!(records >= 30, "fixture has only {records} records");
     let start = Instant::now();
     let mut flips = 0usize;
     for (table, kvs) in &rows {
@@ -450,7 +456,7 @@ fn value_moved_onto_another_key_of_the_same_table_is_rejected() {
             }
         }
     }
-    assert!(same_org >= 60 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
+    assert!(same_org >= 40 && cross_org >= 50, "moved {same_org} within and {cross_org} across orgs");
 }
 
 #[test]
@@ -474,7 +480,7 @@ fn value_moved_into_another_table_is_rejected() {
             }
         }
     }
-    assert!(moved >= 250, "only {moved} values moved");
+    assert!(moved >= 200, "only {moved} values moved");
 }
 
 #[test]
@@ -516,10 +522,13 @@ fn corrupt_adjacency_page_yields_an_error_item_not_fewer_neighbors() {
     let mut w = org.write().unwrap();
     let ids: Vec<NodeId> =
         (0..4).map(|i| w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap()).collect();
-    for &to in &ids[1..] {
-        w.add_edge(EdgeInput::new(ids[0], to, "to")).unwrap();
+    // 17 of each edge: more than a node record keeps inline, so every list is in pages.
+    for _ in 0..17 {
+        for &to in &ids[1..] {
+            w.add_edge(EdgeInput::new(ids[0], to, "to")).unwrap();
+        }
+        w.add_edge(EdgeInput::new(ids[3], ids[2], "to")).unwrap();
     }
-    w.add_edge(EdgeInput::new(ids[3], ids[2], "to")).unwrap();
     w.commit().unwrap();
     drop((org, db));
     let walks: Vec<(NodeId, Direction)> =
@@ -617,4 +626,86 @@ fn corrupt_second_page_of_a_multi_page_node_yields_an_error_after_the_first_page
         drop((r, db));
         poke(&mem, "adj", &page2_key, &page2);
     }
+}
+
+/// With the page cache off a snapshot reads a small node's inline adjacency in place from its
+/// node page (validated, not deserialized: `OrgInner::node_adjacency`), and keeps a page it
+/// reads twice. Either way a flipped byte anywhere in a node page, or an older copy of the page
+/// put back, fails the neighbor walk of every node on that page, whichever read comes first;
+/// it never reads as fewer or other neighbors, and nodes of other pages still read.
+#[test]
+fn inline_adjacency_read_without_the_cache_fails_closed_on_a_tampered_or_older_node_page() {
+    let disk = SharedBytes::default();
+    let open = |d: &SharedBytes| Db::builder().cache_size(0).open_with_backend(d.backend(), crate::common::root());
+    let ids: Vec<NodeId> = {
+        let db = open(&disk).unwrap();
+        let org = db.create_org("acme").unwrap();
+        let mut w = org.write().unwrap();
+        // 40 nodes: node pages of ids 1–15, 16–31 and 32–40; a ring plus chords, all inline.
+        let ids: Vec<NodeId> =
+            (0..40).map(|i| w.upsert_node(NodeInput::new("n").source("s", format!("{i}"))).unwrap()).collect();
+        for i in 0..40 {
+            w.add_edge(EdgeInput::new(ids[i], ids[(i + 1) % 40], "to")).unwrap();
+            w.add_edge(EdgeInput::new(ids[i], ids[(i * 7 + 3) % 40], "to")).unwrap();
+        }
+        w.commit().unwrap();
+        ids
+    };
+    let walk = |db: &Db| -> Vec<silograph::Result<Vec<NodeId>>> {
+        // One snapshot for all: the second and later nodes of a page hit the snapshot's memo.
+        let r = db.org("acme").unwrap().read().unwrap();
+        ids.iter()
+            .map(|&n| r.neighbors(n, Direction::Out).and_then(|it| it.map(|x| x.map(|x| x.node)).collect()))
+            .collect()
+    };
+    let baseline: Vec<Vec<NodeId>> = walk(&open(&disk).unwrap()).into_iter().map(|r| r.unwrap()).collect();
+    assert!(baseline.iter().all(|n| n.len() == 2));
+    let pristine = disk.snapshot();
+    let pages = dump(&disk, &["nodes"]).remove("nodes").unwrap();
+    assert_eq!(pages.len(), 3);
+    assert!(dump(&disk, &["adj"])["adj"].is_empty(), "every list is inline");
+    // An older copy of each node page: the pages after one more edge of every node.
+    let newer = SharedBytes::from_vec(pristine.clone());
+    {
+        let db = open(&newer).unwrap();
+        let mut w = db.org("acme").unwrap().write().unwrap();
+        for i in 0..40 {
+            w.add_edge(EdgeInput::new(ids[i], ids[(i + 2) % 40], "to")).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let newer_pages = dump(&newer, &["nodes"]).remove("nodes").unwrap();
+    let newer_bytes = newer.snapshot();
+    let mut cases = 0;
+    for (key, value) in &pages {
+        let mut tampered: Vec<(SharedBytes, String)> = Vec::new();
+        for i in [0, 30, value.len() / 2, value.len() - 1] {
+            let mut bad = value.clone();
+            bad[i] ^= 0x40;
+            let d = SharedBytes::from_vec(pristine.clone());
+            poke(&d, "nodes", key, &bad);
+            tampered.push((d, format!("byte {i} of node page {}", hex::encode(key))));
+        }
+        // The pristine page put back into the newer file: an older version.
+        let d = SharedBytes::from_vec(newer_bytes.clone());
+        assert!(newer_pages.iter().any(|(k, _)| k == key));
+        poke(&d, "nodes", key, value);
+        tampered.push((d, format!("older node page {}", hex::encode(key))));
+        for (d, case) in tampered {
+            let got = walk(&open(&d).unwrap());
+            // A changed version byte is `UnsupportedFormat`, everything else `Corrupt`.
+            let failed =
+                got.iter().filter(|r| matches!(r, Err(Error::Corrupt { .. } | Error::UnsupportedFormat(_)))).count();
+            assert!(got.iter().all(|r| r.is_ok() || failed > 0), "{case}: {got:?}");
+            assert!(failed >= 9, "{case}: only {failed} walks failed: {got:?}");
+            for (r, want) in got.iter().zip(&baseline) {
+                if let Ok(n) = r {
+                    // A node of an untouched page reads as before (the newer file: one more).
+                    assert!(n.starts_with(want), "{case}: {n:?} vs {want:?}");
+                }
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 15);
 }

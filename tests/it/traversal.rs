@@ -621,7 +621,11 @@ fn corrupt_page_on_the_frontier_fails_the_whole_traversal() {
     {
         let db = Db::open(&path, root()).unwrap();
         let mut w = db.org("o").unwrap().write().unwrap();
-        w.add_edge(EdgeInput::new(b, c, "x")).unwrap();
+        // More edges than a node record keeps inline: b's out-entries and c's in-entries go to
+        // adjacency pages.
+        for _ in 0..17 {
+            w.add_edge(EdgeInput::new(b, c, "x")).unwrap();
+        }
         w.commit().unwrap();
     }
     // The new keys are b's out-page and c's in-page: flip the last byte (the GCM tag) of both.
