@@ -20,7 +20,7 @@ use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
 /// Edge pages a flush builds and seals at a time.
-const EDGE_PAGES_PER_BATCH: usize = 64;
+const EDGE_PAGES_PER_BATCH: usize = 1024;
 
 /// Default for [`BulkLoader::memory_budget`]: 128 MiB (about 400,000 buffered edges).
 pub const DEFAULT_BULK_BUDGET: usize = 128 << 20;
@@ -217,8 +217,8 @@ impl BulkLoader {
         self.w.count_bulk_edges(pending.len() as u64);
         let version = self.w.version();
         // Edge records go into edge pages of consecutive ids; a page this load already started
-        // (or one stored before it) is read back and extended. Built and sealed a few dozen
-        // pages at a time, so the records of all buffered edges never exist at once.
+        // (or one stored before it) is read back and extended. Built and sealed up to 1,024
+        // pages (131,072 edges) at a time, so the records of all buffered edges never exist at once.
         let mut rows = Vec::new();
         let mut pages: Vec<EdgePage> = Vec::new();
         let mut i = 0;
