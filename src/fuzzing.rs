@@ -16,7 +16,7 @@ pub use redb;
 // The record types and the codec entry points the `record_decode` target builds inputs with.
 pub use crate::codec::{
     encode, AdjEntry, BucketPage, EdgePage, EdgeRecord, EpochEntry, NodePage, NodeRecord, OrgEntry, PropMap,
-    StoredValue, INLINE_MAX, PAGE_CAPACITY,
+    StoredValue, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 
 /// An AES-256-GCM envelope key built from 32 raw bytes.

@@ -13,7 +13,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use silograph::fuzzing::{
     encode, encode_adj_page, encode_inline, pack, AdjEntry, BucketPage, Decoded, EdgePage, EdgeRecord, EpochEntry, NodePage,
-    NodeRecord, PropMap, RecordHarness, RecordKind, StoredValue, INLINE_MAX, PAGE_CAPACITY,
+    NodeRecord, PropMap, RecordHarness, RecordKind, StoredValue, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -175,7 +175,7 @@ fn build(base: Base) -> (RecordKind, Vec<u8>, Expect) {
                 in_adj: Vec::new(),
                 props: (kind & 7) as u8,
             };
-            let page = NodePage { first: 1, nodes: (1..=u64::from(count % 64)).map(rec).collect() };
+            let page = NodePage { first: 1, nodes: (1..=u64::from(count) % NODES_PER_PAGE).map(rec).collect() };
             let bytes = encode(&page).expect("encode").to_vec();
             (RecordKind::Node, bytes, Expect::Node(page))
         }

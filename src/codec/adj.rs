@@ -258,18 +258,23 @@ pub(crate) fn decode_inline(bytes: &[u8]) -> Result<Vec<AdjEntry>, CodecError> {
 mod tests {
     use super::*;
 
+    /// An entry with unbounded valid time, never retracted.
+    fn plain() -> AdjEntry {
+        AdjEntry {
+            neighbor: 5,
+            edge: 1,
+            kind: 0,
+            valid_from: i64::MIN,
+            valid_to: i64::MAX,
+            recorded_at: 10,
+            retracted_at: i64::MAX,
+        }
+    }
+
     #[test]
     fn page_round_trips_extreme_values() {
         let entries = vec![
-            AdjEntry {
-                neighbor: 5,
-                edge: 1,
-                kind: 0,
-                valid_from: i64::MIN,
-                valid_to: i64::MAX,
-                recorded_at: 10,
-                retracted_at: i64::MAX,
-            },
+            plain(),
             AdjEntry {
                 neighbor: u64::MAX,
                 edge: 0,
@@ -301,15 +306,7 @@ mod tests {
 
     #[test]
     fn malformed_inline_entries_are_errors() {
-        let e = AdjEntry {
-            neighbor: 5,
-            edge: 1,
-            kind: 0,
-            valid_from: i64::MIN,
-            valid_to: i64::MAX,
-            recorded_at: 10,
-            retracted_at: i64::MAX,
-        };
+        let e = plain();
         let good = encode_inline(&[e, e]);
         for cut in 1..good.len() {
             assert!(decode_inline(&good[..cut]).is_err(), "cut at {cut}");

@@ -6,7 +6,9 @@
 mod adj;
 mod edges;
 
-pub(crate) use adj::{decode_inline, decode_page, encode_inline, encode_page, inline_of};
+#[cfg(feature = "fuzzing")]
+pub(crate) use adj::decode_inline;
+pub(crate) use adj::{decode_page, encode_inline, encode_page, inline_of};
 pub use adj::{AdjEntry, INLINE_MAX, PAGE_CAPACITY};
 
 use rkyv::rancor;
@@ -48,6 +50,33 @@ pub struct NodeRecord {
     /// Bit `i` set: compartment `i` holds a property record for this node (so a missing one is
     /// detected, not read as "no properties").
     pub props: u8,
+}
+
+/// One direction of a [`NodeRecord`]: its degree, page count and inline entries.
+pub(crate) struct SideMut<'a> {
+    pub degree: &'a mut u64,
+    pub pages: &'a mut u32,
+    pub inline: &'a mut Vec<u8>,
+}
+
+impl NodeRecord {
+    /// Direction `dir` (0 out, 1 in): `(pages, degree, inline bytes)`.
+    pub(crate) fn side(&self, dir: u8) -> (u32, u64, &[u8]) {
+        if dir == 0 {
+            (self.out_pages, self.out_degree, &self.out_adj)
+        } else {
+            (self.in_pages, self.in_degree, &self.in_adj)
+        }
+    }
+
+    /// Direction `dir` (0 out, 1 in), to change.
+    pub(crate) fn side_mut(&mut self, dir: u8) -> SideMut<'_> {
+        if dir == 0 {
+            SideMut { degree: &mut self.out_degree, pages: &mut self.out_pages, inline: &mut self.out_adj }
+        } else {
+            SideMut { degree: &mut self.in_degree, pages: &mut self.in_pages, inline: &mut self.in_adj }
+        }
+    }
 }
 
 /// Node ids per node page (page `p` holds ids `p * 16 ..` — page 0 from id 1, as 0 is never

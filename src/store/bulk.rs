@@ -20,7 +20,7 @@ use crate::error::{Error, InputKind, Result};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
 /// Edge pages a flush builds and seals at a time.
-const EDGE_PAGES_PER_BATCH: usize = 64;
+const EDGE_PAGES_PER_BATCH: usize = 1024;
 
 /// Default for [`BulkLoader::memory_budget`]: 128 MiB (about 400,000 buffered edges).
 pub const DEFAULT_BULK_BUDGET: usize = 128 << 20;
@@ -217,8 +217,8 @@ impl BulkLoader {
         self.w.count_bulk_edges(pending.len() as u64);
         let version = self.w.version();
         // Edge records go into edge pages of consecutive ids; a page this load already started
-        // (or one stored before it) is read back and extended. Built and sealed a few dozen
-        // pages at a time, so the records of all buffered edges never exist at once.
+        // (or one stored before it) is read back and extended. Built and sealed up to 1,024
+        // pages (131,072 edges) at a time, so the records of all buffered edges never exist at once.
         let mut rows = Vec::new();
         let mut pages: Vec<EdgePage> = Vec::new();
         let mut i = 0;
@@ -287,42 +287,33 @@ impl BulkLoader {
         &mut self,
         node: u64,
         dir: u8,
-        run: impl Iterator<Item = AdjEntry>,
+        mut run: impl Iterator<Item = AdjEntry>,
         len: usize,
         jobs: &mut Vec<PageJob>,
     ) -> Result<()> {
         let rec = self.w.node_for_update(node)?;
-        let old_pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
+        let (old_pages, degree, inline) = rec.side(dir);
         // The pages to (re)write: the tail page if it has room, then new ones. Without pages the
         // entries are inline in the node record: they stay there while they fit, else they
         // become the start of page 0.
         let mut first = old_pages;
         let mut current: Vec<AdjEntry> = Vec::new();
         if old_pages == 0 {
-            let (degree, inline) = if dir == 0 { (rec.out_degree, &rec.out_adj) } else { (rec.in_degree, &rec.in_adj) };
             let key = self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE));
             current = inline_of(0, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))?.unwrap_or_default();
-            if current.len() + len <= INLINE_MAX {
-                current.extend(run);
-                let bytes = encode_inline(&current);
-                let rec = self.w.node_for_update(node)?;
-                if dir == 0 {
-                    rec.out_degree += len as u64;
-                    rec.out_adj = bytes;
-                } else {
-                    rec.in_degree += len as u64;
-                    rec.in_adj = bytes;
-                }
+            let fits = current.len() + len <= INLINE_MAX;
+            if fits {
+                current.extend(run.by_ref());
+            }
+            let side = self.w.node_for_update(node)?.side_mut(dir);
+            if fits {
+                *side.degree += len as u64;
+                *side.inline = encode_inline(&current);
                 // The page cache holds inline entries under the page-0 key.
                 self.changed_pages.push(super::write::opaque_of(&self.org.inner.adj_key(node, dir, 0)));
                 return Ok(());
             }
-            let rec = self.w.node_for_update(node)?;
-            if dir == 0 {
-                rec.out_adj.clear();
-            } else {
-                rec.in_adj.clear();
-            }
+            side.inline.clear();
         }
         if old_pages > 0 {
             let tail = self.read_page(node, dir, old_pages - 1)?;
@@ -343,14 +334,9 @@ impl BulkLoader {
         pages.push(current);
         let total =
             first + u32::try_from(pages.len()).map_err(|_| Error::invalid(InputKind::Exhausted, "too many pages"))?;
-        let rec = self.w.node_for_update(node)?;
-        if dir == 0 {
-            rec.out_degree += len as u64;
-            rec.out_pages = total;
-        } else {
-            rec.in_degree += len as u64;
-            rec.in_pages = total;
-        }
+        let side = self.w.node_for_update(node)?.side_mut(dir);
+        *side.degree += len as u64;
+        *side.pages = total;
         if first > 0 && total != old_pages {
             // Page 0 carries the page count: rewrite it with the new one.
             jobs.push(PageJob { node, dir, page: 0, count: total, entries: self.read_page(node, dir, 0)? });

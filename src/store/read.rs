@@ -586,8 +586,7 @@ impl ReadTxn {
             }
         }
         let got = self.with_node(NodeId(node), |r| {
-            let (pages, degree, inline) =
-                if dir == 0 { (r.out_pages, r.out_degree, &r.out_adj) } else { (r.in_pages, r.in_degree, &r.in_adj) };
+            let (pages, degree, inline) = r.side(dir);
             crate::codec::inline_of(pages, degree, inline)
         })?;
         match got {

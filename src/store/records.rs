@@ -314,15 +314,19 @@ pub(crate) fn bits_for(entries: u64, current: u8) -> u8 {
     bits
 }
 
+/// Items below which [`par_map`] stays on the calling thread.
+const PAR_MIN: usize = 512;
+
 /// Maps `f` over `items` on all cores (sealing is pure CPU work), keeping the order; the first
 /// error wins.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    // Small sets first: `available_parallelism` reads cgroup files on every call (a syscall
-    // storm per commit otherwise).
-    if items.len() < 4096 {
+    // Small sets on this thread: a thread costs more than sealing a few hundred pages.
+    if items.len() < PAR_MIN {
         return items.iter().map(&f).collect();
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    // `available_parallelism` reads cgroup files on every call: once per process.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     if threads < 2 {
         return items.iter().map(&f).collect();
     }

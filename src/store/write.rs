@@ -452,11 +452,7 @@ impl WriteTxn {
             // A (node, direction) without pages keeps its entries inline in the node record.
             let key = self.org.inner.node_page_key(page_of(id.0, NODES_PER_PAGE));
             let rec = self.node_mut(id.0)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
-            let (pages, degree, inline) = if id.1 == 0 {
-                (rec.out_pages, rec.out_degree, &rec.out_adj)
-            } else {
-                (rec.in_pages, rec.in_degree, &rec.in_adj)
-            };
+            let (pages, degree, inline) = rec.side(id.1);
             if let Some(entries) = inline_of(pages, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))? {
                 self.pages.insert(id, entries);
             }
@@ -701,15 +697,11 @@ impl WriteTxn {
             let rec = self
                 .node_mut(node)?
                 .ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {node}")))?;
-            let (degree, pages, adj) = if dir == 0 {
-                (&mut rec.out_degree, &mut rec.out_pages, &mut rec.out_adj)
-            } else {
-                (&mut rec.in_degree, &mut rec.in_pages, &mut rec.in_adj)
-            };
-            *degree += 1;
+            let side = rec.side_mut(dir);
+            *side.degree += 1;
             if spill {
-                *pages = 1;
-                adj.clear();
+                *side.pages = 1;
+                side.inline.clear();
             }
             self.dirty_nodes.insert(node);
             self.dirty_pages.insert((node, dir, 0));
@@ -832,7 +824,7 @@ impl WriteTxn {
         let mut inline: Vec<PageId> = Vec::new();
         for &(node, dir, p) in &self.dirty_pages {
             let rec = self.nodes.get(&node).ok_or_else(|| Error::Internal("page changed without its node".into()))?;
-            if p == 0 && (if dir == 0 { rec.out_pages } else { rec.in_pages }) == 0 {
+            if p == 0 && rec.side(dir).0 == 0 {
                 inline.push((node, dir, p));
             }
         }
@@ -841,11 +833,7 @@ impl WriteTxn {
             let bytes =
                 encode_inline(self.pages.get(id).ok_or_else(|| Error::Internal("inline page not loaded".into()))?);
             let rec = self.nodes.get_mut(&id.0).ok_or_else(|| Error::Internal("node vanished".into()))?;
-            if id.1 == 0 {
-                rec.out_adj = bytes;
-            } else {
-                rec.in_adj = bytes;
-            }
+            *rec.side_mut(id.1).inline = bytes;
             self.dirty_nodes.insert(id.0);
         }
         Ok(inline)

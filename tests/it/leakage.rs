@@ -58,19 +58,30 @@ fn populated() -> (SharedBytes, Vec<NodeId>) {
     (disk, ids)
 }
 
-#[test]
-fn one_edge_commit_between_small_nodes_rewrites_their_node_pages_and_no_adjacency_page() {
+/// The rows one commit of `write` (on the populated org) adds or rewrites, per table.
+fn diff_of_one_commit(
+    what: &str,
+    write: impl FnOnce(&mut silograph::WriteTxn, &[NodeId]),
+) -> BTreeMap<&'static str, usize> {
     let (disk, ids) = populated();
     let before = SharedBytes::from_vec(disk.snapshot());
     {
         let db = open_on(&disk).unwrap();
         let org = db.org("acme").unwrap();
         let mut w = org.write().unwrap();
-        w.add_edge(EdgeInput::new(ids[10], ids[200], "emailed").source("mail", "late")).unwrap();
+        write(&mut w, &ids);
         w.commit().unwrap();
     }
     let diff = changed(&before, &disk);
-    eprintln!("rows a one-edge commit adds or rewrites: {diff:?}");
+    eprintln!("rows {what} adds or rewrites: {diff:?}");
+    diff
+}
+
+#[test]
+fn one_edge_commit_between_small_nodes_rewrites_their_node_pages_and_no_adjacency_page() {
+    let diff = diff_of_one_commit("a one-edge commit", |w, ids| {
+        w.add_edge(EdgeInput::new(ids[10], ids[200], "emailed").source("mail", "late")).unwrap();
+    });
     // Both endpoints have few edges: their entries are inline in their node records, so no
     // adjacency page (no per-node key) changes. What changes are the node pages holding them
     // (ids 11 and 201: pages 0 and 12): 16 ids each, not the endpoint's own record.
@@ -87,17 +98,9 @@ fn one_edge_commit_between_small_nodes_rewrites_their_node_pages_and_no_adjacenc
 
 #[test]
 fn one_edge_commit_from_a_hub_rewrites_the_hubs_adjacency_page() {
-    let (disk, ids) = populated();
-    let before = SharedBytes::from_vec(disk.snapshot());
-    {
-        let db = open_on(&disk).unwrap();
-        let org = db.org("acme").unwrap();
-        let mut w = org.write().unwrap();
+    let diff = diff_of_one_commit("a one-edge commit from a hub", |w, ids| {
         w.add_edge(EdgeInput::new(ids[0], ids[250], "emailed").source("mail", "late")).unwrap();
-        w.commit().unwrap();
-    }
-    let diff = changed(&before, &disk);
-    eprintln!("rows a one-edge commit from a hub adds or rewrites: {diff:?}");
+    });
     // The hub's out-page (its opaque per-node key is visible to whoever diffs copies, as in
     // v1); the small target's entries are inline in its node record.
     assert_eq!(diff["adj"], 1, "{diff:?}");
@@ -109,18 +112,10 @@ fn one_edge_commit_from_a_hub_rewrites_the_hubs_adjacency_page() {
 
 #[test]
 fn one_node_update_rewrites_its_node_page_and_nothing_of_other_nodes() {
-    let (disk, _) = populated();
-    let before = SharedBytes::from_vec(disk.snapshot());
-    {
-        let db = open_on(&disk).unwrap();
-        let org = db.org("acme").unwrap();
-        let mut w = org.write().unwrap();
-        // A known node gains a second source: its page and the new source's bucket change.
+    // A known node gains a second source: its page and the new source's bucket change.
+    let diff = diff_of_one_commit("a one-node update", |w, _| {
         w.upsert_node(NodeInput::new("person").source("crm", "p42").source("mail", "p42@acme")).unwrap();
-        w.commit().unwrap();
-    }
-    let diff = changed(&before, &disk);
-    eprintln!("rows a one-node update adds or rewrites: {diff:?}");
+    });
     assert_eq!(diff["nodes"], 1, "{diff:?}");
     assert_eq!(diff["index"], 1, "{diff:?}");
     assert_eq!(diff["adj"] + diff["edges"] + diff["props"] + diff["dict"], 0, "{diff:?}");
