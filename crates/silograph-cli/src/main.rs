@@ -584,17 +584,13 @@ fn run(cli: Cli) -> Outcome {
                 None => db.rotate_org_key(name),
             })
             .map_err(|f| explain_failure(&db, &cli, Some(name), f))?;
-            emit(
-                json,
-                &OrgRotated { batches: r.batches, epoch: r.epoch, org: name, resealed: r.resealed, resumed: r.resumed },
-                || {
-                    let resumed = if r.resumed { " (finished an interrupted rotation)" } else { "" };
-                    format!(
-                        "rotated {name} to key epoch {}: {} records re-sealed in {} batches{resumed}",
-                        r.epoch, r.resealed, r.batches
-                    )
-                },
-            )
+            emit(json, &OrgRotated::of(name, &r), || {
+                let resumed = if r.resumed { " (finished an interrupted rotation)" } else { "" };
+                format!(
+                    "rotated {name} to key epoch {}: {} records re-sealed in {} batches{resumed}",
+                    r.epoch, r.resealed, r.batches
+                )
+            })
         }
         Command::Org(OrgCommand::Rekey { name }) => {
             let managed_only = || {
@@ -614,19 +610,15 @@ fn run(cli: Cli) -> Outcome {
                 }
                 f => explain_failure(&db, &cli, Some(name), f),
             })?;
-            emit(
-                json,
-                &OrgRotated { batches: r.batches, epoch: r.epoch, org: name, resealed: r.resealed, resumed: r.resumed },
-                || {
-                    let resumed = if r.resumed { " (finished an interrupted re-key)" } else { "" };
-                    format!(
-                        "re-keyed {name}: new structure and data keys (key epoch {}), {} re-sealed in {}{resumed}",
-                        r.epoch,
-                        counted(r.resealed, "record"),
-                        counted(r.batches, "write transaction")
-                    )
-                },
-            )
+            emit(json, &OrgRotated::of(name, &r), || {
+                let resumed = if r.resumed { " (finished an interrupted re-key)" } else { "" };
+                format!(
+                    "re-keyed {name}: new structure and data keys (key epoch {}), {} re-sealed in {}{resumed}",
+                    r.epoch,
+                    counted(r.resealed, "record"),
+                    counted(r.batches, "write transaction")
+                )
+            })
         }
         Command::RotateRoot { .. } => {
             let new = new_root.ok_or_else(|| Failure::Usage("the new root key is needed".into()))?;
@@ -1463,6 +1455,13 @@ struct OrgRotated<'a> {
     org: &'a str,
     resealed: u64,
     resumed: bool,
+}
+
+impl<'a> OrgRotated<'a> {
+    /// The figures of a rotation or re-key of `org`.
+    fn of(org: &'a str, r: &silograph::RotationReport) -> Self {
+        OrgRotated { batches: r.batches, epoch: r.epoch, org, resealed: r.resealed, resumed: r.resumed }
+    }
 }
 
 /// `export`.
