@@ -200,7 +200,8 @@ pub struct ReadTxn {
     /// the next level.
     prefetched: std::sync::Mutex<HashMap<RecordKey, Option<Arc<Page>>>>,
     /// Node pages fetched ahead for one traversal level (they hold most nodes' adjacency
-    /// inline), for a snapshot the cache may not serve; cleared at the next level.
+    /// inline), and those a snapshot the cache does not serve reads twice (see
+    /// `inline_entries`); read only while the cache does not serve this snapshot.
     prefetched_nodes: std::sync::Mutex<HashMap<u64, Arc<Records<NodeRecord>>>>,
     /// Node pages this snapshot has read (only while the cache does not serve it).
     touched: std::sync::Mutex<std::collections::HashSet<u64>>,
@@ -333,7 +334,9 @@ impl ReadTxn {
     }
 
     fn with_node<T>(&self, id: NodeId, f: impl FnOnce(&NodeRecord) -> T) -> Result<Option<T>> {
-        if id.0 != 0 && id.0 < self.facts()?.next_node {
+        // Pages fetched ahead or kept by a snapshot the cache does not serve (for one it does
+        // serve, they are in the cache).
+        if !self.cache_ok && id.0 != 0 && id.0 < self.facts()?.next_node {
             let page = page_of(id.0, NODES_PER_PAGE);
             let ahead = self.prefetched_nodes.lock().ok().and_then(|m| m.get(&page).cloned());
             if let Some(r) = ahead {
@@ -566,23 +569,28 @@ impl ReadTxn {
         }
         let page = page_of(node, NODES_PER_PAGE);
         let key = self.org.inner.node_page_key(page);
-        let held = self.cache_ok && self.cached(&key).is_some()
-            || self.prefetched_nodes.lock().is_ok_and(|m| m.contains_key(&page));
-        let room = || self.prefetched_nodes.lock().is_ok_and(|m| m.len() < SNAPSHOT_NODE_PAGES);
-        if !self.cache_ok && !held && (self.first_touch(page) || !room()) {
-            // Nothing keeps the decoded page: the first time, read the one record in place
-            // instead of deserializing all of them; a page read again (a walk) is decoded once
-            // and kept for this snapshot (at most `SNAPSHOT_NODE_PAGES` of them).
-            let sealed = self.fetch(Addr::node_page(page), &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
-            let first = first_of(page, NODES_PER_PAGE);
-            let expected = f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
-            let slot = (node - first) as usize;
-            return self.org.inner.node_adjacency(page, &key, &sealed, expected, slot, dir).map(Some);
-        }
-        if !self.cache_ok && !held {
-            let r = self.dense_page::<NodePage>(page)?;
-            if let Ok(mut m) = self.prefetched_nodes.lock() {
-                m.insert(page, r);
+        // Nothing keeps a decoded page for a snapshot the cache does not serve: the first time it
+        // reads a page, read the one record in place instead of deserializing all of them; a page
+        // read again (a walk) is decoded once and kept for this snapshot (at most
+        // `SNAPSHOT_NODE_PAGES` of them).
+        if !self.cache_ok {
+            let (memo, room) = self
+                .prefetched_nodes
+                .lock()
+                .map_or((false, false), |m| (m.contains_key(&page), m.len() < SNAPSHOT_NODE_PAGES));
+            if !memo {
+                if self.first_touch(page) || !room {
+                    let sealed =
+                        self.fetch(Addr::node_page(page), &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
+                    let first = first_of(page, NODES_PER_PAGE);
+                    let expected = f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
+                    let slot = (node - first) as usize;
+                    return self.org.inner.node_adjacency(page, &key, &sealed, expected, slot, dir).map(Some);
+                }
+                let r = self.dense_page::<NodePage>(page)?;
+                if let Ok(mut m) = self.prefetched_nodes.lock() {
+                    m.insert(page, r);
+                }
             }
         }
         let got = self.with_node(NodeId(node), |r| {

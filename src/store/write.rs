@@ -688,7 +688,7 @@ impl WriteTxn {
         let rec = self
             .node_mut(node)?
             .ok_or_else(|| Error::invalid(InputKind::UnknownNode, format!("unknown node {node}")))?;
-        let pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
+        let pages = rec.side(dir).0;
         if pages == 0 {
             // Inline while there are few entries; past `INLINE_MAX` they become page 0.
             let inline = self.page_mut((node, dir, 0))?;
@@ -758,7 +758,7 @@ impl WriteTxn {
         self.dirty_edges.insert(edge.0);
         for (node, dir) in [(from, 0u8), (to, 1u8)] {
             let rec = self.node_mut(node)?.ok_or_else(|| Error::corrupt(EDGES.name, &[]))?;
-            let pages = if dir == 0 { rec.out_pages } else { rec.in_pages };
+            let pages = rec.side(dir).0;
             let mut found = false;
             // No pages: the entries are inline (page 0 of `page_mut`).
             for p in 0..pages.max(1) {
