@@ -100,7 +100,7 @@ impl RecordHarness {
         match kind {
             RecordKind::Node => o.node_page_key(0).to_vec(),
             RecordKind::Edge => o.edge_page_key(0).to_vec(),
-            RecordKind::Bucket => o.bucket_key(0).to_vec(),
+            RecordKind::Bucket => o.bucket_key(0, 0).to_vec(),
             RecordKind::AdjPage => o.adj_key(1, 0, 0).to_vec(),
             RecordKind::PropMap => {
                 let opaque = o.structure.blind.blind(blind_kind::NODE_PROPS, Compartment::Raw.index(), 0, 1);

@@ -379,6 +379,19 @@ impl PropMap {
     }
 }
 
+/// One run of an org's hashed index: `2^bits` bucket pages at `slot`, holding `entries`
+/// entries. A source is in at most one run; a commit adds its new entries to the newest run in
+/// place or as a new run, merging runs that are not much bigger (see `store::records::plan_index`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexRun {
+    /// Where its bucket pages live (the `page` of their record address).
+    pub slot: u8,
+    /// It has `2^bits` bucket pages.
+    pub bits: u8,
+    /// Entries it holds.
+    pub entries: u64,
+}
+
 /// One key epoch of an organization. Holds a seed: no `Clone`, and `Debug` redacts it.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, PartialEq)]
 pub struct EpochEntry {
@@ -428,10 +441,9 @@ pub struct OrgEntry {
     pub audit_head: Vec<u8>,
     /// Commits of this org so far: the page version sealed into every value a commit writes.
     pub commit_seq: u64,
-    /// The hashed index has `2^index_bits` bucket pages.
-    pub index_bits: u8,
-    /// Entries in the hashed index.
-    pub index_entries: u64,
+    /// The runs of the hashed index, newest first (see [`IndexRun`]); empty while it holds no
+    /// entry.
+    pub index_runs: Vec<IndexRun>,
     /// The root of the org's state tree (`store::state::Roots`): each record kind's depth and top
     /// node version.
     pub state_root: Vec<u8>,

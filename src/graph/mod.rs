@@ -9,7 +9,7 @@ mod filter;
 mod path;
 mod subgraph;
 mod traverse;
-mod visited;
+pub(crate) mod visited;
 
 pub use path::{Path, PathOptions};
 pub use subgraph::{Subgraph, SubgraphEdge};

@@ -9,8 +9,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// ids, which only a very large org has, fall back to a hash set.
 const DENSE_LIMIT: u64 = 1 << 24;
 
-/// A multiplicative hasher for node and edge ids. Ids are assigned by the store, never chosen by
-/// an outside party, so hash flooding is not a concern here.
+/// A multiplicative hasher for node and edge ids and keyed index hashes. Ids are assigned by the
+/// store and index hashes are HMAC outputs, neither chosen by an outside party, so hash flooding
+/// is not a concern here.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -20,7 +21,14 @@ impl Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        // Eight bytes a round: keyed index hashes (HMAC outputs) are hashed as byte strings.
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        for b in chunks.remainder() {
             self.write_u64(u64::from(*b));
         }
     }
@@ -34,6 +42,10 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 /// `HashSet` of ids, with [`IdHasher`].
 pub(crate) type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+/// `HashMap` with [`IdHasher`] for other store-chosen keys (tuples of ids, index hashes).
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// `HashSet` with [`IdHasher`] for other store-chosen keys.
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// A visited set that is cleared in O(1): a node is visited iff its stamp equals the current
 /// generation.

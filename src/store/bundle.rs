@@ -551,8 +551,7 @@ impl Importer {
             audit_seq: 0,
             audit_head: Vec::new(),
             commit_seq: version,
-            index_bits: 0,
-            index_entries: 0,
+            index_runs: Vec::new(),
             state_root: super::state::Roots::default().encode(),
             custody_id,
             custody_wrapped,
@@ -690,14 +689,13 @@ impl Importer {
         let oi = self.org.inner.clone();
         {
             let entries = std::mem::take(&mut self.index);
-            self.entry.index_entries = entries.len() as u64;
-            let (bits, buckets) = super::records::build_index(entries);
-            self.entry.index_bits = bits;
+            let (run, buckets) = super::records::build_index(entries);
+            self.entry.index_runs = run.into_iter().collect();
             for (b, page) in &buckets {
-                let key = oi.bucket_key(*b);
+                let key = oi.bucket_key(0, *b);
                 let sealed = oi.seal_record(INDEX, &key, Compartment::Core, self.version, page)?;
                 self.w()?.put(INDEX, &key, &sealed)?;
-                self.state.push((super::state::Addr::bucket(*b), self.version));
+                self.state.push((super::state::Addr::bucket(0, *b), self.version));
             }
         }
         {

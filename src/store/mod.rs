@@ -50,7 +50,7 @@ use kv_redb::{Layout, RedbKv};
 use tables::{META, ORGS};
 
 /// On-disk format version of the database file.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 const MAGIC: &[u8; 10] = b"SILOGRAPH\0";
 const HEADER_KEY: &[u8] = b"header";
 const ROOT_CHECK_KEY: &[u8] = b"root-check";
@@ -756,8 +756,7 @@ impl Db {
             audit_seq: 0,
             audit_head: Vec::new(),
             commit_seq: 0,
-            index_bits: 0,
-            index_entries: 0,
+            index_runs: Vec::new(),
             state_root: state::Roots::default().encode(),
             custody_id,
             custody_wrapped,

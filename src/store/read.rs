@@ -7,7 +7,7 @@ use super::cache::{Bucket, Cached, Page, Records, Scrub};
 use super::kv::{BackendKind, KvSnapshot};
 use super::org::Org;
 use super::org::OrgInner;
-use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner};
+use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner, Runs};
 use super::state::{Addr, Roots};
 use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS};
 use super::write::opaque_of;
@@ -176,8 +176,8 @@ impl DensePage for EdgePage {
 pub(super) struct Facts {
     next_node: u64,
     next_edge: u64,
-    index_bits: u8,
-    index_entries: u64,
+    /// The index runs, newest first.
+    runs: Runs,
     node_count: u64,
     edge_count: u64,
     /// The org's state root: every record read is checked against it.
@@ -262,22 +262,21 @@ impl ReadTxn {
     }
 
     /// The registry facts of this snapshot: next ids and index shape.
-    fn facts(&self) -> Result<Facts> {
+    fn facts(&self) -> Result<&Facts> {
         if let Some(v) = self.facts.get() {
-            return Ok(*v);
+            return Ok(v);
         }
         let e = self.org.inner.db.read_entry(&*self.snap, self.org.inner.tag, &self.org.inner.name)?;
         let f = Facts {
             next_node: e.next_node,
             next_edge: e.next_edge,
-            index_bits: e.index_bits,
-            index_entries: e.index_entries,
+            runs: Runs::of(&e.index_runs)?,
             node_count: e.node_count,
             edge_count: e.edge_count,
             roots: Roots::decode(&e.state_root)?,
             commit_seq: e.commit_seq,
         };
-        Ok(*self.facts.get_or_init(|| f))
+        Ok(self.facts.get_or_init(|| f))
     }
 
     /// The record at `addr` (key `key`), checked against this snapshot's state root.
@@ -309,7 +308,7 @@ impl ReadTxn {
             return Ok(r);
         }
         let first = first_of(page, P::PER);
-        let expected = P::next(&self.facts()?).min(first_of(page + 1, P::PER)).saturating_sub(first);
+        let expected = P::next(self.facts()?).min(first_of(page + 1, P::PER)).saturating_sub(first);
         let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
         let records = P::open(&self.org.inner, page, &key, &sealed)?;
         if records.len() as u64 != expected {
@@ -323,7 +322,7 @@ impl ReadTxn {
     /// Calls `f` with record `id`, read in place from its (cached) page; `None` for an id this
     /// org never assigned.
     fn with_record<P: DensePage, T>(&self, id: u64, f: impl FnOnce(&P::Rec) -> T) -> Result<Option<T>> {
-        if id == 0 || id >= P::next(&self.facts()?) {
+        if id == 0 || id >= P::next(self.facts()?) {
             return Ok(None);
         }
         let page = page_of(id, P::PER);
@@ -360,23 +359,29 @@ impl ReadTxn {
         self.with_edge(id, EdgeRecord::clone)
     }
 
-    /// The value the hashed index holds for `h`, if any.
+    /// The value the hashed index holds for `h`, if any: the first run, newest first, whose
+    /// bucket holds its fingerprint (a source is in at most one run).
     fn index_lookup(&self, h: &IndexHash) -> Result<Option<u64>> {
-        let facts = self.facts()?;
-        if facts.index_entries == 0 {
-            return Ok(None);
-        }
         let fp = fingerprint(h);
-        let b = bucket_of(&fp, facts.index_bits);
-        let key = self.org.inner.bucket_key(b);
-        if let Some(Cached::Bucket(b)) = self.cached(&key) {
-            return Ok(b.0.get(&fp));
+        for run in self.facts()?.runs.as_slice() {
+            let b = bucket_of(&fp, run.bits);
+            let key = self.org.inner.bucket_key(run.slot, b);
+            let found = match self.cached(&key) {
+                Some(Cached::Bucket(page)) => page.0.get(&fp),
+                _ => {
+                    let sealed =
+                        self.fetch(Addr::bucket(run.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+                    let page = Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?));
+                    let found = page.0.get(&fp);
+                    self.remember(&key, Cached::Bucket(page));
+                    found
+                }
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
         }
-        let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
-        let b = Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?));
-        let found = b.0.get(&fp);
-        self.remember(&key, Cached::Bucket(b));
-        Ok(found)
+        Ok(None)
     }
 
     /// The name of a kind id, `None` if the id is unknown.
@@ -976,20 +981,34 @@ impl ReadTxn {
                 push(EDGES, &key, Some(rec.from), Some(id), "edge missing from its nodes' adjacency pages".into());
             }
         }
-        // Every bucket in place, holding only its own fingerprints, and nothing beyond the sources.
+        // Every bucket of every run in place, holding only its own fingerprints, each run as many
+        // as the registry says, and nothing beyond the sources (so no source in two runs).
         let mut in_buckets = 0u64;
-        if f.index_entries > 0 {
-            for b in 0..(1u32 << f.index_bits) {
-                let key = oi.bucket_key(b);
-                let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+        for run in f.runs.as_slice() {
+            let mut in_run = 0u64;
+            for b in 0..(1u32 << run.bits) {
+                let key = oi.bucket_key(run.slot, b);
+                let sealed =
+                    self.fetch(Addr::bucket(run.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
                 let page = oi.open_bucket(&key, &sealed)?;
-                in_buckets += page.len() as u64;
-                if page.iter().any(|(fp, _)| bucket_of(&fp, f.index_bits) != b) {
-                    push(INDEX, &key, None, None, format!("bucket {b} holds another bucket's entry"));
+                in_run += page.len() as u64;
+                if page.iter().any(|(fp, _)| bucket_of(&fp, run.bits) != b) {
+                    push(
+                        INDEX,
+                        &key,
+                        None,
+                        None,
+                        format!("bucket {b} of run {} holds another bucket's entry", run.slot),
+                    );
                 }
             }
+            if in_run != run.entries {
+                let n = run.entries;
+                push(INDEX, &[], None, None, format!("run {} holds {in_run} entries, the registry says {n}", run.slot));
+            }
+            in_buckets += in_run;
         }
-        if in_buckets != index_entries || f.index_entries != index_entries {
+        if in_buckets != index_entries || f.runs.entries() != index_entries {
             push(
                 INDEX,
                 &[],
@@ -997,7 +1016,7 @@ impl ReadTxn {
                 None,
                 format!(
                     "the index holds {in_buckets} entries (registry: {}), the org's sources and kinds need {index_entries}",
-                    f.index_entries
+                    f.runs.entries()
                 ),
             );
         }

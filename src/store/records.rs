@@ -8,9 +8,10 @@ use zeroize::Zeroize;
 
 use super::kv::KvWrite;
 use super::org::OrgInner;
-use super::tables::{blind_kind, record_key, RecordKey, RecordKind, Table, EDGES, INDEX, NODES};
+use super::tables::{blind_kind, record_key, RecordKey, RecordKind, Table, EDGES, INDEX, NODES, ORGS};
 use crate::codec::{
-    self, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, NodePage, EDGES_PER_PAGE, NODES_PER_PAGE,
+    self, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, IndexRun, NodePage, EDGES_PER_PAGE,
+    NODES_PER_PAGE,
 };
 use crate::crypto::{envelope, AeadKey, Binding, EpochKeys};
 use crate::error::{Error, InputKind, Result};
@@ -51,9 +52,9 @@ impl OrgInner {
         self.blind(blind_kind::EDGE, 0, 0, page)
     }
 
-    /// The key of index bucket `bucket`.
-    pub(crate) fn bucket_key(&self, bucket: u32) -> RecordKey {
-        self.blind(blind_kind::BUCKET, 0, 0, u64::from(bucket))
+    /// The key of bucket `bucket` of the index run at `slot`.
+    pub(crate) fn bucket_key(&self, slot: u8, bucket: u32) -> RecordKey {
+        self.blind(blind_kind::BUCKET, 0, u32::from(slot), u64::from(bucket))
     }
 
     pub(crate) fn adj_key(&self, node: u64, dir: u8, page: u32) -> RecordKey {
@@ -289,20 +290,116 @@ pub(crate) fn bucket_of(fp: &[u8; 12], bits: u8) -> u32 {
 /// Average entries per bucket above which the index doubles its bucket count.
 pub(crate) const BUCKET_LOAD: u64 = 32;
 
-/// An index built from scratch: its bucket bits and every bucket page (all `2^bits` of them,
-/// empty ones included, so a missing bucket is always detectable). A fingerprint listed twice
-/// keeps its first value.
-pub(crate) fn build_index(entries: Vec<(IndexHash, u64)>) -> (u8, Vec<(u32, BucketPage)>) {
+/// An index built from scratch as one run at slot 0: the run and every bucket page (all
+/// `2^bits` of them, empty ones included, so a missing bucket is always detectable). A
+/// fingerprint listed twice keeps its first value.
+pub(crate) fn build_index(entries: Vec<(IndexHash, u64)>) -> (Option<IndexRun>, Vec<(u32, BucketPage)>) {
     if entries.is_empty() {
-        return (0, Vec::new());
+        return (None, Vec::new());
     }
+    let entries: Vec<([u8; 12], u64)> = entries.into_iter().map(|(h, v)| (fingerprint(&h), v)).collect();
+    let (bits, buckets) = split_run(entries);
+    let n = buckets.iter().map(|(_, b)| b.len() as u64).sum();
+    (Some(IndexRun { slot: 0, bits, entries: n }), buckets)
+}
+
+/// The buckets of a run of `entries` (bucket bits from their count).
+pub(crate) fn split_run(entries: Vec<([u8; 12], u64)>) -> (u8, Vec<(u32, BucketPage)>) {
     let bits = bits_for(entries.len() as u64, 0);
     let mut split: Vec<Vec<([u8; 12], u64)>> = vec![Vec::new(); 1usize << bits];
-    for (h, v) in entries {
-        let fp = fingerprint(&h);
+    for (fp, v) in entries {
         split[bucket_of(&fp, bits) as usize].push((fp, v));
     }
     (bits, split.into_iter().enumerate().map(|(b, e)| (b as u32, BucketPage::from_entries(e))).collect())
+}
+
+/// Most runs an index has: a lookup reads one bucket of each.
+pub(crate) const MAX_RUNS: usize = 8;
+
+/// A commit's new entries go into the newest run in place (its touched buckets rewritten) while
+/// they are at most `1/IN_PLACE_SPREAD` of its bucket count and that count holds.
+const IN_PLACE_SPREAD: u64 = 4;
+
+/// The runs of an org's index, newest first: a checked copy of the registry entry's list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Runs {
+    len: u8,
+    runs: [IndexRun; MAX_RUNS],
+}
+
+impl Runs {
+    /// The registry entry's runs; a list no commit writes (too many runs, a slot twice or out of
+    /// range, an empty run, a bucket count its entries do not give) is `Corrupt`.
+    pub(crate) fn of(list: &[IndexRun]) -> Result<Runs> {
+        let bad = || Error::corrupt(ORGS.name, &[]);
+        if list.len() > MAX_RUNS {
+            return Err(bad());
+        }
+        let mut out = Runs { len: list.len() as u8, ..Runs::default() };
+        let mut slots = 0u32;
+        for (i, r) in list.iter().enumerate() {
+            let slot_bit =
+                1u32.checked_shl(u32::from(r.slot)).filter(|_| usize::from(r.slot) < MAX_RUNS).ok_or_else(bad)?;
+            if slots & slot_bit != 0 || r.entries == 0 || r.bits > 32 || bits_for(r.entries, 0) > r.bits {
+                return Err(bad());
+            }
+            slots |= slot_bit;
+            out.runs[i] = *r;
+        }
+        Ok(out)
+    }
+
+    /// The runs, newest first.
+    pub(crate) fn as_slice(&self) -> &[IndexRun] {
+        &self.runs[..usize::from(self.len)]
+    }
+
+    /// Entries in all runs.
+    pub(crate) fn entries(&self) -> u64 {
+        self.as_slice().iter().map(|r| r.entries).sum()
+    }
+}
+
+/// What a commit that adds `adds` new entries (none already indexed) does to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IndexPlan {
+    /// Into the newest run, rewriting only the buckets the new entries fall in.
+    InPlace,
+    /// A new run of the new entries and the `merge` newest runs (all their entries rewritten),
+    /// at `slot`; the merged runs' other buckets are removed.
+    NewRun {
+        /// How many of the newest runs it absorbs.
+        merge: usize,
+        /// Where it lives: the oldest absorbed run's slot, or a free one.
+        slot: u8,
+    },
+}
+
+/// The index policy. A commit's new entries go into the newest run in place if they are few
+/// against its bucket count; otherwise they start a new run, which absorbs each next run not
+/// bigger than itself (and, at [`MAX_RUNS`], the newest run regardless). Runs thus grow
+/// geometrically from newest to oldest: an entry is rewritten about log2(index / commit) times
+/// over its life, not on every commit that touches its bucket, and a lookup reads at most
+/// `MAX_RUNS` buckets.
+pub(crate) fn plan_index(runs: &Runs, adds: u64) -> IndexPlan {
+    let list = runs.as_slice();
+    if let Some(r0) = list.first() {
+        let buckets = 1u64 << r0.bits;
+        if adds.saturating_mul(IN_PLACE_SPREAD) <= buckets && bits_for(r0.entries + adds, r0.bits) == r0.bits {
+            return IndexPlan::InPlace;
+        }
+    }
+    let mut size = adds;
+    let mut merge = 0;
+    while merge < list.len() && (list[merge].entries <= size || list.len() - merge >= MAX_RUNS) {
+        size += list[merge].entries;
+        merge += 1;
+    }
+    let slot = match merge {
+        0 => (0..MAX_RUNS as u8).find(|s| list.iter().all(|r| r.slot != *s)).unwrap_or(0),
+        m => list[m - 1].slot,
+    };
+    IndexPlan::NewRun { merge, slot }
 }
 
 /// The bucket bits an index of `entries` entries needs.
@@ -348,4 +445,75 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R>
 pub(crate) fn write_sorted(txn: &mut dyn KvWrite, table: Table, rows: &mut [(RecordKey, Vec<u8>)]) -> Result<()> {
     rows.sort_unstable_by_key(|r| r.0);
     txn.put_many(table, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applies `plan_index` as a commit does; returns the entries it rewrote.
+    fn commit(runs: &mut Vec<IndexRun>, adds: u64) -> u64 {
+        let plan = plan_index(&Runs::of(runs).expect("runs"), adds);
+        match plan {
+            IndexPlan::InPlace => {
+                let r0 = &mut runs[0];
+                // Each touched bucket is rewritten whole: about `load` entries each.
+                let load = r0.entries.div_ceil(1 << r0.bits);
+                r0.entries += adds;
+                adds * (load + 1)
+            }
+            IndexPlan::NewRun { merge, slot } => {
+                let entries = adds + runs[..merge].iter().map(|r| r.entries).sum::<u64>();
+                assert!(merge == 0 || runs[merge - 1].slot == slot, "a merged run reuses the oldest slot");
+                assert!(merge > 0 || runs.iter().all(|r| r.slot != slot), "a new run takes a free slot");
+                runs.splice(..merge, [IndexRun { slot, bits: bits_for(entries, 0), entries }]);
+                entries
+            }
+        }
+    }
+
+    #[test]
+    fn runs_stay_bounded_and_each_entry_is_rewritten_about_log_times() {
+        // Import-sized commits (10k new entries each, as the Enron ingest) and tiny ones (one
+        // node and one edge with sources).
+        for (adds, commits, max_rewrites) in [(10_000u64, 40u64, 6.0), (2, 100_000, 40.0)] {
+            let mut runs = Vec::new();
+            let mut rewritten = 0;
+            for _ in 0..commits {
+                rewritten += commit(&mut runs, adds);
+                assert!(runs.len() <= MAX_RUNS, "{} runs", runs.len());
+                // Sizes fall from oldest to newest, and every run is a valid registry list.
+                Runs::of(&runs).expect("a list the policy writes is valid");
+            }
+            assert_eq!(runs.iter().map(|r| r.entries).sum::<u64>(), adds * commits);
+            let per_entry = rewritten as f64 / (adds * commits) as f64;
+            assert!(per_entry <= max_rewrites, "{adds} per commit: each entry rewritten {per_entry:.1} times");
+        }
+    }
+
+    #[test]
+    fn a_few_entries_go_into_a_large_newest_run_in_place() {
+        let runs = [IndexRun { slot: 3, bits: 10, entries: 20_000 }];
+        assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 5), IndexPlan::InPlace);
+        // Too many for its buckets: a new run in a free slot (none merged: the run is bigger).
+        assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 1_000), IndexPlan::NewRun { merge: 0, slot: 0 });
+        // As many as the run holds: merged into one run at its slot.
+        assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 20_000), IndexPlan::NewRun { merge: 1, slot: 3 });
+    }
+
+    #[test]
+    fn a_registry_list_no_commit_writes_is_corrupt() {
+        let run = |slot, bits, entries| IndexRun { slot, bits, entries };
+        for bad in [
+            vec![run(0, 0, 1), run(0, 0, 1)],
+            vec![run(MAX_RUNS as u8, 0, 1)],
+            vec![run(0, 0, 0)],
+            vec![run(0, 0, 33)],
+            vec![run(0, 33, 1)],
+            (0..=MAX_RUNS as u8).map(|s| run(s, 0, 1)).collect(),
+        ] {
+            assert!(matches!(Runs::of(&bad), Err(Error::Corrupt { .. })), "{bad:?}");
+        }
+        assert_eq!(Runs::of(&[run(1, 1, 33), run(0, 0, 1)]).expect("valid").entries(), 34);
+    }
 }

@@ -11,7 +11,7 @@
 //!
 //! Shape: one tree per tracked record kind. Leaves cover 64 consecutive ids of their kind
 //! (node pages by page number, adjacency pages and node properties by node id, edge properties
-//! by edge id, buckets by bucket number, kind names by kind id); a leaf's slot is the id's low 6
+//! by edge id, index buckets by bucket number (the run's slot as `page`), kind names by kind id); a leaf's slot is the id's low 6
 //! bits with the record's `sub` and `page`. Inner nodes have 64 children; a tree is as deep as
 //! its largest id needs and grows at the top. Ids are dense and grow, so a commit touches the
 //! leaves of the ids it writes and their paths up: appends touch the last leaves.
@@ -84,8 +84,8 @@ impl Addr {
             super::records::Owner::Edge(id) => Addr { code: 4, sub: c.index(), page: 0, id },
         }
     }
-    pub(crate) fn bucket(b: u32) -> Addr {
-        Addr { code: 5, sub: 0, page: 0, id: u64::from(b) }
+    pub(crate) fn bucket(slot: u8, b: u32) -> Addr {
+        Addr { code: 5, sub: 0, page: u32::from(slot), id: u64::from(b) }
     }
     pub(crate) fn dict(kind: u32) -> Addr {
         Addr { code: 6, sub: 0, page: 0, id: u64::from(kind) }

@@ -117,11 +117,14 @@ impl RecordKind {
             .into_iter()
             .chain([RecordKind::Tree])
             .find(|k| k.blind_kind() == Some(kind) && k.table().id == table.id)?;
-        // Only adjacency keys use `sub` (direction) and `page`; property keys use `sub`.
+        // Only adjacency keys use `sub` (direction) and `page`; property keys use `sub`; bucket
+        // keys use `page`.
         let shape_ok = match rk {
             RecordKind::Adj => sub <= 1,
             RecordKind::NodeProps | RecordKind::EdgeProps => sub <= 2 && page == 0,
             RecordKind::Tree => usize::from(sub) < super::state::TRACKED.len() && page < 16,
+            // An index bucket's `page` is its run's slot.
+            RecordKind::Bucket => sub == 0 && page < super::records::MAX_RUNS as u32,
             RecordKind::Dict if sub == SECRETS_SUB && page == 0 && id == 0 => return Some(RecordKind::Secrets),
             _ => sub == 0 && page == 0,
         };

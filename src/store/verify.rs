@@ -250,25 +250,38 @@ impl Org {
 }
 
 /// The tree must hold exactly the node and edge pages the registry's next ids need, and every
-/// bucket of a non-empty index.
+/// bucket of every index run (no bucket of any other slot).
 fn shape_findings(org: &Org, entry: &OrgEntry, records: &[(Addr, u64)], out: &mut Vec<CorruptRecord>) {
     let pages = |next: u64, per: u64| if next <= 1 { 0 } else { codec::page_of(next - 1, per) + 1 };
-    let buckets = if entry.index_entries > 0 { 1u64 << entry.index_bits } else { 0 };
-    for (kind, table, want) in [
-        (RecordKind::NodePage, NODES, pages(entry.next_node, codec::NODES_PER_PAGE)),
-        (RecordKind::EdgePage, EDGES, pages(entry.next_edge, codec::EDGES_PER_PAGE)),
-        (RecordKind::Bucket, INDEX, buckets),
-    ] {
-        let mut ids: Vec<u64> = records.iter().filter(|(a, _)| a.kind() == kind).map(|(a, _)| a.id).collect();
+    let mut want = vec![
+        (RecordKind::NodePage, None, NODES, pages(entry.next_node, codec::NODES_PER_PAGE)),
+        (RecordKind::EdgePage, None, EDGES, pages(entry.next_edge, codec::EDGES_PER_PAGE)),
+    ];
+    // Every run's slot, and every slot the tree holds buckets at (a slot no run has needs none).
+    let mut slots: Vec<u32> = entry.index_runs.iter().map(|r| u32::from(r.slot)).collect();
+    slots.extend(records.iter().filter(|(a, _)| a.kind() == RecordKind::Bucket).map(|(a, _)| a.page));
+    slots.sort_unstable();
+    slots.dedup();
+    for slot in slots {
+        let run = entry.index_runs.iter().find(|r| u32::from(r.slot) == slot);
+        want.push((RecordKind::Bucket, Some(slot), INDEX, run.map_or(0, |r| 1u64 << r.bits)));
+    }
+    for (kind, slot, table, want) in want {
+        let mut ids: Vec<u64> = records
+            .iter()
+            .filter(|(a, _)| a.kind() == kind && slot.is_none_or(|s| a.page == s))
+            .map(|(a, _)| a.id)
+            .collect();
         ids.sort_unstable();
         if ids.iter().copied().ne(0..want) {
+            let of = slot.map_or(String::new(), |s| format!(" (index run slot {s})"));
             out.push(CorruptRecord {
                 org: org.inner.name.clone(),
                 table: table.name,
                 key: String::new(),
                 node: None,
                 edge: None,
-                error: format!("the state tree holds {} records, the registry entry needs 0..{want}", ids.len()),
+                error: format!("the state tree holds {} records{of}, the registry entry needs 0..{want}", ids.len()),
             });
         }
     }

@@ -9,15 +9,16 @@ use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::kv::{BackendKind, KvSnapshot, KvWrite};
 use super::org::Org;
 use super::read::DensePage;
-use super::records::{bits_for, bucket_of, fingerprint, par_map, IndexHash, Owner};
+use super::records::{bucket_of, fingerprint, par_map, plan_index, split_run, IndexHash, IndexPlan, Owner, Runs};
 use super::state::{Addr, Roots, StateUpdate};
 use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS, TREE};
 use super::{check_name, now_ms, MAX_EXTERNAL_ID_LEN, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::codec::{
-    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, NodePage,
-    NodeRecord, OrgEntry, PropMap, StoredValue, EDGES_PER_PAGE, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
+    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, BucketPage, EdgePage, EdgeRecord, IndexRun,
+    NodePage, NodeRecord, OrgEntry, PropMap, StoredValue, EDGES_PER_PAGE, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 use crate::error::{Error, InputKind, Result};
+use crate::graph::visited::{FastMap, FastSet, IdMap, IdSet};
 use crate::types::{Compartment, EdgeId, NodeId, SourceRef, Timestamp, Value};
 
 type PageId = (u64, u8, u32);
@@ -144,8 +145,8 @@ fn check_value(name: &str, v: &Value) -> Result<()> {
 struct Start {
     next_node: u64,
     next_edge: u64,
-    index_bits: u8,
-    index_entries: u64,
+    /// The index runs, newest first.
+    runs: Runs,
     commit_seq: u64,
     /// Digest of the whole entry (the commit's conflict check).
     digest: [u8; 32],
@@ -174,21 +175,23 @@ pub struct WriteTxn {
     start: Start,
     entry: OrgEntry,
     now: Timestamp,
-    nodes: HashMap<u64, NodeRecord>,
-    dirty_nodes: HashSet<u64>,
-    edges: HashMap<u64, EdgeRecord>,
-    dirty_edges: HashSet<u64>,
-    pages: HashMap<PageId, Vec<AdjEntry>>,
-    dirty_pages: HashSet<PageId>,
+    nodes: IdMap<NodeRecord>,
+    dirty_nodes: IdSet,
+    edges: IdMap<EdgeRecord>,
+    dirty_edges: IdSet,
+    pages: FastMap<PageId, Vec<AdjEntry>>,
+    dirty_pages: FastSet<PageId>,
     props: HashMap<(Owner, Compartment), PropMap>,
     dirty_props: HashSet<(Owner, Compartment)>,
     /// Node and edge pages as stored when this transaction began, loaded on first use.
-    node_pages: HashMap<u64, Vec<NodeRecord>>,
-    edge_pages: HashMap<u64, Vec<EdgeRecord>>,
-    /// Index entries this transaction adds (keyed hash → id).
-    index: HashMap<IndexHash, u64>,
-    /// Index buckets as stored when this transaction began, loaded on first use.
-    buckets: Mutex<HashMap<u32, Arc<BucketPage>>>,
+    node_pages: IdMap<Vec<NodeRecord>>,
+    edge_pages: IdMap<Vec<EdgeRecord>>,
+    /// Index entries this transaction adds (keyed hash → id): only sources and kinds the
+    /// stored index does not hold (each is looked up before it goes in).
+    index: FastMap<IndexHash, u64>,
+    /// Index buckets as stored when this transaction began, loaded on first use: per run (in
+    /// `start.runs` order), by bucket number.
+    buckets: Mutex<Vec<Vec<Option<Arc<BucketPage>>>>>,
     new_kinds: HashMap<String, u32>,
     stats: WriteStats,
     /// The page-cache generation this transaction's base may read the org's cache at (`None`:
@@ -260,26 +263,25 @@ impl WriteTxn {
             start: Start {
                 next_node: entry.next_node,
                 next_edge: entry.next_edge,
-                index_bits: entry.index_bits,
-                index_entries: entry.index_entries,
+                runs: Runs::of(&entry.index_runs)?,
                 commit_seq: entry.commit_seq,
                 digest: super::commit::entry_digest(&entry)?,
                 roots: Roots::decode(&entry.state_root)?,
             },
             entry,
             now: now_ms(),
-            nodes: HashMap::new(),
-            dirty_nodes: HashSet::new(),
-            edges: HashMap::new(),
-            dirty_edges: HashSet::new(),
-            pages: HashMap::new(),
-            dirty_pages: HashSet::new(),
+            nodes: Default::default(),
+            dirty_nodes: Default::default(),
+            edges: Default::default(),
+            dirty_edges: Default::default(),
+            pages: Default::default(),
+            dirty_pages: Default::default(),
             props: HashMap::new(),
             dirty_props: HashSet::new(),
-            node_pages: HashMap::new(),
-            edge_pages: HashMap::new(),
-            index: HashMap::new(),
-            buckets: Mutex::new(HashMap::new()),
+            node_pages: Default::default(),
+            edge_pages: Default::default(),
+            index: Default::default(),
+            buckets: Mutex::new(Vec::new()),
             new_kinds: HashMap::new(),
             stats: WriteStats::default(),
             cache_gen,
@@ -327,36 +329,63 @@ impl WriteTxn {
         self.org.inner.shared.cache.get(&opaque_of(key), self.cache_gen?)
     }
 
-    /// Bucket `b` of the index as stored when this transaction began (empty if the index had
-    /// no entries; a missing bucket of a non-empty index is `Corrupt`).
-    fn stored_bucket(&self, b: u32) -> Result<Arc<BucketPage>> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(page) = buckets.get(&b) {
+    /// Bucket `b` of run `run` (its position in `start.runs`) as stored when this transaction
+    /// began (a missing bucket of a run is `Corrupt`), from the memo `memo` of loaded buckets.
+    fn stored_bucket_in(
+        &self,
+        memo: &mut Vec<Vec<Option<Arc<BucketPage>>>>,
+        run: usize,
+        b: u32,
+    ) -> Result<Arc<BucketPage>> {
+        let r = self.start.runs.as_slice().get(run).ok_or_else(|| Error::Internal("no such index run".into()))?;
+        if memo.len() <= run {
+            memo.resize_with(run + 1, Vec::new);
+        }
+        let pages = &mut memo[run];
+        if pages.is_empty() {
+            pages.resize(1usize << r.bits, None);
+        }
+        let slot = pages.get_mut(b as usize).ok_or_else(|| Error::Internal("bucket out of range".into()))?;
+        if let Some(page) = slot {
             return Ok(page.clone());
         }
-        let page = if self.start.index_entries == 0 {
-            BucketPage::default()
-        } else {
-            let key = self.org.inner.bucket_key(b);
-            match self.cached(&key) {
-                Some(Cached::Bucket(page)) => page.0.clone(),
-                _ => {
-                    let sealed = self.fetch(Addr::bucket(b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
-                    self.org.inner.open_bucket(&key, &sealed)?
-                }
+        let key = self.org.inner.bucket_key(r.slot, b);
+        let page = match self.cached(&key) {
+            Some(Cached::Bucket(page)) => page.0.clone(),
+            _ => {
+                let sealed =
+                    self.fetch(Addr::bucket(r.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+                self.org.inner.open_bucket(&key, &sealed)?
             }
         };
         let page = Arc::new(page);
-        buckets.insert(b, page.clone());
+        *slot = Some(page.clone());
         Ok(page)
+    }
+
+    /// Bucket `b` of run `run` (its position in `start.runs`) as stored when this transaction
+    /// began.
+    fn stored_bucket(&self, run: usize, b: u32) -> Result<Arc<BucketPage>> {
+        let mut memo = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        self.stored_bucket_in(&mut memo, run, b)
+    }
+
+    /// The value the index held for fingerprint `fp` when this transaction began.
+    fn stored_index_get(&self, fp: &[u8; 12]) -> Result<Option<u64>> {
+        let mut memo = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, run) in self.start.runs.as_slice().iter().enumerate() {
+            if let Some(v) = self.stored_bucket_in(&mut memo, i, bucket_of(fp, run.bits))?.get(fp) {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     fn index_get(&self, h: &IndexHash) -> Result<Option<u64>> {
         if let Some(v) = self.index.get(h) {
             return Ok(Some(*v));
         }
-        let fp = fingerprint(h);
-        Ok(self.stored_bucket(bucket_of(&fp, self.start.index_bits))?.get(&fp))
+        self.stored_index_get(&fingerprint(h))
     }
 
     /// Page `page` of node or edge records as stored when this transaction began (empty if it
@@ -549,9 +578,10 @@ impl WriteTxn {
                         "the sources of this input name two different nodes",
                     ))
                 }
-                _ => {}
+                (_, Some(_)) => {}
+                // Not indexed yet (neither stored nor added by this transaction): a new entry.
+                (_, None) => keys.push(key),
             }
-            keys.push(key);
         }
         let now = self.now;
         let id = match existing {
@@ -846,7 +876,7 @@ impl WriteTxn {
         for page in by_page.keys() {
             self.stored_node_page(*page)?;
         }
-        let merged = merge_dense(by_page, NODES_PER_PAGE, &self.nodes, &self.node_pages)?;
+        let merged = merge_dense(by_page, NODES_PER_PAGE, &self.nodes, &mut self.node_pages)?;
         Ok(merged.into_iter().map(|(first, nodes)| NodePage { first, nodes }).collect())
     }
 
@@ -856,50 +886,60 @@ impl WriteTxn {
         for page in by_page.keys() {
             self.stored_edge_page(*page)?;
         }
-        let merged = merge_dense(by_page, EDGES_PER_PAGE, &self.edges, &self.edge_pages)?;
+        let merged = merge_dense(by_page, EDGES_PER_PAGE, &self.edges, &mut self.edge_pages)?;
         Ok(merged.into_iter().map(|(first, edges)| EdgePage { first, edges }).collect())
     }
 
-    /// The index buckets this transaction changes, with its new entries merged in; when the
-    /// index outgrows its bucket count, every bucket of the doubled (or more) index. Updates the
-    /// entry's index size and bucket bits.
-    fn merged_buckets(&mut self) -> Result<Vec<(u32, BucketPage)>> {
-        let bits = self.start.index_bits;
-        let mut adds: BTreeMap<u32, Vec<([u8; 12], u64)>> = BTreeMap::new();
-        let mut inserted = 0u64;
-        for (h, v) in &self.index {
-            let fp = fingerprint(h);
-            let b = bucket_of(&fp, bits);
-            // A source already indexed (an existing node's) is not added twice.
-            if self.stored_bucket(b)?.get(&fp).is_none() {
-                adds.entry(b).or_default().push((fp, *v));
-                inserted += 1;
+    /// The index pages this transaction writes and removes, its new entries added as
+    /// [`plan_index`] says; sets the registry entry's runs.
+    fn merged_index(&mut self) -> Result<IndexChange> {
+        let mut change = IndexChange::default();
+        // Only new entries: each was looked up before it went in.
+        let adds: Vec<([u8; 12], u64)> = self.index.iter().map(|(h, v)| (fingerprint(h), *v)).collect();
+        if adds.is_empty() {
+            return Ok(change);
+        }
+        let runs = self.start.runs;
+        let list = runs.as_slice();
+        let added = adds.len() as u64;
+        let mut after: Vec<IndexRun> = list.to_vec();
+        match (plan_index(&runs, added), list.first()) {
+            (IndexPlan::InPlace, Some(r0)) => {
+                let mut by_bucket: BTreeMap<u32, Vec<([u8; 12], u64)>> = BTreeMap::new();
+                for (fp, v) in adds {
+                    by_bucket.entry(bucket_of(&fp, r0.bits)).or_default().push((fp, v));
+                }
+                for (b, add) in by_bucket {
+                    let mut all: Vec<([u8; 12], u64)> = self.stored_bucket(0, b)?.iter().collect();
+                    all.extend(add);
+                    change.puts.push((r0.slot, b, BucketPage::from_entries(all)));
+                }
+                after[0].entries += added;
+            }
+            (plan, _) => {
+                let (merge, slot) = match plan {
+                    IndexPlan::NewRun { merge, slot } => (merge, slot),
+                    IndexPlan::InPlace => (0, 0),
+                };
+                let mut all = adds;
+                for (i, r) in list[..merge].iter().enumerate() {
+                    for b in 0..(1u32 << r.bits) {
+                        all.extend(self.stored_bucket(i, b)?.iter());
+                    }
+                }
+                let entries = all.len() as u64;
+                let (bits, buckets) = split_run(all);
+                // The absorbed runs' buckets go, but for those the new run writes over.
+                for r in &list[..merge] {
+                    let kept = if r.slot == slot { 1u32 << bits } else { 0 };
+                    change.removes.extend((kept..(1u32 << r.bits)).map(|b| (r.slot, b)));
+                }
+                change.puts.extend(buckets.into_iter().map(|(b, page)| (slot, b, page)));
+                after.splice(..merge, [IndexRun { slot, bits, entries }]);
             }
         }
-        let total = self.start.index_entries + inserted;
-        let new_bits = bits_for(total, bits);
-        self.entry.index_entries = total;
-        self.entry.index_bits = new_bits;
-        if new_bits == bits {
-            let mut out = Vec::with_capacity(adds.len());
-            for (b, add) in adds {
-                let mut all: Vec<([u8; 12], u64)> = self.stored_bucket(b)?.iter().collect();
-                all.extend(add);
-                out.push((b, BucketPage::from_entries(all)));
-            }
-            return Ok(out);
-        }
-        let mut split: Vec<Vec<([u8; 12], u64)>> = vec![Vec::new(); 1usize << new_bits];
-        let stored = if self.start.index_entries > 0 { 1u32 << bits } else { 0 };
-        for b in 0..stored {
-            for (fp, v) in self.stored_bucket(b)?.iter() {
-                split[bucket_of(&fp, new_bits) as usize].push((fp, v));
-            }
-        }
-        for (fp, v) in adds.into_values().flatten() {
-            split[bucket_of(&fp, new_bits) as usize].push((fp, v));
-        }
-        Ok(split.into_iter().enumerate().map(|(b, e)| (b as u32, BucketPage::from_entries(e))).collect())
+        self.entry.index_runs = after;
+        Ok(change)
     }
 
     /// Seals everything this transaction changed, writes it, and commits durably.
@@ -999,12 +1039,17 @@ impl WriteTxn {
         // Everything that reads stored pages happens before the snapshot is released.
         let node_pages = self.merged_node_pages()?;
         let edge_pages = self.merged_edge_pages()?;
-        let buckets = self.merged_buckets()?;
+        let index = self.merged_index()?;
         let version = self.version();
         // The state tree over everything this commit writes, read from the base.
         let state = {
             let mut changes: Vec<(Addr, u64)> = Vec::with_capacity(
-                node_pages.len() + edge_pages.len() + self.dirty_pages.len() + buckets.len() + extra_state.len(),
+                node_pages.len()
+                    + edge_pages.len()
+                    + self.dirty_pages.len()
+                    + index.puts.len()
+                    + index.removes.len()
+                    + extra_state.len(),
             );
             changes.extend(node_pages.iter().map(|p| (Addr::node_page(page_of(p.first, NODES_PER_PAGE)), version)));
             changes.extend(edge_pages.iter().map(|p| (Addr::edge_page(page_of(p.first, EDGES_PER_PAGE)), version)));
@@ -1013,7 +1058,8 @@ impl WriteTxn {
                 let present = self.props.get(id).is_some_and(|m| !m.entries.is_empty());
                 changes.push((Addr::props(id.0, id.1), if present { version } else { 0 }));
             }
-            changes.extend(buckets.iter().map(|(b, _)| (Addr::bucket(*b), version)));
+            changes.extend(index.puts.iter().map(|(slot, b, _)| (Addr::bucket(*slot, *b), version)));
+            changes.extend(index.removes.iter().map(|(slot, b)| (Addr::bucket(*slot, *b), 0)));
             changes.extend(self.new_kinds.values().map(|id| (Addr::dict(*id), version)));
             changes.extend(extra_state.iter().map(|a| (*a, version)));
             if self.org.inner.db.unchecked_state {
@@ -1030,7 +1076,10 @@ impl WriteTxn {
         // durable, so this instance's next commit (or read) of the org fetches none of them.
         let through = org.shared.cache.enabled()
             && !matches!(base, Base::Exclusive(_))
-            && node_pages.len() + edge_pages.len() + self.dirty_pages.len() + buckets.len() <= WRITE_THROUGH_PAGES;
+            && node_pages.len() + edge_pages.len() + self.dirty_pages.len() + index.puts.len() <= WRITE_THROUGH_PAGES;
+        // Index pages are written through whatever their number: the next commit's lookups and
+        // duplicate checks read a bucket of every run.
+        let through_index = org.shared.cache.enabled() && !matches!(base, Base::Exclusive(_));
         let mut fresh: Vec<([u8; 16], Cached)> = Vec::new();
         let mut seals: u64 = extra_seals + state.0;
         let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len() + extra_pages.len());
@@ -1121,19 +1170,21 @@ impl WriteTxn {
         seals += rows.len() as u64;
         put(PROPS, rows);
 
-        let rows = par_map(&buckets, |(b, page)| {
-            let key = org.bucket_key(*b);
+        let rows = par_map(&index.puts, |(slot, b, page)| {
+            let key = org.bucket_key(*slot, *b);
             Ok((key, org.seal_record(INDEX, &key, Compartment::Core, version, page)?))
         })?;
-        if through {
-            for ((_, page), (k, _)) in buckets.into_iter().zip(&rows) {
+        let gone: Vec<RecordKey> = index.removes.iter().map(|(slot, b)| org.bucket_key(*slot, *b)).collect();
+        if through_index {
+            for ((_, _, page), (k, _)) in index.puts.into_iter().zip(&rows) {
                 fresh.push((opaque_of(k), Cached::Bucket(Arc::new(Bucket(page)))));
             }
         } else {
-            drop(buckets);
+            drop(index.puts);
         }
         seals += rows.len() as u64;
         changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
+        changed_pages.extend(gone.iter().map(opaque_of));
         put(INDEX, rows);
 
         let mut rows = Vec::with_capacity(self.new_kinds.len());
@@ -1173,7 +1224,7 @@ impl WriteTxn {
             base: self.start.digest,
             entry: std::mem::take(&mut self.entry),
             puts,
-            removes: vec![(PROPS, removed), (TREE, state.2)],
+            removes: vec![(PROPS, removed), (INDEX, gone), (TREE, state.2)],
             audit: Some(audit),
             changed_pages,
             fresh,
@@ -1181,6 +1232,14 @@ impl WriteTxn {
         };
         Ok((set, base, std::mem::take(&mut self.new_kinds), self._writer))
     }
+}
+
+/// What a commit does to the index: bucket pages `(slot, bucket, page)` it writes and
+/// `(slot, bucket)` it removes (of runs merged into a new one).
+#[derive(Default)]
+struct IndexChange {
+    puts: Vec<(u8, u32, BucketPage)>,
+    removes: Vec<(u8, u32)>,
 }
 
 /// At most this many pages go into the page cache after a commit (write-through); a larger
@@ -1206,7 +1265,7 @@ pub(crate) fn opaque_of(key: &RecordKey) -> [u8; 16] {
 }
 
 /// Dirty record ids grouped by their page, each group sorted.
-fn dirty_by_page(dirty: &HashSet<u64>, per: u64) -> BTreeMap<u64, Vec<u64>> {
+fn dirty_by_page(dirty: &IdSet, per: u64) -> BTreeMap<u64, Vec<u64>> {
     let mut by_page: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for id in dirty {
         by_page.entry(page_of(*id, per)).or_default().push(*id);
@@ -1217,17 +1276,18 @@ fn dirty_by_page(dirty: &HashSet<u64>, per: u64) -> BTreeMap<u64, Vec<u64>> {
     by_page
 }
 
-/// Each page of `by_page` as stored (`stored`, loaded beforehand) with the transaction's
-/// changed and new `records` put in: `(first id, records)`.
+/// Each page of `by_page` as stored (`stored`, loaded beforehand, taken out) with the
+/// transaction's changed and new `records` put in: `(first id, records)`.
 fn merge_dense<R: Clone>(
     by_page: BTreeMap<u64, Vec<u64>>,
     per: u64,
-    records: &HashMap<u64, R>,
-    stored: &HashMap<u64, Vec<R>>,
+    records: &IdMap<R>,
+    stored: &mut IdMap<Vec<R>>,
 ) -> Result<Vec<(u64, Vec<R>)>> {
     let mut out = Vec::with_capacity(by_page.len());
     for (page, ids) in by_page {
-        let mut recs = stored.get(&page).cloned().ok_or_else(|| Error::Internal("page not loaded".into()))?;
+        // Taken, not copied: the transaction reads no stored page after its commit merged them.
+        let mut recs = stored.remove(&page).ok_or_else(|| Error::Internal("page not loaded".into()))?;
         let first = first_of(page, per);
         for id in ids {
             let rec = records.get(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;

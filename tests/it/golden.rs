@@ -1,4 +1,4 @@
-//! Golden files: databases written by an earlier build (tests/fixtures/v4/, made by the ignored
+//! Golden files: databases written by an earlier build (tests/fixtures/v5/, made by the ignored
 //! `generate` test with a fixed root key and deterministic content) must still open and read
 //! back every record exactly. A format change without a version bump fails here.
 //!
@@ -100,7 +100,7 @@ fn times() -> Vec<i64> {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/v4/golden.silo; run only to regenerate the fixture"]
+#[ignore = "writes tests/fixtures/v5/golden.silo; run only to regenerate the fixture"]
 fn generate() {
     let path = golden_fixture();
     let _ = std::fs::remove_file(&path);
@@ -129,10 +129,10 @@ fn generate() {
 }
 
 #[test]
-fn v4_fixture_opens_and_reads_back_every_record() {
-    assert_eq!(FORMAT_VERSION, 4, "format version changed: add a tests/fixtures/vN and keep v4 readable or rejected");
+fn v5_fixture_opens_and_reads_back_every_record() {
+    assert_eq!(FORMAT_VERSION, 5, "format version changed: add a tests/fixtures/vN and keep v5 readable or rejected");
     let path = copy_of_golden("read");
-    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v4 fixture");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v5 fixture");
     assert_eq!(db.list_orgs().expect("list"), vec!["acme".to_string(), "globex".to_string()]);
     let orgs = [
         db.org(ORGS[0]).expect("acme"),
@@ -141,7 +141,7 @@ fn v4_fixture_opens_and_reads_back_every_record() {
     let models = expected();
     for (i, (org, m)) in orgs.iter().zip(&models).enumerate() {
         let r = org.read().expect("read");
-        check_org(&r, m, &times(), &format!("v4 fixture org {}", ORGS[i]));
+        check_org(&r, m, &times(), &format!("v5 fixture org {}", ORGS[i]));
         // The hub's out-adjacency spans two pages.
         if i == 0 {
             assert_eq!(r.degree(NodeId(7), silograph::Direction::Out).expect("degree"), Some(520));
@@ -150,7 +150,7 @@ fn v4_fixture_opens_and_reads_back_every_record() {
 }
 
 #[test]
-fn v4_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
+fn v5_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
     let path = copy_of_golden("keys");
     let before = std::fs::read(&path).expect("read");
     assert!(matches!(Db::open(&path, RootKey::from_bytes([0; 32])), Err(Error::WrongKey)));
@@ -160,7 +160,7 @@ fn v4_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
 }
 
 #[test]
-fn v4_fixture_accepts_new_commits_that_survive_reopen() {
+fn v5_fixture_accepts_new_commits_that_survive_reopen() {
     let path = copy_of_golden("write");
     let mut models = expected();
     {
@@ -177,16 +177,16 @@ fn v4_fixture_accepts_new_commits_that_survive_reopen() {
         w.commit().expect("commit");
     }
     let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("reopen");
-    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v4 fixture after a write");
+    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v5 fixture after a write");
 }
 
 /// Files of the formats before this one were never released: v1 (one sealed record per node and
-/// edge), v2 (pages without the state tree, written before issue 12) and v3 (edge pages as rkyv
-/// records, every adjacency list in pages of its own) are refused with a typed error, before
-/// anything is written.
+/// edge), v2 (pages without the state tree, written before issue 12), v3 (edge pages as rkyv
+/// records, every adjacency list in pages of its own) and v4 (the index as one run of buckets)
+/// are refused with a typed error, before anything is written.
 #[test]
-fn v1_v2_and_v3_files_are_refused_as_unsupported_formats_and_left_unchanged() {
-    for v in [1, 2, 3] {
+fn v1_to_v4_files_are_refused_as_unsupported_formats_and_left_unchanged() {
+    for v in [1, 2, 3, 4] {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{v}/golden.silo"));
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("old.silo");

@@ -391,3 +391,59 @@ fn the_state_tree_grows_at_the_top_across_commits_and_every_record_still_checks(
         assert!(nb >= 1, "node {i} has its chain neighbours");
     }
 }
+
+/// Index runs (format version 5): commits of different sizes give runs that merge, and a
+/// bucket row of a run merged away put back, or a bucket reverted to the version before the
+/// merge, never reads clean (every lookup answers as before or fails) and `verify()` names it.
+#[test]
+fn index_runs_merge_and_a_merged_away_or_reverted_bucket_never_reads_clean() {
+    let path = tmp("runs");
+    let sizes = [100u64, 30, 200];
+    let lookups = |db: &Db| -> silograph::Result<Vec<Option<NodeId>>> {
+        let r = db.org("acme")?.read()?;
+        (0..sizes.iter().sum::<u64>() + 5).map(|i| r.lookup("crm", &format!("acme-{i}"))).collect()
+    };
+    let index_rows = |rows: &Rows| -> BTreeMap<Vec<u8>, Vec<u8>> {
+        rows.iter().filter(|((t, _), _)| t == "index").map(|((_, k), v)| (k.clone(), v.clone())).collect()
+    };
+    let mut states = Vec::new();
+    let mut next = 0;
+    for n in sizes {
+        {
+            let db = Db::open(&path, root_key(1)).unwrap();
+            let o = if next == 0 { db.create_org("acme") } else { db.org("acme") }.unwrap();
+            let mut w = o.write().unwrap();
+            for i in next..next + n {
+                w.upsert_node(person("acme", i)).unwrap();
+            }
+            next += n;
+            w.commit().unwrap();
+            assert!(db.verify().unwrap().is_ok(), "after a commit of {n} sources");
+            assert!(lookups(&db).unwrap().iter().take(next as usize).all(Option::is_some));
+        }
+        states.push(index_rows(&rows(&path)));
+    }
+    // 101 entries (100 sources and a kind: 4 buckets), then 30 in a run of their own (1 bucket),
+    // then 200 that absorb both into one run of 331 (16 buckets) at the oldest run's slot: the
+    // small run's bucket goes.
+    let [first, second, last] = [&states[0], &states[1], &states[2]];
+    assert_eq!((first.len(), second.len(), last.len()), (4, 5, 16), "bucket rows per state");
+    let removed: Vec<_> = second.iter().filter(|(k, _)| !last.contains_key(*k)).collect();
+    let reverted: Vec<_> = second.iter().filter(|(k, v)| last.get(*k).is_some_and(|l| l != *v)).collect();
+    assert_eq!((removed.len(), reverted.len()), (1, 4), "the merge removed the small run and rewrote the big one");
+    let truth = lookups(&Db::open(&path, root_key(1)).unwrap()).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let edited = tmp("runs-edit");
+    for (what, (key, value)) in
+        removed.iter().map(|r| ("put back", *r)).chain(reverted.iter().map(|r| ("reverted", *r)))
+    {
+        std::fs::write(&edited, &bytes).unwrap();
+        edit(&edited, "index", key, Some(value));
+        let db = Db::open(&edited, root_key(1)).unwrap();
+        match lookups(&db) {
+            Ok(seen) => assert_eq!(seen, truth, "{what} bucket read clean with other answers"),
+            Err(e) => assert!(matches!(e, silograph::Error::Corrupt { .. }), "{what}: {e:?}"),
+        }
+        assert!(!db.verify().unwrap().is_ok(), "verify() names the {what} bucket {}", hex::encode(key));
+    }
+}
