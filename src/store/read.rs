@@ -359,11 +359,12 @@ impl ReadTxn {
         self.with_edge(id, EdgeRecord::clone)
     }
 
-    /// The value the hashed index holds for `h`, if any: the first run, newest first, whose
-    /// bucket holds its fingerprint (a source is in at most one run).
+    /// The value the hashed index holds for `h`, if any: the run whose bucket holds its
+    /// fingerprint (a source is in at most one run), probed oldest (largest) first, where most
+    /// entries are.
     fn index_lookup(&self, h: &IndexHash) -> Result<Option<u64>> {
         let fp = fingerprint(h);
-        for run in self.facts()?.runs.as_slice() {
+        for run in self.facts()?.runs.as_slice().iter().rev() {
             let b = bucket_of(&fp, run.bits);
             let key = self.org.inner.bucket_key(run.slot, b);
             let found = match self.cached(&key) {

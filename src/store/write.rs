@@ -370,10 +370,11 @@ impl WriteTxn {
         self.stored_bucket_in(&mut memo, run, b)
     }
 
-    /// The value the index held for fingerprint `fp` when this transaction began.
+    /// The value the index held for fingerprint `fp` when this transaction began (runs probed
+    /// oldest, that is largest, first: most entries are there).
     fn stored_index_get(&self, fp: &[u8; 12]) -> Result<Option<u64>> {
         let mut memo = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, run) in self.start.runs.as_slice().iter().enumerate() {
+        for (i, run) in self.start.runs.as_slice().iter().enumerate().rev() {
             if let Some(v) = self.stored_bucket_in(&mut memo, i, bucket_of(fp, run.bits))?.get(fp) {
                 return Ok(Some(v));
             }
@@ -876,7 +877,7 @@ impl WriteTxn {
         for page in by_page.keys() {
             self.stored_node_page(*page)?;
         }
-        let merged = merge_dense(by_page, NODES_PER_PAGE, &self.nodes, &mut self.node_pages)?;
+        let merged = merge_dense(by_page, NODES_PER_PAGE, &mut self.nodes, &mut self.node_pages)?;
         Ok(merged.into_iter().map(|(first, nodes)| NodePage { first, nodes }).collect())
     }
 
@@ -886,7 +887,7 @@ impl WriteTxn {
         for page in by_page.keys() {
             self.stored_edge_page(*page)?;
         }
-        let merged = merge_dense(by_page, EDGES_PER_PAGE, &self.edges, &mut self.edge_pages)?;
+        let merged = merge_dense(by_page, EDGES_PER_PAGE, &mut self.edges, &mut self.edge_pages)?;
         Ok(merged.into_iter().map(|(first, edges)| EdgePage { first, edges }).collect())
     }
 
@@ -1036,6 +1037,14 @@ impl WriteTxn {
             }
         }
         let inline = self.fold_inline()?;
+        // The page counts page 0 of an adjacency list records: the node records move into their
+        // pages next.
+        let page_counts: IdMap<(u32, u32)> = self
+            .dirty_pages
+            .iter()
+            .filter(|(_, _, p)| *p == 0)
+            .filter_map(|(n, _, _)| self.nodes.get(n).map(|r| (*n, (r.out_pages, r.in_pages))))
+            .collect();
         // Everything that reads stored pages happens before the snapshot is released.
         let node_pages = self.merged_node_pages()?;
         let edge_pages = self.merged_edge_pages()?;
@@ -1123,9 +1132,9 @@ impl WriteTxn {
         put(EDGES, rows);
 
         let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
-        let count_of = |&(node, dir, p): &PageId| match (p, self.nodes.get(&node)) {
-            (0, Some(n)) if dir == 0 => Ok(n.out_pages),
-            (0, Some(n)) => Ok(n.in_pages),
+        let count_of = |&(node, dir, p): &PageId| match (p, page_counts.get(&node)) {
+            (0, Some(&(out, _))) if dir == 0 => Ok(out),
+            (0, Some(&(_, inn))) => Ok(inn),
             (0, None) => Err(Error::Internal("page 0 changed without its node".into())),
             _ => Ok(0),
         };
@@ -1276,22 +1285,22 @@ fn dirty_by_page(dirty: &IdSet, per: u64) -> BTreeMap<u64, Vec<u64>> {
     by_page
 }
 
-/// Each page of `by_page` as stored (`stored`, loaded beforehand, taken out) with the
-/// transaction's changed and new `records` put in: `(first id, records)`.
-fn merge_dense<R: Clone>(
+/// Each page of `by_page` as stored (`stored`, loaded beforehand) with the transaction's changed
+/// and new `records` put in: `(first id, records)`. Both are taken out, not copied: the commit
+/// reads neither again.
+fn merge_dense<R>(
     by_page: BTreeMap<u64, Vec<u64>>,
     per: u64,
-    records: &IdMap<R>,
+    records: &mut IdMap<R>,
     stored: &mut IdMap<Vec<R>>,
 ) -> Result<Vec<(u64, Vec<R>)>> {
     let mut out = Vec::with_capacity(by_page.len());
     for (page, ids) in by_page {
-        // Taken, not copied: the transaction reads no stored page after its commit merged them.
         let mut recs = stored.remove(&page).ok_or_else(|| Error::Internal("page not loaded".into()))?;
         let first = first_of(page, per);
         for id in ids {
-            let rec = records.get(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;
-            put_in_page(&mut recs, (id - first) as usize, rec.clone())?;
+            let rec = records.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;
+            put_in_page(&mut recs, (id - first) as usize, rec)?;
         }
         out.push((first, recs));
     }
