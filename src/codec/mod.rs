@@ -381,7 +381,8 @@ impl PropMap {
 
 /// One run of an org's hashed index: `2^bits` bucket pages at `slot`, holding `entries`
 /// entries. A source is in at most one run; a commit adds its new entries to the newest run in
-/// place or as a new run, merging runs that are not much bigger (see `store::records::plan_index`).
+/// place or as a new run that absorbs the runs no bigger than itself (see
+/// `store::records::plan_index`).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IndexRun {
     /// Where its bucket pages live (the `page` of their record address).
