@@ -28,6 +28,10 @@ pub(crate) struct OrgShared {
     /// time), set by the first handle: another instance may delete the org and create a new one
     /// under the same name, whose versions and kind ids start over.
     pub incarnation: std::sync::OnceLock<[u8; 32]>,
+    /// The registry entry a snapshot of this org last opened, as its sealed bytes, and the facts
+    /// snapshots take from it: a snapshot that reads the very same bytes takes them without
+    /// decrypting the entry again (the same sealed value always opens to the same entry).
+    pub facts: RwLock<Option<(Vec<u8>, super::read::Facts)>>,
 }
 
 /// Weighs a cached tree node by its entries' bytes.
@@ -56,6 +60,7 @@ impl OrgShared {
             kinds: RwLock::new(KindDict::default()),
             tree: quick_cache::sync::Cache::with_weighter(1024, tree_bytes, TreeWeight),
             incarnation: std::sync::OnceLock::new(),
+            facts: RwLock::new(None),
         }
     }
 

@@ -9,7 +9,7 @@ use super::org::Org;
 use super::org::OrgInner;
 use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner, Runs};
 use super::state::{Addr, Roots};
-use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, PROPS};
+use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
 use super::write::opaque_of;
 use crate::codec::{
     first_of, page_of, AdjEntry, EdgePage, EdgeRecord, NodePage, NodeRecord, PropMap, EDGES_PER_PAGE, NODES_PER_PAGE,
@@ -173,7 +173,7 @@ impl DensePage for EdgePage {
 
 /// What a snapshot needs from its org's registry entry.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Facts {
+pub(crate) struct Facts {
     next_node: u64,
     next_edge: u64,
     /// The index runs, newest first.
@@ -266,15 +266,28 @@ impl ReadTxn {
         if let Some(v) = self.facts.get() {
             return Ok(v);
         }
-        let e = self.org.inner.db.read_entry(&*self.snap, self.org.inner.tag, &self.org.inner.name)?;
-        let f = Facts {
-            next_node: e.next_node,
-            next_edge: e.next_edge,
-            runs: Runs::of(&e.index_runs)?,
-            node_count: e.node_count,
-            edge_count: e.edge_count,
-            roots: Roots::decode(&e.state_root)?,
-            commit_seq: e.commit_seq,
+        let oi = &self.org.inner;
+        let sealed = self.get(ORGS, &oi.tag.0)?.ok_or_else(|| Error::OrgNotFound(oi.name.clone()))?;
+        // The entry this instance opened last, if these are its very bytes.
+        let known = oi.shared.facts.read().ok().and_then(|g| g.as_ref().filter(|(b, _)| *b == sealed).map(|(_, f)| *f));
+        let f = match known {
+            Some(f) => f,
+            None => {
+                let e = oi.db.open_entry(oi.tag, &sealed)?;
+                let f = Facts {
+                    next_node: e.next_node,
+                    next_edge: e.next_edge,
+                    runs: Runs::of(&e.index_runs)?,
+                    node_count: e.node_count,
+                    edge_count: e.edge_count,
+                    roots: Roots::decode(&e.state_root)?,
+                    commit_seq: e.commit_seq,
+                };
+                if let Ok(mut g) = oi.shared.facts.write() {
+                    *g = Some((sealed, f));
+                }
+                f
+            }
         };
         Ok(self.facts.get_or_init(|| f))
     }
