@@ -338,8 +338,10 @@ impl Runs {
         let mut out = Runs { len: list.len() as u8, ..Runs::default() };
         let mut slots = 0u32;
         for (i, r) in list.iter().enumerate() {
-            let slot_bit =
-                1u32.checked_shl(u32::from(r.slot)).filter(|_| usize::from(r.slot) < MAX_RUNS).ok_or_else(bad)?;
+            if usize::from(r.slot) >= MAX_RUNS {
+                return Err(bad());
+            }
+            let slot_bit = 1u32 << r.slot;
             if slots & slot_bit != 0 || r.entries == 0 || r.bits > 32 || bits_for(r.entries, 0) > r.bits {
                 return Err(bad());
             }
@@ -395,6 +397,7 @@ pub(crate) fn plan_index(runs: &Runs, adds: u64) -> IndexPlan {
         size += list[merge].entries;
         merge += 1;
     }
+    // With nothing absorbed there are fewer than MAX_RUNS runs, so a slot is free.
     let slot = match merge {
         0 => (0..MAX_RUNS as u8).find(|s| list.iter().all(|r| r.slot != *s)).unwrap_or(0),
         m => list[m - 1].slot,

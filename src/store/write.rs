@@ -904,8 +904,9 @@ impl WriteTxn {
         let list = runs.as_slice();
         let added = adds.len() as u64;
         let mut after: Vec<IndexRun> = list.to_vec();
-        match (plan_index(&runs, added), list.first()) {
-            (IndexPlan::InPlace, Some(r0)) => {
+        match plan_index(&runs, added) {
+            IndexPlan::InPlace => {
+                let r0 = list.first().ok_or_else(|| Error::Internal("in place into no index run".into()))?;
                 let mut by_bucket: BTreeMap<u32, Vec<([u8; 12], u64)>> = BTreeMap::new();
                 for (fp, v) in adds {
                     by_bucket.entry(bucket_of(&fp, r0.bits)).or_default().push((fp, v));
@@ -917,11 +918,7 @@ impl WriteTxn {
                 }
                 after[0].entries += added;
             }
-            (plan, _) => {
-                let (merge, slot) = match plan {
-                    IndexPlan::NewRun { merge, slot } => (merge, slot),
-                    IndexPlan::InPlace => (0, 0),
-                };
+            IndexPlan::NewRun { merge, slot } => {
                 let mut all = adds;
                 for (i, r) in list[..merge].iter().enumerate() {
                     for b in 0..(1u32 << r.bits) {
