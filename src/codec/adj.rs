@@ -56,7 +56,20 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    #[inline]
     pub(super) fn get(&mut self) -> Result<u64, CodecError> {
+        // Most deltas, kinds and counts fit one byte.
+        let b = *self.buf.get(self.pos).ok_or(CodecError)?;
+        if b < 0x80 {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.get_long()
+    }
+
+    /// [`Reader::get`] for a value of two or more bytes.
+    #[inline(never)]
+    fn get_long(&mut self) -> Result<u64, CodecError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = *self.buf.get(self.pos).ok_or(CodecError)?;
@@ -162,20 +175,19 @@ fn decode_entries(r: &mut Reader<'_>, count: usize) -> Result<Vec<AdjEntry>, Cod
     for e in out.iter_mut() {
         e.kind = u32::try_from(r.get()?).map_err(|_| CodecError)?;
     }
-    let mut flags = Vec::with_capacity(count);
-    for _ in 0..count {
-        let f = r.byte()?;
-        if f & !(F_FROM | F_TO | F_RETRACTED) != 0 {
-            return Err(CodecError);
-        }
-        flags.push(f);
+    // The flag column is read in place (one byte an entry).
+    let buf = r.buf;
+    let flags = buf.get(r.pos..r.pos.checked_add(count).ok_or(CodecError)?).ok_or(CodecError)?;
+    if flags.iter().any(|f| f & !(F_FROM | F_TO | F_RETRACTED) != 0) {
+        return Err(CodecError);
     }
+    r.pos += count;
     prev = 0;
     for e in out.iter_mut() {
         prev = prev.wrapping_add(unzig(r.get()?));
         e.recorded_at = prev;
     }
-    for (e, f) in out.iter_mut().zip(flags) {
+    for (e, &f) in out.iter_mut().zip(flags) {
         if f & F_FROM != 0 {
             e.valid_from = e.recorded_at.wrapping_add(unzig(r.get()?));
         }

@@ -534,8 +534,13 @@ impl ReadTxn {
             // no neighbors there); later pages always carry 0.
             return Ok((p > 0 || page.pages > 0 || !page.entries.is_empty()).then_some(page));
         }
-        if p == 0 {
-            // The node record says whether its entries are inline or in pages.
+        // The node record says whether its entries are inline or in pages; so does the state
+        // tree, which answers from memory: a node it says has pages (a hub, which is what a walk
+        // expands most) goes straight to its page 0, without opening its node page.
+        let roots = self.facts()?.roots;
+        let paged =
+            p > 0 || self.org.inner.holds(&roots, &|t, k| self.get(t, k), Addr::adj(node, dir, 0))? == Some(true);
+        if !paged {
             match self.inline_entries(node, dir)? {
                 None => return Ok(None),
                 Some(Some(entries)) => {
@@ -552,14 +557,13 @@ impl ReadTxn {
             // Opened and checked against the state tree by the prefetch.
             Some(Some(page)) => return Ok(Some(page)),
             Some(None) => {
-                let roots = self.facts()?.roots;
                 self.org.inner.check_state(&roots, &|t, k| self.get(t, k), addr, &key, None)?;
                 None
             }
             None => self.fetch(addr, &key)?,
         };
-        // The node record says there are pages (page 0 only comes here then): a removed page
-        // must not read as "no neighbors".
+        // The node record or the state tree says there are pages (page 0 only comes here then):
+        // a removed page must not read as "no neighbors".
         let Some(sealed) = sealed else {
             return Err(Error::corrupt(ADJ.name, &key));
         };

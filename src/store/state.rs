@@ -239,6 +239,15 @@ impl OrgInner {
         Ok(node.get(addr.slot()))
     }
 
+    /// Whether the state `roots` holds a record at `addr`, without reading it: `None` when the
+    /// state is not checked (`unchecked_state_for_benchmarks`), so the caller cannot lean on it.
+    pub(crate) fn holds(&self, roots: &Roots, get: &Get<'_>, addr: Addr) -> Result<Option<bool>> {
+        if self.db.unchecked_state {
+            return Ok(None);
+        }
+        Ok(Some(self.expected_version(roots, get, addr)? != 0))
+    }
+
     /// Checks a record read at `addr` (`None`: no record there) against the state `roots`: a
     /// record of another version, a missing record or a record where there must be none is
     /// `Corrupt`. The value itself is authenticated when it is opened.

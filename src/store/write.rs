@@ -191,7 +191,7 @@ pub struct WriteTxn {
     index: FastMap<IndexHash, u64>,
     /// Index buckets as stored when this transaction began, loaded on first use: per run (in
     /// `start.runs` order), by bucket number.
-    buckets: Mutex<Vec<Vec<Option<Arc<BucketPage>>>>>,
+    buckets: Mutex<Vec<Vec<Option<Arc<Bucket>>>>>,
     new_kinds: HashMap<String, u32>,
     stats: WriteStats,
     /// The page-cache generation this transaction's base may read the org's cache at (`None`:
@@ -331,12 +331,7 @@ impl WriteTxn {
 
     /// Bucket `b` of run `run` (its position in `start.runs`) as stored when this transaction
     /// began (a missing bucket of a run is `Corrupt`), from the memo `memo` of loaded buckets.
-    fn stored_bucket_in(
-        &self,
-        memo: &mut Vec<Vec<Option<Arc<BucketPage>>>>,
-        run: usize,
-        b: u32,
-    ) -> Result<Arc<BucketPage>> {
+    fn stored_bucket_in(&self, memo: &mut Vec<Vec<Option<Arc<Bucket>>>>, run: usize, b: u32) -> Result<Arc<Bucket>> {
         let r = self.start.runs.as_slice().get(run).ok_or_else(|| Error::Internal("no such index run".into()))?;
         if memo.len() <= run {
             memo.resize_with(run + 1, Vec::new);
@@ -350,22 +345,22 @@ impl WriteTxn {
             return Ok(page.clone());
         }
         let key = self.org.inner.bucket_key(r.slot, b);
+        // The cache's own page when it has one (shared, not copied).
         let page = match self.cached(&key) {
-            Some(Cached::Bucket(page)) => page.0.clone(),
+            Some(Cached::Bucket(page)) => page,
             _ => {
                 let sealed =
                     self.fetch(Addr::bucket(r.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
-                self.org.inner.open_bucket(&key, &sealed)?
+                Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?))
             }
         };
-        let page = Arc::new(page);
         *slot = Some(page.clone());
         Ok(page)
     }
 
     /// Bucket `b` of run `run` (its position in `start.runs`) as stored when this transaction
     /// began.
-    fn stored_bucket(&self, run: usize, b: u32) -> Result<Arc<BucketPage>> {
+    fn stored_bucket(&self, run: usize, b: u32) -> Result<Arc<Bucket>> {
         let mut memo = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         self.stored_bucket_in(&mut memo, run, b)
     }
@@ -375,7 +370,7 @@ impl WriteTxn {
     fn stored_index_get(&self, fp: &[u8; 12]) -> Result<Option<u64>> {
         let mut memo = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         for (i, run) in self.start.runs.as_slice().iter().enumerate().rev() {
-            if let Some(v) = self.stored_bucket_in(&mut memo, i, bucket_of(fp, run.bits))?.get(fp) {
+            if let Some(v) = self.stored_bucket_in(&mut memo, i, bucket_of(fp, run.bits))?.0.get(fp) {
                 return Ok(Some(v));
             }
         }
@@ -912,7 +907,7 @@ impl WriteTxn {
                     by_bucket.entry(bucket_of(&fp, r0.bits)).or_default().push((fp, v));
                 }
                 for (b, add) in by_bucket {
-                    let mut all: Vec<([u8; 12], u64)> = self.stored_bucket(0, b)?.iter().collect();
+                    let mut all: Vec<([u8; 12], u64)> = self.stored_bucket(0, b)?.0.iter().collect();
                     all.extend(add);
                     change.puts.push((r0.slot, b, BucketPage::from_entries(all)));
                 }
@@ -922,7 +917,7 @@ impl WriteTxn {
                 let mut all = adds;
                 for (i, r) in list[..merge].iter().enumerate() {
                     for b in 0..(1u32 << r.bits) {
-                        all.extend(self.stored_bucket(i, b)?.iter());
+                        all.extend(self.stored_bucket(i, b)?.0.iter());
                     }
                 }
                 let entries = all.len() as u64;

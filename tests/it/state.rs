@@ -447,3 +447,53 @@ fn index_runs_merge_and_a_merged_away_or_reverted_bucket_never_reads_clean() {
         assert!(!db.verify().unwrap().is_ok(), "verify() names the {what} bucket {}", hex::encode(key));
     }
 }
+
+/// A walk asks the state tree whether a (node, direction) has a page 0 and, when it does, reads
+/// that page without opening the node page (the miss path of a walk over hubs). With every
+/// node-page row deleted, a hub's neighbors still read — exactly, from its authenticated
+/// adjacency page — while its record and the neighbors of a small node (inline in the node
+/// page) read `Corrupt`; the hub's page 0 deleted as well reads `Corrupt`, never as no
+/// neighbors.
+#[test]
+fn a_hubs_neighbors_come_from_its_page_through_the_state_tree_and_a_missing_page_is_corrupt() {
+    let path = tmp("hub");
+    {
+        let db = Db::open(&path, root_key(1)).unwrap();
+        let o = db.create_org("acme").unwrap();
+        let mut w = o.write().unwrap();
+        let ids: Vec<NodeId> = (0..21).map(|i| w.upsert_node(person("acme", i)).unwrap()).collect();
+        for n in &ids[1..] {
+            w.add_edge(EdgeInput::new(ids[0], *n, "cc")).unwrap();
+        }
+        w.add_edge(EdgeInput::new(ids[1], ids[2], "cc")).unwrap();
+        w.commit().unwrap();
+    }
+    let before = rows(&path);
+    let open = || {
+        let db = Db::builder().cache_size(0).open(&path, root_key(1)).unwrap();
+        let r = db.org("acme").unwrap().read().unwrap();
+        (db, r)
+    };
+    let (db, r) = open();
+    let hub_pages: Vec<Vec<u8>> = before.keys().filter(|(t, _)| t == "adj").map(|(_, k)| k.clone()).collect();
+    assert_eq!(hub_pages.len(), 1, "the hub (20 out-edges) has one adjacency page; every other list is inline");
+    let want: Vec<NodeId> = r.neighbors(NodeId(1), Direction::Out).unwrap().map(|n| n.unwrap().node).collect();
+    assert_eq!(want, (2..=21).map(NodeId).collect::<Vec<_>>());
+    drop((r, db));
+
+    for (_, key) in before.keys().filter(|(t, _)| t == "nodes") {
+        edit(&path, "nodes", key, None);
+    }
+    let (db, r) = open();
+    let got: Vec<NodeId> = r.neighbors(NodeId(1), Direction::Out).unwrap().map(|n| n.unwrap().node).collect();
+    assert_eq!(got, want, "the hub's neighbors need no node page");
+    assert!(matches!(r.node(NodeId(1)), Err(silograph::Error::Corrupt { .. })));
+    let small = r.neighbors(NodeId(2), Direction::Out).unwrap().next();
+    assert!(matches!(small, Some(Err(silograph::Error::Corrupt { .. }))), "{small:?}");
+    drop((r, db));
+
+    edit(&path, "adj", &hub_pages[0], None);
+    let (_db, r) = open();
+    let hub = r.neighbors(NodeId(1), Direction::Out).unwrap().next();
+    assert!(matches!(hub, Some(Err(silograph::Error::Corrupt { .. }))), "{hub:?}");
+}
