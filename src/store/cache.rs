@@ -124,11 +124,15 @@ pub(crate) enum Cached {
 
 impl Cached {
     /// Approximate bytes held (the cache's weight).
-    fn cost(&self) -> u64 {
+    pub(crate) fn cost(&self) -> u64 {
         let strings = |s: &(String, String)| s.0.len() + s.1.len() + 48;
         let bytes = match self {
             Cached::Adj(p) => p.cost(),
-            Cached::Nodes(r) => r.0.iter().map(|n| 96 + n.sources.iter().map(strings).sum::<usize>()).sum(),
+            Cached::Nodes(r) => {
+                r.0.iter()
+                    .map(|n| 96 + n.out_adj.len() + n.in_adj.len() + n.sources.iter().map(strings).sum::<usize>())
+                    .sum()
+            }
             Cached::Edges(r) => r.0.iter().map(|e| 104 + e.source.as_ref().map_or(0, strings)).sum(),
             Cached::Bucket(b) => b.0.entries.len(),
         };
@@ -156,6 +160,8 @@ pub(crate) struct PageCache {
     /// take it alone, so no lookup or insert interleaves with them.
     lock: RwLock<()>,
     map: Option<quick_cache::sync::Cache<[u8; 16], Cached, Weight>>,
+    /// The bound of `map`, in the weight of [`Cached::cost`].
+    capacity: u64,
 }
 
 impl std::fmt::Debug for PageCache {
@@ -170,7 +176,18 @@ impl PageCache {
             let items = (capacity / 2048).clamp(16, 1 << 20);
             quick_cache::sync::Cache::with_weighter(items, capacity as u64, Weight)
         });
-        PageCache { gen: AtomicU64::new(0), seen: AtomicU64::new(0), lock: RwLock::new(()), map }
+        PageCache {
+            gen: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            lock: RwLock::new(()),
+            map,
+            capacity: capacity as u64,
+        }
+    }
+
+    /// The bound of the cache (0: off).
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, ()> {

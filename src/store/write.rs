@@ -184,7 +184,7 @@ pub struct WriteTxn {
     props: HashMap<(Owner, Compartment), PropMap>,
     dirty_props: HashSet<(Owner, Compartment)>,
     /// Node and edge pages as stored when this transaction began, loaded on first use.
-    node_pages: IdMap<Vec<NodeRecord>>,
+    node_pages: IdMap<Arc<Records<NodeRecord>>>,
     edge_pages: IdMap<Vec<EdgeRecord>>,
     /// Index entries this transaction adds (keyed hash → id): only sources and kinds the
     /// stored index does not hold (each is looked up before it goes in).
@@ -401,13 +401,19 @@ impl WriteTxn {
         P::open(&self.org.inner, page, &key, &sealed)
     }
 
-    /// Node page `page` as stored when this transaction began, loaded once.
-    fn stored_node_page(&mut self, page: u64) -> Result<&Vec<NodeRecord>> {
+    /// Node page `page` as stored when this transaction began, loaded once: the page cache's
+    /// own records when it has them (shared, not copied: a commit touches most node pages, and
+    /// only the records it changes are copied, once).
+    fn stored_node_page(&mut self, page: u64) -> Result<&Records<NodeRecord>> {
         if !self.node_pages.contains_key(&page) {
-            let recs = self.stored_records::<NodePage>(page, self.start.next_node)?;
+            let key = NodePage::key(&self.org.inner, page);
+            let recs = match self.cached(&key).as_ref().and_then(NodePage::unwrap) {
+                Some(r) if first_of(page, NODES_PER_PAGE) < self.start.next_node => r,
+                _ => Arc::new(Records(self.stored_records::<NodePage>(page, self.start.next_node)?)),
+            };
             self.node_pages.insert(page, recs);
         }
-        self.node_pages.get(&page).ok_or_else(|| Error::Internal("node page not loaded".into()))
+        self.node_pages.get(&page).map(|r| &**r).ok_or_else(|| Error::Internal("node page not loaded".into()))
     }
 
     /// Edge page `page` as stored when this transaction began, loaded once.
@@ -451,7 +457,7 @@ impl WriteTxn {
             }
             let page = page_of(id, NODES_PER_PAGE);
             let slot = (id - first_of(page, NODES_PER_PAGE)) as usize;
-            let rec = self.stored_node_page(page)?.get(slot).cloned();
+            let rec = self.stored_node_page(page)?.0.get(slot).cloned();
             let rec = rec.ok_or_else(|| Error::corrupt(NODES.name, &self.org.inner.node_page_key(page)))?;
             self.nodes.insert(id, rec);
         }
@@ -872,8 +878,29 @@ impl WriteTxn {
         for page in by_page.keys() {
             self.stored_node_page(*page)?;
         }
-        let merged = merge_dense(by_page, NODES_PER_PAGE, &mut self.nodes, &mut self.node_pages)?;
-        Ok(merged.into_iter().map(|(first, nodes)| NodePage { first, nodes }).collect())
+        let mut out = Vec::with_capacity(by_page.len());
+        for (page, ids) in by_page {
+            let stored = self.node_pages.remove(&page).ok_or_else(|| Error::Internal("page not loaded".into()))?;
+            let first = first_of(page, NODES_PER_PAGE);
+            // Each record once: a changed one moved in, an unchanged one copied from the stored page.
+            let mut nodes: Vec<NodeRecord> = Vec::with_capacity(stored.0.len().max(ids.len()));
+            let mut changed = ids.into_iter().peekable();
+            for (slot, rec) in stored.0.iter().enumerate() {
+                let id = first + slot as u64;
+                if changed.next_if_eq(&id).is_some() {
+                    nodes
+                        .push(self.nodes.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?);
+                } else {
+                    nodes.push(rec.clone());
+                }
+            }
+            for id in changed {
+                let rec = self.nodes.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;
+                put_in_page(&mut nodes, (id - first) as usize, rec)?;
+            }
+            out.push(NodePage { first, nodes });
+        }
+        Ok(out)
     }
 
     /// The edge pages this transaction changes (as [`WriteTxn::merged_node_pages`]).
@@ -1097,9 +1124,16 @@ impl WriteTxn {
             let key = org.node_page_key(page_of(p.first, NODES_PER_PAGE));
             Ok((key, org.seal_record(NODES, &key, Compartment::Core, version, p)?))
         })?;
-        if through {
-            for (p, (k, _)) in node_pages.into_iter().zip(&rows) {
-                fresh.push((opaque_of(k), Cached::Nodes(Arc::new(Records(p.nodes)))));
+        if through_index {
+            // Node pages too while they take at most a quarter of the cache: a commit of many
+            // edges touches most node pages, and the next one reads them all back.
+            let pages: Vec<([u8; 16], Cached)> = node_pages
+                .into_iter()
+                .zip(&rows)
+                .map(|(p, (k, _))| (opaque_of(k), Cached::Nodes(Arc::new(Records(p.nodes)))))
+                .collect();
+            if through || pages.iter().map(|(_, c)| c.cost()).sum::<u64>() <= org.shared.cache.capacity() / 4 {
+                fresh.extend(pages);
             }
         } else {
             drop(node_pages);
