@@ -160,8 +160,6 @@ pub(crate) struct PageCache {
     /// take it alone, so no lookup or insert interleaves with them.
     lock: RwLock<()>,
     map: Option<quick_cache::sync::Cache<[u8; 16], Cached, Weight>>,
-    /// The bound of `map`, in the weight of [`Cached::cost`].
-    capacity: u64,
 }
 
 impl std::fmt::Debug for PageCache {
@@ -176,18 +174,12 @@ impl PageCache {
             let items = (capacity / 2048).clamp(16, 1 << 20);
             quick_cache::sync::Cache::with_weighter(items, capacity as u64, Weight)
         });
-        PageCache {
-            gen: AtomicU64::new(0),
-            seen: AtomicU64::new(0),
-            lock: RwLock::new(()),
-            map,
-            capacity: capacity as u64,
-        }
+        PageCache { gen: AtomicU64::new(0), seen: AtomicU64::new(0), lock: RwLock::new(()), map }
     }
 
-    /// The bound of the cache (0: off).
+    /// The bound of the cache in the weight of [`Cached::cost`] (0: off).
     pub(crate) fn capacity(&self) -> u64 {
-        self.capacity
+        self.map.as_ref().map_or(0, |m| m.capacity())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, ()> {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::cache::{Bucket, Cached, Page, Records};
+use super::cache::{Bucket, Cached, Page, Records, Scrub};
 use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::kv::{BackendKind, KvSnapshot, KvWrite};
 use super::org::Org;
@@ -185,7 +185,7 @@ pub struct WriteTxn {
     dirty_props: HashSet<(Owner, Compartment)>,
     /// Node and edge pages as stored when this transaction began, loaded on first use.
     node_pages: IdMap<Arc<Records<NodeRecord>>>,
-    edge_pages: IdMap<Vec<EdgeRecord>>,
+    edge_pages: IdMap<Arc<Records<EdgeRecord>>>,
     /// Index entries this transaction adds (keyed hash → id): only sources and kinds the
     /// stored index does not hold (each is looked up before it goes in).
     index: FastMap<IndexHash, u64>,
@@ -385,44 +385,37 @@ impl WriteTxn {
     }
 
     /// Page `page` of node or edge records as stored when this transaction began (empty if it
-    /// held no record then: `next` is the next id as of begin).
-    fn stored_records<P: DensePage>(&self, page: u64, next: u64) -> Result<Vec<P::Rec>>
-    where
-        P::Rec: Clone,
-    {
+    /// held no record then: `next` is the next id as of begin): the page cache's own records
+    /// when it has them (shared, not copied: a commit touches most node pages, and
+    /// [`merge_dense`] copies only the records it keeps unchanged).
+    fn stored_records<P: DensePage>(&self, page: u64, next: u64) -> Result<Arc<Records<P::Rec>>> {
         if first_of(page, P::PER) >= next {
-            return Ok(Vec::new());
+            return Ok(Arc::new(Records(Vec::new())));
         }
         let key = P::key(&self.org.inner, page);
         if let Some(r) = self.cached(&key).as_ref().and_then(P::unwrap) {
-            return Ok(r.0.clone());
+            return Ok(r);
         }
         let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
-        P::open(&self.org.inner, page, &key, &sealed)
+        Ok(Arc::new(Records(P::open(&self.org.inner, page, &key, &sealed)?)))
     }
 
-    /// Node page `page` as stored when this transaction began, loaded once: the page cache's
-    /// own records when it has them (shared, not copied: a commit touches most node pages, and
-    /// only the records it changes are copied, once).
+    /// Node page `page` as stored when this transaction began, loaded once.
     fn stored_node_page(&mut self, page: u64) -> Result<&Records<NodeRecord>> {
         if !self.node_pages.contains_key(&page) {
-            let key = NodePage::key(&self.org.inner, page);
-            let recs = match self.cached(&key).as_ref().and_then(NodePage::unwrap) {
-                Some(r) if first_of(page, NODES_PER_PAGE) < self.start.next_node => r,
-                _ => Arc::new(Records(self.stored_records::<NodePage>(page, self.start.next_node)?)),
-            };
+            let recs = self.stored_records::<NodePage>(page, self.start.next_node)?;
             self.node_pages.insert(page, recs);
         }
         self.node_pages.get(&page).map(|r| &**r).ok_or_else(|| Error::Internal("node page not loaded".into()))
     }
 
     /// Edge page `page` as stored when this transaction began, loaded once.
-    fn stored_edge_page(&mut self, page: u64) -> Result<&Vec<EdgeRecord>> {
+    fn stored_edge_page(&mut self, page: u64) -> Result<&Records<EdgeRecord>> {
         if !self.edge_pages.contains_key(&page) {
             let recs = self.stored_records::<EdgePage>(page, self.start.next_edge)?;
             self.edge_pages.insert(page, recs);
         }
-        self.edge_pages.get(&page).ok_or_else(|| Error::Internal("edge page not loaded".into()))
+        self.edge_pages.get(&page).map(|r| &**r).ok_or_else(|| Error::Internal("edge page not loaded".into()))
     }
 
     /// The page version every value this transaction writes is sealed with.
@@ -471,7 +464,7 @@ impl WriteTxn {
             }
             let page = page_of(id, EDGES_PER_PAGE);
             let slot = (id - first_of(page, EDGES_PER_PAGE)) as usize;
-            let rec = self.stored_edge_page(page)?.get(slot).cloned();
+            let rec = self.stored_edge_page(page)?.0.get(slot).cloned();
             let rec = rec.ok_or_else(|| Error::corrupt(EDGES.name, &self.org.inner.edge_page_key(page)))?;
             self.edges.insert(id, rec);
         }
@@ -878,29 +871,8 @@ impl WriteTxn {
         for page in by_page.keys() {
             self.stored_node_page(*page)?;
         }
-        let mut out = Vec::with_capacity(by_page.len());
-        for (page, ids) in by_page {
-            let stored = self.node_pages.remove(&page).ok_or_else(|| Error::Internal("page not loaded".into()))?;
-            let first = first_of(page, NODES_PER_PAGE);
-            // Each record once: a changed one moved in, an unchanged one copied from the stored page.
-            let mut nodes: Vec<NodeRecord> = Vec::with_capacity(stored.0.len().max(ids.len()));
-            let mut changed = ids.into_iter().peekable();
-            for (slot, rec) in stored.0.iter().enumerate() {
-                let id = first + slot as u64;
-                if changed.next_if_eq(&id).is_some() {
-                    nodes
-                        .push(self.nodes.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?);
-                } else {
-                    nodes.push(rec.clone());
-                }
-            }
-            for id in changed {
-                let rec = self.nodes.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;
-                put_in_page(&mut nodes, (id - first) as usize, rec)?;
-            }
-            out.push(NodePage { first, nodes });
-        }
-        Ok(out)
+        let merged = merge_dense(by_page, NODES_PER_PAGE, &mut self.nodes, &mut self.node_pages)?;
+        Ok(merged.into_iter().map(|(first, nodes)| NodePage { first, nodes }).collect())
     }
 
     /// The edge pages this transaction changes (as [`WriteTxn::merged_node_pages`]).
@@ -1311,22 +1283,35 @@ fn dirty_by_page(dirty: &IdSet, per: u64) -> BTreeMap<u64, Vec<u64>> {
     by_page
 }
 
-/// Each page of `by_page` as stored (`stored`, loaded beforehand) with the transaction's changed
-/// and new `records` put in: `(first id, records)`. Both are taken out, not copied: the commit
-/// reads neither again.
-fn merge_dense<R>(
+/// Each page of `by_page` (its changed ids, sorted) as stored (`stored`, loaded beforehand) with
+/// the transaction's changed and new `records` put in: `(first id, records)`. Both are taken
+/// out: the commit reads neither again. A stored page this transaction alone holds is reused;
+/// one it shares with the page cache is copied record by record, skipping the changed ones.
+fn merge_dense<R: Clone + Scrub>(
     by_page: BTreeMap<u64, Vec<u64>>,
     per: u64,
     records: &mut IdMap<R>,
-    stored: &mut IdMap<Vec<R>>,
+    stored: &mut IdMap<Arc<Records<R>>>,
 ) -> Result<Vec<(u64, Vec<R>)>> {
     let mut out = Vec::with_capacity(by_page.len());
     for (page, ids) in by_page {
-        let mut recs = stored.remove(&page).ok_or_else(|| Error::Internal("page not loaded".into()))?;
+        let page_recs = stored.remove(&page).ok_or_else(|| Error::Internal("page not loaded".into()))?;
         let first = first_of(page, per);
-        for id in ids {
-            let rec = records.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()))?;
-            put_in_page(&mut recs, (id - first) as usize, rec)?;
+        let mut take = |id: u64| records.remove(&id).ok_or_else(|| Error::Internal("dirty record not loaded".into()));
+        let mut changed = ids.into_iter().peekable();
+        let mut recs = match Arc::try_unwrap(page_recs) {
+            Ok(mut own) => std::mem::take(&mut own.0),
+            Err(shared) => {
+                let mut recs = Vec::with_capacity(shared.0.len());
+                for (slot, rec) in shared.0.iter().enumerate() {
+                    let id = first + slot as u64;
+                    recs.push(if changed.next_if_eq(&id).is_some() { take(id)? } else { rec.clone() });
+                }
+                recs
+            }
+        };
+        for id in changed {
+            put_in_page(&mut recs, (id - first) as usize, take(id)?)?;
         }
         out.push((first, recs));
     }
