@@ -224,6 +224,21 @@ pub(crate) fn decode_page(page: &ArchivedAdjPage) -> Result<(u32, Vec<AdjEntry>)
     Ok((page.pages.to_native(), out))
 }
 
+/// Decodes the entries of an [`AdjPage`] built in memory by [`encode_page`] (never stored: the
+/// bulk loader's unwritten tail pages), with the same checks as [`decode_page`].
+pub(crate) fn decode_owned_page(page: &AdjPage) -> Result<Vec<AdjEntry>, CodecError> {
+    let count = page.count as usize;
+    if count > PAGE_CAPACITY {
+        return Err(CodecError);
+    }
+    let mut r = Reader { buf: page.data.as_slice(), pos: 0 };
+    let out = decode_entries(&mut r, count)?;
+    if r.pos != r.buf.len() {
+        return Err(CodecError);
+    }
+    Ok(out)
+}
+
 /// Encodes the inline entries of a node record (`NodeRecord::out_adj` / `in_adj`): their count,
 /// then the entries as in a page. No entries: no bytes.
 pub(crate) fn encode_inline(entries: &[AdjEntry]) -> Vec<u8> {

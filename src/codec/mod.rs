@@ -8,7 +8,7 @@ mod edges;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use adj::decode_inline;
-pub(crate) use adj::{decode_page, encode_inline, encode_page, inline_of};
+pub(crate) use adj::{decode_owned_page, decode_page, encode_inline, encode_page, inline_of};
 pub use adj::{AdjEntry, INLINE_MAX, PAGE_CAPACITY};
 
 use rkyv::rancor;

@@ -3,9 +3,13 @@
 //! The loader rides on a [`WriteTxn`]: nodes, kinds and source indexes go through its ordinary
 //! upsert path (so they are idempotent and in the same format), while edges are buffered, sorted
 //! by node, packed into full pages and sealed and written straight into the same redb
-//! transaction, each page once per flush (a page is read back only when a later flush appends to
-//! a partly filled tail page). Node records (degrees, page counts), the org entry's counters
-//! and seal count, and the page cache are updated through the write transaction's own commit.
+//! transaction. A list's partly filled tail page is kept in memory, encoded, from one flush to
+//! the next (up to half the memory budget) and written once, at `finish`; a page 0 whose page
+//! count later flushes change is rewritten once, at `finish`, too. So a page is sealed and
+//! written about once per load however many flushes it spans (a stored tail page is read back
+//! once, by the first flush that appends to it). Node records (degrees, page counts), the org
+//! entry's counters and seal count, and the page cache are updated through the write
+//! transaction's own commit.
 
 use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
@@ -13,10 +17,11 @@ use super::state::Addr;
 use super::tables::{ADJ, EDGES, NODES};
 use super::write::{NodeInput, WriteTxn};
 use crate::codec::{
-    encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, EdgePage, EdgeRecord, EDGES_PER_PAGE,
-    INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
+    decode_owned_page, encode_inline, encode_page, first_of, inline_of, page_of, AdjEntry, AdjPage, EdgePage,
+    EdgeRecord, EDGES_PER_PAGE, INLINE_MAX, NODES_PER_PAGE, PAGE_CAPACITY,
 };
 use crate::error::{Error, InputKind, Result};
+use crate::graph::visited::{FastMap, FastSet};
 use crate::types::{Compartment, Direction, NodeId, Timestamp};
 
 /// Edge pages a flush builds and seals at a time.
@@ -26,7 +31,10 @@ const EDGE_PAGES_PER_BATCH: usize = 1024;
 pub const DEFAULT_BULK_BUDGET: usize = 128 << 20;
 
 /// What one buffered edge costs against the memory budget: the pending edge, then while a
-/// flush runs its sealed record (about 150 bytes) and its two adjacency entries with their keys.
+/// flush runs 150 bytes for its share of the grouping, the encoded and sealed pages and the
+/// storage's write buffers, and its two adjacency entries decoded with their keys. (Counting
+/// only the flush's own buffers, about 200 bytes, made the peak of a 4M-edge load grow by
+/// 170 MB for 7 flushes instead of 12, and no faster.)
 const BYTES_PER_EDGE: usize = std::mem::size_of::<Pending>() + 150 + 2 * (std::mem::size_of::<AdjEntry>() + 16);
 
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +56,8 @@ pub struct BulkStats {
     pub nodes: u64,
     /// Edges added.
     pub edges: u64,
-    /// Adjacency pages written (a page rewritten by a later flush counts again).
+    /// Adjacency pages written (a page written again, after the loader's memory budget made
+    /// it write out its tail pages early, counts again).
     pub pages_written: u64,
     /// Times the buffered edges were flushed into the transaction.
     pub flushes: u64,
@@ -63,8 +72,10 @@ pub struct BulkStats {
 /// database's single writer slot (writers of every org wait).
 ///
 /// Memory: buffered edges are flushed (packed, sealed, written into the transaction) whenever
-/// they pass [`BulkLoader::memory_budget`]; redb spills the transaction's dirty pages to the
-/// file as it grows. Node records stay in memory until `finish` (about 200 bytes per node).
+/// they, with the partly filled tail pages kept between flushes, pass
+/// [`BulkLoader::memory_budget`]; tail pages are written out early when they alone pass half of
+/// it. redb spills the transaction's dirty pages to the file as it grows. Node records stay in
+/// memory until `finish` (about 200 bytes per node).
 ///
 /// Edges added in bulk carry no source reference and no properties (use a [`WriteTxn`] for
 /// those); they are visible to every query exactly like edges added by a `WriteTxn`, which can
@@ -94,7 +105,17 @@ pub struct BulkLoader {
     pending: Vec<Pending>,
     changed_pages: Vec<[u8; 16]>,
     /// Addresses of the edge and adjacency pages this load wrote (for the state tree).
-    written: std::collections::HashSet<Addr>,
+    written: FastSet<Addr>,
+    /// Lists whose inline entries this load changed (their page-0 keys are invalidated in the
+    /// page cache, which keeps inline entries there; computed once, at `finish`).
+    inline_changed: FastSet<(u64, u8)>,
+    /// Partly filled last pages of `(node, direction)` lists, not written yet: the page number
+    /// and its entries, encoded (the page count of a page 0 is set when it is written).
+    tails: FastMap<(u64, u8), (u32, AdjPage)>,
+    /// Bytes of encoded entries in `tails`, against the memory budget.
+    tail_bytes: usize,
+    /// Lists whose page 0 holds a page count that a later flush changed: rewritten at `finish`.
+    stale_first: FastSet<(u64, u8)>,
     seals: u64,
     stats: BulkStats,
     last_kind: Option<(String, u32)>,
@@ -115,7 +136,11 @@ impl Org {
             budget: DEFAULT_BULK_BUDGET,
             pending: Vec::new(),
             changed_pages: Vec::new(),
-            written: std::collections::HashSet::new(),
+            written: FastSet::default(),
+            inline_changed: FastSet::default(),
+            tails: FastMap::default(),
+            tail_bytes: 0,
+            stale_first: FastSet::default(),
             seals: 0,
             stats: BulkStats::default(),
             last_kind: None,
@@ -124,8 +149,10 @@ impl Org {
 }
 
 impl BulkLoader {
-    /// Bytes of buffered edges after which they are flushed into the transaction (at least one
-    /// edge is always buffered). Smaller budgets mean more flushes and more tail pages rewritten.
+    /// Bytes of buffered edges (and unwritten tail pages) after which the edges are flushed into
+    /// the transaction (at least one edge is always buffered). Smaller budgets mean more flushes,
+    /// and once the tail pages alone pass half the budget they are written out and a later
+    /// flush that appends to one reads it back.
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.budget = bytes;
         self
@@ -199,15 +226,23 @@ impl BulkLoader {
         entry.edge_count += 1;
         self.pending.push(Pending { id, from: from.0, to: to.0, kind, valid_from, valid_to });
         self.stats.edges += 1;
-        if self.pending.len().saturating_mul(BYTES_PER_EDGE) >= self.budget {
-            self.flush()?;
+        if self.pending.len().saturating_mul(BYTES_PER_EDGE).saturating_add(self.tail_bytes) >= self.budget {
+            self.flush(false)?;
+            if self.tail_bytes > self.budget / 2 {
+                self.write_tails()?;
+            }
         }
         Ok(())
     }
 
     /// Packs, seals and writes the buffered edges into the transaction.
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+    ///
+    /// `last`: the flush of `finish`, which keeps no tail in memory and writes the tails earlier
+    /// flushes kept and the page 0s to rewrite in the same batch of sorted rows as its own pages
+    /// (one batch packs redb's leaves as tightly as before tails were kept: the file stays the
+    /// size it was).
+    fn flush(&mut self, last: bool) -> Result<()> {
+        if self.pending.is_empty() && !last {
             return Ok(());
         }
         self.stats.flushes += 1;
@@ -266,14 +301,31 @@ impl BulkLoader {
         for &(node, dir, range) in &groups {
             let run = &entries[range.0..range.1];
             let built = run.iter().map(|&e| entry_of(&pending[e / 2], e % 2, now));
-            self.pack(node, dir, built, run.len(), &mut jobs)?;
+            self.pack(node, dir, built, run.len(), !last, &mut jobs)?;
         }
-        drop((entries, pending));
-        let mut rows = par_map(&jobs, |j| {
-            let key = org.adj_key(j.node, j.dir, j.page);
-            Ok((key, org.seal_page(&key, version, &encode_page(j.count, &j.entries))?))
+        drop(entries);
+        // The buffer is reused by the next flush's edges: its pages are not faulted in again.
+        let mut pending = pending;
+        pending.clear();
+        self.pending = pending;
+        let mut jobs: Vec<_> =
+            jobs.into_iter().map(|j| (j.node, j.dir, j.page, encode_page(j.count, &j.entries))).collect();
+        if last {
+            jobs.extend(self.tail_jobs()?);
+            jobs.extend(self.stale_first_jobs()?);
+        }
+        self.write_pages(jobs)
+    }
+
+    /// Seals and writes adjacency pages `(node, direction, page number, page)`.
+    fn write_pages(&mut self, jobs: Vec<(u64, u8, u32, AdjPage)>) -> Result<()> {
+        let org = self.org.inner.clone();
+        let version = self.w.version();
+        let mut rows = par_map(&jobs, |(node, dir, page, body)| {
+            let key = org.adj_key(*node, *dir, *page);
+            Ok((key, org.seal_page(&key, version, body)?))
         })?;
-        self.written.extend(jobs.iter().map(|j| Addr::adj(j.node, j.dir, j.page)));
+        self.written.extend(jobs.iter().map(|j| Addr::adj(j.0, j.1, j.2)));
         drop(jobs);
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
@@ -281,16 +333,48 @@ impl BulkLoader {
         write_sorted(self.w.txn_mut()?, ADJ, &mut rows)
     }
 
+    /// Writes every tail page kept in memory.
+    fn write_tails(&mut self) -> Result<()> {
+        let jobs = self.tail_jobs()?;
+        self.write_pages(jobs)
+    }
+
+    /// Every tail page kept in memory, to write (with its list's page count if it is page 0).
+    fn tail_jobs(&mut self) -> Result<Vec<(u64, u8, u32, AdjPage)>> {
+        let mut jobs = Vec::with_capacity(self.tails.len());
+        for ((node, dir), (page, mut body)) in std::mem::take(&mut self.tails) {
+            if page == 0 {
+                body.pages = self.w.node_for_update(node)?.side(dir).0;
+            }
+            jobs.push((node, dir, page, body));
+        }
+        self.tail_bytes = 0;
+        Ok(jobs)
+    }
+
+    /// Every page 0 whose page count changed after it was written, with its final count.
+    fn stale_first_jobs(&mut self) -> Result<Vec<(u64, u8, u32, AdjPage)>> {
+        let mut jobs = Vec::with_capacity(self.stale_first.len());
+        for (node, dir) in std::mem::take(&mut self.stale_first) {
+            let pages = self.w.node_for_update(node)?.side(dir).0;
+            jobs.push((node, dir, 0, encode_page(pages, &self.read_page(node, dir, 0)?)));
+        }
+        Ok(jobs)
+    }
+
     /// Appends `run` (`len` entries) to the pages of `(node, dir)`: fills the tail page, adds
-    /// new full pages, and rewrites page 0 if the page count changed. Pages to seal go to `jobs`.
+    /// new full pages, and marks page 0 for a rewrite if the page count changed. Pages to seal
+    /// go to `jobs`; with `keep_tail` a partly filled last page goes to `tails` instead.
     fn pack(
         &mut self,
         node: u64,
         dir: u8,
         mut run: impl Iterator<Item = AdjEntry>,
         len: usize,
+        keep_tail: bool,
         jobs: &mut Vec<PageJob>,
     ) -> Result<()> {
+        // One record lookup for a list that stays inline (most lists of a flush), two otherwise.
         let rec = self.w.node_for_update(node)?;
         let (old_pages, degree, inline) = rec.side(dir);
         // The pages to (re)write: the tail page if it has room, then new ones. Without pages the
@@ -299,23 +383,32 @@ impl BulkLoader {
         let mut first = old_pages;
         let mut current: Vec<AdjEntry> = Vec::new();
         if old_pages == 0 {
-            let key = self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE));
-            current = inline_of(0, degree, inline).map_err(|_| Error::corrupt(NODES.name, &key))?.unwrap_or_default();
+            current = inline_of(0, degree, inline)
+                .map_err(|_| Error::corrupt(NODES.name, &self.org.inner.node_page_key(page_of(node, NODES_PER_PAGE))))?
+                .unwrap_or_default();
             let fits = current.len() + len <= INLINE_MAX;
             if fits {
                 current.extend(run.by_ref());
             }
-            let side = self.w.node_for_update(node)?.side_mut(dir);
+            let side = rec.side_mut(dir);
             if fits {
                 *side.degree += len as u64;
                 *side.inline = encode_inline(&current);
                 // The page cache holds inline entries under the page-0 key.
-                self.changed_pages.push(super::write::opaque_of(&self.org.inner.adj_key(node, dir, 0)));
+                self.inline_changed.insert((node, dir));
                 return Ok(());
             }
             side.inline.clear();
         }
-        if old_pages > 0 {
+        if let Some((page, body)) = self.tails.remove(&(node, dir)) {
+            // The tail page an earlier flush kept in memory.
+            self.tail_bytes -= body.data.len();
+            if page + 1 != old_pages {
+                return Err(Error::Internal("bulk tail page out of step with its record".into()));
+            }
+            first = page;
+            current = decode_owned_page(&body).map_err(|_| Error::Internal("bulk tail page does not decode".into()))?;
+        } else if old_pages > 0 {
             let tail = self.read_page(node, dir, old_pages - 1)?;
             if tail.len() < PAGE_CAPACITY {
                 first = old_pages - 1;
@@ -334,15 +427,23 @@ impl BulkLoader {
         pages.push(current);
         let total =
             first + u32::try_from(pages.len()).map_err(|_| Error::invalid(InputKind::Exhausted, "too many pages"))?;
-        let side = self.w.node_for_update(node)?.side_mut(dir);
+        let side = self.w.dirty_node_mut(node)?.side_mut(dir);
         *side.degree += len as u64;
         *side.pages = total;
         if first > 0 && total != old_pages {
-            // Page 0 carries the page count: rewrite it with the new one.
-            jobs.push(PageJob { node, dir, page: 0, count: total, entries: self.read_page(node, dir, 0)? });
+            // Page 0 carries the page count: rewritten once, with the final count, at `finish`.
+            self.stale_first.insert((node, dir));
         }
+        let last = pages.len() - 1;
         for (i, entries) in pages.into_iter().enumerate() {
             let page = first + i as u32;
+            if keep_tail && i == last && entries.len() < PAGE_CAPACITY {
+                // A partly filled tail: kept for the next flush (page 0's count is set when written).
+                let body = encode_page(0, &entries);
+                self.tail_bytes += body.data.len();
+                self.tails.insert((node, dir), (page, body));
+                continue;
+            }
             jobs.push(PageJob { node, dir, page, count: if page == 0 { total } else { 0 }, entries });
         }
         Ok(())
@@ -383,9 +484,12 @@ impl BulkLoader {
 
     /// Flushes what is buffered and commits everything durably (one redb commit).
     pub fn finish(mut self) -> Result<BulkStats> {
-        self.flush()?;
+        self.flush(true)?;
         let stats = self.stats;
         let written: Vec<Addr> = self.written.iter().copied().collect();
+        let org = &self.org.inner;
+        self.changed_pages
+            .extend(self.inline_changed.iter().map(|&(n, d)| super::write::opaque_of(&org.adj_key(n, d, 0))));
         self.w.commit_with(&self.changed_pages, &written, self.seals)?;
         Ok(stats)
     }

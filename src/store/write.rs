@@ -433,6 +433,12 @@ impl WriteTxn {
         self.nodes.get_mut(&id).ok_or_else(|| Error::Internal("node vanished".into()))
     }
 
+    /// A node record [`WriteTxn::node_for_update`] already loaded and marked dirty. Used by the
+    /// bulk loader.
+    pub(crate) fn dirty_node_mut(&mut self, id: u64) -> Result<&mut NodeRecord> {
+        self.nodes.get_mut(&id).ok_or_else(|| Error::Internal("node record not loaded".into()))
+    }
+
     /// The org entry being updated (counters), and the record time. Used by the bulk loader.
     pub(crate) fn entry_and_now(&mut self) -> (&mut OrgEntry, Timestamp) {
         (&mut self.entry, self.now)
