@@ -157,7 +157,8 @@ pub enum InputKind {
     /// A counter ran out (kind ids, key epochs, root generations, pages of one node).
     Exhausted,
     /// The operation needs another state (compact needs the only handle and a file path; a bulk
-    /// load cannot join a group commit).
+    /// load cannot join a group commit; a write transaction or bulk load one of whose changes
+    /// failed part-way takes no further change and no commit, only a drop).
     WrongState,
     /// An anchor of another database, altered, or of the wrong length.
     Anchor,

@@ -69,7 +69,9 @@ pub struct BulkStats {
 /// Atomicity: everything goes into one redb write transaction committed by
 /// [`BulkLoader::finish`], so a load is all or nothing: dropping the loader, an error, or a
 /// crash before `finish` returns leaves the org as it was. While it lives, the loader holds the
-/// database's single writer slot (writers of every org wait).
+/// database's single writer slot (writers of every org wait). A flush that fails part-way (a
+/// tampered page it reads back, a storage error) makes the loader refuse every further edge and
+/// its `finish` (`InvalidInput` of kind `WrongState`), as a [`WriteTxn`] does.
 ///
 /// Memory: buffered edges are flushed (packed, sealed, written into the transaction) whenever
 /// they, with the partly filled tail pages kept between flushes, pass
@@ -199,6 +201,7 @@ impl BulkLoader {
         valid_from: Option<Timestamp>,
         valid_to: Option<Timestamp>,
     ) -> Result<()> {
+        self.w.check_not_failed()?;
         let valid_from = valid_from.unwrap_or(i64::MIN);
         let valid_to = valid_to.unwrap_or(i64::MAX);
         if valid_from >= valid_to {
@@ -227,10 +230,15 @@ impl BulkLoader {
         self.pending.push(Pending { id, from: from.0, to: to.0, kind, valid_from, valid_to });
         self.stats.edges += 1;
         if self.pending.len().saturating_mul(BYTES_PER_EDGE).saturating_add(self.tail_bytes) >= self.budget {
-            self.flush(false)?;
-            if self.tail_bytes > self.budget / 2 {
-                self.write_tails()?;
+            let res = match self.flush(false) {
+                Ok(()) if self.tail_bytes > self.budget / 2 => self.write_tails(),
+                other => other,
+            };
+            if res.is_err() {
+                // Part of the buffered edges may be in the transaction: it can only be dropped.
+                self.w.mark_failed();
             }
+            res?;
         }
         Ok(())
     }

@@ -168,6 +168,12 @@ enum Base {
 /// Writers of one org take turns (a second `write()` on the same org waits until the first
 /// commits or drops); writers of different orgs run in parallel and their commits are grouped
 /// into one durable storage commit.
+///
+/// Failures: a change refused as bad input ([`Error::InvalidInput`]) changes nothing, and the
+/// transaction goes on. Any other failure of a change (a corrupt or missing record, a storage
+/// error) may have left it half done, so the transaction then refuses every further change and
+/// its commit with `InvalidInput` of kind [`InputKind::WrongState`](crate::InputKind::WrongState):
+/// drop it (nothing of it was written) and retry.
 pub struct WriteTxn {
     org: Org,
     base: Option<Base>,
@@ -194,6 +200,9 @@ pub struct WriteTxn {
     buckets: Mutex<Vec<Vec<Option<Arc<Bucket>>>>>,
     new_kinds: HashMap<String, u32>,
     stats: WriteStats,
+    /// An operation failed part-way (storage or integrity error): what it changed may be half
+    /// done, so the transaction refuses every further change and its commit.
+    failed: bool,
     /// The page-cache generation this transaction's base may read the org's cache at (`None`:
     /// not at all), by the same rule as a read snapshot's (`ReadTxn::begin`).
     cache_gen: Option<u64>,
@@ -284,9 +293,40 @@ impl WriteTxn {
             buckets: Mutex::new(Vec::new()),
             new_kinds: HashMap::new(),
             stats: WriteStats::default(),
+            failed: false,
             cache_gen,
             _writer: writer,
         })
+    }
+
+    /// Runs one change. A change refused as bad input (`InvalidInput`) is refused before it
+    /// changes anything, and the transaction goes on; any other failure (a corrupt or missing
+    /// record, a storage error) may leave the change half done, so from then on every change and
+    /// the commit fail with `InvalidInput` of kind `WrongState` and nothing of the transaction is
+    /// ever written.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_not_failed()?;
+        let res = f(self);
+        if matches!(&res, Err(e) if !matches!(e, Error::InvalidInput(_))) {
+            self.failed = true;
+        }
+        res
+    }
+
+    /// `WrongState` if an earlier change of this transaction failed part-way.
+    pub(crate) fn check_not_failed(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::invalid(
+                InputKind::WrongState,
+                "an earlier change of this transaction failed part-way: drop it (nothing was written) and retry",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the transaction failed (the bulk loader, when a flush fails part-way).
+    pub(crate) fn mark_failed(&mut self) {
+        self.failed = true;
     }
 
     /// Sets the record time this transaction stamps on what it writes (`recorded_at`,
@@ -560,13 +600,16 @@ impl WriteTxn {
     /// Inserts a node, or updates the node already known by one of `input`'s sources.
     /// Idempotent: the same input twice changes nothing the second time.
     pub fn upsert_node(&mut self, input: NodeInput) -> Result<NodeId> {
+        self.guarded(|t| t.upsert_node_unguarded(input))
+    }
+
+    fn upsert_node_unguarded(&mut self, input: NodeInput) -> Result<NodeId> {
         for s in &input.sources {
             check_source(s)?;
         }
         for (_, n, v) in &input.props {
             check_value(n, v)?;
         }
-        let kind = self.intern_kind(&input.kind)?;
         let mut existing = None;
         let mut keys = Vec::with_capacity(input.sources.len());
         for s in &input.sources {
@@ -584,6 +627,8 @@ impl WriteTxn {
                 (_, None) => keys.push(key),
             }
         }
+        // After every check that refuses the input: a refused input interns no kind.
+        let kind = self.intern_kind(&input.kind)?;
         let now = self.now;
         let id = match existing {
             Some(id) => {
@@ -647,6 +692,10 @@ impl WriteTxn {
     /// Adds an edge. With a source, idempotent by `(system, external_id)`: adding it again
     /// returns the existing edge's id and changes nothing but the given properties.
     pub fn add_edge(&mut self, input: EdgeInput) -> Result<EdgeId> {
+        self.guarded(|t| t.add_edge_unguarded(input))
+    }
+
+    fn add_edge_unguarded(&mut self, input: EdgeInput) -> Result<EdgeId> {
         if let Some(s) = &input.source {
             check_source(s)?;
         }
@@ -776,6 +825,10 @@ impl WriteTxn {
     /// queries about earlier record times) but is no longer current. Returns `false` if it was
     /// already retracted; `InvalidInput` for an unknown edge.
     pub fn retract_edge(&mut self, edge: EdgeId) -> Result<bool> {
+        self.guarded(|t| t.retract_edge_unguarded(edge))
+    }
+
+    fn retract_edge_unguarded(&mut self, edge: EdgeId) -> Result<bool> {
         let now = self.now;
         let rec = self
             .edge_mut(edge.0)?
@@ -812,6 +865,16 @@ impl WriteTxn {
 
     /// Sets a node property in compartment `c`. `InvalidInput` for an unknown node.
     pub fn set_node_prop(&mut self, node: NodeId, c: Compartment, name: &str, value: impl Into<Value>) -> Result<()> {
+        self.guarded(|t| t.set_node_prop_unguarded(node, c, name, value))
+    }
+
+    fn set_node_prop_unguarded(
+        &mut self,
+        node: NodeId,
+        c: Compartment,
+        name: &str,
+        value: impl Into<Value>,
+    ) -> Result<()> {
         let value = value.into();
         check_value(name, &value)?;
         if self.node_mut(node.0)?.is_none() {
@@ -823,6 +886,10 @@ impl WriteTxn {
 
     /// Removes a node property; returns whether it was set.
     pub fn remove_node_prop(&mut self, node: NodeId, c: Compartment, name: &str) -> Result<bool> {
+        self.guarded(|t| t.remove_node_prop_unguarded(node, c, name))
+    }
+
+    fn remove_node_prop_unguarded(&mut self, node: NodeId, c: Compartment, name: &str) -> Result<bool> {
         if self.node_mut(node.0)?.is_none() {
             return Err(Error::invalid(InputKind::UnknownNode, format!("unknown node {}", node.0)));
         }
@@ -831,6 +898,16 @@ impl WriteTxn {
 
     /// Sets an edge property in compartment `c`. `InvalidInput` for an unknown edge.
     pub fn set_edge_prop(&mut self, edge: EdgeId, c: Compartment, name: &str, value: impl Into<Value>) -> Result<()> {
+        self.guarded(|t| t.set_edge_prop_unguarded(edge, c, name, value))
+    }
+
+    fn set_edge_prop_unguarded(
+        &mut self,
+        edge: EdgeId,
+        c: Compartment,
+        name: &str,
+        value: impl Into<Value>,
+    ) -> Result<()> {
         let value = value.into();
         check_value(name, &value)?;
         if self.edge_mut(edge.0)?.is_none() {
@@ -842,6 +919,10 @@ impl WriteTxn {
 
     /// Removes an edge property; returns whether it was set.
     pub fn remove_edge_prop(&mut self, edge: EdgeId, c: Compartment, name: &str) -> Result<bool> {
+        self.guarded(|t| t.remove_edge_prop_unguarded(edge, c, name))
+    }
+
+    fn remove_edge_prop_unguarded(&mut self, edge: EdgeId, c: Compartment, name: &str) -> Result<bool> {
         if self.edge_mut(edge.0)?.is_none() {
             return Err(Error::invalid(InputKind::UnknownEdge, format!("unknown edge {}", edge.0)));
         }
@@ -1010,6 +1091,7 @@ impl WriteTxn {
         extra_state: &[Addr],
         extra_seals: u64,
     ) -> Result<(WriteSet, Base, HashMap<String, u32>, WriterToken)> {
+        self.check_not_failed()?;
         // First, while the transaction is still ours (owner records may need loading): record in
         // each owner which compartments hold a property record.
         let props: Vec<((Owner, Compartment), bool)> = self

@@ -709,3 +709,112 @@ fn inline_adjacency_read_without_the_cache_fails_closed_on_a_tampered_or_older_n
     }
     assert_eq!(cases, 15);
 }
+
+/// A change that fails part-way must not be committed half done. `b` is a hub whose in-edges
+/// are in an adjacency page, `a` a small node whose entries are inline: `add_edge(a, b)` first
+/// appends `a`'s out-entry (in memory), then reads `b`'s in-page. With that page tampered the
+/// second step fails `Corrupt` after the first changed `a`; the transaction then refuses every
+/// further change and its commit (`WrongState`), and nothing of it is written. Each `adj` value
+/// is tampered in turn; the one that is `b`'s in-page must take this path.
+#[test]
+fn a_change_that_fails_part_way_fails_the_whole_transaction_and_writes_nothing() {
+    let disk = SharedBytes::from_vec(Vec::new());
+    let (a, b, c) = {
+        let db = open_db(&disk).unwrap();
+        let org = db.create_org("o").unwrap();
+        let mut w = org.write().unwrap();
+        let b = w.upsert_node(NodeInput::new("hub")).unwrap();
+        let a = w.upsert_node(NodeInput::new("small")).unwrap();
+        let c = w.upsert_node(NodeInput::new("small")).unwrap();
+        for i in 0..40 {
+            let n = w.upsert_node(NodeInput::new("leaf").source("t", i.to_string())).unwrap();
+            w.add_edge(EdgeInput::new(n, b, "x")).unwrap();
+        }
+        w.commit().unwrap();
+        (a, b, c)
+    };
+    let pristine = disk.snapshot();
+    let rows = dump(&disk, &["adj"]);
+    assert!(!rows["adj"].is_empty(), "the hub has an adjacency page");
+    let mut part_way = 0;
+    for (key, value) in &rows["adj"] {
+        let case = SharedBytes::from_vec(pristine.clone());
+        let mut bad = value.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        poke(&case, "adj", key, &bad);
+        let db = Db::builder().cache_size(0).open_with_backend(case.backend(), crate::common::root()).unwrap();
+        let org = db.org("o").unwrap();
+        let before = (org.counts().unwrap(), org.read().unwrap().degree(a, Direction::Out).unwrap());
+        let mut w = org.write().unwrap();
+        match w.add_edge(EdgeInput::new(a, b, "x")) {
+            Ok(_) => {
+                w.commit().unwrap();
+                continue;
+            }
+            Err(Error::Corrupt { .. }) => {}
+            Err(e) => panic!("tampered adj value {}: {e:?}", hex::encode(key)),
+        }
+        part_way += 1;
+        let refused = |r: silograph::Result<()>| matches!(r, Err(Error::InvalidInput(ref e)) if *e.kind() == silograph::InputKind::WrongState);
+        assert!(refused(w.add_edge(EdgeInput::new(a, c, "x")).map(drop)), "a further change is refused");
+        assert!(refused(w.upsert_node(NodeInput::new("n")).map(drop)), "a further node is refused");
+        assert!(refused(w.commit()), "the commit is refused");
+        let after = (org.counts().unwrap(), org.read().unwrap().degree(a, Direction::Out).unwrap());
+        assert_eq!(before, after, "nothing of the failed transaction was written");
+        // The org takes new writes that avoid the tampered page.
+        let mut w = org.write().unwrap();
+        w.add_edge(EdgeInput::new(a, c, "x")).unwrap();
+        w.commit().unwrap();
+        assert_eq!(org.counts().unwrap().1, before.0 .1 + 1);
+    }
+    assert_eq!(part_way, 1, "only the hub's in-page fails add_edge(a, b) part-way");
+}
+
+/// The bulk loader's flush fails part-way on a tampered stored page (the hub's in-page, which
+/// the flush reads back to extend): the loader then refuses further edges and its `finish`
+/// (`WrongState`), and nothing of the load is written.
+#[test]
+fn a_bulk_flush_that_fails_part_way_fails_the_whole_load_and_writes_nothing() {
+    let disk = SharedBytes::from_vec(Vec::new());
+    let (b, leaves) = {
+        let db = open_db(&disk).unwrap();
+        let org = db.create_org("o").unwrap();
+        let mut w = org.write().unwrap();
+        let b = w.upsert_node(NodeInput::new("hub")).unwrap();
+        let mut leaves = Vec::new();
+        for i in 0..40 {
+            let n = w.upsert_node(NodeInput::new("leaf").source("t", i.to_string())).unwrap();
+            w.add_edge(EdgeInput::new(n, b, "x")).unwrap();
+            leaves.push(n);
+        }
+        w.commit().unwrap();
+        (b, leaves)
+    };
+    let rows = dump(&disk, &["adj"]);
+    assert_eq!(rows["adj"].len(), 1, "only the hub's in-list has a page");
+    let (key, value) = &rows["adj"][0];
+    let mut bad = value.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    poke(&disk, "adj", key, &bad);
+    let db = Db::builder().cache_size(0).open_with_backend(disk.backend(), crate::common::root()).unwrap();
+    let org = db.org("o").unwrap();
+    let before = org.counts().unwrap();
+    let mut bulk = org.bulk_load().unwrap().memory_budget(2_000);
+    let mut failed = None;
+    for (i, &n) in leaves.iter().enumerate() {
+        if let Err(e) = bulk.add_edge(n, b, "y") {
+            failed = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = failed.expect("a flush reads the tampered page back");
+    assert!(matches!(e, Error::Corrupt { .. }), "edge {i}: {e:?}");
+    let refused = |e: &Error| matches!(e, Error::InvalidInput(x) if *x.kind() == silograph::InputKind::WrongState);
+    let e = bulk.add_edge(leaves[0], b, "y").unwrap_err();
+    assert!(refused(&e), "a further edge is refused: {e:?}");
+    let e = bulk.finish().unwrap_err();
+    assert!(refused(&e), "the finish is refused: {e:?}");
+    assert_eq!(org.counts().unwrap(), before, "nothing of the load was written");
+}
