@@ -710,8 +710,36 @@ fn inline_adjacency_read_without_the_cache_fails_closed_on_a_tampered_or_older_n
     assert_eq!(cases, 15);
 }
 
+/// Org `o` on `disk`: a hub with an in-edge from each of 40 leaves (so its in-list is in an
+/// adjacency page, the only one: every leaf keeps its one out-entry inline). Returns the hub and
+/// the leaves.
+fn hub_with_leaves(disk: &SharedBytes) -> (NodeId, Vec<NodeId>) {
+    let db = open_db(disk).unwrap();
+    let org = db.create_org("o").unwrap();
+    let mut w = org.write().unwrap();
+    let b = w.upsert_node(NodeInput::new("hub")).unwrap();
+    let mut leaves = Vec::new();
+    for i in 0..40 {
+        let n = w.upsert_node(NodeInput::new("leaf").source("t", i.to_string())).unwrap();
+        w.add_edge(EdgeInput::new(n, b, "x")).unwrap();
+        leaves.push(n);
+    }
+    w.commit().unwrap();
+    (b, leaves)
+}
+
+/// Flips the last byte of `adj` value `value` (under `key`) on `disk` and opens it without a page
+/// cache, so every read of that page reaches the tampered bytes.
+fn with_adj_value_flipped(disk: &SharedBytes, key: &[u8], value: &[u8]) -> Db {
+    let mut bad = value.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    poke(disk, "adj", key, &bad);
+    Db::builder().cache_size(0).open_with_backend(disk.backend(), crate::common::root()).unwrap()
+}
+
 /// A change that fails part-way must not be committed half done. `b` is a hub whose in-edges
-/// are in an adjacency page, `a` a small node whose entries are inline: `add_edge(a, b)` first
+/// are in an adjacency page, `a` a leaf whose one entry is inline: `add_edge(a, b)` first
 /// appends `a`'s out-entry (in memory), then reads `b`'s in-page. With that page tampered the
 /// second step fails `Corrupt` after the first changed `a`; the transaction then refuses every
 /// further change and its commit (`WrongState`), and nothing of it is written. Each `adj` value
@@ -719,31 +747,15 @@ fn inline_adjacency_read_without_the_cache_fails_closed_on_a_tampered_or_older_n
 #[test]
 fn a_change_that_fails_part_way_fails_the_whole_transaction_and_writes_nothing() {
     let disk = SharedBytes::from_vec(Vec::new());
-    let (a, b, c) = {
-        let db = open_db(&disk).unwrap();
-        let org = db.create_org("o").unwrap();
-        let mut w = org.write().unwrap();
-        let b = w.upsert_node(NodeInput::new("hub")).unwrap();
-        let a = w.upsert_node(NodeInput::new("small")).unwrap();
-        let c = w.upsert_node(NodeInput::new("small")).unwrap();
-        for i in 0..40 {
-            let n = w.upsert_node(NodeInput::new("leaf").source("t", i.to_string())).unwrap();
-            w.add_edge(EdgeInput::new(n, b, "x")).unwrap();
-        }
-        w.commit().unwrap();
-        (a, b, c)
-    };
+    let (b, leaves) = hub_with_leaves(&disk);
+    let (a, c) = (leaves[0], leaves[1]);
     let pristine = disk.snapshot();
     let rows = dump(&disk, &["adj"]);
     assert!(!rows["adj"].is_empty(), "the hub has an adjacency page");
     let mut part_way = 0;
     for (key, value) in &rows["adj"] {
         let case = SharedBytes::from_vec(pristine.clone());
-        let mut bad = value.clone();
-        let last = bad.len() - 1;
-        bad[last] ^= 0x01;
-        poke(&case, "adj", key, &bad);
-        let db = Db::builder().cache_size(0).open_with_backend(case.backend(), crate::common::root()).unwrap();
+        let db = with_adj_value_flipped(&case, key, value);
         let org = db.org("o").unwrap();
         let before = (org.counts().unwrap(), org.read().unwrap().degree(a, Direction::Out).unwrap());
         let mut w = org.write().unwrap();
@@ -777,28 +789,11 @@ fn a_change_that_fails_part_way_fails_the_whole_transaction_and_writes_nothing()
 #[test]
 fn a_bulk_flush_that_fails_part_way_fails_the_whole_load_and_writes_nothing() {
     let disk = SharedBytes::from_vec(Vec::new());
-    let (b, leaves) = {
-        let db = open_db(&disk).unwrap();
-        let org = db.create_org("o").unwrap();
-        let mut w = org.write().unwrap();
-        let b = w.upsert_node(NodeInput::new("hub")).unwrap();
-        let mut leaves = Vec::new();
-        for i in 0..40 {
-            let n = w.upsert_node(NodeInput::new("leaf").source("t", i.to_string())).unwrap();
-            w.add_edge(EdgeInput::new(n, b, "x")).unwrap();
-            leaves.push(n);
-        }
-        w.commit().unwrap();
-        (b, leaves)
-    };
+    let (b, leaves) = hub_with_leaves(&disk);
     let rows = dump(&disk, &["adj"]);
     assert_eq!(rows["adj"].len(), 1, "only the hub's in-list has a page");
     let (key, value) = &rows["adj"][0];
-    let mut bad = value.clone();
-    let last = bad.len() - 1;
-    bad[last] ^= 0x01;
-    poke(&disk, "adj", key, &bad);
-    let db = Db::builder().cache_size(0).open_with_backend(disk.backend(), crate::common::root()).unwrap();
+    let db = with_adj_value_flipped(&disk, key, value);
     let org = db.org("o").unwrap();
     let before = org.counts().unwrap();
     let mut bulk = org.bulk_load().unwrap().memory_budget(2_000);
