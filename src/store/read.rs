@@ -381,12 +381,12 @@ impl ReadTxn {
             let b = bucket_of(&fp, run.bits);
             let key = self.org.inner.bucket_key(run.slot, b);
             let found = match self.cached(&key) {
-                Some(Cached::Bucket(page)) => page.0.get(&fp),
+                Some(Cached::Bucket(page)) => page.get(&fp),
                 _ => {
                     let sealed =
                         self.fetch(Addr::bucket(run.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
-                    let page = Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?));
-                    let found = page.0.get(&fp);
+                    let page = Arc::new(Bucket::new(self.org.inner.open_bucket(&key, &sealed)?));
+                    let found = page.get(&fp);
                     self.remember(&key, Cached::Bucket(page));
                     found
                 }

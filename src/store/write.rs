@@ -391,7 +391,7 @@ impl WriteTxn {
             _ => {
                 let sealed =
                     self.fetch(Addr::bucket(r.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
-                Arc::new(Bucket(self.org.inner.open_bucket(&key, &sealed)?))
+                Arc::new(Bucket::new(self.org.inner.open_bucket(&key, &sealed)?))
             }
         };
         *slot = Some(page.clone());
@@ -410,7 +410,7 @@ impl WriteTxn {
     fn stored_index_get(&self, fp: &[u8; 12]) -> Result<Option<u64>> {
         let mut memo = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         for (i, run) in self.start.runs.as_slice().iter().enumerate().rev() {
-            if let Some(v) = self.stored_bucket_in(&mut memo, i, bucket_of(fp, run.bits))?.0.get(fp) {
+            if let Some(v) = self.stored_bucket_in(&mut memo, i, bucket_of(fp, run.bits))?.get(fp) {
                 return Ok(Some(v));
             }
         }
@@ -1272,7 +1272,7 @@ impl WriteTxn {
         let gone: Vec<RecordKey> = index.removes.iter().map(|(slot, b)| org.bucket_key(*slot, *b)).collect();
         if through_index {
             for ((_, _, page), (k, _)) in index.puts.into_iter().zip(&rows) {
-                fresh.push((opaque_of(k), Cached::Bucket(Arc::new(Bucket(page)))));
+                fresh.push((opaque_of(k), Cached::Bucket(Arc::new(Bucket::new(page)))));
             }
         } else {
             drop(index.puts);
