@@ -169,8 +169,8 @@ enum Base {
 /// commits or drops); writers of different orgs run in parallel and their commits are grouped
 /// into one durable storage commit.
 ///
-/// Failures: a change refused as bad input ([`Error::InvalidInput`]) changes nothing, and the
-/// transaction goes on. Any other failure of a change (a corrupt or missing record, a storage
+/// Failures: a change refused as bad input ([`Error::InvalidInput`]) or outside the handle's
+/// scope ([`Error::Denied`]) changes nothing, and the transaction goes on. Any other failure of a change (a corrupt or missing record, a storage
 /// error) may have left it half done, so the transaction then refuses every further change and
 /// its commit with `InvalidInput` of kind [`InputKind::WrongState`](crate::InputKind::WrongState):
 /// drop it (nothing of it was written) and retry.
@@ -299,15 +299,16 @@ impl WriteTxn {
         })
     }
 
-    /// Runs one change. A change refused as bad input (`InvalidInput`) is refused before it
-    /// changes anything, and the transaction goes on; any other failure (a corrupt or missing
+    /// Runs one change. A change refused as bad input (`InvalidInput`) or outside the handle's
+    /// scope (`Denied`) is refused before it changes anything, and the transaction goes on; any
+    /// other failure (a corrupt or missing
     /// record, a storage error) may leave the change half done, so from then on every change and
     /// the commit fail with `InvalidInput` of kind `WrongState` and nothing of the transaction is
     /// ever written.
     fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.check_not_failed()?;
         let res = f(self);
-        if matches!(&res, Err(e) if !matches!(e, Error::InvalidInput(_))) {
+        if matches!(&res, Err(e) if !matches!(e, Error::InvalidInput(_) | Error::Denied(_))) {
             self.failed = true;
         }
         res
@@ -547,11 +548,17 @@ impl WriteTxn {
         self.pages.get_mut(&id).ok_or_else(|| Error::Internal("page vanished".into()))
     }
 
-    fn props_mut(&mut self, owner: Owner, c: Compartment) -> Result<&mut PropMap> {
+    /// `c` can hold properties and this handle's scope includes it (`InvalidInput` or `Denied`).
+    fn check_compartment(&self, c: Compartment) -> Result<()> {
         c.check_property()?;
         if !self.org.inner.scope.contains(&c) {
             return Err(Error::Denied(c));
         }
+        Ok(())
+    }
+
+    fn props_mut(&mut self, owner: Owner, c: Compartment) -> Result<&mut PropMap> {
+        self.check_compartment(c)?;
         if !self.props.contains_key(&(owner, c)) {
             let key = self.org.inner.props_key(owner, c);
             let map = match self.fetch(Addr::props(owner, c), &key)? {
@@ -607,8 +614,9 @@ impl WriteTxn {
         for s in &input.sources {
             check_source(s)?;
         }
-        for (_, n, v) in &input.props {
+        for (c, n, v) in &input.props {
             check_value(n, v)?;
+            self.check_compartment(*c)?;
         }
         let mut existing = None;
         let mut keys = Vec::with_capacity(input.sources.len());
@@ -699,8 +707,9 @@ impl WriteTxn {
         if let Some(s) = &input.source {
             check_source(s)?;
         }
-        for (_, n, v) in &input.props {
+        for (c, n, v) in &input.props {
             check_value(n, v)?;
+            self.check_compartment(*c)?;
         }
         let valid_from = input.valid_from.unwrap_or(i64::MIN);
         let valid_to = input.valid_to.unwrap_or(i64::MAX);

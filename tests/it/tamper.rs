@@ -813,3 +813,33 @@ fn a_bulk_flush_that_fails_part_way_fails_the_whole_load_and_writes_nothing() {
     assert!(refused(&e), "the finish is refused: {e:?}");
     assert_eq!(org.counts().unwrap(), before, "nothing of the load was written");
 }
+
+/// The other side of the rule above: a change refused as bad input or outside the handle's
+/// scope changes nothing (a node with a property in the `Secrets` compartment, or in one the
+/// scoped handle lacks, is not created half), and the transaction goes on to commit the rest.
+#[test]
+fn a_refused_change_changes_nothing_and_the_transaction_goes_on() {
+    let db = crate::common::mem_db();
+    let org = db.create_org("o").unwrap();
+    let scoped = db.org_scoped("o", None, &[Compartment::Core, Compartment::Labels]).unwrap();
+    let mut w = scoped.write().unwrap();
+    let kept = w.upsert_node(NodeInput::new("person").source("t", "kept")).unwrap();
+    let refused = [
+        NodeInput::new("secretive").source("t", "s").prop_in(Compartment::Secrets, "k", "v"),
+        NodeInput::new("raw").source("t", "r").prop_in(Compartment::Raw, "k", "v"),
+    ];
+    for input in refused {
+        let e = w.upsert_node(input).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_) | Error::Denied(_)), "{e:?}");
+    }
+    let e = w.add_edge(EdgeInput::new(kept, kept, "x").prop_in(Compartment::Raw, "k", "v")).unwrap_err();
+    assert!(matches!(e, Error::Denied(Compartment::Raw)), "{e:?}");
+    w.add_edge(EdgeInput::new(kept, kept, "y")).unwrap();
+    w.commit().unwrap();
+    let r = org.read().unwrap();
+    assert_eq!(r.counts().unwrap(), (1, 1), "only the accepted node and edge");
+    assert_eq!(r.lookup("t", "s").unwrap(), None);
+    assert_eq!(r.lookup("t", "r").unwrap(), None);
+    assert_eq!(r.kind_id("secretive").unwrap(), None, "a refused node interns no kind");
+    assert_eq!(r.kind_id("x").unwrap(), None, "a refused edge interns no kind");
+}
