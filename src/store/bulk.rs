@@ -492,6 +492,7 @@ impl BulkLoader {
 
     /// Flushes what is buffered and commits everything durably (one redb commit).
     pub fn finish(mut self) -> Result<BulkStats> {
+        self.w.check_not_failed()?;
         self.flush(true)?;
         let stats = self.stats;
         let written: Vec<Addr> = self.written.iter().copied().collect();
