@@ -165,6 +165,25 @@ fn tail_pages_kept_between_flushes_are_written_once() {
 }
 
 #[test]
+fn every_budget_between_spilling_each_flush_and_never_gives_the_same_graph() {
+    // Budgets from "tails written out at every flush" to "tails kept to the end", over a graph
+    // with a hub (several pages), lists that move from inline to pages mid-load, and small lists.
+    let edges = edge_list(90, 5000, 23, true);
+    let db = mem_db();
+    let one = db.create_org("one").unwrap();
+    let o = bulk_load(&one, 90, &edges, usize::MAX);
+    let expected = snapshot(&one);
+    for (i, budget) in [1_500usize, 4_000, 9_000, 20_000, 45_000, 100_000, 400_000].into_iter().enumerate() {
+        let org = db.create_org(&format!("b{i}")).unwrap();
+        let s = bulk_load(&org, 90, &edges, budget);
+        assert!(s.flushes > 1, "budget {budget}: one flush");
+        assert!(s.pages_written >= o.pages_written, "budget {budget}: fewer pages than one flush writes");
+        assert_eq!(snapshot(&org), expected, "budget {budget}");
+    }
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
 fn bulk_load_interoperates_with_writes_before_and_after() {
     let db = mem_db();
     let (a, b) = (db.create_org("mixed").unwrap(), db.create_org("plain").unwrap());
