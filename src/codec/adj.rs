@@ -212,26 +212,25 @@ pub(crate) fn encode_page(pages: u32, entries: &[AdjEntry]) -> AdjPage {
 
 /// Decodes the entries of a validated page. Any inconsistency is an error, never a short page.
 pub(crate) fn decode_page(page: &ArchivedAdjPage) -> Result<(u32, Vec<AdjEntry>), CodecError> {
-    let count = page.count.to_native() as usize;
-    if count > PAGE_CAPACITY {
+    if page.pad.iter().any(|b| *b != 0) {
         return Err(CodecError);
     }
-    let mut r = Reader { buf: page.data.as_slice(), pos: 0 };
-    let out = decode_entries(&mut r, count)?;
-    if r.pos != r.buf.len() || page.pad.iter().any(|b| *b != 0) {
-        return Err(CodecError);
-    }
+    let out = decode_page_data(page.count.to_native() as usize, page.data.as_slice())?;
     Ok((page.pages.to_native(), out))
 }
 
 /// Decodes the entries of an [`AdjPage`] built in memory by [`encode_page`] (never stored: the
 /// bulk loader's unwritten tail pages), with the same checks as [`decode_page`].
 pub(crate) fn decode_owned_page(page: &AdjPage) -> Result<Vec<AdjEntry>, CodecError> {
-    let count = page.count as usize;
+    decode_page_data(page.count as usize, &page.data)
+}
+
+/// `count` entries from a page's `data`: at most a page's capacity, every byte used.
+fn decode_page_data(count: usize, data: &[u8]) -> Result<Vec<AdjEntry>, CodecError> {
     if count > PAGE_CAPACITY {
         return Err(CodecError);
     }
-    let mut r = Reader { buf: page.data.as_slice(), pos: 0 };
+    let mut r = Reader { buf: data, pos: 0 };
     let out = decode_entries(&mut r, count)?;
     if r.pos != r.buf.len() {
         return Err(CodecError);

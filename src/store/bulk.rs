@@ -316,8 +316,6 @@ impl BulkLoader {
         let mut pending = pending;
         pending.clear();
         self.pending = pending;
-        let mut jobs: Vec<_> =
-            jobs.into_iter().map(|j| (j.node, j.dir, j.page, encode_page(j.count, &j.entries))).collect();
         if last {
             jobs.extend(self.tail_jobs()?);
             jobs.extend(self.stale_first_jobs()?);
@@ -325,8 +323,8 @@ impl BulkLoader {
         self.write_pages(jobs)
     }
 
-    /// Seals and writes adjacency pages `(node, direction, page number, page)`.
-    fn write_pages(&mut self, jobs: Vec<(u64, u8, u32, AdjPage)>) -> Result<()> {
+    /// Seals and writes adjacency pages.
+    fn write_pages(&mut self, jobs: Vec<PageJob>) -> Result<()> {
         let org = self.org.inner.clone();
         let version = self.w.version();
         let mut rows = par_map(&jobs, |(node, dir, page, body)| {
@@ -348,7 +346,7 @@ impl BulkLoader {
     }
 
     /// Every tail page kept in memory, to write (with its list's page count if it is page 0).
-    fn tail_jobs(&mut self) -> Result<Vec<(u64, u8, u32, AdjPage)>> {
+    fn tail_jobs(&mut self) -> Result<Vec<PageJob>> {
         let mut jobs = Vec::with_capacity(self.tails.len());
         for ((node, dir), (page, mut body)) in std::mem::take(&mut self.tails) {
             if page == 0 {
@@ -361,7 +359,7 @@ impl BulkLoader {
     }
 
     /// Every page 0 whose page count changed after it was written, with its final count.
-    fn stale_first_jobs(&mut self) -> Result<Vec<(u64, u8, u32, AdjPage)>> {
+    fn stale_first_jobs(&mut self) -> Result<Vec<PageJob>> {
         let mut jobs = Vec::with_capacity(self.stale_first.len());
         for (node, dir) in std::mem::take(&mut self.stale_first) {
             let pages = self.w.node_for_update(node)?.side(dir).0;
@@ -452,7 +450,8 @@ impl BulkLoader {
                 self.tails.insert((node, dir), (page, body));
                 continue;
             }
-            jobs.push(PageJob { node, dir, page, count: if page == 0 { total } else { 0 }, entries });
+            // Encoded now: the decoded entries of the flush's pages never exist all at once.
+            jobs.push((node, dir, page, encode_page(if page == 0 { total } else { 0 }, &entries)));
         }
         Ok(())
     }
@@ -572,12 +571,6 @@ fn group_by_node(pending: &[Pending]) -> (Vec<usize>, Vec<Group>) {
     (entries, groups)
 }
 
-/// One adjacency page to seal and write.
-struct PageJob {
-    node: u64,
-    dir: u8,
-    page: u32,
-    /// The page count for page 0's header (0 in other pages).
-    count: u32,
-    entries: Vec<AdjEntry>,
-}
+/// One adjacency page to seal and write: `(node, direction, page number, encoded page)` (page
+/// 0's header carries the list's page count, every other page's 0).
+type PageJob = (u64, u8, u32, AdjPage);
