@@ -174,48 +174,80 @@ pub struct DbRootRecord {
     pub orgs: u64,
 }
 
-/// Bytes of one index entry in a bucket page: a 12-byte fingerprint (the first 12 bytes of
-/// the entry's keyed hash) and the u64 it maps to (little endian).
-pub const BUCKET_ENTRY: usize = 20;
+/// Bytes of an index entry's fingerprint (the first 12 bytes of the entry's keyed hash).
+pub const FINGERPRINT: usize = 12;
 
-/// One bucket of an org's hashed index: entries sorted by fingerprint, fingerprints unique.
+/// One bucket of an org's hashed index: entries sorted by fingerprint, fingerprints unique, each
+/// a 12-byte fingerprint and the u64 it maps to in `width` little-endian bytes, the fewest that
+/// hold the page's largest value (format version 6; a fixed 8 before). Ids are dense from 0, so
+/// on a graph of under 16M records an entry takes 15 bytes, not 20, and stays fixed-width, so a
+/// probe still finds an entry by binary search or by its position.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct BucketPage {
-    /// `BUCKET_ENTRY`-byte entries.
+    /// Bytes of each value: 1–8, 0 only in an empty page.
+    pub width: u8,
+    /// `FINGERPRINT + width`-byte entries.
     pub entries: Vec<u8>,
 }
 
+/// Bytes a value takes in a bucket entry: the fewest that hold it, at least one.
+fn value_width(v: u64) -> u8 {
+    ((64 - v.leading_zeros()).div_ceil(8)).max(1) as u8
+}
+
 impl BucketPage {
-    /// Checks the shape: whole entries, strictly increasing fingerprints.
+    /// Bytes of one entry.
+    pub fn stride(&self) -> usize {
+        FINGERPRINT + usize::from(self.width)
+    }
+
+    /// Checks the shape: a width that fits the values exactly (0 for no entries), whole entries,
+    /// strictly increasing fingerprints.
     pub fn validate(&self) -> Result<(), CodecError> {
-        if !self.entries.len().is_multiple_of(BUCKET_ENTRY) {
+        if self.entries.is_empty() {
+            return if self.width == 0 { Ok(()) } else { Err(CodecError) };
+        }
+        if !(1..=8).contains(&self.width) || !self.entries.len().is_multiple_of(self.stride()) {
             return Err(CodecError);
         }
         let mut prev: Option<&[u8]> = None;
-        for e in self.entries.chunks_exact(BUCKET_ENTRY) {
-            if prev.is_some_and(|p| p >= &e[..12]) {
+        let mut max = 0u64;
+        for (i, e) in self.entries.chunks_exact(self.stride()).enumerate() {
+            if prev.is_some_and(|p| p >= &e[..FINGERPRINT]) {
                 return Err(CodecError);
             }
-            prev = Some(&e[..12]);
+            prev = Some(&e[..FINGERPRINT]);
+            max = max.max(self.value_at(i).ok_or(CodecError)?);
+        }
+        if value_width(max) != self.width {
+            return Err(CodecError);
         }
         Ok(())
     }
 
+    /// The fingerprint of entry `i`.
+    pub fn fingerprint_at(&self, i: usize) -> Option<&[u8]> {
+        self.entries.get(i * self.stride()..i * self.stride() + FINGERPRINT)
+    }
+
+    /// The value of entry `i`.
+    pub fn value_at(&self, i: usize) -> Option<u64> {
+        let at = i * self.stride() + FINGERPRINT;
+        let v = self.entries.get(at..at + usize::from(self.width))?;
+        let mut b = [0u8; 8];
+        b.get_mut(..v.len())?.copy_from_slice(v);
+        Some(u64::from_le_bytes(b))
+    }
+
     /// The value stored under fingerprint `fp`.
     pub fn get(&self, fp: &[u8; 12]) -> Option<u64> {
-        let n = self.entries.len() / BUCKET_ENTRY;
-        let (mut lo, mut hi) = (0usize, n);
+        let (mut lo, mut hi) = (0usize, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let e = &self.entries[mid * BUCKET_ENTRY..(mid + 1) * BUCKET_ENTRY];
-            match e[..12].cmp(fp.as_slice()) {
+            match self.fingerprint_at(mid)?.cmp(fp.as_slice()) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let mut v = [0u8; 8];
-                    v.copy_from_slice(&e[12..]);
-                    return Some(u64::from_le_bytes(v));
-                }
+                std::cmp::Ordering::Equal => return self.value_at(mid),
             }
         }
         None
@@ -223,12 +255,10 @@ impl BucketPage {
 
     /// Every `(fingerprint, value)` entry.
     pub fn iter(&self) -> impl Iterator<Item = ([u8; 12], u64)> + '_ {
-        self.entries.chunks_exact(BUCKET_ENTRY).map(|e| {
+        (0..self.len()).filter_map(|i| {
             let mut fp = [0u8; 12];
-            fp.copy_from_slice(&e[..12]);
-            let mut v = [0u8; 8];
-            v.copy_from_slice(&e[12..]);
-            (fp, u64::from_le_bytes(v))
+            fp.copy_from_slice(self.fingerprint_at(i)?);
+            Some((fp, self.value_at(i)?))
         })
     }
 
@@ -236,17 +266,18 @@ impl BucketPage {
     pub fn from_entries(mut entries: Vec<([u8; 12], u64)>) -> Self {
         entries.sort_by_key(|e| e.0);
         entries.dedup_by(|b, a| a.0 == b.0);
-        let mut out = Vec::with_capacity(entries.len() * BUCKET_ENTRY);
+        let width = entries.iter().map(|e| value_width(e.1)).max().unwrap_or(0);
+        let mut out = Vec::with_capacity(entries.len() * (FINGERPRINT + usize::from(width)));
         for (fp, v) in entries {
             out.extend_from_slice(&fp);
-            out.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes()[..usize::from(width)]);
         }
-        BucketPage { entries: out }
+        BucketPage { width, entries: out }
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len() / BUCKET_ENTRY
+        self.entries.len().checked_div(self.stride()).unwrap_or(0)
     }
 
     /// No entries.
@@ -662,4 +693,63 @@ where
     T: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
 {
     rkyv::access::<T, rancor::Error>(bytes).map_err(|_| CodecError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(i: u8) -> [u8; 12] {
+        let mut f = [i; 12];
+        f[0] = i.wrapping_mul(37);
+        f
+    }
+
+    /// Values of every width read back exactly; the page takes the fewest bytes that hold its
+    /// largest value; the lookup finds every entry and nothing else.
+    #[test]
+    fn bucket_pages_store_values_in_the_fewest_bytes_and_read_them_back() {
+        for (max, width) in [(0u64, 1u8), (255, 1), (256, 2), (367_662, 3), (1 << 32, 5), (u64::MAX, 8)] {
+            let entries: Vec<([u8; 12], u64)> =
+                (0..40u8).map(|i| (fp(i), max / 40 * u64::from(i))).chain([(fp(200), max)]).collect();
+            let page = BucketPage::from_entries(entries.clone());
+            assert_eq!(page.width, width, "max {max}");
+            assert_eq!(page.entries.len(), entries.len() * (12 + usize::from(width)));
+            page.validate().unwrap();
+            for (f, v) in &entries {
+                assert_eq!(page.get(f), Some(*v));
+            }
+            assert_eq!(page.get(&fp(201)), None);
+            let mut sorted = entries.clone();
+            sorted.sort_by_key(|e| e.0);
+            assert_eq!(page.iter().collect::<Vec<_>>(), sorted);
+        }
+        let empty = BucketPage::from_entries(vec![]);
+        assert_eq!((empty.width, empty.len()), (0, 0));
+        empty.validate().unwrap();
+    }
+
+    /// A width wider than the values need, a zero or oversized width, a partial entry or
+    /// unsorted fingerprints are refused: one page has one encoding.
+    #[test]
+    fn bucket_pages_refuse_every_non_canonical_shape() {
+        let page = BucketPage::from_entries(vec![(fp(1), 300), (fp(2), 7)]);
+        assert_eq!(page.width, 2);
+        let mut wide = Vec::new();
+        for (f, v) in page.iter() {
+            wide.extend_from_slice(&f);
+            wide.extend_from_slice(&v.to_le_bytes()[..3]);
+        }
+        let bad = [
+            BucketPage { width: 3, entries: wide },
+            BucketPage { width: 0, entries: page.entries.clone() },
+            BucketPage { width: 9, entries: vec![0; 21] },
+            BucketPage { width: 1, entries: vec![] },
+            BucketPage { width: 2, entries: page.entries[..20].to_vec() },
+            BucketPage { width: 2, entries: [&page.entries[14..], &page.entries[..14]].concat() },
+        ];
+        for (i, b) in bad.iter().enumerate() {
+            assert!(b.validate().is_err(), "shape {i} accepted: {b:?}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ pub(crate) mod sealed;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use blind::BlindKey;
+pub(crate) use blind::{BlindKey, RUN_SLOTS};
 pub(crate) use envelope::Binding;
 pub(crate) use keys::{derive, fill_random, AeadKey, MacKey};
 pub use keys::{KeyringKey, OrgKey, RootKey, Secret, TransportKey, KEY_LEN};

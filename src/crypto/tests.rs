@@ -5,7 +5,7 @@
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 
-use super::blind::BlindKey;
+use super::blind::{BlindKey, RUN_SLOTS};
 use super::envelope::{self, Binding, ENVELOPE_VERSION};
 use super::keys::{derive, hkdf_sha256, AeadKey, MacKey, Secret};
 use crate::error::Error;
@@ -426,6 +426,51 @@ fn blind_keys_are_distinct_per_input_and_per_org_key() {
                 }
             }
         }
+    }
+}
+
+/// Every record address unblinds to itself, clustered (index buckets, edge pages) or not; the
+/// keys of one run's buckets and of the edge pages share a prefix and sort by number; and a key
+/// no address blinds to (a random one, another org's) unblinds to no record kind.
+#[test]
+fn blind_keys_invert_and_cluster_index_runs_and_edge_pages() {
+    use crate::store::tables::blind_kind::{ADJ, BUCKET, EDGE, NODE};
+    let a = BlindKey::new(&Secret::from_bytes([1; 32]));
+    let b = BlindKey::new(&Secret::from_bytes([2; 32]));
+    let mut addrs = vec![];
+    for slot in 0..RUN_SLOTS as u32 {
+        for bucket in [0u64, 1, 2, 1023, u64::from(u32::MAX)] {
+            addrs.push((BUCKET, 0, slot, bucket));
+        }
+    }
+    for page in [0u64, 1, 127, 1 << 40, u64::MAX] {
+        addrs.push((EDGE, 0, 0, page));
+        addrs.push((NODE, 0, 0, page));
+        addrs.push((ADJ, 1, 3, page));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for &(kind, sub, page, id) in &addrs {
+        let k = a.blind(kind, sub, page, id);
+        assert!(seen.insert(k), "collision at {kind}/{sub}/{page}/{id}");
+        assert_eq!(a.unblind(&k), (kind, sub, page, id));
+        assert_ne!(b.unblind(&k).0, kind, "another org's key must not unblind to the same kind");
+    }
+    let run = |slot, bucket| a.blind(BUCKET, 0, slot, bucket);
+    assert_eq!(run(3, 0)[..12], run(3, 77)[..12]);
+    assert_ne!(run(3, 0)[..12], run(4, 0)[..12]);
+    assert!(run(3, 1) < run(3, 2) && run(3, 2) < run(3, 256));
+    let edge = |page| a.blind(EDGE, 0, 0, page);
+    assert_eq!(edge(1)[..8], edge(900)[..8]);
+    assert!(edge(1) < edge(2) && edge(255) < edge(256));
+    // Keys no address has: random keys unblind to kind 0 or to a random block, which (with
+    // all-zero bytes 2..4 required) is at most one in 2^16; none of these hits a record kind.
+    for i in 0..2_000u32 {
+        let mut k = [0u8; 16];
+        for (j, byte) in k.iter_mut().enumerate() {
+            *byte = (i.wrapping_mul(2_654_435_761).rotate_left(j as u32) >> 3) as u8 ^ j as u8;
+        }
+        let (kind, ..) = a.unblind(&k);
+        assert!(kind == 0 || !(1..=8).contains(&kind), "a random key unblinds to record kind {kind}");
     }
 }
 

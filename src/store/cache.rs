@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::codec::{AdjEntry, BucketPage, EdgeRecord, NodeRecord, BUCKET_ENTRY};
+use crate::codec::{AdjEntry, BucketPage, EdgeRecord, NodeRecord};
 use crate::filter::NeighborFilter;
 
 /// A decoded adjacency page.
@@ -122,7 +122,7 @@ fn tag_of(fp: &[u8]) -> u16 {
 impl Bucket {
     /// The bucket of a validated page.
     pub(crate) fn new(page: BucketPage) -> Self {
-        let tags = page.entries.chunks_exact(BUCKET_ENTRY).map(tag_of).collect();
+        let tags = page.entries.chunks_exact(page.stride()).map(tag_of).collect();
         Bucket(page, tags)
     }
 
@@ -130,13 +130,11 @@ impl Bucket {
     pub(crate) fn get(&self, fp: &[u8; 12]) -> Option<u64> {
         let t = tag_of(fp);
         self.1.iter().enumerate().filter(|(_, x)| **x == t).find_map(|(i, _)| {
-            let e = self.0.entries.get(i * BUCKET_ENTRY..(i + 1) * BUCKET_ENTRY)?;
-            let (f, v) = e.split_at(12);
-            (f == fp.as_slice()).then(|| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(v);
-                u64::from_le_bytes(b)
-            })
+            if self.0.fingerprint_at(i)? == fp.as_slice() {
+                self.0.value_at(i)
+            } else {
+                None
+            }
         })
     }
 }

@@ -315,6 +315,8 @@ pub(crate) fn split_run(entries: Vec<([u8; 12], u64)>) -> (u8, Vec<(u32, BucketP
 
 /// Most runs an index has: a lookup reads one bucket of each.
 pub(crate) const MAX_RUNS: usize = 8;
+// Every run slot has a clustered key prefix (`crypto::blind`).
+const _: () = assert!(MAX_RUNS == crate::crypto::RUN_SLOTS);
 
 /// A commit's new entries go into the newest run in place (its touched buckets rewritten) while
 /// they are at most `1/IN_PLACE_SPREAD` of its bucket count and that count holds.

@@ -121,3 +121,45 @@ fn one_node_update_rewrites_its_node_page_and_nothing_of_other_nodes() {
     assert_eq!(diff["adj"] + diff["edges"] + diff["props"] + diff["dict"], 0, "{diff:?}");
     assert_eq!(diff["audit"] + diff["orgs"], 2, "{diff:?}");
 }
+
+/// What one copy shows of the clustered keys (format version 6): the index rows fall into one
+/// group per run, each with a power-of-two number of buckets numbered from 0, and the edge
+/// pages into one group numbered 0.. in id order. The rows of every other table stay
+/// scattered: no two node pages share even a 4-byte key prefix.
+#[test]
+fn one_copy_groups_index_rows_by_run_and_orders_edge_pages_and_nothing_else() {
+    let (disk, _) = populated();
+    {
+        // A second commit of a few sources: its entries start a new (small) run or join the
+        // newest run in place.
+        let db = open_on(&disk).unwrap();
+        let org = db.org("acme").unwrap();
+        let mut w = org.write().unwrap();
+        for i in 0..5 {
+            w.upsert_node(NodeInput::new("person").source("crm", format!("late{i}"))).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let all = rows(&disk);
+    let mut runs: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    for k in all["index"].keys() {
+        let bucket = u32::from_be_bytes(k[20..24].try_into().unwrap());
+        runs.entry(k[..20].to_vec()).or_default().push(bucket);
+    }
+    assert!((1..=8).contains(&runs.len()), "{} index key groups", runs.len());
+    for buckets in runs.values() {
+        assert!(buckets.len().is_power_of_two(), "a run of {} buckets", buckets.len());
+        assert!(buckets.iter().copied().eq(0..buckets.len() as u32), "run buckets {buckets:?}");
+    }
+    let edges: Vec<&Vec<u8>> = all["edges"].keys().collect();
+    assert_eq!(edges.len(), 6, "640 edges in pages of 128");
+    for (i, k) in edges.iter().enumerate() {
+        assert_eq!(k[..16], edges[0][..16], "edge pages share one prefix");
+        assert_eq!(u64::from_be_bytes(k[16..24].try_into().unwrap()), i as u64, "edge pages in id order");
+    }
+    let mut node_prefixes: Vec<&[u8]> = all["nodes"].keys().map(|k| &k[..12]).collect();
+    let n = node_prefixes.len();
+    node_prefixes.dedup();
+    assert_eq!(node_prefixes.len(), n, "node page keys share a prefix");
+    assert!(n >= 19, "300 nodes and 5 more in pages of 16, {n} pages");
+}
