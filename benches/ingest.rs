@@ -175,23 +175,26 @@ fn report(spec: &str, names: &[String]) -> Vec<(String, Figures)> {
     figs
 }
 
+/// `iters` loads by `load`, each into a fresh file named `name` (removed after): their total time.
+fn timed_loads(iters: u64, name: &str, load: impl Fn(&Path)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let path = fresh(name);
+        let start = Instant::now();
+        load(&path);
+        total += start.elapsed();
+        let _ = std::fs::remove_file(&path);
+    }
+    total
+}
+
 fn bench_enron(c: &mut Criterion, w: &Workload) {
     let mut g = c.benchmark_group("ingest_enron");
     g.sample_size(10).throughput(Throughput::Elements(w.edges.len() as u64));
     // The write-transaction loader takes tens of seconds per ingest: it is in the one-off report only.
     for (name, f) in systems().into_iter().filter(|(n, _)| !n.contains(ROWS)) {
         g.bench_function(BenchmarkId::from_parameter(&name), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let path = fresh(&format!("ingest-{}", name.replace('/', "_")));
-                    let start = Instant::now();
-                    f(w, &path);
-                    total += start.elapsed();
-                    let _ = std::fs::remove_file(&path);
-                }
-                total
-            })
+            b.iter_custom(|iters| timed_loads(iters, &format!("ingest-{}", name.replace('/', "_")), |p| f(w, p)))
         });
     }
     g.finish();
@@ -259,14 +262,7 @@ fn ingest_rmat(c: &mut Criterion) {
         let (mut spent, mut edges) = (Duration::ZERO, 0u64);
         g.bench_function(BenchmarkId::new(silo_name(BULK), &label), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let path = fresh(&format!("ingest-rmat-bulk-{label}"));
-                    let start = Instant::now();
-                    silo_bulk(&w, &path);
-                    total += start.elapsed();
-                    let _ = std::fs::remove_file(&path);
-                }
+                let total = timed_loads(iters, &format!("ingest-rmat-bulk-{label}"), |p| silo_bulk(&w, p));
                 spent += total;
                 edges += iters * w.edges.len() as u64;
                 total

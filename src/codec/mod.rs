@@ -190,6 +190,14 @@ pub struct BucketPage {
     pub entries: Vec<u8>,
 }
 
+/// A value of at most 8 little-endian bytes (the page's `width` is checked to be at most 8).
+fn le_value(v: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = v.len().min(8);
+    b[..n].copy_from_slice(&v[..n]);
+    u64::from_le_bytes(b)
+}
+
 /// Bytes a value takes in a bucket entry: the fewest that hold it, at least one.
 fn value_width(v: u64) -> u8 {
     ((64 - v.leading_zeros()).div_ceil(8)).max(1) as u8
@@ -212,12 +220,13 @@ impl BucketPage {
         }
         let mut prev: Option<&[u8]> = None;
         let mut max = 0u64;
-        for (i, e) in self.entries.chunks_exact(self.stride()).enumerate() {
-            if prev.is_some_and(|p| p >= &e[..FINGERPRINT]) {
+        for e in self.entries.chunks_exact(self.stride()) {
+            let (fp, v) = e.split_at(FINGERPRINT);
+            if prev.is_some_and(|p| p >= fp) {
                 return Err(CodecError);
             }
-            prev = Some(&e[..FINGERPRINT]);
-            max = max.max(self.value_at(i).ok_or(CodecError)?);
+            prev = Some(fp);
+            max = max.max(le_value(v));
         }
         if value_width(max) != self.width {
             return Err(CodecError);
@@ -233,10 +242,7 @@ impl BucketPage {
     /// The value of entry `i`.
     pub fn value_at(&self, i: usize) -> Option<u64> {
         let at = i * self.stride() + FINGERPRINT;
-        let v = self.entries.get(at..at + usize::from(self.width))?;
-        let mut b = [0u8; 8];
-        b.get_mut(..v.len())?.copy_from_slice(v);
-        Some(u64::from_le_bytes(b))
+        self.entries.get(at..at + usize::from(self.width)).map(le_value)
     }
 
     /// The value stored under fingerprint `fp`.

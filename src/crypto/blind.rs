@@ -36,12 +36,7 @@ pub(crate) struct BlindKey {
 impl BlindKey {
     pub(crate) fn new(secret: &Secret) -> Self {
         let aes = Aes256::new(secret.expose().into());
-        let runs = std::array::from_fn(|slot| {
-            let b = encrypt(&aes, PREFIX | blind_kind::BUCKET, 0, slot as u32, 0);
-            let mut p = [0u8; 12];
-            p.copy_from_slice(&b[..12]);
-            p
-        });
+        let runs = std::array::from_fn(|slot| run_prefix(&aes, slot as u32));
         let b = encrypt(&aes, PREFIX | blind_kind::EDGE, 0, 0, 0);
         let mut edges = [0u8; 8];
         edges.copy_from_slice(&b[..8]);
@@ -56,10 +51,8 @@ impl BlindKey {
         let mut out = [0u8; 16];
         match clustered(kind, sub, page, id) {
             Some(Cluster::Run(slot, bucket)) => {
-                match self.runs.get(usize::from(slot)) {
-                    Some(p) => out[..12].copy_from_slice(p),
-                    None => out[..12].copy_from_slice(&encrypt(&self.aes, PREFIX | kind, 0, page, 0)[..12]),
-                }
+                let p = self.runs.get(usize::from(slot)).copied().unwrap_or_else(|| run_prefix(&self.aes, page));
+                out[..12].copy_from_slice(&p);
                 out[12..].copy_from_slice(&bucket.to_be_bytes());
             }
             Some(Cluster::Edges(page)) => {
@@ -85,6 +78,14 @@ fn clustered(kind: u8, sub: u8, page: u32, id: u64) -> Option<Cluster> {
         (blind_kind::EDGE, 0, 0) => Some(Cluster::Edges(id)),
         _ => None,
     }
+}
+
+/// The key prefix of the buckets of index run `slot` (precomputed for the slots in use).
+fn run_prefix(aes: &Aes256, slot: u32) -> [u8; 12] {
+    let b = encrypt(aes, PREFIX | blind_kind::BUCKET, 0, slot, 0);
+    let mut p = [0u8; 12];
+    p.copy_from_slice(&b[..12]);
+    p
 }
 
 fn encrypt(aes: &Aes256, kind: u8, sub: u8, page: u32, id: u64) -> [u8; 16] {
