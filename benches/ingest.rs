@@ -101,15 +101,6 @@ fn fresh(name: &str) -> PathBuf {
     p
 }
 
-/// The graph a child process ingests: `enron`, or `rmat-<edges>`.
-fn graph(spec: &str) -> Workload {
-    match spec.strip_prefix("rmat-").and_then(|m| m.parse::<usize>().ok()) {
-        // about 8 edges per possible id, as in issue 11's 4M-edge / 440k-node graph
-        Some(m) => Workload::rmat((m as f64 / 8.0).log2().ceil().max(4.0) as u32, m, 13),
-        None => Workload::enron(),
-    }
-}
-
 /// What one ingest measured.
 #[derive(Clone, Copy)]
 struct Figures {
@@ -139,7 +130,7 @@ fn run_child(spec: &str, name: &str) -> Option<Figures> {
 
 /// The child side of [`run_child`]: one ingest, its figures recorded and written back.
 fn report_child(name: &str) {
-    let w = graph(&std::env::var("SILOGRAPH_INGEST_GRAPH").unwrap_or_default());
+    let w = Workload::named(&std::env::var("SILOGRAPH_INGEST_GRAPH").unwrap_or_default());
     let Some((_, f)) = systems().into_iter().find(|(n, _)| n == name) else { return };
     let edges = w.edges.len() as f64;
     let path = fresh(&format!("ingest-report-{}", name.replace('/', "_")));
@@ -257,7 +248,7 @@ fn ingest_rmat(c: &mut Criterion) {
     // Flat: ten samples of one load each for a multi-second load, not 1 + 2 + … + 10.
     g.sample_size(10).sampling_mode(SamplingMode::Flat);
     let mut per_edge = Vec::new();
-    for (label, w) in [("enron".to_owned(), Workload::enron()), (spec.clone(), graph(&spec))] {
+    for (label, w) in [("enron".to_owned(), Workload::enron()), (spec.clone(), Workload::named(&spec))] {
         g.throughput(Throughput::Elements(w.edges.len() as u64));
         let (mut spent, mut edges) = (Duration::ZERO, 0u64);
         g.bench_function(BenchmarkId::new(silo_name(BULK), &label), |b| {

@@ -4,12 +4,15 @@
 //! rows and their key and value bytes, redb's page statistics, the file size, and the size after
 //! `Db::compact`. The figures behind `docs/design.md` §4's size table.
 //!
+//! `SILOGRAPH_LAYOUT_GRAPH=rmat-<edges>` loads an R-MAT graph of that many edges instead (the
+//! graphs of `ingest_rmat`).
+//!
 //! `cargo bench --bench layout` (one load, no criterion: sizes are not timings).
 
 mod common;
 
 use common::*;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 fn main() {
     // `cargo bench` passes `--bench`; a name filter other than this bench's skips it.
@@ -17,7 +20,7 @@ fn main() {
         return;
     }
     let bulk = std::env::var("SILOGRAPH_LAYOUT").is_ok_and(|v| v == "bulk");
-    let w = Workload::enron();
+    let w = Workload::named(&std::env::var("SILOGRAPH_LAYOUT_GRAPH").unwrap_or_default());
     let path = tmp_path("layout");
     let _ = std::fs::remove_file(&path);
     {
@@ -46,7 +49,10 @@ fn main() {
         );
         wtx.abort().expect("abort");
         let rtx = raw.begin_read().expect("redb read");
-        println!("{:>8} {:>8} {:>10} {:>11} {:>9}", "table", "rows", "key bytes", "value bytes", "per row");
+        println!(
+            "{:>8} {:>8} {:>10} {:>11} {:>9} {:>7} {:>7}",
+            "table", "rows", "key bytes", "value bytes", "per row", "leaves", "fill"
+        );
         for h in rtx.list_tables().expect("tables") {
             let name = h.name().to_string();
             let t = rtx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).expect("table");
@@ -57,7 +63,13 @@ fn main() {
                 keys += k.value().len() as u64;
                 values += v.value().len() as u64;
             }
-            println!("{name:>8} {rows:>8} {keys:>10} {values:>11} {:>9}", values.checked_div(rows).unwrap_or(0));
+            let ts = t.stats().expect("table stats");
+            println!(
+                "{name:>8} {rows:>8} {keys:>10} {values:>11} {:>9} {:>7} {:>6.0}%",
+                values.checked_div(rows).unwrap_or(0),
+                ts.leaf_pages(),
+                100.0 * ts.stored_bytes() as f64 / (ts.leaf_pages().max(1) * st.page_size() as u64) as f64
+            );
         }
     }
     let db = silo_builder(64 << 20, false).open(&path, root_key()).expect("reopen");

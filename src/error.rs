@@ -331,5 +331,6 @@ storage_from!(
     redb::TableError => "open table",
     redb::StorageError => "read/write",
     redb::CommitError => "commit",
-    redb::CompactionError => "compact"
+    redb::CompactionError => "compact",
+    redb::CursorError => "write"
 );

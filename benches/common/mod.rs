@@ -113,6 +113,15 @@ impl Workload {
     /// An R-MAT graph (Chakrabarti et al.; a = 0.57, b = c = 0.19, d = 0.05, fixed seed): ids in
     /// `0..2^scale`, `m` distinct directed edges without self-loops, no seeds. Hubs sit at low
     /// ids, as R-MAT draws them; only ids that occur in an edge are nodes.
+    /// The graph a bench names: `rmat-<edges>` (about 8 edges per possible id, as in issue 11's
+    /// 4M-edge / 440k-node graph), anything else Enron.
+    pub fn named(spec: &str) -> Workload {
+        match spec.strip_prefix("rmat-").and_then(|m| m.parse::<usize>().ok()) {
+            Some(m) => Workload::rmat((m as f64 / 8.0).log2().ceil().max(4.0) as u32, m, 13),
+            None => Workload::enron(),
+        }
+    }
+
     pub fn rmat(scale: u32, m: usize, seed: u64) -> Workload {
         let mut rng = SplitMix64(seed);
         let mut seen = FxSet::with_capacity_and_hasher(m, Default::default());

@@ -17,8 +17,9 @@ use aes::Aes256;
 use super::keys::Secret;
 use crate::store::tables::blind_kind;
 
-/// Index runs with a precomputed key prefix (`store::records::MAX_RUNS`; a run slot is below).
-pub(crate) const RUN_SLOTS: usize = 8;
+/// Index run slots with a precomputed key prefix: one more than `store::records::MAX_RUNS`, so a
+/// new run always has a slot no live run holds (a run slot is below this).
+pub(crate) const RUN_SLOTS: usize = 9;
 
 /// Set in the kind byte of the block whose encryption is a clustered prefix: no record key is
 /// the encryption of such a block, so a prefix is never another record's key.

@@ -50,7 +50,7 @@ use kv_redb::{Layout, RedbKv};
 use tables::{META, ORGS};
 
 /// On-disk format version of the database file.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 const MAGIC: &[u8; 10] = b"SILOGRAPH\0";
 const HEADER_KEY: &[u8] = b"header";
 const ROOT_CHECK_KEY: &[u8] = b"root-check";

@@ -315,8 +315,12 @@ pub(crate) fn split_run(entries: Vec<([u8; 12], u64)>) -> (u8, Vec<(u32, BucketP
 
 /// Most runs an index has: a lookup reads one bucket of each.
 pub(crate) const MAX_RUNS: usize = 8;
+/// Slots a run may live in: one more than [`MAX_RUNS`], so a new run always has a slot no live
+/// run holds and its buckets are new keys (packed into redb's leaves, see `kv_redb::put_many`),
+/// never overwrites of the buckets of a run it absorbs.
+pub(crate) const RUN_SLOTS: usize = MAX_RUNS + 1;
 // Every run slot has a clustered key prefix (`crypto::blind`).
-const _: () = assert!(MAX_RUNS == crate::crypto::RUN_SLOTS);
+const _: () = assert!(RUN_SLOTS == crate::crypto::RUN_SLOTS);
 
 /// A commit's new entries go into the newest run in place (its touched buckets rewritten) while
 /// they are at most `1/IN_PLACE_SPREAD` of its bucket count and that count holds.
@@ -340,7 +344,7 @@ impl Runs {
         let mut out = Runs { len: list.len() as u8, ..Runs::default() };
         let mut slots = 0u32;
         for (i, r) in list.iter().enumerate() {
-            if usize::from(r.slot) >= MAX_RUNS {
+            if usize::from(r.slot) >= RUN_SLOTS {
                 return Err(bad());
             }
             let slot_bit = 1u32 << r.slot;
@@ -374,7 +378,7 @@ pub(crate) enum IndexPlan {
     NewRun {
         /// How many of the newest runs it absorbs.
         merge: usize,
-        /// Where it lives: the oldest absorbed run's slot, or a free one.
+        /// Where it lives: the lowest slot no run holds.
         slot: u8,
     },
 }
@@ -399,11 +403,8 @@ pub(crate) fn plan_index(runs: &Runs, adds: u64) -> IndexPlan {
         size += list[merge].entries;
         merge += 1;
     }
-    // With nothing absorbed there are fewer than MAX_RUNS runs, so a slot is free.
-    let slot = match merge {
-        0 => (0..MAX_RUNS as u8).find(|s| list.iter().all(|r| r.slot != *s)).unwrap_or(0),
-        m => list[m - 1].slot,
-    };
+    // At most MAX_RUNS runs hold slots, so one of the RUN_SLOTS is free.
+    let slot = (0..RUN_SLOTS as u8).find(|s| list.iter().all(|r| r.slot != *s)).unwrap_or(0);
     IndexPlan::NewRun { merge, slot }
 }
 
@@ -469,8 +470,7 @@ mod tests {
             }
             IndexPlan::NewRun { merge, slot } => {
                 let entries = adds + runs[..merge].iter().map(|r| r.entries).sum::<u64>();
-                assert!(merge == 0 || runs[merge - 1].slot == slot, "a merged run reuses the oldest slot");
-                assert!(merge > 0 || runs.iter().all(|r| r.slot != slot), "a new run takes a free slot");
+                assert!(runs.iter().all(|r| r.slot != slot), "a new run takes a slot no run holds");
                 runs.splice(..merge, [IndexRun { slot, bits: bits_for(entries, 0), entries }]);
                 entries
             }
@@ -502,8 +502,11 @@ mod tests {
         assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 5), IndexPlan::InPlace);
         // Too many for its buckets: a new run in a free slot (none merged: the run is bigger).
         assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 1_000), IndexPlan::NewRun { merge: 0, slot: 0 });
-        // As many as the run holds: merged into one run at its slot.
-        assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 20_000), IndexPlan::NewRun { merge: 1, slot: 3 });
+        // As many as the run holds: merged into one run, in a slot no run holds.
+        assert_eq!(plan_index(&Runs::of(&runs).expect("runs"), 20_000), IndexPlan::NewRun { merge: 1, slot: 0 });
+        let full: Vec<IndexRun> = (0..MAX_RUNS as u8).map(|s| IndexRun { slot: s + 1, bits: 0, entries: 1 }).collect();
+        // Every run slot but one held: the new run takes that one.
+        assert_eq!(plan_index(&Runs::of(&full).expect("runs"), 1), IndexPlan::NewRun { merge: MAX_RUNS, slot: 0 });
     }
 
     #[test]
@@ -511,7 +514,7 @@ mod tests {
         let run = |slot, bits, entries| IndexRun { slot, bits, entries };
         for bad in [
             vec![run(0, 0, 1), run(0, 0, 1)],
-            vec![run(MAX_RUNS as u8, 0, 1)],
+            vec![run(RUN_SLOTS as u8, 0, 1)],
             vec![run(0, 0, 0)],
             vec![run(0, 0, 33)],
             vec![run(0, 33, 1)],

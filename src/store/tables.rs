@@ -124,7 +124,7 @@ impl RecordKind {
             RecordKind::NodeProps | RecordKind::EdgeProps => sub <= 2 && page == 0,
             RecordKind::Tree => usize::from(sub) < super::state::TRACKED.len() && page < 16,
             // An index bucket's `page` is its run's slot.
-            RecordKind::Bucket => sub == 0 && page < super::records::MAX_RUNS as u32,
+            RecordKind::Bucket => sub == 0 && page < super::records::RUN_SLOTS as u32,
             RecordKind::Dict if sub == SECRETS_SUB && page == 0 && id == 0 => return Some(RecordKind::Secrets),
             _ => sub == 0 && page == 0,
         };

@@ -1017,10 +1017,9 @@ impl WriteTxn {
                 }
                 let entries = all.len() as u64;
                 let (bits, buckets) = split_run(all);
-                // The absorbed runs' buckets go, but for those the new run writes over.
+                // The absorbed runs' buckets go (the new run's slot is none of theirs).
                 for r in &list[..merge] {
-                    let kept = if r.slot == slot { 1u32 << bits } else { 0 };
-                    change.removes.extend((kept..(1u32 << r.bits)).map(|b| (r.slot, b)));
+                    change.removes.extend((0..(1u32 << r.bits)).map(|b| (r.slot, b)));
                 }
                 change.puts.extend(buckets.into_iter().map(|(b, page)| (slot, b, page)));
                 after.splice(..merge, [IndexRun { slot, bits, entries }]);

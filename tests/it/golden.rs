@@ -1,4 +1,4 @@
-//! Golden files: databases written by an earlier build (tests/fixtures/v6/, made by the ignored
+//! Golden files: databases written by an earlier build (tests/fixtures/v7/, made by the ignored
 //! `generate` test with a fixed root key and deterministic content) must still open and read
 //! back every record exactly. A format change without a version bump fails here.
 //!
@@ -100,7 +100,7 @@ fn times() -> Vec<i64> {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/v6/golden.silo; run only to regenerate the fixture"]
+#[ignore = "writes tests/fixtures/v7/golden.silo; run only to regenerate the fixture"]
 fn generate() {
     let path = golden_fixture();
     let _ = std::fs::remove_file(&path);
@@ -129,10 +129,10 @@ fn generate() {
 }
 
 #[test]
-fn v6_fixture_opens_and_reads_back_every_record() {
-    assert_eq!(FORMAT_VERSION, 6, "format version changed: add a tests/fixtures/vN and keep v6 readable or rejected");
+fn v7_fixture_opens_and_reads_back_every_record() {
+    assert_eq!(FORMAT_VERSION, 7, "format version changed: add a tests/fixtures/vN and keep v7 readable or rejected");
     let path = copy_of_golden("read");
-    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v6 fixture");
+    let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("open the v7 fixture");
     assert_eq!(db.list_orgs().expect("list"), vec!["acme".to_string(), "globex".to_string()]);
     let orgs = [
         db.org(ORGS[0]).expect("acme"),
@@ -141,7 +141,7 @@ fn v6_fixture_opens_and_reads_back_every_record() {
     let models = expected();
     for (i, (org, m)) in orgs.iter().zip(&models).enumerate() {
         let r = org.read().expect("read");
-        check_org(&r, m, &times(), &format!("v6 fixture org {}", ORGS[i]));
+        check_org(&r, m, &times(), &format!("v7 fixture org {}", ORGS[i]));
         // The hub's out-adjacency spans two pages.
         if i == 0 {
             assert_eq!(r.degree(NodeId(7), silograph::Direction::Out).expect("degree"), Some(520));
@@ -150,7 +150,7 @@ fn v6_fixture_opens_and_reads_back_every_record() {
 }
 
 #[test]
-fn v6_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
+fn v7_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
     let path = copy_of_golden("keys");
     let before = std::fs::read(&path).expect("read");
     assert!(matches!(Db::open(&path, RootKey::from_bytes([0; 32])), Err(Error::WrongKey)));
@@ -160,7 +160,7 @@ fn v6_fixture_rejects_a_wrong_root_key_and_a_wrong_org_key() {
 }
 
 #[test]
-fn v6_fixture_accepts_new_commits_that_survive_reopen() {
+fn v7_fixture_accepts_new_commits_that_survive_reopen() {
     let path = copy_of_golden("write");
     let mut models = expected();
     {
@@ -177,16 +177,18 @@ fn v6_fixture_accepts_new_commits_that_survive_reopen() {
         w.commit().expect("commit");
     }
     let db = Db::open(&path, RootKey::from_bytes(GOLDEN_ROOT)).expect("reopen");
-    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v6 fixture after a write");
+    check_org(&db.org(ORGS[0]).expect("acme").read().expect("read"), &models[0], &times(), "v7 fixture after a write");
 }
 
 /// Files of the formats before this one were never released: v1 (one sealed record per node and
 /// edge), v2 (pages without the state tree, written before issue 12), v3 (edge pages as rkyv
 /// records, every adjacency list in pages of its own), v4 (the index as one run of buckets) and
-/// v5 (every index bucket and edge page under a key of its own, not clustered) are refused with a typed error, before anything is written.
+/// v5 (every index bucket and edge page under a key of its own, not clustered) and v6 (a new
+/// index run took the slot of the oldest run it absorbed, overwriting its buckets; a v6 build
+/// refuses a run in the ninth slot) are refused with a typed error, before anything is written.
 #[test]
-fn v1_to_v5_files_are_refused_as_unsupported_formats_and_left_unchanged() {
-    for v in [1, 2, 3, 4, 5] {
+fn v1_to_v6_files_are_refused_as_unsupported_formats_and_left_unchanged() {
+    for v in [1, 2, 3, 4, 5, 6] {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{v}/golden.silo"));
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("old.silo");

@@ -393,12 +393,14 @@ fn the_state_tree_grows_at_the_top_across_commits_and_every_record_still_checks(
 }
 
 /// Index runs (format version 5): commits of different sizes give runs that merge, and a
-/// bucket row of a run merged away put back, or a bucket reverted to the version before the
-/// merge, never reads clean (every lookup answers as before or fails) and `verify()` names it.
+/// bucket row of a run merged away put back (since format version 7 a merge writes its run in
+/// a fresh slot, so every bucket it absorbs is removed, none rewritten in place), or a bucket a
+/// later commit rewrote in place reverted to its version before, never reads clean (every lookup
+/// answers as before or fails) and `verify()` names it.
 #[test]
 fn index_runs_merge_and_a_merged_away_or_reverted_bucket_never_reads_clean() {
     let path = tmp("runs");
-    let sizes = [100u64, 30, 200];
+    let sizes = [100u64, 30, 200, 2];
     let lookups = |db: &Db| -> silograph::Result<Vec<Option<NodeId>>> {
         let r = db.org("acme")?.read()?;
         (0..sizes.iter().sum::<u64>() + 5).map(|i| r.lookup("crm", &format!("acme-{i}"))).collect()
@@ -424,13 +426,17 @@ fn index_runs_merge_and_a_merged_away_or_reverted_bucket_never_reads_clean() {
         states.push(index_rows(&rows(&path)));
     }
     // 101 entries (100 sources and a kind: 4 buckets), then 30 in a run of their own (1 bucket),
-    // then 200 that absorb both into one run of 331 (16 buckets) at the oldest run's slot: the
-    // small run's bucket goes.
-    let [first, second, last] = [&states[0], &states[1], &states[2]];
-    assert_eq!((first.len(), second.len(), last.len()), (4, 5, 16), "bucket rows per state");
-    let removed: Vec<_> = second.iter().filter(|(k, _)| !last.contains_key(*k)).collect();
-    let reverted: Vec<_> = second.iter().filter(|(k, v)| last.get(*k).is_some_and(|l| l != *v)).collect();
-    assert_eq!((removed.len(), reverted.len()), (1, 4), "the merge removed the small run and rewrote the big one");
+    // then 200 that absorb both into one run of 331 (16 buckets) in a slot neither held (format
+    // version 7): all five buckets of the absorbed runs go, none is overwritten.
+    // Then 2 go into that run in place: the buckets they fall in are rewritten under their keys.
+    let [first, second, merged, last] = [&states[0], &states[1], &states[2], &states[3]];
+    assert_eq!((first.len(), second.len(), merged.len(), last.len()), (4, 5, 16, 16), "bucket rows per state");
+    let removed: Vec<_> = second.iter().filter(|(k, _)| !merged.contains_key(*k)).collect();
+    let overwritten = second.iter().filter(|(k, v)| merged.get(*k).is_some_and(|l| l != *v)).count();
+    assert_eq!((removed.len(), overwritten), (5, 0), "the merge removed both absorbed runs and wrote a new one");
+    assert!(removed.iter().all(|(k, _)| !last.contains_key(*k)));
+    let reverted: Vec<_> = merged.iter().filter(|(k, v)| last.get(*k).is_some_and(|l| l != *v)).collect();
+    assert!((1..=2).contains(&reverted.len()), "{} buckets rewritten in place", reverted.len());
     let truth = lookups(&Db::open(&path, root_key(1)).unwrap()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let edited = tmp("runs-edit");

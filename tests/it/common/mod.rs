@@ -57,21 +57,21 @@ pub fn byok() -> OrgKey {
     OrgKey::from_bytes(BYOK)
 }
 
-/// The root key and the `globex` key of the v6 golden fixture (`tests/fixtures/v6`).
+/// The root key and the `globex` key of the v7 golden fixture (`tests/fixtures/v7`).
 pub const GOLDEN_ROOT: [u8; 32] = [0x5e; 32];
 /// The `globex` (bring-your-own-key) org key of the golden fixture.
 pub const GOLDEN_GLOBEX_KEY: [u8; 32] = [0x6f; 32];
 
-/// The checked-in v1 golden database (never opened in place: see [`copy_of_golden`]).
+/// The checked-in golden database (never opened in place: see [`copy_of_golden`]).
 pub fn golden_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v6/golden.silo")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v7/golden.silo")
 }
 
 /// A private copy of the golden fixture: opening may write (recovery flags), and the committed
 /// fixture must stay byte-for-byte as generated.
 pub fn copy_of_golden(name: &str) -> TmpPath {
     let dst = tmp(name);
-    std::fs::copy(golden_fixture(), &dst).expect("the v6 fixture is checked in (tests/fixtures/v6/golden.silo)");
+    std::fs::copy(golden_fixture(), &dst).expect("the v7 fixture is checked in (tests/fixtures/v7/golden.silo)");
     dst
 }
 
