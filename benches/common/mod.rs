@@ -110,9 +110,6 @@ impl Workload {
         w
     }
 
-    /// An R-MAT graph (Chakrabarti et al.; a = 0.57, b = c = 0.19, d = 0.05, fixed seed): ids in
-    /// `0..2^scale`, `m` distinct directed edges without self-loops, no seeds. Hubs sit at low
-    /// ids, as R-MAT draws them; only ids that occur in an edge are nodes.
     /// The graph a bench names: `rmat-<edges>` (about 8 edges per possible id, as in issue 11's
     /// 4M-edge / 440k-node graph), anything else Enron.
     pub fn named(spec: &str) -> Workload {
@@ -122,6 +119,9 @@ impl Workload {
         }
     }
 
+    /// An R-MAT graph (Chakrabarti et al.; a = 0.57, b = c = 0.19, d = 0.05, fixed seed): ids in
+    /// `0..2^scale`, `m` distinct directed edges without self-loops, no seeds. Hubs sit at low
+    /// ids, as R-MAT draws them; only ids that occur in an edge are nodes.
     pub fn rmat(scale: u32, m: usize, seed: u64) -> Workload {
         let mut rng = SplitMix64(seed);
         let mut seen = FxSet::with_capacity_and_hasher(m, Default::default());

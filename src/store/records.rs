@@ -315,12 +315,12 @@ pub(crate) fn split_run(entries: Vec<([u8; 12], u64)>) -> (u8, Vec<(u32, BucketP
 
 /// Most runs an index has: a lookup reads one bucket of each.
 pub(crate) const MAX_RUNS: usize = 8;
-/// Slots a run may live in: one more than [`MAX_RUNS`], so a new run always has a slot no live
-/// run holds and its buckets are new keys (packed into redb's leaves, see `kv_redb::put_many`),
-/// never overwrites of the buckets of a run it absorbs.
-pub(crate) const RUN_SLOTS: usize = MAX_RUNS + 1;
-// Every run slot has a clustered key prefix (`crypto::blind`).
-const _: () = assert!(RUN_SLOTS == crate::crypto::RUN_SLOTS);
+/// Slots a run may live in, each with a clustered key prefix (`crypto::blind`).
+pub(crate) use crate::crypto::RUN_SLOTS;
+// One more slot than runs, so a new run always has a slot no live run holds and its buckets are
+// new keys (packed into redb's leaves, see `kv_redb::put_many`), never overwrites of the buckets
+// of a run it absorbs.
+const _: () = assert!(RUN_SLOTS == MAX_RUNS + 1);
 
 /// A commit's new entries go into the newest run in place (its touched buckets rewritten) while
 /// they are at most `1/IN_PLACE_SPREAD` of its bucket count and that count holds.

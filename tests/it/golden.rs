@@ -182,8 +182,8 @@ fn v7_fixture_accepts_new_commits_that_survive_reopen() {
 
 /// Files of the formats before this one were never released: v1 (one sealed record per node and
 /// edge), v2 (pages without the state tree, written before issue 12), v3 (edge pages as rkyv
-/// records, every adjacency list in pages of its own), v4 (the index as one run of buckets) and
-/// v5 (every index bucket and edge page under a key of its own, not clustered) and v6 (a new
+/// records, every adjacency list in pages of its own), v4 (the index as one run of buckets), v5
+/// (every index bucket and edge page under a key of its own, not clustered) and v6 (a new
 /// index run took the slot of the oldest run it absorbed, overwriting its buckets; a v6 build
 /// refuses a run in the ninth slot) are refused with a typed error, before anything is written.
 #[test]
