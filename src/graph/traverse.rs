@@ -160,11 +160,14 @@ impl<'r> Traversal<'r> {
     }
 }
 
-/// Whether `node` exists. A node with an adjacency page exists, and the page in `dir` is one
-/// the traversal reads next anyway (usually a cache hit); only a node without one costs a
-/// node-record read.
+/// Whether `node` exists. A node with an adjacency page exists: the state tree says so from
+/// memory, without opening the page (which the traversal reads next anyway, and on the miss
+/// path would open twice); otherwise its inline entries or its record answer.
 pub(super) fn node_exists(txn: &ReadTxn, node: NodeId, dir: Direction) -> Result<bool> {
     let first: u8 = if dir == Direction::In { 1 } else { 0 };
+    if txn.has_pages(node.0, first)? == Some(true) {
+        return Ok(true);
+    }
     Ok(txn.page(node.0, first, 0)?.is_some()
         || txn.page(node.0, 1 - first, 0)?.is_some()
         || txn.degree(node, Direction::Out)?.is_some())

@@ -47,7 +47,7 @@ pub(crate) trait Kv: Send + Sync + std::fmt::Debug {
     }
     /// Round trips to the server so far (statements, prepares, BEGIN / COMMIT / ROLLBACK), for
     /// tests that count them; 0 for a local backend.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "postgres"))]
     fn round_trips(&self) -> u64 {
         0
     }

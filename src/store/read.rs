@@ -526,6 +526,13 @@ impl ReadTxn {
         Ok((f.node_count, f.edge_count))
     }
 
+    /// Whether the state tree holds page 0 of `node`'s adjacency in `dir` (answered from memory,
+    /// nothing opened); `None` when the state is not checked (`unchecked_state_for_benchmarks`).
+    pub(crate) fn has_pages(&self, node: u64, dir: u8) -> Result<Option<bool>> {
+        let roots = self.facts()?.roots;
+        self.org.inner.holds(&roots, &|t, k| self.get(t, k), Addr::adj(node, dir, 0))
+    }
+
     /// One adjacency page; `None` if the node has no page there.
     pub(crate) fn page(&self, node: u64, dir: u8, p: u32) -> Result<Option<Arc<Page>>> {
         let key = self.org.inner.adj_key(node, dir, p);
