@@ -171,7 +171,7 @@ impl ReadTxn {
     /// ```
     pub fn shortest_path(&self, a: NodeId, b: NodeId, opts: &PathOptions) -> Result<Option<Path>> {
         let filter = opts.spec.resolve(self)?;
-        if !node_exists(self, a, opts.dir)? || !node_exists(self, b, reverse(opts.dir))? {
+        if !node_exists(self, a)? || !node_exists(self, b)? {
             return Ok(None);
         }
         if a == b {

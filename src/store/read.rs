@@ -1,7 +1,9 @@
 //! Read snapshots: point reads, index lookups and adjacency walks over one MVCC snapshot.
 
+use rkyv::util::AlignedVec;
 use std::collections::HashMap;
 use std::sync::Arc;
+use zeroize::Zeroize;
 
 use super::cache::{Bucket, Cached, Page, Records, Scrub};
 use super::kv::{BackendKind, KvSnapshot};
@@ -200,15 +202,25 @@ pub struct ReadTxn {
     /// the next level.
     prefetched: std::sync::Mutex<HashMap<RecordKey, Option<Arc<Page>>>>,
     /// Node pages fetched ahead for one traversal level (they hold most nodes' adjacency
-    /// inline), and those a snapshot the cache does not serve reads twice (see
-    /// `inline_entries`); read only while the cache does not serve this snapshot.
+    /// inline); read only while the cache does not serve this snapshot.
     prefetched_nodes: std::sync::Mutex<HashMap<u64, Arc<Records<NodeRecord>>>>,
-    /// Node pages this snapshot has read (only while the cache does not serve it).
-    touched: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Node pages this snapshot opened while the cache does not serve it, kept as their
+    /// decrypted archives (at most `SNAPSHOT_NODE_PAGES`): a walk reads a node's inline entries
+    /// in place from them, and a page it comes back to is neither decrypted nor decoded again.
+    plain: std::sync::Mutex<HashMap<u64, Arc<Plain>>>,
 }
 
-/// Node pages a snapshot the page cache does not serve keeps decoded (those it reads twice).
+/// Node pages a snapshot the page cache does not serve keeps open (about 4 KiB each).
 const SNAPSHOT_NODE_PAGES: usize = 256;
+
+/// A decrypted archive, wiped when the last reference goes.
+struct Plain(AlignedVec);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
 
 impl std::fmt::Debug for ReadTxn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,7 +243,7 @@ impl ReadTxn {
                 facts: Default::default(),
                 prefetched: Default::default(),
                 prefetched_nodes: Default::default(),
-                touched: Default::default(),
+                plain: Default::default(),
                 org,
             };
             let seq = txn.facts()?.commit_seq;
@@ -246,7 +258,7 @@ impl ReadTxn {
             facts: std::sync::OnceLock::new(),
             prefetched: Default::default(),
             prefetched_nodes: Default::default(),
-            touched: Default::default(),
+            plain: Default::default(),
             org,
         })
     }
@@ -526,11 +538,10 @@ impl ReadTxn {
         Ok((f.node_count, f.edge_count))
     }
 
-    /// Whether the state tree holds page 0 of `node`'s adjacency in `dir` (answered from memory,
-    /// nothing opened); `None` when the state is not checked (`unchecked_state_for_benchmarks`).
-    pub(crate) fn has_pages(&self, node: u64, dir: u8) -> Result<Option<bool>> {
-        let roots = self.facts()?.roots;
-        self.org.inner.holds(&roots, &|t, k| self.get(t, k), Addr::adj(node, dir, 0))
+    /// Whether this snapshot's org has assigned node id `node` (ids are dense, nodes are never
+    /// removed: assigned means it exists), from the registry entry alone.
+    pub(crate) fn assigned(&self, node: NodeId) -> Result<bool> {
+        Ok(node.0 != 0 && node.0 < self.facts()?.next_node)
     }
 
     /// One adjacency page; `None` if the node has no page there.
@@ -583,10 +594,20 @@ impl ReadTxn {
         Ok(Some(page))
     }
 
-    /// Whether this snapshot reads node page `page` for the first time (for snapshots the page
-    /// cache does not serve).
-    fn first_touch(&self, page: u64) -> bool {
-        self.touched.lock().is_ok_and(|mut t| t.insert(page))
+    /// Node page `page` (key `key`) decrypted: from this snapshot's memo, or read, checked
+    /// against the state tree, opened and kept there while there is room.
+    fn node_plain(&self, page: u64, key: &RecordKey) -> Result<Arc<Plain>> {
+        let memo = || self.plain.lock().map_err(|_| Error::Internal("snapshot memo lock poisoned".into()));
+        if let Some(p) = memo()?.get(&page) {
+            return Ok(p.clone());
+        }
+        let sealed = self.fetch(Addr::node_page(page), key)?.ok_or_else(|| Error::corrupt(NODES.name, key))?;
+        let plain = Arc::new(Plain(self.org.inner.open(NODES, key, Compartment::Core, &sealed)?));
+        let mut m = memo()?;
+        if m.len() < SNAPSHOT_NODE_PAGES {
+            m.insert(page, plain.clone());
+        }
+        Ok(plain)
     }
 
     /// The entries of `node` in `dir` if its record keeps them inline (`Some(Some(_))`: no
@@ -599,29 +620,15 @@ impl ReadTxn {
         }
         let page = page_of(node, NODES_PER_PAGE);
         let key = self.org.inner.node_page_key(page);
-        // Nothing keeps a decoded page for a snapshot the cache does not serve: the first time it
-        // reads a page, read the one record in place instead of deserializing all of them; a page
-        // read again (a walk) is decoded once and kept for this snapshot (at most
-        // `SNAPSHOT_NODE_PAGES` of them).
-        if !self.cache_ok {
-            let (memo, room) = self
-                .prefetched_nodes
-                .lock()
-                .map_or((false, false), |m| (m.contains_key(&page), m.len() < SNAPSHOT_NODE_PAGES));
-            if !memo {
-                if self.first_touch(page) || !room {
-                    let sealed =
-                        self.fetch(Addr::node_page(page), &key)?.ok_or_else(|| Error::corrupt(NODES.name, &key))?;
-                    let first = first_of(page, NODES_PER_PAGE);
-                    let expected = f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
-                    let slot = (node - first) as usize;
-                    return self.org.inner.node_adjacency(page, &key, &sealed, expected, slot, dir).map(Some);
-                }
-                let r = self.dense_page::<NodePage>(page)?;
-                if let Ok(mut m) = self.prefetched_nodes.lock() {
-                    m.insert(page, r);
-                }
-            }
+        // Nothing keeps a decoded page for a snapshot the cache does not serve: read the one
+        // record in place from the page's archive (decrypted once for this snapshot, see
+        // `node_plain`) instead of deserializing all of them.
+        if !self.cache_ok && !self.prefetched_nodes.lock().is_ok_and(|m| m.contains_key(&page)) {
+            let plain = self.node_plain(page, &key)?;
+            let first = first_of(page, NODES_PER_PAGE);
+            let expected = f.next_node.min(first_of(page + 1, NODES_PER_PAGE)).saturating_sub(first);
+            let slot = (node - first) as usize;
+            return self.org.inner.node_adjacency(page, &key, plain.0.as_slice(), expected, slot, dir).map(Some);
         }
         let got = self.with_node(NodeId(node), |r| {
             let (pages, degree, inline) = r.side(dir);

@@ -200,21 +200,21 @@ impl OrgInner {
     }
 
     /// One record's adjacency facts in direction `dir` read in place from node page `page`
-    /// (validated, not deserialized): `(pages, degree, inline entries)`, where `None` entries
-    /// means the record has pages there. `expected` is the number of records the page must hold.
-    /// The same checks as [`OrgInner::open_node_page`] plus the inline entries' own.
+    /// (`plain`: the page opened, see [`OrgInner::open`]; validated here, not deserialized):
+    /// `(pages, degree, inline entries)`, where `None` entries means the record has pages there.
+    /// `expected` is the number of records the page must hold. The same checks as
+    /// [`OrgInner::open_node_page`] plus the inline entries' own.
     pub(crate) fn node_adjacency(
         &self,
         page: u64,
         key: &[u8],
-        sealed: &[u8],
+        plain: &[u8],
         expected: u64,
         slot: usize,
         dir: u8,
     ) -> Result<Option<Vec<codec::AdjEntry>>> {
-        let mut buf = self.open(NODES, key, Compartment::Core, sealed)?;
-        let out = (|| {
-            let p = codec::access::<codec::ArchivedNodePage>(buf.as_slice()).map_err(|_| ())?;
+        (|| {
+            let p = codec::access::<codec::ArchivedNodePage>(plain).map_err(|_| ())?;
             let ids = p.nodes.iter().map(|n| n.id.to_native());
             if !codec::dense_page_fits(page, NODES_PER_PAGE, p.first.to_native(), ids)
                 || p.nodes.len() as u64 != expected
@@ -229,9 +229,7 @@ impl OrgInner {
             };
             codec::inline_of(pages, degree, inline).map_err(|_| ())
         })()
-        .map_err(|()| Error::corrupt(NODES.name, key));
-        buf.as_mut_slice().zeroize();
-        out
+        .map_err(|()| Error::corrupt(NODES.name, key))
     }
 
     /// Opens edge page `page` (as [`OrgInner::open_node_page`]).
