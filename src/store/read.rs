@@ -1055,3 +1055,39 @@ impl ReadTxn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SNAPSHOT_NODE_PAGES;
+    use crate::codec::NODES_PER_PAGE;
+    use crate::{Db, EdgeInput, NodeId, NodeInput, RootKey};
+
+    /// A walk over more node pages than a snapshot without the cache keeps: every node is
+    /// reached, and the snapshot holds exactly its bound of decrypted pages, no more.
+    #[test]
+    fn a_snapshot_without_the_cache_keeps_at_most_its_bound_of_node_pages() {
+        let db = Db::builder()
+            .cache_size(0)
+            .open_with_backend(redb::backends::InMemoryBackend::new(), RootKey::from_bytes([5; 32]))
+            .expect("open");
+        let org = db.create_org("acme").expect("org");
+        let pages = SNAPSHOT_NODE_PAGES as u64 + 40;
+        let n = pages * NODES_PER_PAGE;
+        let mut bulk = org.bulk_load().expect("bulk");
+        let hub = bulk.add_node(NodeInput::new("hub").source("s", "hub")).expect("hub");
+        let ids: Vec<NodeId> =
+            (0..n).map(|i| bulk.add_node(NodeInput::new("n").source("s", format!("{i}"))).expect("node")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            bulk.add_edge(hub, *id, "to").expect("edge");
+            bulk.add_edge(*id, ids[(i + 1) % ids.len()], "to").expect("edge");
+        }
+        bulk.finish().expect("finish");
+        let r = org.read().expect("read");
+        assert_eq!(r.traverse(hub).max_depth(2).run().expect("walk").len() as u64, n + 1);
+        let kept = r.plain.lock().expect("memo").len();
+        assert_eq!(kept, SNAPSHOT_NODE_PAGES, "{pages} pages walked");
+        // A page past the bound is read again (in place) as often as it is needed.
+        assert_eq!(r.traverse(hub).max_depth(2).run().expect("walk").len() as u64, n + 1);
+        assert_eq!(r.plain.lock().expect("memo").len(), SNAPSHOT_NODE_PAGES);
+    }
+}
