@@ -1060,7 +1060,7 @@ impl ReadTxn {
 mod tests {
     use super::SNAPSHOT_NODE_PAGES;
     use crate::codec::NODES_PER_PAGE;
-    use crate::{Db, EdgeInput, NodeId, NodeInput, RootKey};
+    use crate::{Db, NodeId, NodeInput, RootKey};
 
     /// A walk over more node pages than a snapshot without the cache keeps: every node is
     /// reached, and the snapshot holds exactly its bound of decrypted pages, no more.
