@@ -144,9 +144,9 @@ fn small_flushes_over_many_nodes_give_the_same_graph_as_one_flush() {
 
 #[test]
 fn tail_pages_kept_between_flushes_are_written_once() {
-    // A budget of about 580 edges per flush whose tail pages (about 120 lists of up to a few
-    // hundred bytes) never pass half of it: every partly filled tail stays in memory from flush
-    // to flush, and a page 0 whose page count grows after it was written is rewritten once, at
+    // A budget of 5 flushes over the load (128 bytes an edge, plus the kept tails) whose tail
+    // pages (about 120 lists of up to a few hundred bytes) never pass half of it: every partly
+    // filled tail stays in memory from flush to flush, and a page 0 whose page count grows after it was written is rewritten once, at
     // finish. So the load writes the pages one flush writes, plus one page 0 per list of more
     // than one page, and the graph is the same.
     let edges = edge_list(60, 6000, 19, true);
@@ -154,7 +154,7 @@ fn tail_pages_kept_between_flushes_are_written_once() {
     let (many, one) = (db.create_org("many").unwrap(), db.create_org("one").unwrap());
     let m = bulk_load(&many, 60, &edges, 200_000);
     let o = bulk_load(&one, 60, &edges, usize::MAX);
-    assert!(m.flushes >= 8, "only {} flushes", m.flushes);
+    assert!(m.flushes >= 4, "only {} flushes", m.flushes);
     assert_eq!(o.flushes, 1);
     let (_, _, degrees) = snapshot(&one);
     let multi_page = degrees.values().flat_map(|&(out, inn)| [out, inn]).filter(|&d| d > PAGE_CAPACITY as u64).count();
