@@ -188,6 +188,14 @@ pub(crate) struct Facts {
     commit_seq: u64,
 }
 
+impl Facts {
+    /// Whether node id `node` was assigned: ids are dense and nodes are never removed, so
+    /// assigned means it exists.
+    fn assigned(&self, node: u64) -> bool {
+        node != 0 && node < self.next_node
+    }
+}
+
 /// A read snapshot of one organization.
 pub struct ReadTxn {
     org: Org,
@@ -360,7 +368,7 @@ impl ReadTxn {
     fn with_node<T>(&self, id: NodeId, f: impl FnOnce(&NodeRecord) -> T) -> Result<Option<T>> {
         // Pages fetched ahead or kept by a snapshot the cache does not serve (for one it does
         // serve, they are in the cache).
-        if !self.cache_ok && id.0 != 0 && id.0 < self.facts()?.next_node {
+        if !self.cache_ok && self.facts()?.assigned(id.0) {
             let page = page_of(id.0, NODES_PER_PAGE);
             let ahead = self.prefetched_nodes.lock().ok().and_then(|m| m.get(&page).cloned());
             if let Some(r) = ahead {
@@ -538,10 +546,10 @@ impl ReadTxn {
         Ok((f.node_count, f.edge_count))
     }
 
-    /// Whether this snapshot's org has assigned node id `node` (ids are dense, nodes are never
-    /// removed: assigned means it exists), from the registry entry alone.
+    /// Whether this snapshot's org has assigned node id `node` (see [`Facts::assigned`]), from
+    /// the registry entry alone.
     pub(crate) fn assigned(&self, node: NodeId) -> Result<bool> {
-        Ok(node.0 != 0 && node.0 < self.facts()?.next_node)
+        Ok(self.facts()?.assigned(node.0))
     }
 
     /// One adjacency page; `None` if the node has no page there.
@@ -615,7 +623,7 @@ impl ReadTxn {
     /// Inline entries must number the record's degree; a record with pages holds none inline.
     fn inline_entries(&self, node: u64, dir: u8) -> Result<Option<Option<Vec<AdjEntry>>>> {
         let f = self.facts()?;
-        if node == 0 || node >= f.next_node {
+        if !f.assigned(node) {
             return Ok(None);
         }
         let page = page_of(node, NODES_PER_PAGE);
@@ -700,7 +708,7 @@ impl ReadTxn {
     fn prefetch_node_pages(&self, nodes: &[u64]) -> Result<()> {
         let f = self.facts()?;
         let mut pages: Vec<u64> =
-            nodes.iter().filter(|&&n| n != 0 && n < f.next_node).map(|&n| page_of(n, NODES_PER_PAGE)).collect();
+            nodes.iter().filter(|&&n| f.assigned(n)).map(|&n| page_of(n, NODES_PER_PAGE)).collect();
         pages.sort_unstable();
         pages.dedup();
         let mut held = self.prefetched_nodes.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?;
