@@ -11,6 +11,7 @@
 //! entry's counters and seal count, and the page cache are updated through the write
 //! transaction's own commit.
 
+use super::cache::PageKey;
 use super::org::Org;
 use super::records::{dir_index, par_map, write_sorted};
 use super::state::Addr;
@@ -107,7 +108,7 @@ pub struct BulkLoader {
     w: WriteTxn,
     budget: usize,
     pending: Vec<Pending>,
-    changed_pages: Vec<[u8; 16]>,
+    changed_pages: Vec<PageKey>,
     /// Addresses of the edge and adjacency pages this load wrote (for the state tree).
     written: FastSet<Addr>,
     /// Lists whose inline entries this load changed (their page-0 keys are invalidated in the
@@ -297,12 +298,13 @@ impl BulkLoader {
                     let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
                     Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
                 })?);
-                self.written.extend(pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE))));
+                let addrs = pages.iter().map(|p| Addr::edge_page(page_of(p.first, EDGES_PER_PAGE)));
+                self.changed_pages.extend(addrs.clone().map(|a| org.page_key(a)));
+                self.written.extend(addrs);
                 pages.clear();
             }
         }
         self.seals += rows.len() as u64;
-        self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
         write_sorted(self.w.txn_mut()?, EDGES, &mut rows)?;
         drop(rows);
 
@@ -334,10 +336,10 @@ impl BulkLoader {
             Ok((key, org.seal_page(&key, version, body)?))
         })?;
         self.written.extend(jobs.iter().map(|j| Addr::adj(j.0, j.1, j.2)));
+        self.changed_pages.extend(jobs.iter().map(|j| org.page_key(Addr::adj(j.0, j.1, j.2))));
         drop(jobs);
         self.seals += rows.len() as u64;
         self.stats.pages_written += rows.len() as u64;
-        self.changed_pages.extend(rows.iter().map(|(k, _)| super::write::opaque_of(k)));
         write_sorted(self.w.txn_mut()?, ADJ, &mut rows)
     }
 
@@ -498,8 +500,7 @@ impl BulkLoader {
         let stats = self.stats;
         let written: Vec<Addr> = self.written.iter().copied().collect();
         let org = &self.org.inner;
-        self.changed_pages
-            .extend(self.inline_changed.iter().map(|&(n, d)| super::write::opaque_of(&org.adj_key(n, d, 0))));
+        self.changed_pages.extend(self.inline_changed.iter().map(|&(n, d)| org.page_key(Addr::adj(n, d, 0))));
         self.w.commit_with(&self.changed_pages, &written, self.seals)?;
         Ok(stats)
     }

@@ -176,14 +176,23 @@ impl Cached {
 #[derive(Clone)]
 struct Weight;
 
-impl quick_cache::Weighter<[u8; 16], Cached> for Weight {
-    fn weight(&self, _key: &[u8; 16], val: &Cached) -> u64 {
+impl quick_cache::Weighter<PageKey, Cached> for Weight {
+    fn weight(&self, _key: &PageKey, val: &Cached) -> u64 {
         val.cost()
     }
 }
 
+/// What the page cache keys a page by: the first 8 bytes of the reading handle's structure
+/// fingerprint, then the page's plaintext address ([`super::state::Addr::packed`]). A lookup
+/// then costs no blind-key encryption (an AES block per page: a tenth of a cached 3-hop walk).
+/// A handle from before a re-key never shares this cache (a re-keyed org's handles get their
+/// own `OrgShared`, whose incarnation digests the structure fingerprint); the prefix keeps it
+/// out even so: it misses every page and fails closed reading the store, as it did with blind
+/// keys (test `rekey::a_handle_from_before_a_rekey_reads_nothing_through_pages_a_new_handle_cached`).
+pub(crate) type PageKey = [u8; 24];
+
 /// The page cache of one organization: bounded by bytes (decoded size), scan resistant
-/// (quick_cache's S3-FIFO-like policy), keyed by the opaque part of blind record keys.
+/// (quick_cache's S3-FIFO-like policy), keyed by [`PageKey`].
 pub(crate) struct PageCache {
     gen: AtomicU64,
     /// For a store other processes write too (PostgreSQL): the org commit counter the cached
@@ -192,7 +201,7 @@ pub(crate) struct PageCache {
     /// Lookups and inserts share the lock (the map is concurrent); a commit's generation steps
     /// take it alone, so no lookup or insert interleaves with them.
     lock: RwLock<()>,
-    map: Option<quick_cache::sync::Cache<[u8; 16], Cached, Weight>>,
+    map: Option<quick_cache::sync::Cache<PageKey, Cached, Weight>>,
 }
 
 impl std::fmt::Debug for PageCache {
@@ -233,7 +242,7 @@ impl PageCache {
         self.map.is_some()
     }
 
-    pub(crate) fn get(&self, key: &[u8; 16], gen: u64) -> Option<Cached> {
+    pub(crate) fn get(&self, key: &PageKey, gen: u64) -> Option<Cached> {
         let map = self.map.as_ref()?;
         let _g = self.read();
         if self.gen.load(Ordering::Acquire) != gen {
@@ -242,7 +251,7 @@ impl PageCache {
         map.get(key)
     }
 
-    pub(crate) fn insert(&self, key: [u8; 16], page: Cached, gen: u64) {
+    pub(crate) fn insert(&self, key: PageKey, page: Cached, gen: u64) {
         let Some(map) = self.map.as_ref() else { return };
         let _g = self.read();
         if self.gen.load(Ordering::Acquire) != gen {
@@ -291,7 +300,7 @@ impl PageCache {
     /// moved the org's commit counter to `seq` (`committed`: it succeeded): if the cache was of
     /// the state just before, it is now of `seq` (its changed pages are gone), so the next
     /// snapshot of a shared store keeps it.
-    pub(crate) fn end_commit_at<'a>(&self, changed: impl Iterator<Item = &'a [u8; 16]>, seq: u64, committed: bool) {
+    pub(crate) fn end_commit_at<'a>(&self, changed: impl Iterator<Item = &'a PageKey>, seq: u64, committed: bool) {
         let _g = self.write();
         if let Some(map) = &self.map {
             for k in changed {
@@ -308,7 +317,7 @@ impl PageCache {
     /// counter `seq`. Taken only while no other commit is in progress and, for a store other
     /// processes write too (`shared`), only if the cache is of `seq` (else another instance's
     /// commit came between and the pages may be stale: they are left out).
-    pub(crate) fn fill(&self, pages: &[([u8; 16], Cached)], seq: u64, shared: bool) {
+    pub(crate) fn fill(&self, pages: &[(PageKey, Cached)], seq: u64, shared: bool) {
         let Some(map) = &self.map else { return };
         if pages.is_empty() {
             return;
@@ -402,7 +411,7 @@ mod tests {
     fn many_invalidations_do_not_grow_the_cache_past_its_bound() {
         let cache = PageCache::new(64 << 10);
         for round in 0..20_000u64 {
-            let mut key = [0u8; 16];
+            let mut key = [0u8; 24];
             key[..8].copy_from_slice(&round.to_le_bytes());
             let gen = cache.generation();
             cache.insert(key, page(8), gen);
@@ -415,8 +424,8 @@ mod tests {
         assert_eq!(items, 0, "invalidated entries stay");
         assert_eq!(bytes, 0);
         for round in 0..20_000u64 {
-            let mut key = [0u8; 16];
-            key[8..].copy_from_slice(&round.to_le_bytes());
+            let mut key = [0u8; 24];
+            key[16..].copy_from_slice(&round.to_le_bytes());
             cache.insert(key, page(8), cache.generation());
         }
         let (items, bytes) = cache.usage();
@@ -428,28 +437,28 @@ mod tests {
     fn a_newer_commit_counter_drops_the_cache_and_an_older_one_bypasses_it() {
         let cache = PageCache::new(1 << 20);
         let gen = cache.observe(0).expect("a fresh cache serves counter 0");
-        cache.insert([1; 16], page(1), gen);
-        assert!(cache.get(&[1; 16], cache.observe(0).expect("same counter")).is_some());
+        cache.insert([1; 24], page(1), gen);
+        assert!(cache.get(&[1; 24], cache.observe(0).expect("same counter")).is_some());
         // Another instance committed twice: everything goes, the old generation is dead.
         let newer = cache.observe(2).expect("a newer counter");
-        assert!(cache.get(&[1; 16], newer).is_none());
-        cache.insert([1; 16], page(1), gen);
-        assert!(cache.get(&[1; 16], newer).is_none(), "an insert of an older snapshot was kept");
-        cache.insert([2; 16], page(1), newer);
+        assert!(cache.get(&[1; 24], newer).is_none());
+        cache.insert([1; 24], page(1), gen);
+        assert!(cache.get(&[1; 24], newer).is_none(), "an insert of an older snapshot was kept");
+        cache.insert([2; 24], page(1), newer);
         assert_eq!(cache.observe(1), None, "a snapshot older than the cache used it");
         // A local commit from 2 to 3 keeps what it did not change.
-        cache.insert([3; 16], page(1), newer);
+        cache.insert([3; 24], page(1), newer);
         cache.begin_commit();
         assert_eq!(cache.observe(2), None, "a snapshot used the cache during a commit");
-        cache.end_commit_at(std::iter::once(&[3; 16]), 3, true);
+        cache.end_commit_at(std::iter::once(&[3; 24]), 3, true);
         let after = cache.observe(3).expect("the cache follows the local commit");
-        assert!(cache.get(&[2; 16], after).is_some());
-        assert!(cache.get(&[3; 16], after).is_none());
+        assert!(cache.get(&[2; 24], after).is_some());
+        assert!(cache.get(&[3; 24], after).is_none());
         // A failed local commit does not move it.
         cache.begin_commit();
         cache.end_commit_at(std::iter::empty(), 4, false);
         let next = cache.observe(4).expect("a newer counter");
-        assert!(cache.get(&[2; 16], next).is_none(), "a failed commit's counter was taken as the cache's");
+        assert!(cache.get(&[2; 24], next).is_none(), "a failed commit's counter was taken as the cache's");
     }
 
     #[test]
@@ -457,9 +466,9 @@ mod tests {
         let cache = PageCache::new(1 << 20);
         let gen = cache.generation();
         cache.begin_commit();
-        cache.insert([1; 16], page(1), gen);
+        cache.insert([1; 24], page(1), gen);
         cache.end_commit_at(std::iter::empty(), 0, false);
-        assert!(cache.get(&[1; 16], cache.generation()).is_none());
-        assert!(cache.get(&[1; 16], gen).is_none());
+        assert!(cache.get(&[1; 24], cache.generation()).is_none());
+        assert!(cache.get(&[1; 24], gen).is_none());
     }
 }

@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::cache::Cached;
+use super::cache::{Cached, PageKey};
 use super::kv::{BackendKind, KvWrite};
 use super::org::{OrgInner, OrgShared};
 use super::state::NodeKey;
@@ -89,11 +89,11 @@ pub(crate) struct WriteSet {
     pub removes: Vec<(Table, Vec<RecordKey>)>,
     /// The audit entry the transaction appends: its key and sealed value.
     pub audit: Option<([u8; 16], Vec<u8>)>,
-    /// Opaque keys of adjacency pages the commit changes (page-cache invalidation).
-    pub changed_pages: Vec<[u8; 16]>,
+    /// Page-cache keys of the pages the commit changes (invalidation).
+    pub changed_pages: Vec<PageKey>,
     /// Pages the commit writes, decoded, to enter in the page cache once it is durable
     /// (write-through; empty for a large commit).
-    pub fresh: Vec<([u8; 16], Cached)>,
+    pub fresh: Vec<(PageKey, Cached)>,
     /// State tree nodes the commit writes, to enter in the tree cache once it is durable.
     pub fresh_tree: Vec<(NodeKey, Arc<TreeNode>)>,
 }

@@ -12,7 +12,6 @@ use super::org::OrgInner;
 use super::records::{bucket_of, dir_index, fingerprint, IndexHash, Owner, Runs};
 use super::state::{Addr, Roots};
 use super::tables::{index_domain, RecordKey, Table, ADJ, DICT, EDGES, INDEX, NODES, ORGS, PROPS};
-use super::write::opaque_of;
 use crate::codec::{
     first_of, page_of, AdjEntry, EdgePage, EdgeRecord, NodePage, NodeRecord, PropMap, EDGES_PER_PAGE, NODES_PER_PAGE,
 };
@@ -319,16 +318,16 @@ impl ReadTxn {
     }
 
     /// A cached page, if the cache may serve this snapshot.
-    fn cached(&self, key: &RecordKey) -> Option<Cached> {
+    fn cached(&self, addr: Addr) -> Option<Cached> {
         if !self.cache_ok {
             return None;
         }
-        self.org.inner.shared.cache.get(&opaque_of(key), self.gen)
+        self.org.inner.shared.cache.get(&self.org.inner.page_key(addr), self.gen)
     }
 
-    fn remember(&self, key: &RecordKey, page: Cached) {
+    fn remember(&self, addr: Addr, page: Cached) {
         if self.cache_ok {
-            self.org.inner.shared.cache.insert(opaque_of(key), page, self.gen);
+            self.org.inner.shared.cache.insert(self.org.inner.page_key(addr), page, self.gen);
         }
     }
 
@@ -336,10 +335,10 @@ impl ReadTxn {
     /// there (a page with fewer or more records, or a missing page below the next id, is
     /// `Corrupt`).
     fn dense_page<P: DensePage>(&self, page: u64) -> Result<Arc<Records<P::Rec>>> {
-        let key = P::key(&self.org.inner, page);
-        if let Some(r) = self.cached(&key).as_ref().and_then(P::unwrap) {
+        if let Some(r) = self.cached(P::addr(page)).as_ref().and_then(P::unwrap) {
             return Ok(r);
         }
+        let key = P::key(&self.org.inner, page);
         let first = first_of(page, P::PER);
         let expected = P::next(self.facts()?).min(first_of(page + 1, P::PER)).saturating_sub(first);
         let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
@@ -348,7 +347,7 @@ impl ReadTxn {
             return Err(Error::corrupt(P::TABLE.name, &key));
         }
         let r = Arc::new(Records(records));
-        self.remember(&key, P::wrap(r.clone()));
+        self.remember(P::addr(page), P::wrap(r.clone()));
         Ok(r)
     }
 
@@ -399,15 +398,15 @@ impl ReadTxn {
         let fp = fingerprint(h);
         for run in self.facts()?.runs.as_slice().iter().rev() {
             let b = bucket_of(&fp, run.bits);
-            let key = self.org.inner.bucket_key(run.slot, b);
-            let found = match self.cached(&key) {
+            let addr = Addr::bucket(run.slot, b);
+            let found = match self.cached(addr) {
                 Some(Cached::Bucket(page)) => page.get(&fp),
                 _ => {
-                    let sealed =
-                        self.fetch(Addr::bucket(run.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
+                    let key = self.org.inner.bucket_key(run.slot, b);
+                    let sealed = self.fetch(addr, &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
                     let page = Arc::new(Bucket::new(self.org.inner.open_bucket(&key, &sealed)?));
                     let found = page.get(&fp);
-                    self.remember(&key, Cached::Bucket(page));
+                    self.remember(addr, Cached::Bucket(page));
                     found
                 }
             };
@@ -554,8 +553,8 @@ impl ReadTxn {
 
     /// One adjacency page; `None` if the node has no page there.
     pub(crate) fn page(&self, node: u64, dir: u8, p: u32) -> Result<Option<Arc<Page>>> {
-        let key = self.org.inner.adj_key(node, dir, p);
-        if let Some(Cached::Adj(page)) = self.cached(&key) {
+        let addr = Addr::adj(node, dir, p);
+        if let Some(Cached::Adj(page)) = self.cached(addr) {
             // In page 0, a page count of 0 marks the inline entries of the node record (none:
             // no neighbors there); later pages always carry 0.
             return Ok((p > 0 || page.pages > 0 || !page.entries.is_empty()).then_some(page));
@@ -564,20 +563,19 @@ impl ReadTxn {
         // tree, which answers from memory: a node it says has pages (a hub, which is what a walk
         // expands most) goes straight to its page 0, without opening its node page.
         let roots = self.facts()?.roots;
-        let paged =
-            p > 0 || self.org.inner.holds(&roots, &|t, k| self.get(t, k), Addr::adj(node, dir, 0))? == Some(true);
+        let paged = p > 0 || self.org.inner.holds(&roots, &|t, k| self.get(t, k), addr)? == Some(true);
         if !paged {
             match self.inline_entries(node, dir)? {
                 None => return Ok(None),
                 Some(Some(entries)) => {
                     let page = Arc::new(Page::new(0, entries));
-                    self.remember(&key, Cached::Adj(page.clone()));
+                    self.remember(addr, Cached::Adj(page.clone()));
                     return Ok((!page.entries.is_empty()).then_some(page));
                 }
                 Some(None) => {}
             }
         }
-        let addr = Addr::adj(node, dir, p);
+        let key = self.org.inner.adj_key(node, dir, p);
         let ahead = self.prefetched.lock().ok().and_then(|mut m| m.remove(&key));
         let sealed = match ahead {
             // Opened and checked against the state tree by the prefetch.
@@ -598,7 +596,7 @@ impl ReadTxn {
             return Err(Error::corrupt(ADJ.name, &key));
         }
         let page = Arc::new(Page::new(pages, entries));
-        self.remember(&key, Cached::Adj(page.clone()));
+        self.remember(addr, Cached::Adj(page.clone()));
         Ok(Some(page))
     }
 
@@ -695,7 +693,7 @@ impl ReadTxn {
     /// A node record already at hand (cached or prefetched), without reading anything.
     fn prefetched_record<T>(&self, id: u64, f: impl FnOnce(&NodeRecord) -> T) -> Option<T> {
         let page = page_of(id, NODES_PER_PAGE);
-        let recs = match self.cached(&self.org.inner.node_page_key(page)).as_ref().and_then(NodePage::unwrap) {
+        let recs = match self.cached(Addr::node_page(page)).as_ref().and_then(NodePage::unwrap) {
             Some(r) => r,
             None => self.prefetched_nodes.lock().ok()?.get(&page).cloned()?,
         };
@@ -715,9 +713,8 @@ impl ReadTxn {
         held.retain(|p, _| pages.binary_search(p).is_ok());
         let keys: Vec<(u64, RecordKey)> = pages
             .into_iter()
-            .filter(|p| !held.contains_key(p))
+            .filter(|p| !held.contains_key(p) && self.cached(Addr::node_page(*p)).is_none())
             .map(|p| (p, NodePage::key(&self.org.inner, p)))
-            .filter(|(_, k)| self.cached(k).is_none())
             .collect();
         if keys.is_empty() {
             return Ok(());
@@ -736,7 +733,7 @@ impl ReadTxn {
                 continue;
             }
             let r = Arc::new(Records(records));
-            self.remember(&key, Cached::Nodes(r.clone()));
+            self.remember(Addr::node_page(page), Cached::Nodes(r.clone()));
             held.insert(page, r);
         }
         Ok(())
@@ -749,8 +746,11 @@ impl ReadTxn {
         {
             let held = self.prefetched.lock().map_err(|_| Error::Internal("prefetch lock poisoned".into()))?;
             for (n, d, p) in pages {
+                if self.cached(Addr::adj(n, d, p)).is_some() {
+                    continue;
+                }
                 let key = self.org.inner.adj_key(n, d, p);
-                if !held.contains_key(&key) && self.cached(&key).is_none() {
+                if !held.contains_key(&key) {
                     keys.push((key, (n, d, p)));
                 }
             }
@@ -786,7 +786,7 @@ impl ReadTxn {
                 more.extend((1..pages).map(|q| (n, d, q)));
             }
             let page = Arc::new(Page::new(pages, entries));
-            self.remember(&key, Cached::Adj(page.clone()));
+            self.remember(Addr::adj(n, d, p), Cached::Adj(page.clone()));
             held.insert(key, Some(page));
         }
         Ok(more)

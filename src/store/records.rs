@@ -8,6 +8,7 @@ use zeroize::Zeroize;
 
 use super::kv::KvWrite;
 use super::org::OrgInner;
+use super::state::Addr;
 use super::tables::{blind_kind, record_key, RecordKey, RecordKind, Table, EDGES, INDEX, NODES, ORGS};
 use crate::codec::{
     self, AdjPage, ArchivedAdjPage, BucketPage, CodecError, EdgePage, IndexRun, NodePage, EDGES_PER_PAGE,
@@ -32,6 +33,15 @@ pub(crate) fn dir_index(d: Direction) -> u8 {
 }
 
 impl OrgInner {
+    /// The page cache's key of the record at `addr`, for this handle (see
+    /// [`super::cache::PageKey`]).
+    pub(crate) fn page_key(&self, addr: Addr) -> super::cache::PageKey {
+        let mut k = [0u8; 24];
+        k[..8].copy_from_slice(&self.structure_fp[..8]);
+        k[8..].copy_from_slice(&addr.packed());
+        k
+    }
+
     fn blind(&self, kind: u8, sub: u8, page: u32, id: u64) -> RecordKey {
         record_key(self.tag, &self.structure.blind.blind(kind, sub, page, id))
     }

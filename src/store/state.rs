@@ -91,6 +91,17 @@ impl Addr {
         Addr { code: 6, sub: 0, page: 0, id: u64::from(kind) }
     }
 
+    /// The address as 16 bytes (kind code, sub, page, id; two zero bytes): the page cache's key
+    /// after the handle prefix (`cache::PageKey`).
+    pub(crate) fn packed(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0] = self.code;
+        b[1] = self.sub;
+        b[2..6].copy_from_slice(&self.page.to_le_bytes());
+        b[6..14].copy_from_slice(&self.id.to_le_bytes());
+        b
+    }
+
     /// The record kind.
     pub(crate) fn kind(&self) -> RecordKind {
         TRACKED[usize::from(self.code)]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::cache::{Bucket, Cached, Page, Records, Scrub};
+use super::cache::{Bucket, Cached, Page, PageKey, Records, Scrub};
 use super::commit::{Rows, WriteSet, WriterLock, WriterToken};
 use super::kv::{BackendKind, KvSnapshot, KvWrite};
 use super::org::Org;
@@ -366,8 +366,8 @@ impl WriteTxn {
 
     /// A page of the org's page cache (decrypted and checked when it went in), if this
     /// transaction's base may use the cache.
-    fn cached(&self, key: &RecordKey) -> Option<Cached> {
-        self.org.inner.shared.cache.get(&opaque_of(key), self.cache_gen?)
+    fn cached(&self, addr: Addr) -> Option<Cached> {
+        self.org.inner.shared.cache.get(&self.org.inner.page_key(addr), self.cache_gen?)
     }
 
     /// Bucket `b` of run `run` (its position in `start.runs`) as stored when this transaction
@@ -385,11 +385,11 @@ impl WriteTxn {
         if let Some(page) = slot {
             return Ok(page.clone());
         }
-        let key = self.org.inner.bucket_key(r.slot, b);
         // The cache's own page when it has one (shared, not copied).
-        let page = match self.cached(&key) {
+        let page = match self.cached(Addr::bucket(r.slot, b)) {
             Some(Cached::Bucket(page)) => page,
             _ => {
+                let key = self.org.inner.bucket_key(r.slot, b);
                 let sealed =
                     self.fetch(Addr::bucket(r.slot, b), &key)?.ok_or_else(|| Error::corrupt(INDEX.name, &key))?;
                 Arc::new(Bucket::new(self.org.inner.open_bucket(&key, &sealed)?))
@@ -433,10 +433,10 @@ impl WriteTxn {
         if first_of(page, P::PER) >= next {
             return Ok(Arc::new(Records(Vec::new())));
         }
-        let key = P::key(&self.org.inner, page);
-        if let Some(r) = self.cached(&key).as_ref().and_then(P::unwrap) {
+        if let Some(r) = self.cached(P::addr(page)).as_ref().and_then(P::unwrap) {
             return Ok(r);
         }
+        let key = P::key(&self.org.inner, page);
         let sealed = self.fetch(P::addr(page), &key)?.ok_or_else(|| Error::corrupt(P::TABLE.name, &key))?;
         Ok(Arc::new(Records(P::open(&self.org.inner, page, &key, &sealed)?)))
     }
@@ -529,16 +529,16 @@ impl WriteTxn {
             }
         }
         if !self.pages.contains_key(&id) {
-            let key = self.org.inner.adj_key(id.0, id.1, id.2);
+            let addr = Addr::adj(id.0, id.1, id.2);
             // A cached page 0 of count 0 is a checked absence: then the stored page decides.
-            let cached = match self.cached(&key) {
+            let cached = match self.cached(addr) {
                 Some(Cached::Adj(page)) if id.2 > 0 || page.pages > 0 => Some(page.entries.to_vec()),
                 _ => None,
             };
             let entries = match cached {
                 Some(entries) => entries,
                 None => {
-                    let addr = Addr::adj(id.0, id.1, id.2);
+                    let key = self.org.inner.adj_key(id.0, id.1, id.2);
                     let sealed = self.fetch(addr, &key)?.ok_or_else(|| Error::corrupt("adj", &key))?;
                     self.org.inner.open_page(&key, &sealed)?.1
                 }
@@ -1038,7 +1038,7 @@ impl WriteTxn {
     /// transaction by the bulk loader), entering `extra_state` (the addresses of the records it
     /// wrote) in the state tree and counting `extra_seals`.
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "commit", level = "debug", skip_all))]
-    pub(crate) fn commit_with(self, extra_pages: &[[u8; 16]], extra_state: &[Addr], extra_seals: u64) -> Result<()> {
+    pub(crate) fn commit_with(self, extra_pages: &[PageKey], extra_state: &[Addr], extra_seals: u64) -> Result<()> {
         let (set, base, new_kinds, writer) = self.prepare(extra_pages, extra_state, extra_seals)?;
         let org = set.org.clone();
         match base {
@@ -1095,7 +1095,7 @@ impl WriteTxn {
     #[allow(clippy::type_complexity)]
     fn prepare(
         mut self,
-        extra_pages: &[[u8; 16]],
+        extra_pages: &[PageKey],
         extra_state: &[Addr],
         extra_seals: u64,
     ) -> Result<(WriteSet, Base, HashMap<String, u32>, WriterToken)> {
@@ -1176,9 +1176,9 @@ impl WriteTxn {
         // Index pages are written through whatever their number: the next commit's lookups and
         // duplicate checks read a bucket of every run.
         let through_index = org.shared.cache.enabled() && !matches!(base, Base::Exclusive(_));
-        let mut fresh: Vec<([u8; 16], Cached)> = Vec::new();
+        let mut fresh: Vec<(PageKey, Cached)> = Vec::new();
         let mut seals: u64 = extra_seals + state.0;
-        let mut changed_pages: Vec<[u8; 16]> = Vec::with_capacity(self.dirty_pages.len() + extra_pages.len());
+        let mut changed_pages: Vec<PageKey> = Vec::with_capacity(self.dirty_pages.len() + extra_pages.len());
         changed_pages.extend_from_slice(extra_pages);
         let mut puts: Vec<(Table, Rows)> = Vec::with_capacity(8);
         let mut put = |table: Table, mut rows: Rows| {
@@ -1192,14 +1192,13 @@ impl WriteTxn {
             let key = org.node_page_key(page_of(p.first, NODES_PER_PAGE));
             Ok((key, org.seal_record(NODES, &key, Compartment::Core, version, p)?))
         })?;
+        let node_key = |p: &NodePage| org.page_key(Addr::node_page(page_of(p.first, NODES_PER_PAGE)));
+        changed_pages.extend(node_pages.iter().map(node_key));
         if through_index {
             // Node pages too while they take at most a quarter of the cache: a commit of many
             // edges touches most node pages, and the next one reads them all back.
-            let pages: Vec<([u8; 16], Cached)> = node_pages
-                .into_iter()
-                .zip(&rows)
-                .map(|(p, (k, _))| (opaque_of(k), Cached::Nodes(Arc::new(Records(p.nodes)))))
-                .collect();
+            let pages: Vec<(PageKey, Cached)> =
+                node_pages.into_iter().map(|p| (node_key(&p), Cached::Nodes(Arc::new(Records(p.nodes))))).collect();
             if through || pages.iter().map(|(_, c)| c.cost()).sum::<u64>() <= org.shared.cache.capacity() / 4 {
                 fresh.extend(pages);
             }
@@ -1207,22 +1206,22 @@ impl WriteTxn {
             drop(node_pages);
         }
         seals += rows.len() as u64;
-        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(NODES, rows);
 
         let rows = par_map(&edge_pages, |p| {
             let key = org.edge_page_key(page_of(p.first, EDGES_PER_PAGE));
             Ok((key, org.seal_record(EDGES, &key, Compartment::Core, version, p)?))
         })?;
+        let edge_key = |p: &EdgePage| org.page_key(Addr::edge_page(page_of(p.first, EDGES_PER_PAGE)));
+        changed_pages.extend(edge_pages.iter().map(edge_key));
         if through {
-            for (p, (k, _)) in edge_pages.into_iter().zip(&rows) {
-                fresh.push((opaque_of(k), Cached::Edges(Arc::new(Records(p.edges)))));
+            for p in edge_pages {
+                fresh.push((edge_key(&p), Cached::Edges(Arc::new(Records(p.edges)))));
             }
         } else {
             drop(edge_pages);
         }
         seals += rows.len() as u64;
-        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
         put(EDGES, rows);
 
         let ids: Vec<PageId> = self.dirty_pages.iter().copied().collect();
@@ -1238,24 +1237,25 @@ impl WriteTxn {
             let key = org.adj_key(node, dir, p);
             Ok((key, org.seal_page(&key, version, &encode_page(count_of(id)?, entries))?))
         })?;
+        let adj_key = |&(node, dir, p): &PageId| org.page_key(Addr::adj(node, dir, p));
         if through {
-            for (id, (k, _)) in ids.iter().zip(&rows) {
+            for id in &ids {
                 let entries = self.pages.get(id).ok_or_else(|| Error::Internal("dirty page not loaded".into()))?;
-                fresh.push((opaque_of(k), Cached::Adj(Arc::new(Page::new(count_of(id)?, entries.clone())))));
+                fresh.push((adj_key(id), Cached::Adj(Arc::new(Page::new(count_of(id)?, entries.clone())))));
             }
         }
         seals += rows.len() as u64;
-        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
+        changed_pages.extend(ids.iter().map(adj_key));
         put(ADJ, rows);
         // Inline entries live in the node pages sealed above; the page cache holds them under
         // their (node, direction)'s page-0 key, so that key is invalidated (or written through).
         for id in &inline {
-            let key = org.adj_key(id.0, id.1, 0);
+            let key = org.page_key(Addr::adj(id.0, id.1, 0));
             if through {
                 let entries = self.pages.get(id).ok_or_else(|| Error::Internal("inline page not loaded".into()))?;
-                fresh.push((opaque_of(&key), Cached::Adj(Arc::new(Page::new(0, entries.clone())))));
+                fresh.push((key, Cached::Adj(Arc::new(Page::new(0, entries.clone())))));
             }
-            changed_pages.push(opaque_of(&key));
+            changed_pages.push(key);
         }
 
         let ids: Vec<(Owner, Compartment)> = self.dirty_props.iter().copied().collect();
@@ -1278,16 +1278,17 @@ impl WriteTxn {
             Ok((key, org.seal_record(INDEX, &key, Compartment::Core, version, page)?))
         })?;
         let gone: Vec<RecordKey> = index.removes.iter().map(|(slot, b)| org.bucket_key(*slot, *b)).collect();
+        let bucket_key = |slot: u8, b: u32| org.page_key(Addr::bucket(slot, b));
+        changed_pages.extend(index.puts.iter().map(|(slot, b, _)| bucket_key(*slot, *b)));
+        changed_pages.extend(index.removes.iter().map(|(slot, b)| bucket_key(*slot, *b)));
         if through_index {
-            for ((_, _, page), (k, _)) in index.puts.into_iter().zip(&rows) {
-                fresh.push((opaque_of(k), Cached::Bucket(Arc::new(Bucket::new(page)))));
+            for (slot, b, page) in index.puts {
+                fresh.push((bucket_key(slot, b), Cached::Bucket(Arc::new(Bucket::new(page)))));
             }
         } else {
             drop(index.puts);
         }
         seals += rows.len() as u64;
-        changed_pages.extend(rows.iter().map(|(k, _)| opaque_of(k)));
-        changed_pages.extend(gone.iter().map(opaque_of));
         put(INDEX, rows);
 
         let mut rows = Vec::with_capacity(self.new_kinds.len());
@@ -1358,13 +1359,6 @@ impl Drop for PoisonOnPanic<'_> {
             self.0.poison();
         }
     }
-}
-
-/// The opaque (cache) part of a record key.
-pub(crate) fn opaque_of(key: &RecordKey) -> [u8; 16] {
-    let mut opaque = [0u8; 16];
-    opaque.copy_from_slice(&key[8..]);
-    opaque
 }
 
 /// Dirty record ids grouped by their page, each group sorted.
