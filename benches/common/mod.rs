@@ -300,18 +300,25 @@ pub struct Percentiles {
 }
 
 /// Times `q` once per seed after one untimed warm pass; returns p50 / p99 / mean in µs.
-pub fn percentiles<T: Copy>(seeds: &[T], mut q: impl FnMut(T) -> u64) -> Percentiles {
+pub fn percentiles<T: Copy>(seeds: &[T], q: impl FnMut(T) -> u64) -> Percentiles {
+    percentiles_passes(seeds, 1, q)
+}
+
+/// [`percentiles`] over `passes` timed passes, each over every seed once, pooled: a burst of
+/// machine load then costs one sample of many seeds instead of the only sample of each, and a
+/// p50 resolves differences of a few percent between runs (one pass did not resolve 10%).
+pub fn percentiles_passes<T: Copy>(seeds: &[T], passes: usize, mut q: impl FnMut(T) -> u64) -> Percentiles {
     for &s in seeds {
         std::hint::black_box(q(s));
     }
-    let mut t: Vec<Duration> = seeds
-        .iter()
-        .map(|&s| {
+    let mut t: Vec<Duration> = Vec::with_capacity(seeds.len() * passes.max(1));
+    for _ in 0..passes.max(1) {
+        t.extend(seeds.iter().map(|&s| {
             let start = Instant::now();
             std::hint::black_box(q(s));
             start.elapsed()
-        })
-        .collect();
+        }));
+    }
     t.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let at = |p: f64| us(t[((t.len() as f64 * p).ceil() as usize).clamp(1, t.len()) - 1]);
